@@ -1,0 +1,56 @@
+"""cffi builder for the C storage engine (API mode).
+
+setup.py names this module in ``cffi_modules``; building the package compiles
+every ``native/*.c`` file into the extension ``boltimages._bolt``. The cdef is
+``bolt.h`` itself with its preprocessor lines removed, so the header stays the
+single statement of the C API.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from cffi import FFI
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _cdef_source() -> str:
+    lines = (HERE / "bolt.h").read_text().splitlines()
+    return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+
+
+def _compile_args() -> list[str]:
+    args = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-fvisibility=hidden"]
+    if os.environ.get("BOLTIMAGES_WERROR"):
+        args.append("-Werror")
+    if os.environ.get("BOLTIMAGES_SANITIZE"):
+        # One CI pass runs the engine tests with the extension built this way.
+        args += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+                 "-fno-sanitize-recover=undefined"]
+    else:
+        args += ["-O2"]
+    return args
+
+
+def _link_args() -> list[str]:
+    if os.environ.get("BOLTIMAGES_SANITIZE"):
+        return ["-fsanitize=address,undefined"]
+    return []
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef_source())
+ffibuilder.set_source(
+    "boltimages._bolt",
+    '#include "bolt.h"',
+    sources=sorted(str(p.relative_to(HERE.parent)) for p in HERE.glob("*.c")),
+    include_dirs=[str(HERE.relative_to(HERE.parent))],
+    extra_compile_args=_compile_args(),
+    extra_link_args=_link_args(),
+    libraries=["pthread"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(HERE.parent / "build" / "cffi"), verbose=True)

@@ -1,0 +1,48 @@
+"""Test helpers shared by every suite: locating the real reference programs.
+
+Compatibility tests need real containerd and a Go toolchain with bbolt. On a
+developer machine without them such tests skip; in CI (env
+BOLTIMAGES_REQUIRE_COMPAT=1) a missing tool fails the test instead, so a green
+CI run always means the comparison against the real programs happened.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+COMPAT_REQUIRED = os.environ.get("BOLTIMAGES_REQUIRE_COMPAT") == "1"
+
+
+def slow_budget(default: int) -> int:
+    """Iteration count for slow soak/fuzz/crash loops (env BOLTIMAGES_SLOW_BUDGET)."""
+    value = os.environ.get("BOLTIMAGES_SLOW_BUDGET")
+    return int(value) if value else default
+
+
+def missing(reason: str) -> None:
+    """Skip, or fail when compatibility tests are required."""
+    if COMPAT_REQUIRED:
+        pytest.fail(f"compatibility test required but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str) -> str:
+    """Absolute path of program `name`, or skip/fail as described above."""
+    path = shutil.which(name)
+    if path is None:
+        missing(f"{name!r} is not installed")
+    return path  # type: ignore[return-value]
+
+
+def require_path(path: str, what: str) -> str:
+    if not os.path.exists(path):
+        missing(f"{what} not found at {path}")
+    return path
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        missing("test needs root (it starts a private containerd)")
