@@ -1,0 +1,616 @@
+"""Python API of the bbolt-compatible storage engine.
+
+A thin layer over the C core in ``native/`` (see ``native/bolt.h``): it turns
+status codes into exception classes and C buffers into ``bytes``, and adds
+nothing to the engine's semantics. Example, reading a containerd database
+without disturbing a running daemon's view of it::
+
+    from boltimages import bolt
+
+    with bolt.open("/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db",
+                   read_only=True) as db:
+        with db.begin() as tx:
+            for name in tx.buckets():
+                print(name)
+
+Every call into C releases the GIL (cffi does so in API mode), so other Python
+threads keep running while the engine searches pages or waits for fsync.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
+
+from ._bolt import ffi, lib
+
+BytesLike = Union[bytes, bytearray, memoryview]
+T = TypeVar("T")
+
+# How many entries one C call hands back while iterating; large enough that
+# the per-call overhead vanishes, small enough to keep latency low.
+_SCAN_CHUNK = 512
+
+__all__ = [
+    "open", "DB", "Tx", "Bucket", "Cursor", "compact", "check_file", "os_page_size",
+    "BoltError", "DatabaseLocked", "CorruptDatabase", "InvalidDatabase", "VersionMismatch",
+    "BucketNotFound", "BucketExists", "BucketNameRequired", "KeyRequired", "KeyTooLarge",
+    "ValueTooLarge", "IncompatibleValue", "TxClosed", "TxNotWritable", "DatabaseReadOnly",
+    "DatabaseClosed", "TxBusy", "TxFailed", "SequenceOverflow",
+]
+
+
+# ---------------------------------------------------------------- errors ----
+
+class BoltError(Exception):
+    """Base class of every engine error; ``status`` is the C status code."""
+
+    status: int = -1
+
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class DatabaseLocked(BoltError):
+    """Another process holds the file's lock (containerd running, or another writer)."""
+
+
+class CorruptDatabase(BoltError):
+    """Structural damage; the message names the page and what is wrong."""
+
+
+class InvalidDatabase(BoltError):
+    """The file is not a bolt database (no valid meta page)."""
+
+
+class VersionMismatch(BoltError):
+    """The file uses a bolt format version other than 2."""
+
+
+class BucketNotFound(BoltError, KeyError):
+    pass
+
+
+class BucketExists(BoltError):
+    pass
+
+
+class BucketNameRequired(BoltError, ValueError):
+    pass
+
+
+class KeyRequired(BoltError, ValueError):
+    pass
+
+
+class KeyTooLarge(BoltError, ValueError):
+    pass
+
+
+class ValueTooLarge(BoltError, ValueError):
+    pass
+
+
+class IncompatibleValue(BoltError):
+    """A value where a bucket was expected, or a bucket where a value was."""
+
+
+class TxClosed(BoltError):
+    pass
+
+
+class TxNotWritable(BoltError):
+    pass
+
+
+class DatabaseReadOnly(BoltError):
+    pass
+
+
+class DatabaseClosed(BoltError):
+    pass
+
+
+class TxBusy(BoltError):
+    """This thread already holds the write transaction; a second one would deadlock."""
+
+
+class TxFailed(BoltError):
+    """An earlier error in this write transaction means it can only be rolled back."""
+
+
+class SequenceOverflow(BoltError):
+    pass
+
+
+class IOFailure(BoltError, OSError):
+    pass
+
+
+_ERRORS: dict[int, type[BoltError]] = {
+    lib.BOLT_ERR_IO: IOFailure,
+    lib.BOLT_ERR_LOCKED: DatabaseLocked,
+    lib.BOLT_ERR_CORRUPT: CorruptDatabase,
+    lib.BOLT_ERR_INVALID: InvalidDatabase,
+    lib.BOLT_ERR_VERSION: VersionMismatch,
+    lib.BOLT_ERR_NOMEM: BoltError,
+    lib.BOLT_ERR_TX_CLOSED: TxClosed,
+    lib.BOLT_ERR_TX_NOT_WRITABLE: TxNotWritable,
+    lib.BOLT_ERR_DB_READ_ONLY: DatabaseReadOnly,
+    lib.BOLT_ERR_BUCKET_NOT_FOUND: BucketNotFound,
+    lib.BOLT_ERR_BUCKET_EXISTS: BucketExists,
+    lib.BOLT_ERR_BUCKET_NAME_REQUIRED: BucketNameRequired,
+    lib.BOLT_ERR_KEY_REQUIRED: KeyRequired,
+    lib.BOLT_ERR_KEY_TOO_LARGE: KeyTooLarge,
+    lib.BOLT_ERR_VALUE_TOO_LARGE: ValueTooLarge,
+    lib.BOLT_ERR_INCOMPATIBLE: IncompatibleValue,
+    lib.BOLT_ERR_DB_CLOSED: DatabaseClosed,
+    lib.BOLT_ERR_TX_BUSY: TxBusy,
+    lib.BOLT_ERR_TX_FAILED: TxFailed,
+    lib.BOLT_ERR_INVALID_ARG: BoltError,
+    lib.BOLT_ERR_SEQUENCE_OVERFLOW: SequenceOverflow,
+}
+
+
+def _error(status: int, context: str = "") -> BoltError:
+    message = ffi.string(lib.bolt_errmsg()).decode("utf-8", "replace")
+    if not message:
+        message = ffi.string(lib.bolt_status_name(status)).decode()
+    if context:
+        message = f"{context}: {message}"
+    return _ERRORS.get(status, BoltError)(message, status)
+
+
+def _check(status: int, context: str = "") -> None:
+    if status:
+        raise _error(status, context)
+
+
+def _bytes(name: str, data: Any) -> Any:
+    """Something C can read as `const uint8_t *` without a copy."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return ffi.from_buffer(data)
+    raise TypeError(f"{name} must be bytes-like, not {type(data).__name__}")
+
+
+# Each thread gets its own output structs: a Bucket object may be shared
+# between threads, and the C side only serialises the call itself.
+class _Scratch(threading.local):
+    def __init__(self) -> None:
+        self.kv = ffi.new("bolt_kv *")
+        self.u64 = ffi.new("uint64_t *")
+        self.size = ffi.new("size_t *")
+
+
+_scratch = _Scratch()
+
+
+def _kv_pair(kv: Any) -> Optional[tuple[bytes, Optional[bytes]]]:
+    if kv.key == ffi.NULL:
+        return None
+    key = ffi.buffer(kv.key, kv.key_len)[:]
+    if kv.flags & 1:
+        return key, None
+    return key, ffi.buffer(kv.value, kv.value_len)[:]
+
+
+def os_page_size() -> int:
+    return int(lib.bolt_os_page_size())
+
+
+# -------------------------------------------------------------- database ----
+
+_FREELIST_MODES = {"keep": lib.BOLT_FREELIST_KEEP, "persist": lib.BOLT_FREELIST_PERSIST,
+                   "no-sync": lib.BOLT_FREELIST_NO_SYNC}
+
+
+class DB:
+    """An open bolt file. Use :func:`open` to make one."""
+
+    def __init__(self, path: Union[str, os.PathLike], *, read_only: bool = False,
+                 create: bool = True, timeout: Optional[float] = 1.0, page_size: int = 0,
+                 freelist: str = "keep", no_sync: bool = False, mode: int = 0o600) -> None:
+        if freelist not in _FREELIST_MODES:
+            raise ValueError(f"freelist must be one of {sorted(_FREELIST_MODES)}, not {freelist!r}")
+        self.path = os.fspath(path)
+        opts = ffi.new("bolt_options *")
+        lib.bolt_options_init(opts)
+        opts.read_only = int(read_only)
+        opts.create = int(create)
+        opts.page_size = page_size
+        opts.timeout = -1.0 if timeout is None else float(timeout)
+        opts.freelist_mode = _FREELIST_MODES[freelist]
+        opts.no_sync = int(no_sync)
+        opts.file_mode = mode
+        out = ffi.new("bolt_db **")
+        status = lib.bolt_open(os.fsencode(self.path), opts, out)
+        if status:
+            raise _error(status, self.path)
+        self._db = ffi.gc(out[0], lib.bolt_db_free)
+        self.read_only = read_only
+
+    # -- lifecycle
+    def close(self) -> None:
+        """Close the file. Open transactions end (rolled back); using them raises TxClosed."""
+        if self._db is not None:
+            status = lib.bolt_close(self._db)
+            self._db = None
+            _check(status, self.path)
+
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
+    def __enter__(self) -> "DB":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _handle(self) -> Any:
+        if self._db is None:
+            raise DatabaseClosed(f"{self.path}: database is closed", lib.BOLT_ERR_DB_CLOSED)
+        return self._db
+
+    # -- facts
+    def info(self) -> dict[str, Any]:
+        out = ffi.new("bolt_info *")
+        _check(lib.bolt_db_info(self._handle(), out), self.path)
+        return {name: getattr(out, name) for name in (
+            "page_size", "txid", "pgid", "root_pgid", "freelist_pgid", "meta_slot", "file_size",
+            "free_count", "pending_count", "freelist_persisted", "read_only", "open_read_txs")}
+
+    @property
+    def page_size(self) -> int:
+        return int(self.info()["page_size"])
+
+    def sync(self) -> None:
+        _check(lib.bolt_db_sync(self._handle()), self.path)
+
+    # -- transactions
+    def begin(self, write: bool = False) -> "Tx":
+        """Start a transaction. A write transaction waits for the current writer to finish."""
+        out = ffi.new("bolt_tx **")
+        status = lib.bolt_begin(self._handle(), int(write), out)
+        if status:
+            raise _error(status, self.path)
+        return Tx(self, ffi.gc(out[0], lib.bolt_tx_free))
+
+    def view(self, fn: Callable[["Tx"], T]) -> T:
+        with self.begin(write=False) as tx:
+            return fn(tx)
+
+    def update(self, fn: Callable[["Tx"], T]) -> T:
+        with self.begin(write=True) as tx:
+            return fn(tx)
+
+    def check(self, max_problems: int = 0) -> list[str]:
+        with self.begin() as tx:
+            return tx.check(max_problems)
+
+    def compact_to(self, dst_path: Union[str, os.PathLike], tx_max_bytes: int = 64 << 20,
+                   **dst_options: Any) -> None:
+        """Copy every bucket and key into a new file, like ``bbolt compact``."""
+        dst_options.setdefault("page_size", self.page_size)
+        with DB(dst_path, **dst_options) as dst:
+            _check(lib.bolt_compact(dst._handle(), self._handle(), tx_max_bytes),
+                   f"compact {self.path} -> {os.fspath(dst_path)}")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._db is None else ("read-only" if self.read_only else "read-write")
+        return f"<bolt.DB {self.path!r} {state}>"
+
+
+def open(path: Union[str, os.PathLike], **options: Any) -> DB:  # noqa: A001 - mirrors bolt.Open
+    """Open (or create) a bolt file. See :class:`DB` for the options."""
+    return DB(path, **options)
+
+
+def compact(src_path: Union[str, os.PathLike], dst_path: Union[str, os.PathLike],
+            tx_max_bytes: int = 64 << 20, timeout: Optional[float] = 1.0, **dst_options: Any) -> None:
+    with DB(src_path, read_only=True, timeout=timeout) as src:
+        src.compact_to(dst_path, tx_max_bytes, **dst_options)
+
+
+def check_file(path: Union[str, os.PathLike], max_problems: int = 0,
+               timeout: Optional[float] = 1.0) -> list[str]:
+    """Structural problems in a bolt file (empty list: sound), opened read-only."""
+    with DB(path, read_only=True, timeout=timeout) as db:
+        return db.check(max_problems)
+
+
+# ----------------------------------------------------------- transaction ----
+
+class Tx:
+    """A transaction. As a context manager, a write transaction commits when the
+    block ends normally and rolls back on an exception; a read one just ends."""
+
+    def __init__(self, db: DB, handle: Any) -> None:
+        self.db = db
+        self._tx = handle
+        self.writable = bool(lib.bolt_tx_writable(handle))
+        self.id = int(lib.bolt_tx_id(handle))
+        root = ffi.new("bolt_bucket **")
+        _check(lib.bolt_tx_root(handle, root))
+        self.root = Bucket(self, root[0])
+
+    @property
+    def closed(self) -> bool:
+        return bool(lib.bolt_tx_closed(self._tx))
+
+    @property
+    def size(self) -> int:
+        return int(lib.bolt_tx_size(self._tx))
+
+    def commit(self) -> None:
+        _check(lib.bolt_tx_commit(self._tx), "commit")
+
+    def rollback(self) -> None:
+        _check(lib.bolt_tx_rollback(self._tx), "rollback")
+
+    def __enter__(self) -> "Tx":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.closed:
+            return
+        if exc_type is None and self.writable:
+            self.commit()
+        else:
+            self.rollback()
+
+    # Top-level buckets are nested buckets of the root bucket.
+    def bucket(self, name: BytesLike) -> Optional["Bucket"]:
+        return self.root.bucket(name)
+
+    def create_bucket(self, name: BytesLike) -> "Bucket":
+        return self.root.create_bucket(name)
+
+    def create_bucket_if_not_exists(self, name: BytesLike) -> "Bucket":
+        return self.root.create_bucket_if_not_exists(name)
+
+    def delete_bucket(self, name: BytesLike) -> None:
+        self.root.delete_bucket(name)
+
+    def buckets(self) -> list[bytes]:
+        return [key for key, value in self.root.items() if value is None]
+
+    def for_each(self, fn: Callable[[bytes, "Bucket"], Any]) -> None:
+        for name in self.buckets():
+            fn(name, self.root._child(name))
+
+    def check(self, max_problems: int = 0) -> list[str]:
+        report = ffi.new("char **")
+        count = ffi.new("size_t *")
+        _check(lib.bolt_check(self._tx, max_problems, report, count), "check")
+        try:
+            text = ffi.string(report[0]).decode("utf-8", "replace") if report[0] else ""
+        finally:
+            lib.bolt_free(report[0])
+        return [line for line in text.split("\n") if line]
+
+    def __repr__(self) -> str:
+        kind = "write" if self.writable else "read"
+        return f"<bolt.Tx {kind} id={self.id}{' closed' if self.closed else ''}>"
+
+
+# ---------------------------------------------------------------- bucket ----
+
+class Bucket:
+    """A bucket inside a transaction: keys in byte order, each holding a value
+    or a nested bucket. Valid only while its transaction is open."""
+
+    __slots__ = ("tx", "_b", "__weakref__")
+
+    def __init__(self, tx: Tx, handle: Any) -> None:
+        self.tx = tx
+        self._b = handle
+
+    @property
+    def writable(self) -> bool:
+        return bool(lib.bolt_bucket_writable(self._b))
+
+    # -- nested buckets
+    def _child(self, name: BytesLike) -> "Bucket":
+        out = ffi.new("bolt_bucket **")
+        _check(lib.bolt_bucket_bucket(self._b, _bytes("name", name), len(name), out))
+        return Bucket(self.tx, out[0])
+
+    def bucket(self, name: BytesLike) -> Optional["Bucket"]:
+        """The nested bucket `name`, or None when there is none (or it holds a value)."""
+        out = ffi.new("bolt_bucket **")
+        status = lib.bolt_bucket_bucket(self._b, _bytes("name", name), len(name), out)
+        if status == lib.BOLT_ERR_BUCKET_NOT_FOUND or status == lib.BOLT_ERR_INCOMPATIBLE:
+            return None
+        _check(status)
+        return Bucket(self.tx, out[0])
+
+    def _create(self, name: BytesLike, if_not_exists: int) -> "Bucket":
+        out = ffi.new("bolt_bucket **")
+        _check(lib.bolt_bucket_create(self._b, _bytes("name", name), len(name), if_not_exists, out),
+               f"bucket {bytes(name)!r}")
+        return Bucket(self.tx, out[0])
+
+    def create_bucket(self, name: BytesLike) -> "Bucket":
+        return self._create(name, 0)
+
+    def create_bucket_if_not_exists(self, name: BytesLike) -> "Bucket":
+        return self._create(name, 1)
+
+    def delete_bucket(self, name: BytesLike) -> None:
+        _check(lib.bolt_bucket_delete_bucket(self._b, _bytes("name", name), len(name)),
+               f"bucket {bytes(name)!r}")
+
+    # -- values
+    def get(self, key: BytesLike) -> Optional[bytes]:
+        """The value of `key`; None when missing or when `key` names a nested bucket."""
+        kv = _scratch.kv
+        status = lib.bolt_bucket_get(self._b, _bytes("key", key), len(key), kv)
+        if status:
+            raise _error(status)
+        if kv.value == ffi.NULL:
+            return None
+        return ffi.buffer(kv.value, kv.value_len)[:]
+
+    def put(self, key: BytesLike, value: BytesLike) -> None:
+        status = lib.bolt_bucket_put(self._b, _bytes("key", key), len(key), _bytes("value", value), len(value))
+        if status:
+            raise _error(status)
+
+    def delete(self, key: BytesLike) -> None:
+        status = lib.bolt_bucket_delete(self._b, _bytes("key", key), len(key))
+        if status:
+            raise _error(status)
+
+    def __contains__(self, key: BytesLike) -> bool:
+        kv = _scratch.kv
+        _check(lib.bolt_bucket_get(self._b, _bytes("key", key), len(key), kv))
+        return kv.value != ffi.NULL or bool(kv.flags & 1)
+
+    # -- batches
+    def put_many(self, pairs: Iterable[tuple[BytesLike, BytesLike]]) -> int:
+        """Put every (key, value) in one C call; returns how many were stored."""
+        pairs = pairs if isinstance(pairs, list) else list(pairs)
+        if not pairs:
+            return 0
+        keys = [bytes(k) for k, _ in pairs]
+        values = [bytes(v) for _, v in pairs]
+        data = b"".join(b for kv in zip(keys, values) for b in kv)
+        key_lens = ffi.new("uint32_t[]", [len(k) for k in keys])
+        value_lens = ffi.new("uint32_t[]", [len(v) for v in values])
+        done = ffi.new("size_t *")
+        status = lib.bolt_bucket_put_batch(self._b, len(pairs), data, key_lens, value_lens, done)
+        if status:
+            raise _error(status, f"put_many item {done[0]}")
+        return len(pairs)
+
+    def get_many(self, keys: Iterable[BytesLike]) -> list[Optional[bytes]]:
+        """Values for many keys in one C call (None for missing keys and buckets)."""
+        keys = [bytes(k) for k in keys]
+        n = len(keys)
+        if n == 0:
+            return []
+        out = ffi.new("bolt_kv[]", n)
+        key_lens = ffi.new("uint32_t[]", [len(k) for k in keys])
+        _check(lib.bolt_bucket_get_batch(self._b, n, b"".join(keys), key_lens, out))
+        buf = ffi.buffer
+        null = ffi.NULL
+        return [None if kv.value == null else buf(kv.value, kv.value_len)[:] for kv in out]
+
+    # -- sequence
+    def sequence(self) -> int:
+        _check(lib.bolt_bucket_sequence(self._b, _scratch.u64))
+        return int(_scratch.u64[0])
+
+    def set_sequence(self, value: int) -> None:
+        _check(lib.bolt_bucket_set_sequence(self._b, value))
+
+    def next_sequence(self) -> int:
+        _check(lib.bolt_bucket_next_sequence(self._b, _scratch.u64))
+        return int(_scratch.u64[0])
+
+    # -- iteration
+    def cursor(self) -> "Cursor":
+        return Cursor(self)
+
+    def items(self, start: Optional[BytesLike] = None, stop: Optional[BytesLike] = None,
+              prefix: Optional[BytesLike] = None) -> Iterator[tuple[bytes, Optional[bytes]]]:
+        """(key, value) pairs in key order, value None for nested buckets.
+
+        `start` is inclusive, `stop` exclusive; `prefix` keeps keys that start with it.
+        """
+        if prefix is not None:
+            prefix = bytes(prefix)
+            if start is None or bytes(start) < prefix:
+                start = prefix
+        cursor = Cursor(self)
+        out = ffi.new("bolt_kv[]", _SCAN_CHUNK)
+        n = _scratch.size
+        first = True
+        buf = ffi.buffer
+        while True:
+            if first:
+                kv = _scratch.kv
+                if start is None:
+                    _check(lib.bolt_cursor_first(cursor._c, kv))
+                else:
+                    _check(lib.bolt_cursor_seek(cursor._c, _bytes("start", start), len(start), kv))
+                if kv.key == ffi.NULL:
+                    return
+                _check(lib.bolt_cursor_next_batch(cursor._c, 1, _SCAN_CHUNK, out, n))
+                first = False
+            else:
+                _check(lib.bolt_cursor_next_batch(cursor._c, 0, _SCAN_CHUNK, out, n))
+            count = n[0]
+            for i in range(count):
+                kv = out[i]
+                key = buf(kv.key, kv.key_len)[:]
+                if stop is not None and key >= stop:
+                    return
+                if prefix is not None and not key.startswith(prefix):
+                    return
+                yield key, (None if kv.flags & 1 else buf(kv.value, kv.value_len)[:])
+            if count < _SCAN_CHUNK:
+                return
+
+    def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
+        return self.items()
+
+    def keys(self) -> Iterator[bytes]:
+        return (key for key, _ in self.items())
+
+    def for_each(self, fn: Callable[[bytes, Optional[bytes]], Any]) -> None:
+        for key, value in self.items():
+            fn(key, value)
+
+    def stats(self) -> dict[str, int]:
+        out = ffi.new("bolt_bucket_stats *")
+        _check(lib.bolt_bucket_stats_get(self._b, out))
+        return {name: int(getattr(out, name)) for name, _ in ffi.typeof("bolt_bucket_stats").fields}
+
+    def __repr__(self) -> str:
+        return f"<bolt.Bucket of {self.tx!r}>"
+
+
+# ---------------------------------------------------------------- cursor ----
+
+class Cursor:
+    """Moves over a bucket's keys in byte order. Each move returns (key, value)
+    — value None for a nested bucket — or None past either end."""
+
+    __slots__ = ("bucket", "_mem", "_c")
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        # Python owns the memory, so dropping a cursor never needs a C call.
+        self._mem = ffi.new("uint64_t[]", (lib.bolt_cursor_size() + 7) // 8)
+        self._c = ffi.cast("bolt_cursor *", self._mem)
+        _check(lib.bolt_cursor_init(self._c, bucket._b))
+
+    def _move(self, status: int) -> Optional[tuple[bytes, Optional[bytes]]]:
+        if status:
+            raise _error(status)
+        return _kv_pair(_scratch.kv)
+
+    def first(self) -> Optional[tuple[bytes, Optional[bytes]]]:
+        return self._move(lib.bolt_cursor_first(self._c, _scratch.kv))
+
+    def last(self) -> Optional[tuple[bytes, Optional[bytes]]]:
+        return self._move(lib.bolt_cursor_last(self._c, _scratch.kv))
+
+    def next(self) -> Optional[tuple[bytes, Optional[bytes]]]:
+        return self._move(lib.bolt_cursor_next(self._c, _scratch.kv))
+
+    def prev(self) -> Optional[tuple[bytes, Optional[bytes]]]:
+        return self._move(lib.bolt_cursor_prev(self._c, _scratch.kv))
+
+    def seek(self, key: BytesLike) -> Optional[tuple[bytes, Optional[bytes]]]:
+        return self._move(lib.bolt_cursor_seek(self._c, _bytes("key", key), len(key), _scratch.kv))
+
+    def delete(self) -> None:
+        _check(lib.bolt_cursor_delete(self._c))
