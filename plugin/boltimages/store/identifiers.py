@@ -1,0 +1,48 @@
+"""Identifier rules containerd applies to namespace names (and lease ids).
+
+containerd accepts 1..76 characters: alphanumeric runs joined by single
+``.``, ``_`` or ``-`` separators. Names that break the rule can never be
+created through containerd, so the stores refuse them with the same message
+containerd gives (clients sometimes show it verbatim).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import FailedPrecondition, InvalidArgument, go_quote
+
+MAX_LENGTH = 76
+#: the pattern text exactly as containerd prints it in error messages
+PATTERN_TEXT = r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
+# Go's "$" in RE2 matches only at the very end (no trailing-newline slack),
+# hence fullmatch over an ASCII-only class
+_PATTERN = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
+
+
+def validate_identifier(value: str) -> None:
+    """Raise InvalidArgument unless ``value`` is a valid containerd identifier."""
+    if not value:
+        raise InvalidArgument("identifier must not be empty")
+    # Go measures bytes, not characters
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_LENGTH:
+        raise InvalidArgument(
+            f"identifier {go_quote(value)} greater than maximum length ({MAX_LENGTH} characters)")
+    if not _PATTERN.fullmatch(value):
+        raise InvalidArgument(f"identifier {go_quote(value)} must match {PATTERN_TEXT}")
+
+
+def validate_namespace(value: str) -> None:
+    """Namespace name check that the stores run for every request."""
+    try:
+        validate_identifier(value)
+    except InvalidArgument as exc:
+        raise exc.wrap("namespace validation") from None
+
+
+def namespace_required(value: "str | None") -> str:
+    """containerd's rule for the request namespace: missing/empty → FailedPrecondition."""
+    if not value:
+        raise FailedPrecondition("namespace is required")
+    validate_namespace(value)
+    return value
