@@ -74,7 +74,7 @@ def main() -> None:
             "protobuf>=4.25",
             "tomli>=1.1; python_version<'3.11'",
         ],
-        extras_require={"test": ["pytest>=7", "hypothesis>=6.80"]},
+        extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6.80"]},
         entry_points={"console_scripts": ["boltimages=boltimages.cli:main"]},
         cmdclass={"build_py": BuildPy},
         zip_safe=False,
