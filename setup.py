@@ -39,7 +39,11 @@ def generate_protos(out_root: pathlib.Path) -> None:
             f"--python_out={out_dir}", f"--grpc_python_out={out_dir}", *protos]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed on " + " ".join(protos))
-    tops = sorted({p.split("/")[0] for p in protos})
+    # google/protobuf comes from the protobuf runtime; only google/* packages we
+    # ship ourselves (google/rpc) move under boltimages.api
+    tops = sorted({"/".join(p.split("/")[:2]) if p.startswith("google/") else p.split("/")[0]
+                   for p in protos})
+    tops = [t.replace("/", ".") for t in tops]
     pattern = re.compile(r"^(from|import) (" + "|".join(map(re.escape, tops)) + r")([. ])", re.M)
     for path in out_dir.rglob("*.py"):
         text = path.read_text()
