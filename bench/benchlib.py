@@ -1,0 +1,130 @@
+"""Shared pieces of the benchmark scripts: machine facts, formatting, output.
+
+Both bench/engine_bench.py and bench/server_bench.py print a Markdown table of
+reference time / our time and write the raw numbers as JSON under bench/out/
+(gitignored), with the facts about the machine that make the numbers
+meaningful (cores, CPU, memory, the disk the files lived on).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Any, Optional
+
+BENCH_DIR = pathlib.Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+OUT_DIR = BENCH_DIR / "out"
+
+
+class BenchError(Exception):
+    """A benchmark could not run; the text says why in one line."""
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "unavailable"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total() -> str:
+    try:
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                kib = int(line.split()[1])
+                return f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, ValueError):
+        pass
+    return "unknown"
+
+
+def disk_facts(path: pathlib.Path) -> str:
+    """Device, filesystem type and size of the file system holding `path`."""
+    out = subprocess.run(["df", "-hT", str(path)], capture_output=True, text=True)
+    lines = out.stdout.strip().splitlines()
+    if len(lines) < 2:
+        return "unknown"
+    fields = lines[-1].split()
+    device, fstype, size = fields[0], fields[1], fields[2]
+    rotational = "?"
+    name = os.path.basename(device)
+    rot = pathlib.Path(f"/sys/block/{name}/queue/rotational")
+    if rot.exists():
+        rotational = "rotational" if rot.read_text().strip() == "1" else "non-rotational"
+    virt = _first_line(["systemd-detect-virt"]) if shutil.which("systemd-detect-virt") else "unknown"
+    return f"{device} ({fstype}, {size}, {rotational}, virtualisation: {virt})"
+
+
+def machine_facts(data_dir: pathlib.Path) -> dict[str, Any]:
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory": _mem_total(),
+        "kernel": platform.release(),
+        "disk": disk_facts(data_dir),
+        "python": sys.version.split()[0],
+        "go": _first_line(["go", "version"]) if shutil.which("go") else "missing",
+        "cc": _first_line(["cc", "--version"]) if shutil.which("cc") else "missing",
+        "git_commit": _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def facts_markdown(facts: dict[str, Any]) -> str:
+    return (f"Machine: {facts['cores']} cores ({facts['cpu']}), {facts['memory']} RAM, "
+            f"kernel {facts['kernel']}; disk {facts['disk']}; Python {facts['python']}; "
+            f"{facts['go']}; commit {facts['git_commit']}; run {facts['date_utc']}.")
+
+
+def fmt_seconds(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "—"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 0.001:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def fmt_ratio(reference: Optional[float], ours: Optional[float]) -> str:
+    """reference / ours: above 1.0 means boltimages is faster."""
+    if reference is None or ours is None or ours <= 0:
+        return "—"
+    return f"{reference / ours:.2f}×"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_outputs(stem: str, payload: dict[str, Any], markdown: str) -> pathlib.Path:
+    """bench/out/<stem>-<stamp>.{json,md} plus <stem>-latest.{json,md}."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(payload, indent=2, sort_keys=True)
+    for name in (f"{stem}-{stamp}", f"{stem}-latest"):
+        (OUT_DIR / f"{name}.json").write_text(text + "\n")
+        (OUT_DIR / f"{name}.md").write_text(markdown + "\n")
+    return OUT_DIR / f"{stem}-latest.json"
