@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -447,7 +448,7 @@ class OpGenerator:
             start = r.getrandbits(32)
             prefix = self._key()[:6]
             ops = []
-            for i in range(r.randint(200, 1500)):
+            for i in range(r.randint(100, 800)):
                 key = prefix + (start + i).to_bytes(8, "big")
                 node.keys.add(key)
                 ops.append({"op": "put", "path": hpath, "key": key.hex(),
@@ -540,3 +541,81 @@ def truncate_cursor_results(ops: list[dict], results: list[Any]) -> list[Any]:
             res = {"r": moves}
         out.append(res)
     return out
+
+
+def first_difference(ops: list[dict], ours: list[Any], theirs: list[Any]) -> Optional[str]:
+    """Describe the first op whose result differs, or None when all agree."""
+    ours = truncate_cursor_results(ops, ours)
+    theirs = truncate_cursor_results(ops, theirs)
+    for i, (op, a, b) in enumerate(zip(ops, ours, theirs)):
+        if a != b:
+            shown = {k: (v if len(str(v)) < 200 else f"{str(v)[:200]}...") for k, v in op.items()}
+            return f"op #{i} {shown}: engine {a!r} != bbolt {b!r}"
+    if len(ours) != len(theirs):
+        return f"result counts differ: engine {len(ours)} != bbolt {len(theirs)}"
+    return None
+
+
+def first_dump_difference(ours: list[str], theirs: list[str]) -> Optional[str]:
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if a != b:
+            return f"dump line {i}: {a[:300]!r} != {b[:300]!r}"
+    if len(ours) != len(theirs):
+        return f"dump lengths differ: {len(ours)} != {len(theirs)}"
+    return None
+
+
+# -------------------------------------------------------- raw meta pages ----
+
+META_MAGIC = 0xED0CDAED
+FREELIST_NONE = 0xFFFFFFFFFFFFFFFF
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@dataclass
+class Meta:
+    slot: int
+    valid: bool
+    page_size: int
+    root: int
+    freelist: int
+    pgid: int
+    txid: int
+
+
+def read_metas(path: os.PathLike | str) -> list[Meta]:
+    """Both meta pages, decoded independently of any engine. The page size
+    comes from meta 0 when it is valid, else from meta 1 at common sizes."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+
+        def decode(slot: int, raw: bytes) -> Meta:
+            if len(raw) < 80:
+                return Meta(slot, False, 0, 0, 0, 0, 0)
+            magic, version, page_size, _flags, root, _seq, freelist, pgid, txid, checksum = \
+                struct.unpack_from("<IIIIQQQQQQ", raw, 16)
+            valid = (magic == META_MAGIC and version == 2
+                     and (checksum == 0 or checksum == fnv1a64(raw[16:72])))
+            return Meta(slot, valid, page_size, root, freelist, pgid, txid)
+
+        m0 = decode(0, head)
+        sizes = [m0.page_size] if m0.valid else [1024, 2048, 4096, 8192, 16384, 32768, 65536]
+        for size in sizes:
+            f.seek(size)
+            m1 = decode(1, f.read(80))
+            if m1.valid and m1.page_size == size:
+                break
+        return [m0, m1]
+
+
+def current_meta(path: os.PathLike | str) -> Meta:
+    valid = [m for m in read_metas(path) if m.valid]
+    if not valid:
+        raise ValueError(f"{path}: no valid meta page")
+    return max(valid, key=lambda m: m.txid)
