@@ -1,0 +1,1 @@
+"""Offline tools for containerd's metadata file: one module per ``boltimages`` command."""

@@ -1,0 +1,95 @@
+"""``copy``: images from one file+namespace into another file and/or namespace.
+
+Copies the image records and, for every blob reachable from each image's
+target (walked through the content store directory), the content blob record
+``v1/<ns>/content/blob/<digest>`` with its GC reference labels, so that in the
+target namespace ``ctr images check`` reports the image complete and GC keeps
+its content. Blob files themselves are shared by all namespaces on a node and
+are not copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from typing import Any
+
+from . import content_walk, records, selection
+from .common import EXIT_OK, ToolError, note, open_db, writing
+
+
+def run_copy(args: argparse.Namespace) -> int:
+    dst_path = args.to_db or args.db
+    dst_ns = args.to_namespace or args.namespace
+    same_file = os.path.abspath(dst_path) == os.path.abspath(args.db)
+    if same_file and dst_ns == args.namespace:
+        raise ToolError("source and target are the same namespace of the same file; "
+                        "give --to-namespace or --to-db")
+    if not args.names and not args.filters and not args.all:
+        raise ToolError("name images to copy, or give --filter or --all")
+    compiled = selection.compile_filters(args.filters)
+    prefix = "would " if args.dry_run else ""
+    stats = {"images": 0, "skipped": 0, "blobs": 0, "blobs_kept": 0, "missing": 0}
+    with contextlib.ExitStack() as stack:
+        _db, dst_tx = stack.enter_context(writing(dst_path, dry_run=args.dry_run, backup=not args.no_backup,
+                                                  create=True))
+        if same_file:
+            src_tx = dst_tx
+        else:
+            src_db = stack.enter_context(open_db(args.db, write=False))
+            src_tx = stack.enter_context(src_db.begin())
+        imgs = list(selection.select_images(src_tx, [args.namespace], args.names, compiled))
+        missing = sorted(set(args.names) - {i.name for i in imgs})
+        if missing:
+            raise ToolError(f"image(s) not found in {args.db} namespace {args.namespace!r}: "
+                            + ", ".join(missing) + "; nothing written")
+        if dst_tx.writable:
+            records.ensure_schema(dst_tx, records.db_version(src_tx))
+        for img in imgs:
+            _copy_one(img, src_tx, dst_tx, dst_ns, args, prefix, stats)
+    note(f"{prefix}copy {stats['images']} image(s) ({stats['skipped']} skipped), "
+         f"{stats['blobs']} blob record(s) ({stats['blobs_kept']} already there)"
+         + (f"; {stats['missing']} blob(s) absent from {args.content_root}" if stats["missing"] else ""))
+    return EXIT_OK
+
+
+def _copy_one(img: records.Image, src_tx: Any, dst_tx: Any, dst_ns: str, args: argparse.Namespace,
+              prefix: str, stats: dict[str, int]) -> None:
+    images = records.images_bucket(dst_tx, dst_ns)
+    existing = images.bucket(records.raw(img.name)) if images is not None else None
+    if existing is not None:
+        old = records.read_image(dst_ns, records.raw(img.name), existing)
+        if not old.same_record(img):
+            if args.on_conflict == "fail":
+                raise ToolError(f"image {img.name!r} already exists in namespace {dst_ns!r} with other "
+                                "content (use --on-conflict skip|overwrite); nothing written")
+            if args.on_conflict == "skip":
+                print(f"{prefix}skip {img.name} (exists in {dst_ns})")
+                stats["skipped"] += 1
+                return
+    print(f"{prefix}copy {img.namespace}/{img.name} -> {dst_ns}/{img.name}")
+    stats["images"] += 1
+    now = records.now_bytes()
+    for node in content_walk.reachable(args.content_root, img.digest, img.media_type, img.size):
+        src_blob = records.read_blob(src_tx, img.namespace, node.digest)
+        if src_blob is None and not node.present:
+            # never pulled (e.g. another platform of an index): nothing to record
+            if node.digest == img.digest or node.media_type not in content_walk.INDEX_TYPES | content_walk.MANIFEST_TYPES:
+                stats["missing"] += 1 if node.digest == img.digest else 0
+            continue
+        if not node.present:
+            stats["missing"] += 1
+            note(f"warning: blob {node.digest} of {img.name} has a record but no file under {args.content_root}")
+        if records.read_blob(dst_tx, dst_ns, node.digest) is not None:
+            stats["blobs_kept"] += 1
+            continue
+        blob = src_blob or records.Blob(node.digest, node.size, now, now, {})
+        for key, value in node.child_labels.items():
+            blob.labels.setdefault(key, value)
+        stats["blobs"] += 1
+        if dst_tx.writable:
+            records.write_blob(dst_tx, dst_ns, blob)
+    if dst_tx.writable:
+        copy = records.Image(**{**img.__dict__, "namespace": dst_ns, "problems": []})
+        records.write_image(records.images_bucket(dst_tx, dst_ns, create=True), copy)

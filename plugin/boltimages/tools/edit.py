@@ -1,0 +1,84 @@
+"""``tag``, ``rm`` and ``label`` on a file, like ``ctr images tag/rm/label``.
+
+Each command is one transaction; times are stamped the way containerd's
+image store does (UTC now): tag sets created and updated of the new record,
+label sets updated.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import records
+from .common import EXIT_FAILED, EXIT_OK, ToolError, note, writing
+
+
+def _prefix(args: argparse.Namespace) -> str:
+    return "would " if args.dry_run else ""
+
+
+def run_tag(args: argparse.Namespace) -> int:
+    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as (_db, tx):
+        images = records.images_bucket(tx, args.namespace)
+        src = images.bucket(records.raw(args.source)) if images is not None else None
+        if src is None:
+            raise ToolError(f"image {args.source!r} in namespace {args.namespace!r}: not found")
+        img = records.read_image(args.namespace, records.raw(args.source), src)
+        for target in args.targets:
+            if images.bucket(records.raw(target)) is not None and not args.force:
+                raise ToolError(f"image {target!r}: already exists (use --force); nothing written")
+        stamp = records.now_bytes()
+        for target in args.targets:
+            print(f"{_prefix(args)}tag {target}")
+            if tx.writable:
+                img.name, img.created, img.updated = target, stamp, stamp
+                records.write_image(images, img)
+    return EXIT_OK
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    missing = []
+    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as (_db, tx):
+        images = records.images_bucket(tx, args.namespace)
+        for name in args.names:
+            key = records.raw(name)
+            if images is None or images.bucket(key) is None:
+                missing.append(name)
+                continue
+            print(f"{_prefix(args)}remove {name}")
+            if tx.writable:
+                images.delete_bucket(key)
+    for name in missing:
+        note(f"image {name!r}: not found")
+    if missing:
+        note("content of removed images is collected by containerd's GC when it next starts")
+    return EXIT_FAILED if missing else EXIT_OK
+
+
+def run_label(args: argparse.Namespace) -> int:
+    changes: dict[str, str] = {}
+    for item in args.labels:
+        key, sep, value = item.partition("=")
+        if not key or not sep:
+            raise ToolError(f"label {item!r}: expected KEY=VALUE (empty VALUE removes the label)")
+        changes[key] = value
+    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as (_db, tx):
+        images = records.images_bucket(tx, args.namespace)
+        bkt = images.bucket(records.raw(args.name)) if images is not None else None
+        if bkt is None:
+            raise ToolError(f"image {args.name!r} in namespace {args.namespace!r}: not found")
+        img = records.read_image(args.namespace, records.raw(args.name), bkt)
+        labels = dict(img.labels)
+        for key, value in changes.items():
+            if value:
+                labels[key] = value
+            else:
+                labels.pop(key, None)
+        if tx.writable and labels != img.labels:
+            img.labels = labels
+            img.updated = records.now_bytes()
+            records.write_map(bkt, b"labels", labels)
+            bkt.put(b"updatedat", img.updated)
+        for key, value in sorted(labels.items()):
+            print(f"{_prefix(args)}{key}={value}" if args.dry_run else f"{key}={value}")
+    return EXIT_OK

@@ -1,0 +1,153 @@
+"""``export`` / ``import``: image records and namespace labels as JSON Lines.
+
+One JSON object per line, ``"kind"`` first:
+  {"kind": "namespace", "namespace": "default", "labels": {...}}
+  {"kind": "image", "namespace": "default", "name": "...",
+   "target": {"mediaType", "digest", "size", "annotations"}, "labels": {...},
+   "createdAt": "2024-05-01T10:00:00.123456789Z", "updatedAt": "..."}
+Times keep all nine fraction digits and the zone Go stored ("Z" = UTC), so
+importing an export writes byte-identical records. The first line is a
+header {"kind": "boltimages-export", "version": 1, "dbVersion": N}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Iterator, TextIO
+
+from ..store import layout
+from . import records, selection
+from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, writing
+
+FORMAT_VERSION = 1
+
+
+def run_export(args: argparse.Namespace) -> int:
+    compiled = selection.compile_filters(args.filters)
+    out: TextIO = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+    count = 0
+    try:
+        with open_db(args.db, write=False) as db, db.begin() as tx:
+            spaces = selection.pick_namespaces(tx, args.namespace)
+            _line(out, {"kind": "boltimages-export", "version": FORMAT_VERSION,
+                        "dbVersion": records.db_version(tx)})
+            with Progress("export") as bar:
+                for ns in spaces:
+                    _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
+                    for img in selection.select_images(tx, [ns], args.names, compiled):
+                        _line(out, img.to_json())
+                        count += 1
+                        bar.advance()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    note(f"exported {count} image(s) from {len(spaces)} namespace(s)")
+    return EXIT_OK
+
+
+def _line(out: TextIO, doc: dict[str, Any]) -> None:
+    out.write(json.dumps(doc, ensure_ascii=True, sort_keys=False) + "\n")
+
+
+def read_lines(source: TextIO) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(source, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ToolError(f"line {number}: not JSON: {exc.msg}") from exc
+        if not isinstance(doc, dict) or "kind" not in doc:
+            raise ToolError(f"line {number}: not a record (no \"kind\")")
+        yield number, doc
+
+
+def run_import(args: argparse.Namespace) -> int:
+    src: TextIO = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
+    try:
+        docs = list(read_lines(src))
+    finally:
+        if src is not sys.stdin:
+            src.close()
+    header_version = None
+    for number, doc in docs:
+        if doc["kind"] == "boltimages-export":
+            if doc.get("version") != FORMAT_VERSION:
+                raise ToolError(f"line {number}: export format version {doc.get('version')} not supported")
+            header_version = doc.get("dbVersion")
+    changes: list[str] = []
+    conflicts: list[str] = []
+    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup, create=True) as (_db, tx):
+        if not args.dry_run:
+            records.ensure_schema(tx, header_version)
+        for number, doc in docs:
+            kind = doc["kind"]
+            try:
+                if kind == "namespace":
+                    _import_namespace(tx, doc, args, changes)
+                elif kind == "image":
+                    img = records.Image.from_json(doc)
+                    if args.namespace:
+                        img.namespace = args.namespace
+                    _import_image(tx, img, args, changes, conflicts)
+                elif kind != "boltimages-export":
+                    raise ValueError(f"unknown kind {kind!r}")
+            except (ValueError, TypeError) as exc:
+                raise ToolError(f"line {number}: {exc}") from exc
+        if conflicts and args.on_conflict == "fail":
+            raise ToolError(f"{len(conflicts)} image(s) already exist with other content: "
+                            + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
+                            + " (use --on-conflict skip|overwrite); nothing written")
+    prefix = "would " if args.dry_run else ""
+    for change in changes:
+        print(f"{prefix}{change}")
+    note(f"{prefix}apply {len(changes)} change(s)" + (f", {len(conflicts)} conflict(s)" if conflicts else ""))
+    return EXIT_OK
+
+
+def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, changes: list[str]) -> None:
+    ns = args.namespace or doc.get("namespace")
+    if not isinstance(ns, str) or not ns:
+        raise ValueError("namespace record without a name")
+    labels = {str(k): str(v) for k, v in (doc.get("labels") or {}).items()}
+    current = records.namespace_labels(tx, ns)
+    v1 = tx.bucket(layout.SCHEMA_BUCKET)
+    exists = v1 is not None and v1.bucket(ns.encode()) is not None
+    if not exists:
+        changes.append(f"create namespace {ns}")
+    merged = dict(current)
+    for key, value in labels.items():
+        if key in current and current[key] != value and args.on_conflict == "skip":
+            continue
+        merged[key] = value
+    if merged != current:
+        changes.append(f"set labels of namespace {ns}: " + ", ".join(
+            f"{k}={v}" for k, v in sorted(merged.items()) if current.get(k) != v))
+    if tx.writable and (merged != current or not exists):
+        nsb = tx.create_bucket_if_not_exists(layout.SCHEMA_BUCKET).create_bucket_if_not_exists(ns.encode())
+        if merged != current:
+            records.write_map(nsb, layout.NS_LABELS_BUCKET, merged)
+
+
+def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
+                  changes: list[str], conflicts: list[str]) -> None:
+    images = records.images_bucket(tx, img.namespace)
+    existing = images.bucket(records.raw(img.name)) if images is not None else None
+    where = f"{img.namespace}/{img.name}"
+    if existing is not None:
+        old = records.read_image(img.namespace, records.raw(img.name), existing)
+        if old.same_record(img):
+            return
+        conflicts.append(where)
+        if args.on_conflict != "overwrite":
+            if args.on_conflict == "skip":
+                changes.append(f"skip image {where} (exists with other content)")
+            return
+        changes.append(f"overwrite image {where}")
+    else:
+        changes.append(f"add image {where} -> {img.digest}")
+    if tx.writable:
+        records.write_image(records.images_bucket(tx, img.namespace, create=True), img)

@@ -1,0 +1,216 @@
+"""``salvage``: recover what a damaged metadata file still holds into a new, valid file.
+
+The damaged file is only read (by rawpages' tolerant reader, never by the
+engine, which rightly refuses it). The newest valid meta page is used, or the
+other one when that recovers more; damaged pages are skipped and reported
+with the bucket and key range they covered; unreachable leaf pages that the
+freelist does not list - typically the children of a damaged branch page -
+are matched back to the lost key range they fit and recovered. The output is
+written through the engine in one transaction, then checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from typing import Any, Optional
+
+from . import check, rawpages
+from .common import EXIT_OK, EXIT_PARTIAL, EXIT_PROBLEMS, Progress, ToolError, atomic_replace, note, open_db
+
+
+def recover(data: bytes) -> dict[str, Any]:
+    """Read data tolerantly; returns the tree and a structured report."""
+    try:
+        raw = rawpages.RawFile(data)
+    except rawpages.PageError as exc:
+        raise ToolError(f"nothing to salvage: {exc}") from exc
+    report: dict[str, Any] = {"page_size": raw.page_size, "file_pages": raw.page_count(), "metas": [],
+                              "lost": [], "recovered_orphans": [], "ambiguous_orphans": [], "notes": []}
+    for meta in raw.metas:
+        report["metas"].append({"slot": meta.slot, "txid": meta.txid, "valid": meta.valid,
+                                "problem": meta.problem, "root": meta.root, "pgid": meta.pgid})
+    walks = []
+    for meta in raw.valid_metas():
+        walk = rawpages.TolerantReader(raw, meta).read()
+        walks.append((meta, walk))
+    meta, walk = walks[0]
+    if walk.losses and len(walks) > 1:
+        other_meta, other = walks[1]
+        if not other.losses or other.root.count() > walk.root.count():
+            report["notes"].append(f"meta {meta.slot} (txid {meta.txid}) leads to damaged pages; "
+                                   f"meta {other_meta.slot} (txid {other_meta.txid}) recovers more and is used: "
+                                   "changes of the last transaction are lost")
+            meta, walk = other_meta, other
+    if meta.slot != raw.valid_metas()[0].slot or any(not m.valid for m in raw.metas):
+        bad = [m for m in raw.metas if not m.valid]
+        for m in bad:
+            report["notes"].append(f"meta page {m.slot} is invalid ({m.problem}); using meta {meta.slot} "
+                                   f"(txid {meta.txid})")
+    report["meta_used"] = meta.slot
+    report["txid"] = meta.txid
+    if walk.losses:
+        _adopt_orphans(raw, meta, walk, report)
+    free = raw.freelist(meta)
+    if free is None and meta.freelist != rawpages.NO_FREELIST:
+        report["notes"].append(f"freelist page {meta.freelist} is unreadable (it is rebuilt in the output)")
+    elif free:
+        both = sorted(free & walk.visited)
+        if both:
+            report["notes"].append(f"{len(both)} page(s) are both in use and listed free (double free), "
+                                   f"e.g. {both[:5]}; the output has a fresh freelist")
+    report["lost"] = [loss.describe() for loss in walk.losses]
+    report["lost_detail"] = [{"bucket": [p.decode("utf-8", "backslashreplace") for p in loss.path],
+                              "page": loss.pgid, "reason": loss.reason,
+                              "from": None if loss.lo is None else loss.lo.decode("utf-8", "backslashreplace"),
+                              "to": None if loss.hi is None else loss.hi.decode("utf-8", "backslashreplace")}
+                             for loss in walk.losses]
+    report["entries"] = walk.root.count()
+    return {"tree": walk.root, "report": report}
+
+
+def _find_bucket(root: rawpages.Bucket, path: tuple[bytes, ...]) -> Optional[rawpages.Bucket]:
+    node = root
+    for part in path:
+        node = node.buckets.get(part)
+        if node is None:
+            return None
+    return node
+
+
+def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Walk,
+                   report: dict[str, Any]) -> None:
+    candidates = [loss for loss in walk.losses if loss.pgid is not None]
+    if meta.freelist == rawpages.NO_FREELIST or raw.freelist(meta) is None:
+        report["notes"].append("no usable freelist: unreachable pages may include stale versions; "
+                               "orphans are only adopted where exactly one lost key range fits them")
+    reader = rawpages.TolerantReader(raw, meta)
+    reader.walk.visited = walk.visited
+    for pgid, elements in rawpages.orphan_leaves(raw, meta, set(walk.visited)):
+        if pgid in walk.visited:
+            continue  # reached through an orphan adopted earlier in this loop
+        first, last = elements[0][1], elements[-1][1]
+        fits = [loss for loss in candidates
+                if (loss.lo is None or first >= loss.lo) and (loss.hi is None or last < loss.hi)]
+        paths = {loss.path for loss in fits}
+        if len(paths) != 1:
+            if fits:
+                report["ambiguous_orphans"].append({"page": pgid, "buckets": sorted(
+                    "/".join(x.decode("utf-8", "backslashreplace") for x in p) for p in paths)})
+            continue
+        path = paths.pop()
+        into = _find_bucket(walk.root, path)
+        if into is None:
+            continue
+        walk.visited.add(pgid)
+        before = into.count()
+        fresh = [e for e in elements if e[1] not in into.values and e[1] not in into.buckets]
+        reader.leaf_elements(fresh, path, into, len(path))
+        report["recovered_orphans"].append({"page": pgid, "bucket": "/".join(
+            x.decode("utf-8", "backslashreplace") for x in path), "entries": into.count() - before})
+    walk.losses.extend(reader.walk.losses)
+
+
+def write_tree(path: str, tree: rawpages.Bucket, page_size: int) -> None:
+    from .common import engine
+    bolt = engine()
+    total = tree.count()
+    with bolt.open(path, create=True, page_size=page_size, freelist="persist") as db, \
+            db.begin(write=True) as tx, Progress("writing", total) as bar:
+        for name in sorted(tree.buckets):
+            child = tree.buckets[name]
+            bucket = tx.create_bucket(name)
+            _fill(bucket, child, bar)
+        if tree.values:
+            # values directly under the root cannot exist in bbolt; keep them in the report only
+            pass
+
+
+def _fill(bucket: Any, node: rawpages.Bucket, bar: Progress) -> None:
+    if node.sequence:
+        bucket.set_sequence(node.sequence)
+    if node.values:
+        bucket.put_many(sorted(node.values.items()))
+        bar.advance(len(node.values))
+    for name in sorted(node.buckets):
+        _fill(bucket.create_bucket(name), node.buckets[name], bar)
+        bar.advance()
+
+
+def run_salvage(args: argparse.Namespace) -> int:
+    if os.path.exists(args.output) and not args.force:
+        raise ToolError(f"{args.output}: already exists (use --force to overwrite)")
+    if os.path.abspath(args.output) == os.path.abspath(args.db):
+        raise ToolError("salvage never overwrites its input; choose another -o")
+    try:
+        with open(args.db, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ToolError(f"{args.db}: {exc.strerror or exc}") from exc
+    _refuse_if_locked(args.db)
+    result = recover(data)
+    tree, report = result["tree"], result["report"]
+    if tree.values:
+        report["notes"].append(f"{len(tree.values)} plain key(s) at the root level are not allowed by bbolt "
+                               "and were dropped")
+    report["input"] = args.db
+    report["output"] = args.output
+    if not args.dry_run:
+        out_dir = os.path.dirname(os.path.abspath(args.output))
+        fd, tmp = tempfile.mkstemp(prefix=".salvage-", suffix=".db", dir=out_dir)
+        os.close(fd)
+        os.unlink(tmp)
+        try:
+            write_tree(tmp, tree, report["page_size"])
+            problems = check.structural_problems(tmp)
+            if problems:
+                raise ToolError(f"salvaged file failed its check ({problems[0]}); nothing written",
+                                EXIT_PROBLEMS)
+            atomic_replace(tmp, args.output, keep_backup=False)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    _print_report(report, args.dry_run)
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=2)
+    return EXIT_PARTIAL if report["lost"] else EXIT_OK
+
+
+def _refuse_if_locked(path: str) -> None:
+    """Reading a file containerd is writing would salvage a moving target."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            from .common import EXIT_LOCKED, LOCKED_TEXT
+            raise ToolError(f"{path}: {LOCKED_TEXT}", EXIT_LOCKED) from exc
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _print_report(report: dict[str, Any], dry_run: bool) -> None:
+    verb = "would write" if dry_run else "wrote"
+    print(f"salvage of {report['input']}: page size {report['page_size']}, meta {report['meta_used']} "
+          f"(txid {report['txid']})")
+    for n in report["notes"]:
+        print(f"  note: {n}")
+    for o in report["recovered_orphans"]:
+        print(f"  recovered {o['entries']} entries from orphaned leaf page {o['page']} into {o['bucket']}")
+    for o in report["ambiguous_orphans"]:
+        print(f"  orphaned leaf page {o['page']} fits several lost ranges ({', '.join(o['buckets'])}); not used")
+    if report["lost"]:
+        print(f"  LOST ({len(report['lost'])} damaged page(s) or buckets):")
+        for line in report["lost"]:
+            print(f"    {line}")
+    else:
+        print("  nothing lost")
+    print(f"{verb} {report['entries']} entries to {report['output']}")
