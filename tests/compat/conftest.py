@@ -1,0 +1,136 @@
+"""Fixtures for the compatibility suite: a private real containerd, our server, ctr, archives.
+
+Everything runs against real programs. Missing containerd/ctr or missing root
+skips locally and fails in CI (tests.helpers honours BOLTIMAGES_REQUIRE_COMPAT).
+"""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+import shutil
+from typing import Callable, Iterator, Optional
+
+import pytest
+
+from tests.compat.ctr_runner import Ctr
+from tests.compat.daemons import (Daemon, DaemonError, boltimages_daemon, containerd_daemon)
+from tests.compat.grpc_client import Client
+from tests.helpers import require_root, require_tool
+
+_daemons_in_use: list[Daemon] = []
+
+
+def _start(daemon: Daemon) -> Daemon:
+    try:
+        daemon.start()
+    except DaemonError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _daemons_in_use.append(daemon)
+    return daemon
+
+
+def _stop(daemon: Daemon) -> None:
+    daemon.stop()
+    if daemon in _daemons_in_use:
+        _daemons_in_use.remove(daemon)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the log tail of every running daemon to a failing test's report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _daemons_in_use:
+        for daemon in _daemons_in_use:
+            report.sections.append((f"{daemon.name} log", daemon.log_tail()))
+
+
+@pytest.fixture(scope="session")
+def containerd_bin() -> str:
+    require_root()
+    return require_tool("containerd")
+
+
+@pytest.fixture(scope="session")
+def ctr_bin() -> str:
+    return require_tool("ctr")
+
+
+@pytest.fixture(scope="session")
+def real_containerd(containerd_bin: str, tmp_path_factory) -> Iterator[Daemon]:
+    """One private containerd for the session (tests use their own namespaces)."""
+    daemon = _start(containerd_daemon(containerd_bin, tmp_path_factory.mktemp("containerd")))
+    yield daemon
+    _stop(daemon)
+
+
+@pytest.fixture(scope="session")
+def our_server(tmp_path_factory) -> Iterator[Daemon]:
+    """One `boltimages serve` for the session on a fresh database."""
+    base = tmp_path_factory.mktemp("boltimages")
+    daemon = _start(boltimages_daemon(base, base / "meta.db"))
+    yield daemon
+    _stop(daemon)
+
+
+@pytest.fixture
+def containerd_factory(containerd_bin: str, tmp_path: pathlib.Path) -> Iterator[Callable[..., Daemon]]:
+    """Start extra private containerds (e.g. on a prepared root); all stopped at teardown."""
+    started: list[Daemon] = []
+    counter = itertools.count()
+
+    def make(root: Optional[pathlib.Path] = None) -> Daemon:
+        daemon = _start(containerd_daemon(containerd_bin, tmp_path / f"containerd{next(counter)}", root))
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        _stop(daemon)
+
+
+@pytest.fixture
+def boltimages_factory(tmp_path: pathlib.Path) -> Iterator[Callable[[pathlib.Path], Daemon]]:
+    """Start extra servers of ours on a given database file; all stopped at teardown."""
+    started: list[Daemon] = []
+    counter = itertools.count()
+
+    def make(db: pathlib.Path) -> Daemon:
+        daemon = _start(boltimages_daemon(tmp_path / f"boltimages{next(counter)}", db))
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        _stop(daemon)
+
+
+@pytest.fixture(scope="session")
+def real_client(real_containerd: Daemon) -> Iterator[Client]:
+    client = Client(real_containerd.address)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def our_client(our_server: Daemon) -> Iterator[Client]:
+    client = Client(our_server.address)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def real_ctr(ctr_bin: str, real_containerd: Daemon) -> Ctr:
+    return Ctr(ctr_bin, real_containerd.address)
+
+
+@pytest.fixture
+def our_ctr(ctr_bin: str, our_server: Daemon) -> Ctr:
+    return Ctr(ctr_bin, our_server.address)
+
+
+def copy_file(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
