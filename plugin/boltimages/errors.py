@@ -82,10 +82,14 @@ class Conflict(BoltImagesError):
 
 
 class DataCorruption(BoltImagesError):
-    """A record in the file does not decode (bad varint, bad time, missing target)."""
+    """A record in the file does not decode (bad time, missing target bucket).
+
+    containerd returns such errors unclassified, which gRPC reports as
+    Unknown; we do the same so clients see the same code.
+    """
 
     kind_text = "data corruption"
-    grpc_code = "DATA_LOSS"
+    grpc_code = "UNKNOWN"
 
 
 class DatabaseUnavailable(Unavailable):

@@ -1,0 +1,216 @@
+"""The metadata file: opening it, initialising it, and grouped writes.
+
+Version choice for a file we create: ``v1/version = 3``.
+
+* containerd 1.6 and 1.7 run at db version 3: they open it as is.
+* containerd 2.x runs at 4 and migrates 3 -> 4 on start. That migration only
+  moves root-level ``<ns>/sandboxes`` buckets under ``v1/<ns>/`` and drops
+  other root-level buckets; it never touches ``v1/<ns>/images``, and a file
+  we created has no root bucket but ``v1``. So 2.x opens it without touching
+  images.
+* Writing 4 would also be opened by 1.6/1.7 (they do not refuse newer
+  versions) but would claim a migration we never performed, so 3 is the
+  honest value.
+
+An existing file keeps its version (and a ``v1`` bucket without a version
+key is left alone: containerd would treat it as version 0 and run its
+migrations, which are not ours to imitate).
+
+Writes go through :meth:`MetadataDB.batch` when many requests arrive at once:
+it is group commit in the spirit of bbolt's ``DB.Batch`` — concurrent callers'
+functions run one after another inside a single write transaction, which
+commits (and fsyncs) once. A function that raises makes the shared
+transaction roll back; the batch is then retried without it and the failing
+function is run alone, so every caller gets exactly the result it would
+have got running alone. Functions must therefore be safe to run more than
+once against a rolled-back transaction (pure functions of the tx are).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Optional, TypeVar
+
+from .. import bolt
+from ..errors import DatabaseUnavailable, FailedPrecondition
+from . import codec, layout
+
+T = TypeVar("T")
+
+#: db version written into files we create (see module docstring)
+NEW_FILE_DB_VERSION = 3
+#: newest db version a supported containerd writes
+NEWEST_KNOWN_DB_VERSION = 4
+
+
+class _Call:
+    __slots__ = ("fn", "done", "result", "error", "solo")
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.solo = False
+
+
+class _Rollback(Exception):
+    """Internal: one function of a batch failed; roll the shared tx back."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+class MetadataDB:
+    """containerd's ``meta.db`` opened through our engine."""
+
+    def __init__(self, path: "str | os.PathLike[str]", *, read_only: bool = False,
+                 create: bool = True, timeout: Optional[float] = 1.0, no_sync: bool = False,
+                 max_batch_size: int = 1000) -> None:
+        self.path = os.fspath(path)
+        self.read_only = read_only
+        self.max_batch_size = max(1, max_batch_size)
+        if create and not read_only:
+            parent = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(parent):
+                raise DatabaseUnavailable(f"cannot open {self.path}: directory {parent} does not exist")
+        try:
+            # "keep": leave the freelist the way the file has it (persisted
+            # by containerd 1.6, not persisted from 1.7), so containerd and
+            # we agree on the file after every commit
+            self._db = bolt.open(self.path, read_only=read_only, create=create and not read_only,
+                                 timeout=timeout, freelist="keep", no_sync=no_sync)
+        except bolt.DatabaseLocked:
+            raise DatabaseUnavailable(
+                f"{self.path} is locked by another process (is containerd running? "
+                "stop it, or point boltimages at a copy)") from None
+        except FileNotFoundError:
+            raise DatabaseUnavailable(f"{self.path} does not exist") from None
+        except (bolt.CorruptDatabase, bolt.InvalidDatabase, bolt.VersionMismatch) as exc:
+            raise DatabaseUnavailable(f"{self.path} is not a usable bolt file: {exc}") from None
+        except PermissionError as exc:
+            raise DatabaseUnavailable(f"cannot open {self.path}: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise DatabaseUnavailable(f"cannot open {self.path}: {exc.strerror or exc}") from None
+        self._queue: list[_Call] = []
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self.batches_committed = 0  # observability for tests and metrics
+        try:
+            if not read_only:
+                self._init_version()
+        except BaseException:
+            self._db.close()
+            raise
+
+    # -- lifecycle ------------------------------------------------------------
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._db.closed
+
+    def __enter__(self) -> "MetadataDB":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> "bolt.DB":
+        return self._db
+
+    # -- schema version -------------------------------------------------------
+    def _init_version(self) -> None:
+        def init(tx: "bolt.Tx") -> None:
+            if tx.bucket(layout.SCHEMA_BUCKET) is not None:
+                return
+            schema = tx.create_bucket(layout.SCHEMA_BUCKET)
+            schema.put(layout.DB_VERSION_KEY, codec.encode_varint(NEW_FILE_DB_VERSION))
+
+        # a read-only look first: an initialised file needs no write tx
+        if self._db.view(lambda tx: tx.bucket(layout.SCHEMA_BUCKET) is not None):
+            return
+        self._db.update(init)
+
+    def db_version(self) -> Optional[int]:
+        """The file's ``v1/version``, or None when absent."""
+        def read(tx: "bolt.Tx") -> Optional[int]:
+            schema = tx.bucket(layout.SCHEMA_BUCKET)
+            raw = schema.get(layout.DB_VERSION_KEY) if schema is not None else None
+            return None if raw is None else codec.decode_varint_lenient(raw)
+        return self._db.view(read)
+
+    # -- transactions ---------------------------------------------------------
+    def view(self, fn: Callable[["bolt.Tx"], T]) -> T:
+        return self._db.view(fn)
+
+    def update(self, fn: Callable[["bolt.Tx"], T]) -> T:
+        if self.read_only:
+            raise FailedPrecondition(f"{self.path} is open read-only")
+        return self._db.update(fn)
+
+    def batch(self, fn: Callable[["bolt.Tx"], T]) -> T:
+        """Run ``fn`` in a write transaction shared with concurrent callers.
+
+        Returns fn's result or raises its exception, exactly like
+        :meth:`update` would.
+        """
+        if self.read_only:
+            raise FailedPrecondition(f"{self.path} is open read-only")
+        call = _Call(fn)
+        with self._queue_lock:
+            self._queue.append(call)
+        while not call.done.is_set():
+            # whoever holds the commit lock drains the queue; when we get it,
+            # our call may already have been committed by the previous leader
+            with self._commit_lock:
+                if call.done.is_set():
+                    break
+                with self._queue_lock:
+                    calls = self._queue[:self.max_batch_size]
+                    del self._queue[:len(calls)]
+                if calls:
+                    self._run_batch(calls)
+        if call.solo:
+            return self.update(fn)
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[no-any-return]
+
+    def _run_batch(self, calls: list[_Call]) -> None:
+        pending = list(calls)
+        while pending:
+            results: list[Any] = []
+
+            def run_all(tx: "bolt.Tx") -> None:
+                for index, call in enumerate(pending):
+                    try:
+                        results.append(call.fn(tx))
+                    except BaseException:
+                        raise _Rollback(index) from None
+
+            try:
+                self._db.update(run_all)
+            except _Rollback as failed:
+                # retry the others without it; the failing call reruns alone
+                # in its own thread so it sees its error (or its success if
+                # the failure was caused by a neighbour)
+                bad = pending.pop(failed.index)
+                bad.solo = True
+                bad.done.set()
+                continue
+            except BaseException as exc:  # commit itself failed: all share it
+                for call in pending:
+                    call.error = exc
+                    call.done.set()
+                return
+            self.batches_committed += 1
+            for call, result in zip(pending, results):
+                call.result = result
+                call.done.set()
+            return

@@ -1,0 +1,367 @@
+"""Image records in ``v1/<ns>/images``, with containerd's semantics.
+
+Behaviour copied from containerd's metadata image store (1.6, plus the
+2.x additions that older clients never trigger):
+
+* every call first requires a namespace (missing/empty: FailedPrecondition;
+  malformed: InvalidArgument);
+* Create validates (name, labels <= 4096 bytes per key+value, digest per
+  algorithm, size > 0, media type), refuses an existing name with
+  AlreadyExists, and stamps created == updated = now (or the 2.x
+  ``source_date_epoch``);
+* Update needs an existing image, applies the field mask (``labels``,
+  ``labels.<key>``, ``target``, ``annotations``, ``annotations.<key>``; no
+  paths = replace everything), re-validates, keeps createdat and stamps
+  updatedat;
+* labels/annotations with empty values are dropped, and both sub-buckets
+  are rewritten as a whole (containerd deletes and recreates them);
+* Delete of a missing image is NotFound; with a 2.x ``target`` whose digest
+  differs, containerd answers NotFound ("image has target X, not Y");
+* image leases (2.x): when the request carries a lease and the image has a
+  ``containerd.io/gc.expire`` label, the name is recorded under
+  ``v1/<ns>/leases/<lease>/images``; Delete removes it from that lease.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Optional, Sequence
+
+from .. import bolt
+from ..errors import AlreadyExists, DataCorruption, InvalidArgument, NotFound, go_quote
+from . import codec, layout
+from .db import MetadataDB
+from .filters import parse_all
+from .identifiers import namespace_required
+
+MAX_LABEL_SIZE = 4096
+GC_EXPIRE_LABEL = "containerd.io/gc.expire"
+LEASE_IMAGES_BUCKET = b"images"
+
+
+@dataclass
+class Descriptor:
+    media_type: str = ""
+    digest: str = ""
+    size: int = 0
+    annotations: Optional[dict[str, str]] = None
+
+
+@dataclass
+class Image:
+    name: str = ""
+    labels: Optional[dict[str, str]] = None
+    target: Descriptor = field(default_factory=Descriptor)
+    created_at: Optional[codec.Timestamp] = None
+    updated_at: Optional[codec.Timestamp] = None
+
+
+# --- validation ------------------------------------------------------------
+
+# digest algorithms containerd's binary can compute, with their hex length
+_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_HEX_RE = re.compile(r"[a-f0-9]+")
+
+
+def digest_error(digest: str) -> Optional[str]:
+    """None when valid, else go-digest's reason text."""
+    i = digest.find(":")
+    if i <= 0 or i + 1 == len(digest):
+        return "invalid checksum digest format"
+    algorithm, encoded = digest[:i], digest[i + 1:]
+    if algorithm not in _ALGORITHMS:
+        if not _DIGEST_RE.fullmatch(digest):
+            return "invalid checksum digest format"
+        return "unsupported digest algorithm"
+    if len(encoded.encode()) != _ALGORITHMS[algorithm]:
+        return "invalid checksum digest length"
+    if not _HEX_RE.fullmatch(encoded):
+        return "invalid checksum digest format"
+    return None
+
+
+def validate_label(key: str, value: str) -> None:
+    if len(key.encode()) + len(value.encode()) > MAX_LABEL_SIZE:
+        shown = key.encode()[:10].decode("utf-8", "replace") if len(key.encode()) > 10 else key
+        raise InvalidArgument(
+            f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {shown}")
+
+
+def validate_image(image: Image) -> None:
+    if not image.name:
+        raise InvalidArgument("image name must not be empty")
+    for key, value in (image.labels or {}).items():
+        try:
+            validate_label(key, value)
+        except InvalidArgument as exc:
+            raise exc.wrap("image.Labels") from None
+    target = image.target
+    reason = digest_error(target.digest)
+    if reason is not None:
+        raise InvalidArgument(f"Target.Digest {go_quote(target.digest)} invalid: {reason}")
+    if target.size <= 0:
+        raise InvalidArgument("Target.Size must be greater than zero")
+    if not target.media_type:
+        raise InvalidArgument("Target.MediaType must be set")
+
+
+# --- record encoding -------------------------------------------------------
+
+def _read_map(bucket: "bolt.Bucket", name: bytes) -> Optional[dict[str, str]]:
+    sub = bucket.bucket(name)
+    if sub is None:
+        return None
+    return {k.decode("utf-8", "surrogateescape"): (v or b"").decode("utf-8", "surrogateescape")
+            for k, v in sub.items()}
+
+
+def _write_map(bucket: "bolt.Bucket", name: bytes, values: Optional[dict[str, str]]) -> None:
+    if bucket.bucket(name) is not None:
+        bucket.delete_bucket(name)
+    if not values:
+        return
+    sub = bucket.create_bucket(name)
+    for key in list(values):
+        if values[key] == "":
+            # containerd never stores an empty value and drops it from the
+            # object it returns
+            del values[key]
+            continue
+        sub.put(key.encode(), values[key].encode())
+
+
+def read_image(name: str, bucket: "bolt.Bucket") -> Image:
+    image = Image(name=name)
+    for key, attr in ((layout.CREATED_AT_KEY, "created_at"), (layout.UPDATED_AT_KEY, "updated_at")):
+        raw = bucket.get(key)
+        if raw is not None:
+            try:
+                setattr(image, attr, codec.decode_time(raw))
+            except codec.CodecError as exc:
+                raise DataCorruption(f"image {go_quote(name)}: {exc}") from None
+    image.labels = _read_map(bucket, layout.LABELS_BUCKET)
+    image.target.annotations = _read_map(bucket, layout.ANNOTATIONS_BUCKET)
+    target = bucket.bucket(layout.TARGET_BUCKET)
+    if target is None:
+        # containerd: "image %q: unable to read target bucket" (an Unknown error)
+        raise DataCorruption(f"image {go_quote(name)}: unable to read target bucket")
+    for key, value in target.items():
+        if value is None:
+            continue
+        if key == layout.DIGEST_KEY:
+            image.target.digest = value.decode("utf-8", "surrogateescape")
+        elif key == layout.MEDIA_TYPE_KEY:
+            image.target.media_type = value.decode("utf-8", "surrogateescape")
+        elif key == layout.SIZE_KEY:
+            image.target.size = codec.decode_varint_lenient(value)
+    return image
+
+
+def write_image(bucket: "bolt.Bucket", image: Image) -> None:
+    assert image.created_at is not None and image.updated_at is not None
+    bucket.put(layout.CREATED_AT_KEY, codec.encode_time(image.created_at))
+    bucket.put(layout.UPDATED_AT_KEY, codec.encode_time(image.updated_at))
+    _write_map(bucket, layout.LABELS_BUCKET, image.labels)
+    _write_map(bucket, layout.ANNOTATIONS_BUCKET, image.target.annotations)
+    target = bucket.create_bucket_if_not_exists(layout.TARGET_BUCKET)
+    target.put(layout.DIGEST_KEY, image.target.digest.encode())
+    target.put(layout.MEDIA_TYPE_KEY, image.target.media_type.encode())
+    target.put(layout.SIZE_KEY, codec.encode_varint(image.target.size))
+
+
+def image_adaptor(image: Image):  # type: ignore[no-untyped-def]
+    """Field lookup for filters: containerd's image adaptor."""
+    def lookup(path: Sequence[str]) -> tuple[str, bool]:
+        if not path:
+            return "", False
+        head = path[0]
+        if head == "name":
+            return image.name, bool(image.name)
+        if head == "target":
+            if len(path) < 2:
+                return "", False
+            if path[1] == "digest":
+                return image.target.digest, bool(image.target.digest)
+            if path[1] == "mediatype":
+                return image.target.media_type, bool(image.target.media_type)
+            return "", False
+        if head == "labels":
+            return _check_map(path[1:], image.labels)
+        if head == "annotations":
+            return _check_map(path[1:], image.target.annotations)
+        return "", False
+    return lookup
+
+
+def _check_map(path: Sequence[str], values: Optional[dict[str, str]]) -> tuple[str, bool]:
+    if not values:
+        return "", False
+    key = ".".join(path)
+    if key in values:
+        return values[key], True
+    return "", False
+
+
+def _bucket_path(tx: "bolt.Tx", path: Iterable[bytes]) -> Optional["bolt.Bucket"]:
+    bucket: Any = tx
+    for name in path:
+        bucket = bucket.bucket(name)
+        if bucket is None:
+            return None
+    return bucket  # type: ignore[no-any-return]
+
+
+def _create_path(tx: "bolt.Tx", path: Iterable[bytes]) -> "bolt.Bucket":
+    bucket: Any = tx
+    for name in path:
+        bucket = bucket.create_bucket_if_not_exists(name)
+    return bucket  # type: ignore[no-any-return]
+
+
+def _copy(image: Image) -> Image:
+    return replace(image, labels=None if image.labels is None else dict(image.labels),
+                   target=replace(image.target, annotations=None if image.target.annotations is None
+                                  else dict(image.target.annotations)))
+
+
+# --- the store -------------------------------------------------------------
+
+class ImageStore:
+    """containerd's image store over a :class:`MetadataDB`."""
+
+    def __init__(self, db: MetadataDB, *, grouped_writes: bool = True) -> None:
+        self.db = db
+        self._write = db.batch if grouped_writes else db.update
+
+    def get(self, namespace: Optional[str], name: str) -> Image:
+        ns = namespace_required(namespace)
+
+        def read(tx: "bolt.Tx") -> Image:
+            images = _bucket_path(tx, layout.images_path(ns))
+            record = images.bucket(name.encode()) if images is not None and name else None
+            if record is None:
+                raise NotFound(f"image {go_quote(name)}")
+            return read_image(name, record)
+        return self.db.view(read)
+
+    def list(self, namespace: Optional[str], filters: Sequence[str] = ()) -> list[Image]:
+        ns = namespace_required(namespace)
+        matcher = parse_all(list(filters))
+
+        def read(tx: "bolt.Tx") -> list[Image]:
+            images = _bucket_path(tx, layout.images_path(ns))
+            if images is None:
+                return []
+            out = []
+            for key, value in images.items():
+                if value is not None:
+                    continue  # containerd would fail on a plain key here; skip it
+                record = images.bucket(key)
+                image = read_image(key.decode("utf-8", "surrogateescape"), record)
+                if matcher.match(image_adaptor(image)):
+                    out.append(image)
+            return out
+        return self.db.view(read)
+
+    def create(self, namespace: Optional[str], image: Image, *, epoch: Optional[codec.Timestamp] = None,
+               lease: Optional[str] = None) -> Image:
+        ns = namespace_required(namespace)
+
+        def write(tx: "bolt.Tx") -> Image:
+            created = _copy(image)
+            validate_image(created)
+            images = _create_path(tx, layout.images_path(ns))
+            _add_image_lease(tx, ns, lease, created.name, created.labels)
+            if images.bucket(created.name.encode()) is not None:
+                raise AlreadyExists(f"image {go_quote(created.name)}")
+            record = images.create_bucket(created.name.encode())
+            now = (epoch or codec.Timestamp.now()).utc()
+            created.created_at = now
+            created.updated_at = now
+            write_image(record, created)
+            return created
+        return self._write(write)
+
+    def update(self, namespace: Optional[str], image: Image, fieldpaths: Sequence[str] = (), *,
+               epoch: Optional[codec.Timestamp] = None, lease: Optional[str] = None) -> Image:
+        ns = namespace_required(namespace)
+        if not image.name:
+            raise InvalidArgument("image name is required for update")
+
+        def write(tx: "bolt.Tx") -> Image:
+            images = _create_path(tx, layout.images_path(ns))
+            record = images.bucket(image.name.encode())
+            if record is None:
+                raise NotFound(f"image {go_quote(image.name)}")
+            updated = read_image(image.name, record)
+            created_at = updated.created_at
+            given = _copy(image)
+            if fieldpaths:
+                for path in fieldpaths:
+                    if path.startswith("labels."):
+                        key = path[len("labels."):]
+                        if updated.labels is None:
+                            updated.labels = {}
+                        updated.labels[key] = (given.labels or {}).get(key, "")
+                    elif path.startswith("annotations."):
+                        key = path[len("annotations."):]
+                        if updated.target.annotations is None:
+                            updated.target.annotations = {}
+                        updated.target.annotations[key] = (given.target.annotations or {}).get(key, "")
+                    elif path == "labels":
+                        updated.labels = given.labels
+                    elif path == "target":
+                        updated.target = given.target
+                    elif path == "annotations":
+                        updated.target.annotations = given.target.annotations
+                    else:
+                        raise InvalidArgument(
+                            f"cannot update {go_quote(path)} field on image {go_quote(image.name)}")
+            else:
+                updated = given
+            validate_image(updated)
+            _add_image_lease(tx, ns, lease, updated.name, updated.labels)
+            updated.created_at = created_at
+            updated.updated_at = (epoch or codec.Timestamp.now()).utc()
+            write_image(record, updated)
+            return updated
+        return self._write(write)
+
+    def delete(self, namespace: Optional[str], name: str, *, target_digest: Optional[str] = None,
+               lease: Optional[str] = None) -> None:
+        ns = namespace_required(namespace)
+
+        def write(tx: "bolt.Tx") -> None:
+            images = _bucket_path(tx, layout.images_path(ns))
+            if images is None:
+                raise NotFound(f"image {go_quote(name)}")
+            _remove_image_lease(tx, ns, lease, name)
+            record = images.bucket(name.encode()) if name else None
+            if record is None:
+                raise NotFound(f"image {go_quote(name)}")
+            if target_digest:
+                current = read_image(name, record).target.digest
+                if current != target_digest:
+                    raise NotFound(f"image {go_quote(name)} has target {current}, not {target_digest}")
+            images.delete_bucket(name.encode())
+        self._write(write)
+
+
+def _add_image_lease(tx: "bolt.Tx", ns: str, lease: Optional[str], name: str,
+                     labels: Optional[dict[str, str]]) -> None:
+    if not lease or GC_EXPIRE_LABEL not in (labels or {}):
+        return
+    record = _bucket_path(tx, (*layout.leases_path(ns), lease.encode()))
+    if record is None:
+        raise NotFound("lease does not exist")
+    record.create_bucket_if_not_exists(LEASE_IMAGES_BUCKET).put(name.encode(), b"")
+
+
+def _remove_image_lease(tx: "bolt.Tx", ns: str, lease: Optional[str], name: str) -> None:
+    if not lease:
+        return
+    images = _bucket_path(tx, (*layout.leases_path(ns), lease.encode(), LEASE_IMAGES_BUCKET))
+    if images is not None and name:
+        images.delete(name.encode())
