@@ -34,7 +34,7 @@ type result struct {
 
 type image struct {
 	name, createdat, updatedat, digest, mediatype, size []byte
-	labels                                             [][2][]byte
+	labels                                              [][2][]byte
 }
 
 var benchBucket = []byte("bench")

@@ -1,0 +1,217 @@
+// images_client drives containerd's Images gRPC API with a fixed workload and
+// prints the timings as JSON. server_bench.py runs the very same binary
+// against a private real containerd and against `boltimages serve`, so the
+// client side costs the same on both. It is built at run time in GOPATH mode
+// against Debian's containerd API packages; never committed as a binary.
+//
+// Usage: images_client -socket PATH [-images 10000] [-concurrency 16] [-ops 2000]
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	imagesapi "github.com/containerd/containerd/api/services/images/v1"
+	"github.com/containerd/containerd/api/types"
+	ptypes "github.com/gogo/protobuf/types"
+	digest "github.com/opencontainers/go-digest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+const namespace = "bench"
+
+type step struct {
+	Name    string  `json:"name"`
+	Seconds float64 `json:"seconds"`
+	Ops     int     `json:"ops"`
+	Clients int     `json:"clients"`
+	P50Ms   float64 `json:"p50_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+	Check   string  `json:"check"`
+}
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "images_client: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func dial(socket string) (*grpc.ClientConn, imagesapi.ImagesClient) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := grpc.DialContext(ctx, "passthrough:///bench",
+		grpc.WithInsecure(), grpc.WithBlock(),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		fail("cannot connect to %s: %v", socket, err)
+	}
+	return conn, imagesapi.NewImagesClient(conn)
+}
+
+func nsContext() context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "containerd-namespace", namespace)
+}
+
+func imageName(i int) string {
+	return fmt.Sprintf("registry.example.com/bench/app-%06d:v1", i)
+}
+
+func newImage(i int) imagesapi.Image {
+	sum := sha256.Sum256([]byte(imageName(i)))
+	return imagesapi.Image{
+		Name: imageName(i),
+		Labels: map[string]string{
+			"bench.group":               fmt.Sprintf("%d", i%10),
+			"org.opencontainers.source": fmt.Sprintf("https://example.com/src/app-%d", i),
+		},
+		Target: types.Descriptor{
+			MediaType: "application/vnd.oci.image.manifest.v1+json",
+			Digest:    digest.Digest(fmt.Sprintf("sha256:%x", sum)),
+			Size_:     int64(1000 + i%5000),
+		},
+	}
+}
+
+func percentile(lat []time.Duration, p float64) float64 {
+	if len(lat) == 0 {
+		return 0
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	idx := int(p * float64(len(lat)-1))
+	return float64(lat[idx]) / 1e6
+}
+
+// run calls op(i) for i in [first, first+n) split over `clients` goroutines,
+// each with its own connection, and records every call's latency.
+func run(name string, conns []imagesapi.ImagesClient, clients, first, n int, op func(c imagesapi.ImagesClient, i int) error) step {
+	lat := make([]time.Duration, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	start := time.Now()
+	for w := 0; w < clients; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c := conns[w%len(conns)]
+			for i := w; i < n; i += clients {
+				t := time.Now()
+				if err := op(c, first+i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("%s #%d: %v", name, first+i, err)
+					}
+					mu.Unlock()
+					return
+				}
+				lat[i] = time.Since(t)
+			}
+		}(w)
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	if firstErr != nil {
+		fail("%v", firstErr)
+	}
+	return step{Name: name, Seconds: secs, Ops: n, Clients: clients,
+		P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99)}
+}
+
+func main() {
+	socket := flag.String("socket", "", "unix socket of the Images service")
+	nImages := flag.Int("images", 10000, "images present during List/Get/Update")
+	concurrency := flag.Int("concurrency", 16, "clients for the concurrent Create")
+	nOps := flag.Int("ops", 2000, "calls for Get, Update, single-client Create and Delete")
+	listReps := flag.Int("list-reps", 10, "List calls per List step")
+	only := flag.String("only", "", "run only this step: rss-probe (Get + filtered List on an existing set)")
+	flag.Parse()
+	if *socket == "" {
+		fail("-socket is required")
+	}
+	conns := make([]imagesapi.ImagesClient, *concurrency)
+	for i := range conns {
+		conn, c := dial(*socket)
+		defer conn.Close()
+		conns[i] = c
+	}
+	ctx := nsContext()
+	one := conns[:1]
+	var steps []step
+
+	list := func(name string, filters []string, want int) step {
+		var got int
+		s := run(name, one, 1, 0, *listReps, func(c imagesapi.ImagesClient, _ int) error {
+			resp, err := c.List(ctx, &imagesapi.ListImagesRequest{Filters: filters})
+			if err == nil {
+				got = len(resp.Images)
+			}
+			return err
+		})
+		if want >= 0 && got != want {
+			fail("%s returned %d images, want %d", name, got, want)
+		}
+		s.Check = fmt.Sprintf("images=%d", got)
+		return s
+	}
+
+	if *only == "rss-probe" {
+		steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, -1))
+		steps = append(steps, run("get", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
+			_, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: imageName((i * 7919) % *nImages)})
+			return err
+		}))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
+	}
+
+	// Existing images from an earlier run would change every count below.
+	if resp, err := one[0].List(ctx, &imagesapi.ListImagesRequest{}); err != nil {
+		fail("initial List: %v", err)
+	} else if len(resp.Images) != 0 {
+		fail("namespace %q already holds %d images; start from an empty server", namespace, len(resp.Images))
+	}
+
+	steps = append(steps, run("create_concurrent", conns, *concurrency, 0, *nImages, func(c imagesapi.ImagesClient, i int) error {
+		_, err := c.Create(ctx, &imagesapi.CreateImageRequest{Image: newImage(i)})
+		return err
+	}))
+	steps = append(steps, list("list_all", nil, *nImages))
+	steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, *nImages/10))
+	steps = append(steps, run("get", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
+		resp, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: imageName((i * 7919) % *nImages)})
+		if err == nil && resp.Image.Name != imageName((i*7919)%*nImages) {
+			return fmt.Errorf("Get returned %q", resp.Image.Name)
+		}
+		return err
+	}))
+	steps = append(steps, run("update", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
+		im := newImage((i * 7919) % *nImages)
+		im.Labels["bench.updated"] = fmt.Sprintf("%d", i)
+		_, err := c.Update(ctx, &imagesapi.UpdateImageRequest{Image: im,
+			UpdateMask: &ptypes.FieldMask{Paths: []string{"labels"}}})
+		return err
+	}))
+	steps = append(steps, run("create_single", one, 1, *nImages, *nOps, func(c imagesapi.ImagesClient, i int) error {
+		_, err := c.Create(ctx, &imagesapi.CreateImageRequest{Image: newImage(i)})
+		return err
+	}))
+	steps = append(steps, run("delete", one, 1, *nImages, *nOps, func(c imagesapi.ImagesClient, i int) error {
+		_, err := c.Delete(ctx, &imagesapi.DeleteImageRequest{Name: imageName(i)})
+		return err
+	}))
+	final := list("list_all_after", nil, *nImages)
+	steps = append(steps, final)
+	_ = json.NewEncoder(os.Stdout).Encode(steps)
+}

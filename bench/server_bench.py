@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Server benchmarks: a private real containerd vs `boltimages serve`.
+
+The same Go client (bench/server/images_client.go, built now against Debian's
+containerd API packages) runs the same Images API workload against
+
+  * containerd 1.6 (root; config version 2 with root, state and socket in a
+    temporary directory and the CRI plugin disabled), and
+  * boltimages serve (database and socket in a temporary directory),
+
+one server at a time, so each has the machine to itself. Both keep their
+metadata in a bbolt-format file that fsyncs every commit (containerd's
+default bbolt options; boltimages' default, no_sync off).
+
+Steps, in order, in namespace "bench":
+  create_concurrent  create N images (default 10,000) from 16 clients
+  list_all           List with no filter (N images), --list-reps times
+  list_filter        List with labels."bench.group"==3 (N/10 match)
+  get                2,000 Gets by name
+  update             2,000 Updates of the labels (field mask "labels")
+  create_single      2,000 Creates from one client
+  delete             delete those 2,000 images, one client
+Then, for boltimages only unless --rss-containerd: the RSS of a server
+holding 100,000 images (a database written offline in containerd's layout
+with our engine, then a filtered List and 2,000 Gets to touch it).
+
+Output: a Markdown table of containerd time / boltimages time (> 1.0 means
+boltimages is faster) and JSON under bench/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+import benchlib
+from benchlib import BenchError
+
+NAMESPACE = b"bench"
+STEP_LABELS = {
+    "create_concurrent": "Create {images} images, {clients} concurrent clients (per call)",
+    "list_all": "List, {images} images, no filter (per List)",
+    "list_filter": "List, {images} images, label filter → {match} (per List)",
+    "get": "Get by name (per call)",
+    "update": "Update labels (per call)",
+    "create_single": "Create, 1 client (per call)",
+    "delete": "Delete, 1 client (per call)",
+}
+
+
+# ---------------------------------------------------------------- builds
+
+def build_client(build_dir: pathlib.Path) -> pathlib.Path:
+    if not shutil.which("go"):
+        raise BenchError("go is not installed; the benchmark client cannot be built")
+    src = benchlib.BENCH_DIR / "server" / "images_client.go"
+    binary = build_dir / "images_client"
+    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
+        return binary
+    gopath = build_dir / "gopath"
+    gopath.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode", GOFLAGS="")
+    env.setdefault("GOCACHE", str(build_dir / "gocache"))
+    proc = subprocess.run(["go", "build", "-o", str(binary), str(src)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError("building the Images client failed: " + proc.stderr.strip().replace("\n", " | "))
+    return binary
+
+
+# ---------------------------------------------------------------- servers
+
+class Server:
+    """A server process we started; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, cmd: list[str], socket: pathlib.Path, log: pathlib.Path,
+                 env: Optional[dict[str, str]] = None) -> None:
+        self.name = name
+        self.socket = socket
+        self.log = log
+        self._log_fh = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log_fh, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not socket.exists():
+            if self.proc.poll() is not None:
+                raise BenchError(f"{name} exited with status {self.proc.returncode} before serving; "
+                                 f"last log line: {self._last_log_line()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"{name} did not create {socket} within 60 s")
+            time.sleep(0.05)
+
+    def _last_log_line(self) -> str:
+        lines = self.log.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "(empty log)"
+
+    def rss(self) -> dict[str, int]:
+        """VmRSS and VmHWM (peak) in KiB of the server process."""
+        out = {}
+        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key = line.split(":")[0]
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(line.split()[1])
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_fh.close()
+
+
+def start_containerd(work: pathlib.Path) -> Server:
+    if not shutil.which("containerd"):
+        raise BenchError("containerd is not installed")
+    if os.geteuid() != 0:
+        raise BenchError("a private containerd needs root")
+    config = work / "containerd.toml"
+    config.write_text(
+        "version = 2\n"
+        f'root = "{work / "root"}"\n'
+        f'state = "{work / "state"}"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        "[grpc]\n"
+        f'  address = "{work / "containerd.sock"}"\n'
+        "[ttrpc]\n"
+        f'  address = "{work / "containerd.sock.ttrpc"}"\n')
+    return Server("containerd", ["containerd", "--config", str(config)], work / "containerd.sock",
+                  work / "containerd.log")
+
+
+def _boltimages_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(benchlib.REPO / "plugin"), env.get("PYTHONPATH")]))
+    return env
+
+
+def start_boltimages(work: pathlib.Path, db_path: Optional[pathlib.Path] = None) -> Server:
+    db_path = db_path or work / "meta.db"
+    socket = work / "boltimages.sock"
+    config = work / "boltimages.toml"
+    config.write_text(
+        "version = 2\n"
+        "[grpc]\n"
+        f'  address = "{socket}"\n'
+        "[metadata]\n"
+        f'  path = "{db_path}"\n'
+        "[debug]\n"
+        '  level = "warn"\n')
+    cmd = [sys.executable, "-m", "boltimages.cli", "serve", "--config", str(config)]
+    return Server("boltimages", cmd, socket, work / "boltimages.log", env=_boltimages_env())
+
+
+def containerd_version() -> str:
+    return benchlib._first_line(["containerd", "--version"])
+
+
+# ---------------------------------------------------------------- workload
+
+def run_client(client: pathlib.Path, socket: pathlib.Path, args: argparse.Namespace,
+               extra: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    cmd = [str(client), "-socket", str(socket), "-images", str(args.images), "-ops", str(args.ops),
+           "-concurrency", str(args.concurrency), "-list-reps", str(args.list_reps), *(extra or [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError(f"client against {socket.name} failed: {proc.stderr.strip()[-1500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_server(name: str, start, client: pathlib.Path, base: pathlib.Path,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    work = pathlib.Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    server = start(work)
+    try:
+        t0 = time.perf_counter()
+        steps = run_client(client, server.socket, args)
+        rss = server.rss()
+        print(f"{name}: workload took {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return {"steps": {s["name"]: s for s in steps}, "rss_after_workload_kib": rss}
+
+
+# ---------------------------------------------------------------- 100k images for RSS
+
+def _zigzag(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _go_time(unix_seconds: int) -> bytes:
+    return struct.pack(">bqih", 1, unix_seconds + 62135596800, 0, -1)
+
+
+def write_image_db(path: pathlib.Path, count: int) -> None:
+    """containerd 1.6's layout (db version 3) with `count` images, the same
+    shape images_client creates, written in one transaction by our engine."""
+    from boltimages import bolt
+
+    with bolt.open(str(path)) as db, db.begin(write=True) as tx:
+        v1 = tx.create_bucket(b"v1")
+        v1.put(b"version", _zigzag(3))
+        images = v1.create_bucket(NAMESPACE).create_bucket(b"images")
+        stamp = _go_time(1_700_000_000)
+        for i in range(count):
+            name = f"registry.example.com/bench/app-{i:06d}:v1"
+            ib = images.create_bucket(name.encode())
+            ib.put(b"createdat", stamp)
+            ib.put(b"updatedat", stamp)
+            ib.create_bucket(b"labels").put_many([
+                (b"bench.group", str(i % 10).encode()),
+                (b"org.opencontainers.source", f"https://example.com/src/app-{i}".encode())])
+            ib.create_bucket(b"target").put_many([
+                (b"digest", ("sha256:" + hashlib.sha256(name.encode()).hexdigest()).encode()),
+                (b"mediatype", b"application/vnd.oci.image.manifest.v1+json"),
+                (b"size", _zigzag(1000 + i % 5000))])
+
+
+def bench_rss(client: pathlib.Path, base: pathlib.Path, args: argparse.Namespace,
+              servers: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"images": args.rss_images}
+    seed = pathlib.Path(tempfile.mkdtemp(prefix="rss-seed-", dir=base))
+    try:
+        db = seed / "meta.db"
+        t0 = time.perf_counter()
+        write_image_db(db, args.rss_images)
+        out["db_bytes"] = db.stat().st_size
+        print(f"rss: wrote {args.rss_images} images in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        probe_args = argparse.Namespace(**vars(args))
+        probe_args.images = args.rss_images
+        for name in servers:
+            work = pathlib.Path(tempfile.mkdtemp(prefix=f"rss-{name}-", dir=base))
+            try:
+                if name == "containerd":
+                    target = work / "root" / "io.containerd.metadata.v1.bolt"
+                    target.mkdir(parents=True)
+                    shutil.copy(db, target / "meta.db")
+                    server = start_containerd(work)
+                else:
+                    shutil.copy(db, work / "meta.db")
+                    server = start_boltimages(work)
+                try:
+                    idle = server.rss()
+                    steps = run_client(client, server.socket, probe_args, ["-only", "rss-probe"])
+                    out[name] = {"idle_kib": idle, "after_probe_kib": server.rss(),
+                                 "probe": {s["name"]: s for s in steps}}
+                finally:
+                    server.stop()
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(seed, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, Any]) -> str:
+    ref = results.get("containerd", {}).get("steps", {})
+    ours = results.get("boltimages", {}).get("steps", {})
+    fill = {"images": f"{args.images:,}", "clients": args.concurrency, "match": f"{args.images // 10:,}"}
+
+    def per_call(step: Optional[dict[str, Any]]) -> Optional[float]:
+        return step["seconds"] / step["ops"] if step else None
+
+    def p99(step: Optional[dict[str, Any]]) -> str:
+        return f"{step['p99_ms']:.2f} ms" if step else "—"
+
+    rows = []
+    for key, label in STEP_LABELS.items():
+        a, b = ref.get(key), ours.get(key)
+        if a is None and b is None:
+            continue
+        ops = (a or b)["ops"]
+        rows.append([label.format(**fill), f"{ops:,}", benchlib.fmt_seconds(per_call(a)),
+                     benchlib.fmt_seconds(per_call(b)), benchlib.fmt_ratio(per_call(a), per_call(b)),
+                     p99(a), p99(b)])
+    header = ["step", "calls", f"containerd {results.get('containerd_version', '')}".strip(), "boltimages", "ratio",
+              "containerd p99", "boltimages p99"]
+    parts = ["### Images API: real containerd vs boltimages serve" + (" (--quick)" if args.quick else ""), "",
+             benchlib.markdown_table(header, rows), "",
+             "Ratio = containerd time / boltimages time (> 1.0: boltimages is faster). Per-call times are "
+             "wall time / calls (for the concurrent Create: wall time of all clients / calls). "
+             "Both servers' databases fsync every commit (real durability: containerd's default bbolt "
+             "options; boltimages with no_sync off). Same Go gRPC client over a unix socket for both; "
+             "one server at a time."]
+    mem = []
+    for name in ("containerd", "boltimages"):
+        rss = results.get(name, {}).get("rss_after_workload_kib")
+        if rss:
+            mem.append(f"{name} RSS after the workload: {rss.get('VmRSS', 0) / 1024:.0f} MiB "
+                       f"(peak {rss.get('VmHWM', 0) / 1024:.0f} MiB)")
+    rss = results.get("rss")
+    if rss:
+        for name in ("boltimages", "containerd"):
+            if name in rss:
+                r = rss[name]
+                mem.append(f"{name} RSS holding {rss['images']:,} images ({rss['db_bytes'] / 2**20:.0f} MiB file): "
+                           f"idle {r['idle_kib'].get('VmRSS', 0) / 1024:.0f} MiB, after a filtered List and "
+                           f"{r['probe']['get']['ops']:,} Gets {r['after_probe_kib'].get('VmRSS', 0) / 1024:.0f} MiB "
+                           f"(peak {r['after_probe_kib'].get('VmHWM', 0) / 1024:.0f} MiB)")
+    if mem:
+        parts += [""] + [f"- {m}" for m in mem]
+    parts += ["", benchlib.facts_markdown(facts)]
+    return "\n".join(parts)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2,000 images, 500 calls per step, 20,000 for RSS")
+    ap.add_argument("--images", type=int, default=None, help="images for List/Get/Update (default 10,000)")
+    ap.add_argument("--ops", type=int, default=None, help="calls for Get/Update/Create/Delete (default 2,000)")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--list-reps", type=int, default=10)
+    ap.add_argument("--rss-images", type=int, default=None, help="images for the RSS measurement (default 100,000)")
+    ap.add_argument("--rss-containerd", action="store_true", help="also measure containerd's RSS on the same file")
+    ap.add_argument("--skip", default="", help="comma-separated: containerd, boltimages, rss")
+    ap.add_argument("--dir", default=None, help="directory for both servers' files (same disk)")
+    ap.add_argument("--keep", action="store_true", help="keep the servers' directories (logs, databases)")
+    args = ap.parse_args(argv)
+    args.images = args.images or (2_000 if args.quick else 10_000)
+    args.ops = args.ops or (500 if args.quick else 2_000)
+    args.rss_images = args.rss_images or (20_000 if args.quick else 100_000)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    try:
+        return _run(args, skip)
+    except BenchError as exc:
+        print(f"server_bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("server_bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, skip: set[str]) -> int:
+    base = pathlib.Path(args.dir) if args.dir else benchlib.OUT_DIR
+    base.mkdir(parents=True, exist_ok=True)
+    build_dir = benchlib.OUT_DIR / "build"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    client = build_client(build_dir)
+    results: dict[str, Any] = {}
+    if "containerd" not in skip:
+        results["containerd_version"] = containerd_version().split()[2] if containerd_version().count(" ") >= 2 else ""
+        results["containerd"] = bench_server("containerd", start_containerd, client, base, args)
+    if "boltimages" not in skip:
+        results["boltimages"] = bench_server("boltimages", start_boltimages, client, base, args)
+    if "rss" not in skip:
+        servers = ["boltimages"] + (["containerd"] if args.rss_containerd else [])
+        results["rss"] = bench_rss(client, base, args, servers)
+    facts = benchlib.machine_facts(base)
+    facts["containerd"] = containerd_version()
+    markdown = render(results, args, facts)
+    print(markdown)
+    path = benchlib.write_outputs("server", {"facts": facts, "args": vars(args), "results": results}, markdown)
+    print(f"\nJSON: {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
