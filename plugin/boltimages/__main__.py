@@ -1,0 +1,8 @@
+"""``python -m boltimages``: the same command as the ``boltimages`` entry point."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

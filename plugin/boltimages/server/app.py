@@ -1,0 +1,240 @@
+"""The gRPC server: every service on one unix socket (and optionally loopback TCP).
+
+Lifecycle: open the metadata file, claim the socket path, register services,
+serve until SIGTERM/SIGINT, then stop accepting calls, give in-flight calls
+a grace period, end event streams, close the file (its write lock released)
+and remove the socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+from ..api.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
+from ..api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
+from ..api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
+from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
+from ..store import leases as lease_store
+from ..store.db import MetadataDB
+from .config import ServerConfig, check_loopback
+from .event_bus import EventBus
+from .events_service import EventsServicer
+from .introspection_service import IntrospectionServicer, default_plugins, store_uuid
+from .leases_service import LeasesServicer
+from .listen import SocketClaim
+from .namespaces_service import NamespacesServicer
+from .version_service import VersionServicer, revision, version_string
+
+log = logging.getLogger("boltimages.server")
+
+#: how often expired leases are removed (containerd's GC does it on its schedule)
+LEASE_SWEEP_SECONDS = 60.0
+
+
+class ServeError(Exception):
+    """Start-up failed; the text is the one line the user sees."""
+
+
+def _images_servicer(db: MetadataDB, publish: Callable[[str, str, Any], Any]) -> Optional[tuple[Any, Any, str]]:
+    """The images helper's servicer, if that module is present in this build."""
+    try:
+        from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
+        from .images_service import ImagesServicer
+    except ImportError as exc:
+        log.warning("images service not available: %s", exc)
+        return None
+    return (ImagesServicer(db, publish), images_pb2_grpc.add_ImagesServicer_to_server,
+            images_pb2.DESCRIPTOR.services_by_name["Images"].full_name)
+
+
+class Server:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.db: Optional[MetadataDB] = None
+        self.bus = EventBus()
+        self.grpc: Optional[grpc.Server] = None
+        self.claim: Optional[SocketClaim] = None
+        self.health: Optional[health.HealthServicer] = None
+        self.tcp_port: Optional[int] = None
+        self._stop = threading.Event()
+        self._sweeper: Optional[threading.Thread] = None
+
+    # -- start ----------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.config
+        self.db = self._open_db()
+        try:
+            self._sweep_expired_leases()
+            self.grpc = self._build_server()
+            self._listen()
+            self.grpc.start()
+        except BaseException:
+            self._cleanup()
+            raise
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="lease-expiry", daemon=True)
+        self._sweeper.start()
+        log.info("serving", extra={"address": cfg.address, "tcp_address": cfg.tcp_address or "-",
+                                   "db": cfg.db_path, "version": version_string(), "revision": revision()})
+
+    def _open_db(self) -> MetadataDB:
+        cfg = self.config
+        parent = os.path.dirname(os.path.abspath(cfg.db_path))
+        if not os.path.exists(cfg.db_path) and not cfg.read_only:
+            try:
+                os.makedirs(parent, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise ServeError(f"cannot create {parent}: {exc.strerror or exc}") from None
+        try:
+            return MetadataDB(cfg.db_path, read_only=cfg.read_only, create=not cfg.read_only, timeout=1.0)
+        except Exception as exc:  # noqa: BLE001 - every failure to open becomes one clear line
+            raise ServeError(str(exc)) from None
+
+    def _build_server(self) -> grpc.Server:
+        cfg = self.config
+        db = self.db
+        assert db is not None
+        options = [("grpc.max_receive_message_length", cfg.max_recv_message_size),
+                   ("grpc.max_send_message_length", cfg.max_send_message_size),
+                   # the port is claimed by us (see listen.py); never share it
+                   ("grpc.so_reuseport", 0)]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.worker_count(),
+                                                        thread_name_prefix="grpc"),
+                             options=options, maximum_concurrent_rpcs=None)
+        publish = self.publish
+        names = []
+        images = _images_servicer(db, publish)
+        if images is not None:
+            servicer, add, name = images
+            add(servicer, server)
+            names.append(name)
+        namespace_pb2_grpc.add_NamespacesServicer_to_server(NamespacesServicer(db, publish), server)
+        leases_pb2_grpc.add_LeasesServicer_to_server(LeasesServicer(db), server)
+        version_pb2_grpc.add_VersionServicer_to_server(VersionServicer(), server)
+        introspection_pb2_grpc.add_IntrospectionServicer_to_server(
+            IntrospectionServicer(default_plugins(), store_uuid(cfg.db_path)), server)
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus), server)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names += [d.DESCRIPTOR.services_by_name[s].full_name for d, s in (
+            (namespace_pb2, "Namespaces"), (leases_pb2, "Leases"), (version_pb2, "Version"),
+            (introspection_pb2, "Introspection"), (events_pb2, "Events"))]
+        for name in ["", *names]:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        return server
+
+    def _listen(self) -> None:
+        cfg = self.config
+        assert self.grpc is not None
+        self.claim = SocketClaim(cfg.address, 0o711 if os.geteuid() == 0 else 0o700)
+        # gRPC creates the socket file at bind time; a restrictive umask means it
+        # never exists, even for an instant, with wider permissions than 0660
+        old = os.umask(0o117)
+        try:
+            bound = self.grpc.add_insecure_port(f"unix:{cfg.address}")
+        except RuntimeError as exc:
+            raise ServeError(f"cannot listen on {cfg.address}: {exc}") from None
+        finally:
+            os.umask(old)
+        if not bound:
+            raise ServeError(f"cannot listen on {cfg.address}")
+        os.chmod(cfg.address, 0o660)
+        if cfg.socket_uid >= 0 or cfg.socket_gid >= 0:
+            try:
+                os.chown(cfg.address, cfg.socket_uid, cfg.socket_gid)
+            except OSError as exc:
+                raise ServeError(f"cannot chown {cfg.address}: {exc.strerror or exc}") from None
+        if cfg.tcp_address:
+            check_loopback(cfg.tcp_address)
+            try:
+                port = self.grpc.add_insecure_port(cfg.tcp_address)
+            except RuntimeError as exc:
+                raise ServeError(f"cannot listen on {cfg.tcp_address}: {exc}") from None
+            if not port:
+                raise ServeError(f"cannot listen on {cfg.tcp_address} (address in use?)")
+            self.tcp_port = port
+
+    # -- events and lease expiry ------------------------------------------------
+    def publish(self, namespace: str, topic: str, event: Any) -> None:
+        """Hook handed to servicers; an event that cannot be sent never fails the write that caused it."""
+        try:
+            self.bus.publish(namespace, topic, event)
+        except Exception as exc:  # noqa: BLE001 - logged; the change itself is already committed
+            log.warning("event not published: %s", exc, extra={"topic": topic, "ns": namespace})
+
+    def _sweep_expired_leases(self) -> None:
+        if self.db is None or self.config.read_only:
+            return
+        try:
+            gone = self.db.batch(lambda tx: lease_store.remove_expired(tx, datetime.now(timezone.utc)))
+        except Exception as exc:  # noqa: BLE001 - retried on the next tick
+            log.warning("removing expired leases failed: %s", exc)
+            return
+        for namespace, lease_id in gone:
+            log.info("expired lease removed", extra={"ns": namespace, "lease": lease_id})
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(LEASE_SWEEP_SECONDS):
+            self._sweep_expired_leases()
+
+    # -- stop -----------------------------------------------------------------
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        """Graceful stop: refuse new calls, let running ones finish within the grace period."""
+        self._stop.set()
+        grace = self.config.grace_period
+        log.info("shutting down", extra={"grace_seconds": grace})
+        if self.health is not None:
+            self.health.enter_graceful_shutdown()
+        if self.grpc is not None:
+            done = self.grpc.stop(grace)
+            # event streams never end on their own; close them so the wait is not the full grace
+            self.bus.close()
+            done.wait(grace + 1.0)
+        self._cleanup()
+        log.info("stopped")
+
+    def _cleanup(self) -> None:
+        self.bus.close()
+        if self.db is not None:
+            try:
+                self.db.close()
+            except Exception as exc:  # noqa: BLE001 - shutting down; report and go on
+                log.error("closing %s failed: %s", self.config.db_path, exc)
+            self.db = None
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
+
+
+def run(config: ServerConfig) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit status."""
+    server = Server(config)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        server.request_stop()
+
+    # installed first: a signal during start-up still ends in a clean shutdown
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    server.wait()
+    server.shutdown()
+    return 0

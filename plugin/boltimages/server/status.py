@@ -1,0 +1,99 @@
+"""One place that turns our exceptions into gRPC statuses.
+
+containerd's errdefs.ToGRPC maps an error kind to a code and sends the error
+text as the status message; clients (ctr, nerdctl, the Go client) branch on
+the code and print the text, so both must match. Every servicer wraps its
+methods with :func:`grpc_errors`, so no exception ever escapes as a bare
+UNKNOWN with a Python traceback in it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from typing import Any, Callable, Iterator, Optional, TypeVar
+
+import grpc
+
+from .. import bolt
+from ..errors import BoltImagesError
+from ..store.identifiers import namespace_required
+
+log = logging.getLogger("boltimages.server")
+
+#: request metadata key carrying the namespace (ttrpc uses "-ttrpc" suffixed)
+NAMESPACE_HEADER = "containerd-namespace"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# engine failures that are not a caller's mistake; what an operator should see
+_BOLT_CODES: dict[type, grpc.StatusCode] = {
+    bolt.DatabaseLocked: grpc.StatusCode.UNAVAILABLE,
+    bolt.DatabaseClosed: grpc.StatusCode.UNAVAILABLE,
+    bolt.TxBusy: grpc.StatusCode.UNAVAILABLE,
+    bolt.CorruptDatabase: grpc.StatusCode.DATA_LOSS,
+    bolt.InvalidDatabase: grpc.StatusCode.DATA_LOSS,
+    bolt.VersionMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    bolt.DatabaseReadOnly: grpc.StatusCode.FAILED_PRECONDITION,
+    bolt.KeyTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
+    bolt.ValueTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
+    bolt.KeyRequired: grpc.StatusCode.INVALID_ARGUMENT,
+    bolt.BucketNameRequired: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """(code, message) for any exception a servicer lets escape."""
+    if isinstance(exc, BoltImagesError):
+        return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc)
+    if isinstance(exc, bolt.BoltError):
+        for kind, code in _BOLT_CODES.items():
+            if isinstance(exc, kind):
+                return code, str(exc)
+        # containerd passes bbolt's own errors through untyped: Unknown
+        return grpc.StatusCode.UNKNOWN, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _report(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
+    code, message = to_status(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("unexpected failure in %s", method, exc_info=exc)
+    else:
+        log.debug("%s failed: %s (%s)", method, message, code.name)
+    context.abort(code, message)
+
+
+def grpc_errors(method: F) -> F:
+    """Decorator for servicer methods (unary or server-streaming generators)."""
+    name = method.__qualname__
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - turned into a status below
+                _report(exc, context, name)
+        return stream  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - turned into a status below
+            _report(exc, context, name)
+    return unary  # type: ignore[return-value]
+
+
+def request_namespace(context: grpc.ServicerContext) -> Optional[str]:
+    """The raw ``containerd-namespace`` value of a call, or None."""
+    for key, value in context.invocation_metadata() or ():
+        if key == NAMESPACE_HEADER:
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return None
+
+
+def namespace(context: grpc.ServicerContext) -> str:
+    """The call's namespace, validated like containerd's NamespaceRequired."""
+    return namespace_required(request_namespace(context))
