@@ -86,13 +86,23 @@ def machine_facts(data_dir: pathlib.Path) -> dict[str, Any]:
         "go": _first_line(["go", "version"]) if shutil.which("go") else "missing",
         "cc": _first_line(["cc", "--version"]) if shutil.which("cc") else "missing",
         "git_commit": _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "loadavg": load_average(),
     }
+
+
+def load_average() -> str:
+    """1/5/15-minute load: other work on a 2-core machine skews every number."""
+    try:
+        return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def facts_markdown(facts: dict[str, Any]) -> str:
     return (f"Machine: {facts['cores']} cores ({facts['cpu']}), {facts['memory']} RAM, "
             f"kernel {facts['kernel']}; disk {facts['disk']}; Python {facts['python']}; "
-            f"{facts['go']}; commit {facts['git_commit']}; run {facts['date_utc']}.")
+            f"{facts['go']}; commit {facts['git_commit']}; run {facts['date_utc']}; "
+            f"load average at the end {facts.get('loadavg', '?')}.")
 
 
 def fmt_seconds(seconds: Optional[float]) -> str:

@@ -446,12 +446,15 @@ def _orchestrate(args: argparse.Namespace, only: set[str]) -> int:
                 drivers[f"python_{variant}"] = (lambda c=cmd: _run_json(c, env))
 
         results: dict[str, dict[str, Any]] = {}
+        loads: dict[str, list[str]] = {}
         for name, run in drivers.items():
             runs = []
             for i in range(args.repeat):
+                loads.setdefault(name, []).append(benchlib.load_average())
                 t0 = time.perf_counter()
                 runs.append(run())
-                print(f"{name}: run {i + 1}/{args.repeat} took {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+                print(f"{name}: run {i + 1}/{args.repeat} took {time.perf_counter() - t0:.1f} s "
+                      f"(load before: {loads[name][-1]})", file=sys.stderr)
             results[name] = _best(runs)
         facts = benchlib.machine_facts(work)
     finally:
@@ -461,7 +464,8 @@ def _orchestrate(args: argparse.Namespace, only: set[str]) -> int:
     markdown = render(results, sizes, facts, args, mismatches)
     print(markdown)
     payload = {"facts": facts, "sizes": sizes, "seed": args.seed, "repeat": args.repeat,
-               "quick": args.quick, "results": results, "check_mismatches": mismatches}
+               "quick": args.quick, "results": results, "check_mismatches": mismatches,
+               "load_before_each_run": loads}
     path = benchlib.write_outputs("engine", payload, markdown)
     print(f"\nJSON: {path}", file=sys.stderr)
     return 1 if mismatches else 0
