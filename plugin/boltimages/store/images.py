@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
-from .. import bolt
 from ..errors import AlreadyExists, DataCorruption, InvalidArgument, NotFound, go_quote
 from . import codec, layout
-from .db import MetadataDB
 from .filters import parse_all
 from .identifiers import namespace_required
+
+if TYPE_CHECKING:  # the engine is only needed once a store touches a file
+    from .. import bolt
+    from .db import MetadataDB
 
 MAX_LABEL_SIZE = 4096
 GC_EXPIRE_LABEL = "containerd.io/gc.expire"
@@ -231,7 +233,7 @@ def _copy(image: Image) -> Image:
 class ImageStore:
     """containerd's image store over a :class:`MetadataDB`."""
 
-    def __init__(self, db: MetadataDB, *, grouped_writes: bool = True) -> None:
+    def __init__(self, db: "MetadataDB", *, grouped_writes: bool = True) -> None:
         self.db = db
         self._write = db.batch if grouped_writes else db.update
 

@@ -1,0 +1,94 @@
+"""containerd's filter language: syntax errors (text confirmed against
+containerd 1.6.20's Images.List) and matching semantics."""
+
+from __future__ import annotations
+
+import pytest
+
+from boltimages.errors import InvalidArgument
+from boltimages.store.filters import parse_all
+from boltimages.store.images import Descriptor, Image, image_adaptor
+
+D = "sha256:" + "2d" * 32
+
+# status message of Images.List from containerd 1.6.20 for each filter
+CONTAINERD_MESSAGES = {
+    "name==a b": "filters: parse error: [name==a >| |< b]: unexpected input:  ",
+    "name==": "filters: parse error: [name==]: expected value or quoted",
+    "(": "filters: parse error: [ >|(|< ]: expected field or quoted",
+    "name=~x": 'filters: parse error: [name >|=|< ~x]: unsupported operator "=~"',
+    "name!": 'filters: parse error: [name >|!|< ]: unsupported operator "!"',
+    "name===x": 'filters: parse error: [name >|=|< ==x]: unsupported operator "==="',
+    'name=="unterminated': 'filters: parse error: [name== >|"|< unterminated]: quoted literal not terminated',
+    "name==|x|": "filters: parse error: [name== >|||< x|]: invalid quote encountered",
+    "name,": "filters: parse error: [name,]: expected field or quoted",
+    ",name": "filters: parse error: [ >|,|< name]: expected field or quoted",
+    "name==x,": "filters: parse error: [name==x,]: expected field or quoted",
+    "name==\x00": "filters: parse error: [name== >|\x00|< ]: unexpected null",
+    # byte offsets: containerd cuts the UTF-8 of "é" in half
+    "n\u00e9me": 'filters: parse error: [n >|\ufffd|< \ufffdme]: expected an operator ("=="|"!="|"~=")',
+}
+
+
+@pytest.mark.parametrize("text", sorted(CONTAINERD_MESSAGES))
+def test_syntax_errors_match_containerd(text: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse_all([text])
+    assert str(info.value) == CONTAINERD_MESSAGES[text] + ": invalid argument: invalid argument"
+
+
+def make(name: str, labels=None, annotations=None, digest: str = D,
+         media_type: str = "application/vnd.oci.image.manifest.v1+json") -> Image:
+    return Image(name=name, labels=labels,
+                 target=Descriptor(media_type=media_type, digest=digest, size=1, annotations=annotations))
+
+
+IMAGES = [
+    make("docker.io/library/x:1", {"c": "d", "a.b": "dotted"}, {"org.opencontainers.image.ref.name": "1"}),
+    make("docker.io/library/y:2", {"c": "e"}, digest="sha256:" + "ab" * 32,
+         media_type="application/vnd.oci.image.index.v1+json"),
+    make("example.com/z", None),
+]
+
+
+def names(*filters: str) -> list[str]:
+    matcher = parse_all(list(filters))
+    return [i.name for i in IMAGES if matcher.match(image_adaptor(i))]
+
+
+@pytest.mark.parametrize("filters,expected", [
+    ((), ["docker.io/library/x:1", "docker.io/library/y:2", "example.com/z"]),
+    (("",), ["docker.io/library/x:1", "docker.io/library/y:2", "example.com/z"]),
+    (("name==docker.io/library/x:1",), ["docker.io/library/x:1"]),
+    (('name=="example.com/z"',), ["example.com/z"]),
+    (("labels.c",), ["docker.io/library/x:1", "docker.io/library/y:2"]),
+    (("labels.c==d",), ["docker.io/library/x:1"]),
+    (('labels."a.b"==dotted',), ["docker.io/library/x:1"]),
+    (("labels.a.b==dotted",), ["docker.io/library/x:1"]),  # joined with "."
+    # != matches images without the label too (containerd does no presence check)
+    (("labels.c!=d",), ["docker.io/library/y:2", "example.com/z"]),
+    (("name~=library",), ["docker.io/library/x:1", "docker.io/library/y:2"]),
+    (("name~=/^example/",), ["example.com/z"]),
+    (("name~=|:[0-9]$|",), ["docker.io/library/x:1", "docker.io/library/y:2"]),
+    (("name~=[",), []),  # bad regex: no match, not an error
+    (("target.mediatype~=index",), ["docker.io/library/y:2"]),
+    (("target.digest==" + D,), ["docker.io/library/x:1", "example.com/z"]),
+    (("annotations.org.opencontainers.image.ref.name==1",), ["docker.io/library/x:1"]),
+    (("labels.c==d,name~=x",), ["docker.io/library/x:1"]),
+    (("labels.c==d,name~=example",), []),
+    (("labels.c==d", "name==example.com/z"), ["docker.io/library/x:1", "example.com/z"]),
+    (("target",), []),
+    (("a.b.c",), []),
+    (("name == example.com/z",), ["example.com/z"]),  # spaces before operator/value are skipped
+])
+def test_matching(filters, expected) -> None:
+    assert names(*filters) == expected
+
+
+def test_quoted_values_and_escapes() -> None:
+    img = make("a", {"k": 'x"y\tz'})
+    matcher = parse_all(['labels.k=="x\\"y\\tz"'])
+    assert matcher.match(image_adaptor(img))
+    assert parse_all(['labels.k~=/x"y/']).match(image_adaptor(img))
+    with pytest.raises(InvalidArgument, match="illegal escape sequence|unquoting failed"):
+        parse_all(['labels.k=="\\q"'])
