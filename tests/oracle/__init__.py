@@ -119,6 +119,11 @@ class Oracle:
     def dump(self, path: os.PathLike | str) -> list[str]:
         return self._ok(self.run("dump", str(path)), "dump").decode().splitlines()
 
+    def dump_bytes(self, data: bytes, scratch: os.PathLike | str) -> list[str]:
+        """Dump a file image given as bytes (written to `scratch` first)."""
+        Path(scratch).write_bytes(data)
+        return self.dump(scratch)
+
     def info(self, path: os.PathLike | str) -> dict[str, Any]:
         return json.loads(self._ok(self.run("info", str(path)), "info"))
 

@@ -1,0 +1,126 @@
+"""Child process of the corruption fuzz: fully exercises damaged files.
+
+Reads one file path per line on stdin; for each it prints "start" and then
+"done <outcome>", where the outcome is "ok", "bolt <ExceptionClass>" for the
+engine's own BoltError family (the expected way to refuse damage), or
+"FAIL <type>: <message>" for anything else. A crash or hang shows up to the
+parent as a missing "done" line.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import traceback
+
+# Far above what any test file needs; a damaged length that makes the engine
+# allocate gigabytes then fails as MemoryError instead of swapping the box.
+ADDRESS_SPACE_LIMIT = 3 << 30
+
+# A walk longer than this on files of a few MB can only be a loop.
+MAX_ITEMS = 2_000_000
+
+
+class RunawayIteration(Exception):
+    pass
+
+
+def _walk_bucket(bucket, budget: list[int], depth: int) -> None:
+    if depth > 200:
+        raise RunawayIteration("bucket nesting deeper than 200")
+    for key, value in bucket.items():
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise RunawayIteration(f"more than {MAX_ITEMS} items")
+        if value is None:
+            child = bucket.bucket(key)
+            if child is not None:
+                child.sequence()
+                child.stats()
+                _walk_bucket(child, budget, depth + 1)
+        else:
+            bucket.get(key)
+    # Backwards too: prev() runs a different code path through the pages.
+    cursor = bucket.cursor()
+    item = cursor.last()
+    while item is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise RunawayIteration(f"more than {MAX_ITEMS} items")
+        item = cursor.prev()
+
+
+def _steps(path: str):
+    from boltimages import bolt
+
+    def read(db):
+        with db.begin() as tx:
+            _walk_bucket(tx.root, [MAX_ITEMS], 0)
+
+    def check(db):
+        with db.begin() as tx:
+            tx.check()
+
+    def write(db):
+        with db.begin(write=True) as tx:
+            bucket = tx.create_bucket_if_not_exists(b"fuzz-write")
+            bucket.put(b"key", b"value" * 100)
+            for name in tx.buckets()[:3]:
+                target = tx.bucket(name)
+                if target is not None:
+                    target.put(b"fuzz-key", b"v" * 2000)
+                    target.delete(b"fuzz-key")
+
+    return bolt, [read, check, write]
+
+
+def walk(path: str) -> str:
+    """Every step runs even when an earlier one was refused; the first
+    non-BoltError outcome wins, else the first BoltError, else ok."""
+    bolt, steps = _steps(path)
+    outcome = "ok"
+    try:
+        db = bolt.open(path, timeout=1.0)
+    except bolt.BoltError as exc:
+        return f"bolt {type(exc).__name__}"
+    try:
+        for step in steps:
+            try:
+                step(db)
+            except bolt.BoltError as exc:
+                if outcome == "ok":
+                    outcome = f"bolt {type(exc).__name__}"
+    finally:
+        try:
+            db.close()
+        except bolt.BoltError:
+            pass
+    # The file as left behind must open again (or be refused cleanly).
+    try:
+        with bolt.open(path, read_only=True, timeout=1.0) as db2:
+            with db2.begin() as tx:
+                _walk_bucket(tx.root, [MAX_ITEMS], 0)
+    except bolt.BoltError:
+        pass
+    return outcome
+
+
+def main() -> int:
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+    out = sys.stdout
+    for line in sys.stdin:
+        path = line.rstrip("\n")
+        out.write("start\n")
+        out.flush()
+        try:
+            outcome = walk(path)
+        except BaseException as exc:  # noqa: BLE001 - every other type is the failure being hunted
+            tb = traceback.format_exc().replace("\n", " | ")
+            outcome = f"FAIL {type(exc).__name__}: {str(exc)[:300]} :: {tb[-1500:]}"
+        out.write(f"done {outcome}\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
