@@ -7,6 +7,7 @@ skips locally and fails in CI (tests.helpers honours BOLTIMAGES_REQUIRE_COMPAT).
 from __future__ import annotations
 
 import itertools
+import os
 import pathlib
 import shutil
 from typing import Callable, Iterator, Optional
@@ -14,7 +15,8 @@ from typing import Callable, Iterator, Optional
 import pytest
 
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemons import (Daemon, DaemonError, boltimages_daemon, containerd_daemon)
+from tests.compat.daemons import (Daemon, DaemonError, boltimages_daemon, containerd_daemon,
+                                   containerd_meta_db)
 from tests.compat.grpc_client import Client
 from tests.helpers import require_root, require_tool
 
@@ -65,11 +67,26 @@ def real_containerd(containerd_bin: str, tmp_path_factory) -> Iterator[Daemon]:
     _stop(daemon)
 
 
+# Self-test of the suite: with BOLTIMAGES_COMPAT_SELFTEST=1 the "ours" side is a second
+# private containerd, so every differential test must pass; a failure then is a bug in
+# the suite (a step that is not deterministic, a normalisation that hides too little).
+SELFTEST = os.environ.get("BOLTIMAGES_COMPAT_SELFTEST") == "1"
+
+
+def _our_daemon(base: pathlib.Path, db: pathlib.Path) -> Daemon:
+    if SELFTEST:
+        root = db.parent / "selftest-root"
+        if db.exists():
+            copy_file(db, containerd_meta_db(root))
+        return containerd_daemon(require_tool("containerd"), base, root)
+    return boltimages_daemon(base, db)
+
+
 @pytest.fixture(scope="session")
 def our_server(tmp_path_factory) -> Iterator[Daemon]:
     """One `boltimages serve` for the session on a fresh database."""
     base = tmp_path_factory.mktemp("boltimages")
-    daemon = _start(boltimages_daemon(base, base / "meta.db"))
+    daemon = _start(_our_daemon(base, base / "meta.db"))
     yield daemon
     _stop(daemon)
 
@@ -97,7 +114,7 @@ def boltimages_factory(tmp_path: pathlib.Path) -> Iterator[Callable[[pathlib.Pat
     counter = itertools.count()
 
     def make(db: pathlib.Path) -> Daemon:
-        daemon = _start(boltimages_daemon(tmp_path / f"boltimages{next(counter)}", db))
+        daemon = _start(_our_daemon(tmp_path / f"boltimages{next(counter)}", db))
         started.append(daemon)
         return daemon
 

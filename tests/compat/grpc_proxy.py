@@ -40,6 +40,9 @@ class _Forwarder(grpc.GenericRpcHandler):
                         if not k.startswith(":") and k not in ("user-agent",) and not k.startswith("grpc-")]
             namespace = dict(metadata).get(NAMESPACE_KEY, "")
             record = proxy._record(method, namespace)
+            if any(short_method(method).startswith(prefix) for prefix in proxy.refuse):
+                record.code = "UNIMPLEMENTED"
+                context.abort(grpc.StatusCode.UNIMPLEMENTED, f"unknown service (refused by proxy): {method}")
             upstream = proxy.channel.stream_stream(method, request_serializer=None, response_deserializer=None)
             call = upstream(request_iterator, metadata=metadata)
             try:
@@ -61,7 +64,10 @@ class _Forwarder(grpc.GenericRpcHandler):
 class LoggingProxy:
     """Listen on `listen` (a unix socket path), forward to `upstream`, log every call."""
 
-    def __init__(self, listen: str, upstream: str) -> None:
+    def __init__(self, listen: str, upstream: str, refuse: tuple = ()) -> None:
+        """`refuse`: short method prefixes (e.g. "Content/") answered UNIMPLEMENTED instead of
+        forwarded, to see how ctr behaves against a server without those services."""
+        self.refuse = tuple(refuse)
         self.listen = listen
         self.upstream = upstream
         self.calls: list[ProxiedCall] = []
