@@ -75,11 +75,15 @@ SELFTEST = os.environ.get("BOLTIMAGES_COMPAT_SELFTEST") == "1"
 
 def _our_daemon(base: pathlib.Path, db: pathlib.Path) -> Daemon:
     if SELFTEST:
-        root = db.parent / "selftest-root"
+        root = base / "selftest-root"
         if db.exists():
             copy_file(db, containerd_meta_db(root))
-        return containerd_daemon(require_tool("containerd"), base, root)
-    return boltimages_daemon(base, db)
+        daemon = containerd_daemon(require_tool("containerd"), base, root)
+        daemon.db_path = containerd_meta_db(root)
+        return daemon
+    daemon = boltimages_daemon(base, db)
+    daemon.db_path = db
+    return daemon
 
 
 @pytest.fixture(scope="session")

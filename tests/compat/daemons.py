@@ -69,6 +69,7 @@ class Daemon:
         self.env = env
         self.cwd = cwd
         self.proc: Optional[subprocess.Popen] = None
+        self.db_path: Optional[pathlib.Path] = None   # the metadata file this daemon serves
 
     def start(self, timeout: float = 20.0) -> "Daemon":
         log = open(self.log_path, "ab")
@@ -145,8 +146,10 @@ def containerd_daemon(containerd: str, base: pathlib.Path, root: Optional[pathli
     """An (unstarted) private containerd under `base`; its socket is base/containerd.sock."""
     base.mkdir(parents=True, exist_ok=True)
     config = containerd_config(base, root)
-    return Daemon("containerd", [containerd, "--config", str(config)],
-                  str(base / "containerd.sock"), base / "containerd.log")
+    daemon = Daemon("containerd", [containerd, "--config", str(config)],
+                    str(base / "containerd.sock"), base / "containerd.log")
+    daemon.db_path = containerd_meta_db(root or base / "root")
+    return daemon
 
 
 def containerd_meta_db(root: pathlib.Path) -> pathlib.Path:

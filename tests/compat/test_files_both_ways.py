@@ -1,0 +1,214 @@
+"""meta.db files cross over: containerd's file served by us, our file opened by containerd.
+
+Exact equality here, timestamps included: both servers read the same bytes, so
+List/Get must return the same records to the nanosecond. Buckets we do not own
+(containers, snapshots, content, anything unknown) must come through our
+server's writes byte-for-byte; the dump comes from the real-bbolt Go oracle.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+import pytest
+from google.protobuf import json_format
+
+from tests.compat import scenario
+from tests.compat.ctr_runner import Ctr
+from tests.compat.daemons import Daemon, containerd_meta_db
+from tests.compat.grpc_client import Client
+from tests.compat.oci_archive import build_image, write_archive
+
+pytestmark = pytest.mark.compat
+
+NAMESPACES = ("default", "team-a", "labels-only")
+# Subtrees of v1/<namespace>/ that our server writes; everything else is containerd's.
+OWNED_SUBTREES = (b"images", b"leases", b"labels")
+
+
+def _populate_with_containerd(ctr: Ctr, tmp: pathlib.Path) -> None:
+    """Images (imported, unpacked, tagged, labelled), a container, leases, namespace labels."""
+    first = write_archive(tmp / "first.tar", [build_image("docker.io/library/a:1", "a"),
+                                              build_image("docker.io/library/b:2", "b")])
+    second = write_archive(tmp / "second.tar", [build_image("example.com/team/c:3", "c")])
+    ctr("images", "import", "--snapshotter", "native", str(first)).ok()
+    ctr("images", "tag", "docker.io/library/a:1", "example.com/a:tagged").ok()
+    ctr("images", "label", "docker.io/library/b:2", "owner=ops", "tier=base").ok()
+    ctr("containers", "create", "--snapshotter", "native", "docker.io/library/a:1", "ctr1").ok()
+    ctr("images", "import", "--no-unpack", str(second), namespace="team-a").ok()
+    ctr("images", "tag", "example.com/team/c:3", "example.com/team/c:latest", namespace="team-a").ok()
+    ctr("namespaces", "label", "team-a", "owner=team-a").ok()
+    ctr("leases", "create", "--id", "keep-me", "why=test", namespace="team-a").ok()
+    ctr("namespaces", "create", "labels-only", "purpose=compat").ok()
+
+
+def _answers(client: Client, namespaces=NAMESPACES) -> dict:
+    """Everything a client can read back, as exact dicts (timestamps included)."""
+    def plain(message) -> dict:
+        return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+    out: dict = {}
+    run = scenario.Run(client, "default")
+    listed = run.ns_list()
+    assert listed.ok, str(listed)
+    all_ns = client.call(client.namespaces.List, client.namespaces_pb2.ListNamespacesRequest(), "default")
+    assert all_ns.ok, str(all_ns)
+    out["namespaces"] = sorted((n.name, sorted(n.labels.items())) for n in all_ns.response.namespaces)
+    for ns in namespaces:
+        images = run.list(ns=ns)
+        assert images.ok, f"List in {ns}: {images}"
+        out[f"{ns}/images"] = [plain(i) for i in images.response.images]
+        for image in images.response.images:
+            got = run.get(image.name, ns=ns)
+            assert got.ok, f"Get {image.name} in {ns}: {got}"
+            out[f"{ns}/get/{image.name}"] = plain(got.response.image)
+        out[f"{ns}/filtered"] = [i.name for i in run.list("labels.owner==ops", "name~=tagged", ns=ns).response.images]
+        leases = client.call(client.leases.List, client.leases_pb2.ListRequest(), ns)
+        assert leases.ok, str(leases)
+        out[f"{ns}/leases"] = sorted(json_format.MessageToJson(l, sort_keys=True) for l in leases.response.leases)
+    return out
+
+
+def _unowned(dump: list[str]) -> list[str]:
+    """Oracle dump lines outside the subtrees our server owns (and outside the db version key)."""
+    v1 = b"v1".hex()
+    owned = {s.hex() for s in OWNED_SUBTREES}
+    keep = []
+    for line in dump:
+        kind, path = line.split(" ", 2)[:2]
+        parts = path.split("/")
+        if parts[0] == v1 and len(parts) >= 3 and parts[2] in owned:
+            continue
+        if kind == "B" and parts[0] == v1 and len(parts) <= 2:
+            continue   # the v1 and v1/<ns> buckets themselves (ours may add a namespace)
+        if kind == "K" and parts == [v1] and line.split(" ")[2] == b"version".hex():
+            continue
+        keep.append(line)
+    return keep
+
+
+def _diff(a: dict, b: dict) -> str:
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            lines.append(f"{key}:\n  containerd: {a.get(key)}\n  boltimages: {b.get(key)}")
+    return "\n".join(lines[:20])
+
+
+@pytest.fixture
+def containerd_file(containerd_factory, ctr_bin: str, tmp_path: pathlib.Path):
+    """(root dir, answers) of a stopped containerd whose meta.db holds the populated state."""
+    daemon: Daemon = containerd_factory()
+    _populate_with_containerd(Ctr(ctr_bin, daemon.address), tmp_path)
+    client = Client(daemon.address)
+    answers = _answers(client)
+    client.close()
+    assert daemon.stop() == 0, daemon.log_tail()
+    root = daemon.db_path.parent.parent
+    return root, answers
+
+
+def test_containerd_file_served_by_ours(containerd_file, boltimages_factory, oracle, tmp_path) -> None:
+    root, theirs = containerd_file
+    pristine = tmp_path / "pristine.db"
+    shutil.copyfile(containerd_meta_db(root), pristine)
+    served = tmp_path / "served" / "meta.db"
+    served.parent.mkdir()
+    shutil.copyfile(pristine, served)
+    ours_daemon = boltimages_factory(served)
+    client = Client(ours_daemon.address)
+    ours = _answers(client)
+    client.close()
+    assert ours == theirs, _diff(theirs, ours)
+    assert ours_daemon.stop() == 0, ours_daemon.log_tail()
+    # Reads alone must leave the file logically unchanged.
+    assert oracle.dump(ours_daemon.db_path) == oracle.dump(pristine)
+    assert oracle.check(ours_daemon.db_path) == []
+
+
+def _write_through_ours(client: Client) -> None:
+    run = scenario.Run(client, "default")
+    assert run.create(name="example.com/new:1", digest=scenario.D256, labels={"made-by": "boltimages"},
+                      annotations={"org.opencontainers.image.ref.name": "1"}).ok
+    assert run.update(paths=["labels.tier"], name="docker.io/library/b:2", labels={"tier": "top"}).ok
+    assert run.delete("example.com/a:tagged").ok
+    team = scenario.Run(client, "team-a")
+    assert team.create(name="example.com/team/d:4", digest=scenario.D512, media_type=scenario.INDEX).ok
+    assert team.lease_create("temp").ok and team.lease_delete("temp").ok
+    assert team.ns_update("team-a", {"extra": "1"}, ["labels.extra"]).ok
+    fresh = scenario.Run(client, "made-by-ours")
+    assert fresh.create(name="example.com/fresh:1", digest=scenario.D256C, labels={"x": "y"}).ok
+
+
+def test_ours_writes_then_containerd_reads(containerd_file, boltimages_factory, containerd_factory,
+                                           ctr_bin, oracle, tmp_path) -> None:
+    root, _ = containerd_file
+    pristine = tmp_path / "pristine.db"
+    shutil.copyfile(containerd_meta_db(root), pristine)
+    served = tmp_path / "served" / "meta.db"
+    served.parent.mkdir()
+    shutil.copyfile(pristine, served)
+
+    ours_daemon = boltimages_factory(served)
+    client = Client(ours_daemon.address)
+    _write_through_ours(client)
+    namespaces = NAMESPACES + ("made-by-ours",)
+    ours = _answers(client, namespaces)
+    client.close()
+    assert ours_daemon.stop() == 0, ours_daemon.log_tail()
+
+    written = ours_daemon.db_path
+    assert oracle.check(written) == []
+    before, after = _unowned(oracle.dump(pristine)), _unowned(oracle.dump(written))
+    assert after == before, "buckets we do not own changed:\n" + "\n".join(
+        sorted(set(before) ^ set(after))[:20])
+
+    # Put our file under containerd's original root (its blobs and snapshots are there).
+    shutil.copyfile(written, containerd_meta_db(root))
+    real = containerd_factory(root)
+    client = Client(real.address)
+    theirs = _answers(client, namespaces)
+    client.close()
+    assert theirs == ours, _diff(theirs, ours)
+    ctr = Ctr(ctr_bin, real.address)
+    listed = ctr("images", "ls", "-q").ok().stdout.split()
+    assert listed == ["docker.io/library/a:1", "docker.io/library/b:2", "example.com/new:1"]
+    assert ctr("images", "ls", "-q", namespace="made-by-ours").ok().stdout.split() == ["example.com/fresh:1"]
+    assert "ctr1" in ctr("containers", "ls", "-q").ok().stdout.split()
+    assert "keep-me" in ctr("leases", "ls", "-q", namespace="team-a").ok().stdout.split()
+
+
+def test_fresh_file_from_ours_opened_by_containerd(boltimages_factory, containerd_factory, ctr_bin,
+                                                   oracle, tmp_path) -> None:
+    db = tmp_path / "fresh" / "meta.db"
+    db.parent.mkdir()
+    ours_daemon = boltimages_factory(db)
+    client = Client(ours_daemon.address)
+    for ns in ("default", "second"):
+        run = scenario.Run(client, ns)
+        for step in ("create/alpine-3.18", "create/alpine-3.19", "create/app-v1", "create/sha512",
+                     "update/mask-labels", "update/mask-target", "update/mask-annotations.key"):
+            outcome = next(s for s in scenario.STEPS if s.id == step).run(run)
+            assert outcome.ok, f"{ns} {step}: {outcome}"
+    assert scenario.Run(client, "default").ns_update("second", {"k": "v"}, ["labels.k"]).ok
+    ours = _answers(client, ("default", "second"))
+    client.close()
+    assert ours_daemon.stop() == 0, ours_daemon.log_tail()
+    assert oracle.check(ours_daemon.db_path) == []
+
+    root = tmp_path / "containerd-root"
+    meta = containerd_meta_db(root)
+    meta.parent.mkdir(parents=True)
+    shutil.copyfile(ours_daemon.db_path, meta)
+    real = containerd_factory(root)
+    client = Client(real.address)
+    theirs = _answers(client, ("default", "second"))
+    client.close()
+    assert theirs == ours, _diff(theirs, ours)
+    ctr = Ctr(ctr_bin, real.address)
+    for ns in ("default", "second"):
+        assert ctr("images", "ls", "-q", namespace=ns).ok().stdout.split() == [
+            "docker.io/library/alpine:3.18", "docker.io/library/alpine:3.19", "example.com/app:v1", "v:sha512"]
+    rows = [line.split() for line in ctr("namespaces", "ls").ok().stdout.splitlines()[1:]]
+    assert ["second", "k=v"] in rows
