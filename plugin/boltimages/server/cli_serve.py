@@ -17,7 +17,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TOML config file in containerd's style ([grpc] address, tcp_address, "
                              "max_recv_message_size, max_send_message_size; [metadata] path; "
                              "[debug] level, format)")
-    parser.add_argument("-a", "--address", metavar="PATH",
+    parser.add_argument("-a", "--address", "--socket", dest="address", metavar="PATH",
                         help=f"unix socket to listen on (default {config_mod.default_socket_path()})")
     parser.add_argument("--tcp", dest="tcp_address", metavar="HOST:PORT",
                         help="also listen on this loopback TCP address (e.g. 127.0.0.1:10010)")

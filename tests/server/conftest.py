@@ -1,0 +1,130 @@
+"""Fixtures: `python -m boltimages serve` as a real child process on a temp socket."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Iterator, Optional, Sequence
+
+import grpc
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NAMESPACE_KEY = "containerd-namespace"
+
+
+def serve_env() -> dict[str, str]:
+    env = dict(os.environ)
+    plugin = str(REPO / "plugin")
+    env["PYTHONPATH"] = plugin + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def serve_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "boltimages", "serve", *args]
+
+
+def run_serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run `serve` expecting it to exit by itself (start-up errors)."""
+    return subprocess.run(serve_argv(*args), env=serve_env(), cwd=str(REPO), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def health_ok(address: str, timeout: float = 1.0) -> bool:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+class Served:
+    """One running server: its process, socket, db path and log file."""
+
+    def __init__(self, base: pathlib.Path, args: Sequence[str], socket: Optional[str] = None,
+                 db: Optional[str] = None, use_flags: bool = True) -> None:
+        self.base = base
+        self.socket = socket or str(base / "bi.sock")
+        self.db = db or str(base / "meta.db")
+        self.log_path = base / f"serve-{time.monotonic_ns()}.log"
+        argv = serve_argv(*(["--socket", self.socket, "--db", self.db] if use_flags else []), *args)
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(argv, env=serve_env(), cwd=str(REPO), stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def target(self) -> str:
+        return "unix://" + self.socket
+
+    def wait_ready(self, timeout: float = 30.0) -> "Served":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.log()}")
+            if os.path.exists(self.socket) and health_ok(self.target):
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"serve not ready within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.target)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise AssertionError(f"serve ignored signal {sig}:\n{self.log()}")
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve(tmp_path: pathlib.Path):
+    """Factory: serve(*extra_args, socket=..., db=...) -> ready Served; all stopped at teardown."""
+    started: list[Served] = []
+
+    def make(*args: str, socket: Optional[str] = None, db: Optional[str] = None, ready: bool = True,
+             use_flags: bool = True) -> Served:
+        s = Served(tmp_path, args, socket, db, use_flags)
+        started.append(s)
+        return s.wait_ready() if ready else s
+
+    yield make
+    for s in started:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Served]:
+    """One shared server per test module (tests use their own namespaces)."""
+    s = Served(tmp_path_factory.mktemp("serve"), []).wait_ready()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(server: Served) -> Iterator[grpc.Channel]:
+    ch = server.channel()
+    yield ch
+    ch.close()
+
+
+def md(namespace: Optional[str]) -> list[tuple[str, str]]:
+    return [] if namespace is None else [(NAMESPACE_KEY, namespace)]
