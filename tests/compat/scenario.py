@@ -51,11 +51,17 @@ class Run:
 
     # request builders -------------------------------------------------
     def image(self, name: str, digest: str = D256, media_type: str = MANIFEST, size: int = 1234,
-              labels: Optional[dict] = None, annotations: Optional[dict] = None) -> Any:
+              labels: Optional[dict] = None, annotations: Optional[dict] = None,
+              created_at: Optional[int] = None) -> Any:
         pb = self.client.images_pb2
         target = self.client.descriptor_pb2.Descriptor(media_type=media_type, digest=digest, size=size,
                                                        annotations=annotations or {})
-        return pb.Image(name=name, labels=labels or {}, target=target)
+        image = pb.Image(name=name, labels=labels or {}, target=target)
+        if created_at is not None:
+            # A client-supplied time the server must ignore (it stamps its own clock).
+            image.created_at.seconds = created_at
+            image.updated_at.seconds = created_at
+        return image
 
     def create(self, ns: Optional[str] = "", **kw) -> Outcome:
         pb = self.client.images_pb2
@@ -112,10 +118,10 @@ class Run:
         pb = self.client.namespaces_pb2
         return self.client.call(self.client.namespaces.Delete, pb.DeleteNamespaceRequest(name=name), self.ns)
 
-    def lease_create(self, lease_id: str, labels: Optional[dict] = None) -> Outcome:
+    def lease_create(self, lease_id: str, labels: Optional[dict] = None, ns: Optional[str] = "") -> Outcome:
         pb = self.client.leases_pb2
         return self.client.call(self.client.leases.Create, pb.CreateRequest(id=lease_id, labels=labels or {}),
-                                self.ns)
+                                self.ns if ns == "" else ns)
 
     def lease_create_anonymous(self) -> Outcome:
         """Create with an empty id: the server picks one. Delete it again and hide the random id."""
@@ -165,6 +171,9 @@ class Run:
     def _time_relations(self, message: Any) -> dict:
         created = _nanos(message.created_at) if message.HasField("created_at") else None
         relations: dict = {"created_set": created is not None}
+        if created is not None:
+            # Servers stamp their own clock: a client's old timestamp must not survive.
+            relations["created_after_2020"] = created > 1_577_836_800 * 1_000_000_000
         if "updated_at" in message.DESCRIPTOR.fields_by_name:
             updated = _nanos(message.updated_at) if message.HasField("updated_at") else None
             if created is not None and updated is not None:
@@ -259,6 +268,9 @@ STEPS: list[Step] = [
         name="example.com/app:v1", digest=D256C, media_type=DOCKER_MANIFEST,
         labels={"env": "prod", "tier": "web,api", "quote": 'say "hi"'},
         annotations={"a.b": "c"})),
+    _s("create/client-timestamps-ignored", OK, lambda r: r.create(name="v:clienttime", created_at=1_000_000_000)),
+    _s("update/client-timestamps-ignored", OK, lambda r: r.update(name="v:clienttime", created_at=1_000_000_000,
+                                                                    labels={"u": "1"})),
     _s("create/already-exists", EXISTS, lambda r: r.create(name="docker.io/library/alpine:3.18")),
     _s("create/already-exists-other-target", EXISTS, lambda r: r.create(
         name="example.com/app:v1", digest=D256B)),
@@ -383,6 +395,7 @@ STEPS: list[Step] = [
     _s("namespaces/delete-missing", NOT_FOUND, lambda r: r.ns_delete(r.ns + "-nsa")),
     _s("namespaces/list-after-delete", OK, lambda r: r.ns_list()),
     # --- Leases
+    _s("leases/no-namespace", PRECONDITION, lambda r: r.lease_create("lease-x", ns=None)),
     _s("leases/create", OK, lambda r: r.lease_create("lease-1", {"purpose": "compat"})),
     _s("leases/create-second", OK, lambda r: r.lease_create("lease-2")),
     _s("leases/create-exists", EXISTS, lambda r: r.lease_create("lease-1")),

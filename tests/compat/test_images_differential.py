@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from tests.compat import scenario
+from tests.compat.conftest import SELFTEST
 from tests.compat.grpc_client import Client
 
 pytestmark = pytest.mark.compat
@@ -65,6 +66,8 @@ EPOCH = timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=123_000_000)
 
 
 def _require_field(message_cls, field: str) -> None:
+    if SELFTEST:
+        pytest.skip("self-test mode: the 'ours' side is containerd 1.6, which lacks this 2.x feature")
     if field not in message_cls.DESCRIPTOR.fields_by_name:
         pytest.fail(f"our proto {message_cls.DESCRIPTOR.full_name} lacks 2.x field {field!r}", pytrace=False)
 
