@@ -106,13 +106,21 @@ def test_source_date_epoch_ignored_by_containerd_16(real_client: Client) -> None
     run = _ns_run(real_client, "compat-epoch")
     image = run.image("epoch:1")
     raw = real_client.images_pb2.CreateImageRequest(image=image).SerializeToString()
-    raw += _tag(3, 2) + _len_delimited(EPOCH.SerializeToString())
+    raw += _tag(_field_number("CreateImageRequest", "source_date_epoch", 2), 2) + \
+        _len_delimited(EPOCH.SerializeToString())
     call = real_client.channel.unary_unary("/containerd.services.images.v1.Images/Create",
                                            request_serializer=None,
                                            response_deserializer=real_client.images_pb2.CreateImageResponse.FromString)
     response = call(raw, metadata=[("containerd-namespace", run.ns)], timeout=10)
     assert response.image.created_at != EPOCH
     assert response.image.created_at == response.image.updated_at
+
+
+def _field_number(message: str, field: str, default: int) -> int:
+    """The 2.x field number, from our proto when it has the field (1.6's proto does not)."""
+    from tests.compat.grpc_client import api
+    fields = getattr(api("services.images.v1.images_pb2"), message).DESCRIPTOR.fields_by_name
+    return fields[field].number if field in fields else default
 
 
 def _tag(field: int, wire: int) -> bytes:
@@ -161,7 +169,7 @@ def test_delete_target_ignored_by_containerd_16(real_client: Client) -> None:
     assert run.create(name="t:1", digest=scenario.D256).ok
     raw = real_client.images_pb2.DeleteImageRequest(name="t:1").SerializeToString()
     wrong = real_client.descriptor_pb2.Descriptor(media_type=scenario.MANIFEST, digest=scenario.D256B, size=1)
-    raw += _tag(3, 2) + _len_delimited(wrong.SerializeToString())
+    raw += _tag(_field_number("DeleteImageRequest", "target", 3), 2) + _len_delimited(wrong.SerializeToString())
     call = real_client.channel.unary_unary("/containerd.services.images.v1.Images/Delete",
                                            request_serializer=None, response_deserializer=None)
     call(raw, metadata=[("containerd-namespace", run.ns)], timeout=10)
