@@ -256,6 +256,10 @@ class Walk:
     visited: set[int] = field(default_factory=set)
     #: page ids referenced more than once (cycles, cross-linked trees)
     shared: list[int] = field(default_factory=list)
+    #: (bucket path, key) -> page id of the leaf holding it (None: inline bucket)
+    page_of: dict[tuple[tuple[bytes, ...], bytes], Optional[int]] = field(default_factory=dict)
+    #: page id -> id of the page that points at it (branch, or leaf holding a bucket header)
+    parent: dict[int, Optional[int]] = field(default_factory=dict)
 
 
 class TolerantReader:
@@ -265,6 +269,8 @@ class TolerantReader:
         self.raw = raw
         self.meta = meta
         self.walk = Walk(Bucket())
+        self._from: Optional[int] = None
+        self._leaf_pgid: Optional[int] = None
 
     def read(self) -> Walk:
         self._tree(self.meta.root, (), self.walk.root, None, None, 0)
@@ -295,16 +301,20 @@ class TolerantReader:
             self._lose(path, pgid, str(exc), lo, hi)
             return
         self.walk.visited.update(range(pgid, pgid + overflow + 1))
+        self.walk.parent.setdefault(pgid, self._from)
         if flags == FLAG_BRANCH:
             for i, (key, child) in enumerate(children):
+                self._from = pgid
                 child_hi = children[i + 1][0] if i + 1 < len(children) else hi
                 self._tree(child, path, into, key if i else lo, child_hi, depth + 1)
         else:
-            self.leaf_elements(elements, path, into, depth)
+            self.leaf_elements(elements, path, into, depth, pgid)
 
     def leaf_elements(self, elements: list[tuple[int, bytes, bytes]], path: tuple[bytes, ...],
-                      into: Bucket, depth: int) -> None:
+                      into: Bucket, depth: int, pgid: Optional[int] = None) -> None:
         for flags, key, value in elements:
+            self._leaf_pgid = pgid
+            self.walk.page_of[(path, key)] = pgid
             if not flags & LEAF_FLAG_BUCKET:
                 into.values[key] = value
                 continue
@@ -316,6 +326,7 @@ class TolerantReader:
             child = Bucket(sequence=seq)
             into.buckets[key] = child
             if root != 0:
+                self._from = self._leaf_pgid
                 self._tree(root, sub_path, child, None, None, depth + 1)
                 continue
             inline = memoryview(value)[BUCKET_HEADER.size:]

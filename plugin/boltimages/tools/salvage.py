@@ -37,13 +37,19 @@ def recover(data: bytes) -> dict[str, Any]:
         walk = rawpages.TolerantReader(raw, meta).read()
         walks.append((meta, walk))
     meta, walk = walks[0]
+    root_lost = any(loss.path == () and loss.pgid == meta.root for loss in walk.losses)
     if walk.losses and len(walks) > 1:
         other_meta, other = walks[1]
-        if not other.losses or other.root.count() > walk.root.count():
-            report["notes"].append(f"meta {meta.slot} (txid {meta.txid}) leads to damaged pages; "
-                                   f"meta {other_meta.slot} (txid {other_meta.txid}) recovers more and is used: "
+        if root_lost and other.root.count() > walk.root.count():
+            # the newest tree is gone from its root: the previous commit's tree is the best left
+            report["notes"].append(f"meta {meta.slot} (txid {meta.txid}) has an unreadable root page; "
+                                   f"meta {other_meta.slot} (txid {other_meta.txid}) is used instead: "
                                    "changes of the last transaction are lost")
             meta, walk = other_meta, other
+        elif not other.losses:
+            # newest data first; the older tree would bring back stale records too
+            report["notes"].append(f"the previous commit (meta {other_meta.slot}, txid {other_meta.txid}) "
+                                   "is intact; records are taken from the newest commit")
     if meta.slot != raw.valid_metas()[0].slot or any(not m.valid for m in raw.metas):
         bad = [m for m in raw.metas if not m.valid]
         for m in bad:
@@ -83,14 +89,29 @@ def _find_bucket(root: rawpages.Bucket, path: tuple[bytes, ...]) -> Optional[raw
 def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Walk,
                    report: dict[str, Any]) -> None:
     candidates = [loss for loss in walk.losses if loss.pgid is not None]
-    if meta.freelist == rawpages.NO_FREELIST or raw.freelist(meta) is None:
-        report["notes"].append("no usable freelist: unreachable pages may include stale versions; "
-                               "orphans are only adopted where exactly one lost key range fits them")
+    adopt = raw.freelist(meta) is not None
+    if not adopt:
+        # without a freelist, free pages (stale versions of records) and orphaned
+        # pages look alike: adopting them could bring back deleted or old data
+        report["notes"].append("no usable freelist: orphaned leaf pages cannot be told from stale free "
+                               "pages, so none are adopted (candidates are listed)")
     reader = rawpages.TolerantReader(raw, meta)
     reader.walk.visited = walk.visited
-    for pgid, elements in rawpages.orphan_leaves(raw, meta, set(walk.visited)):
-        if pgid in walk.visited:
-            continue  # reached through an orphan adopted earlier in this loop
+    orphans = list(rawpages.orphan_leaves(raw, meta, set(walk.visited)))
+    # pages of sub-buckets named in orphan leaves belong under those buckets:
+    # they are reached through their parent, never adopted on their own
+    owned: set[int] = set()
+    for _pgid, elements in orphans:
+        for flags, _key, value in elements:
+            if flags & rawpages.LEAF_FLAG_BUCKET and len(value) >= rawpages.BUCKET_HEADER.size:
+                sub_root = rawpages.BUCKET_HEADER.unpack_from(value, 0)[0]
+                if sub_root:
+                    probe = rawpages.TolerantReader(raw, meta)
+                    probe._tree(sub_root, (), rawpages.Bucket(), None, None, 0)
+                    owned |= probe.walk.visited
+    for pgid, elements in orphans:
+        if pgid in walk.visited or pgid in owned:
+            continue  # reached through an orphan adopted earlier, or owned by one
         first, last = elements[0][1], elements[-1][1]
         fits = [loss for loss in candidates
                 if (loss.lo is None or first >= loss.lo) and (loss.hi is None or last < loss.hi)]
@@ -101,6 +122,10 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
                     "/".join(x.decode("utf-8", "backslashreplace") for x in p) for p in paths)})
             continue
         path = paths.pop()
+        if not adopt:
+            report["ambiguous_orphans"].append({"page": pgid, "buckets": [
+                "/".join(x.decode("utf-8", "backslashreplace") for x in path)]})
+            continue
         into = _find_bucket(walk.root, path)
         if into is None:
             continue
@@ -206,7 +231,7 @@ def _print_report(report: dict[str, Any], dry_run: bool) -> None:
     for o in report["recovered_orphans"]:
         print(f"  recovered {o['entries']} entries from orphaned leaf page {o['page']} into {o['bucket']}")
     for o in report["ambiguous_orphans"]:
-        print(f"  orphaned leaf page {o['page']} fits several lost ranges ({', '.join(o['buckets'])}); not used")
+        print(f"  orphaned leaf page {o['page']} might belong to {', '.join(o['buckets'])}; not used")
     if report["lost"]:
         print(f"  LOST ({len(report['lost'])} damaged page(s) or buckets):")
         for line in report["lost"]:
