@@ -14,9 +14,9 @@ from google.protobuf import empty_pb2
 from ..api.containerd.events import namespace_pb2 as events_pb
 from ..api.containerd.services.namespaces.v1 import namespace_pb2 as api
 from ..api.containerd.services.namespaces.v1 import namespace_pb2_grpc
-from ..errors import InvalidArgument, go_quote
+from ..errors import BoltImagesError, go_quote
 from ..store import namespaces as store
-from .status import grpc_errors, request_namespace
+from .status import RawStatus, grpc_errors, request_namespace
 
 Publish = Callable[[str, str, Any], None]
 
@@ -62,20 +62,31 @@ class NamespacesServicer(namespace_pb2_grpc.NamespacesServicer):
         name, labels = request.namespace.name, dict(request.namespace.labels)
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
 
-        def write(tx: Any) -> dict[str, str]:
+        def set_label(tx: Any, key: str, value: str) -> None:
+            # containerd returns SetLabel's error without errdefs.ToGRPC, so
+            # clients see code Unknown (with the kind still in the text)
+            try:
+                store.set_label(tx, name, key, value)
+            except BoltImagesError as exc:
+                raise RawStatus(grpc.StatusCode.UNKNOWN, str(exc)) from None
+
+        def write(tx: Any) -> None:
             if paths:
                 for path in paths:
                     if not path.startswith("labels."):
-                        raise InvalidArgument(f"cannot update {go_quote(path)} field")
+                        raise RawStatus(grpc.StatusCode.INVALID_ARGUMENT, f"cannot update {go_quote(path)} field")
                     key = path[len("labels."):]
-                    store.set_label(tx, name, key, labels.get(key, ""))
+                    set_label(tx, key, labels.get(key, ""))
             else:
-                store.replace_labels(tx, name, labels)
-            return store.get_labels(tx, name)
+                for key in store.get_labels(tx, name):
+                    set_label(tx, key, "")
+                for key, value in labels.items():
+                    set_label(tx, key, value)
 
-        stored = self.db.batch(write)
+        self.db.batch(write)
         self.publish(_event_namespace(context, name), "/namespaces/update", events_pb.NamespaceUpdate(name=name, labels=labels))
-        return api.UpdateNamespaceResponse(namespace=_namespace(name, stored))
+        # containerd answers with an empty namespace (it never fills the response in)
+        return api.UpdateNamespaceResponse(namespace=api.Namespace())
 
     @grpc_errors
     def Delete(self, request: api.DeleteNamespaceRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:

@@ -43,8 +43,20 @@ _BOLT_CODES: dict[type, grpc.StatusCode] = {
 }
 
 
+class RawStatus(Exception):
+    """A status sent exactly as given, for the places where containerd calls
+    status.Errorf itself instead of going through errdefs (no ": <kind>" suffix)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """(code, message) for any exception a servicer lets escape."""
+    if isinstance(exc, RawStatus):
+        return exc.code, exc.message
     if isinstance(exc, BoltImagesError):
         return getattr(grpc.StatusCode, exc.grpc_code, grpc.StatusCode.UNKNOWN), str(exc)
     if isinstance(exc, bolt.BoltError):
