@@ -180,6 +180,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return common.EXIT_OK
     except Exception as exc:  # last resort: still one line, never a traceback
         name = type(exc).__name__
+        if name in ("CorruptDatabase", "InvalidDatabase"):
+            where = getattr(args, "db", "")
+            print(f"boltimages {args.command}: {where}: damaged: {exc} (see 'boltimages check' and "
+                  "'boltimages salvage')", file=sys.stderr)
+            return common.EXIT_FAILED
         if "DatabaseLocked" == name:
             print(f"boltimages {args.command}: {common.LOCKED_TEXT}", file=sys.stderr)
             return common.EXIT_LOCKED

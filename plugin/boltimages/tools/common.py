@@ -173,13 +173,24 @@ def note(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+class Session:
+    """One writing command's transaction; set ``changed`` when something was written."""
+
+    def __init__(self, db: object, tx: object) -> None:
+        self.db = db
+        self.tx = tx
+        self.changed = False
+
+
 @contextlib.contextmanager
-def writing(path: str, *, dry_run: bool, backup: bool, create: bool = False) -> Iterator[tuple[object, object]]:
-    """Open path and yield (db, tx): a write tx, or a read tx when dry-running.
+def writing(path: str, *, dry_run: bool, backup: bool, create: bool = False) -> Iterator[Session]:
+    """Open path and yield a Session: a write tx, or a read tx when dry-running.
 
     The whole command runs in that one transaction: it commits when the block
-    ends normally and rolls back on any error. A backup copy is taken after the
-    lock is held and before anything changes.
+    ends normally and rolls back on any error. When the command changed
+    something, a backup copy of the file as it was is taken just before the
+    commit (we hold the lock, so the copy is consistent); a command that
+    changes nothing commits nothing and leaves no backup.
     """
     existed = os.path.exists(path)
     scratch = None
@@ -191,11 +202,19 @@ def writing(path: str, *, dry_run: bool, backup: bool, create: bool = False) -> 
     else:
         db = open_db(path, write=not dry_run, create=create and not dry_run)
     try:
-        if backup and existed and not dry_run:
-            saved = make_backup(path)
-            note(f"backup: {saved}")
-        with db.begin(write=not dry_run) as tx:
-            yield db, tx
+        tx = db.begin(write=not dry_run)
+        session = Session(db, tx)
+        try:
+            yield session
+        except BaseException:
+            tx.rollback()
+            raise
+        if dry_run or not session.changed:
+            tx.rollback()
+        else:
+            if backup and existed:
+                note(f"backup: {make_backup(path)}")
+            tx.commit()
     finally:
         db.close()
         if scratch:

@@ -35,6 +35,7 @@ def run_compact(args: argparse.Namespace) -> int:
             except bolt.BoltError as exc:
                 raise ToolError(f"{src}: compaction failed: {exc}") from exc
             after = os.path.getsize(tmp)
+            live_before = _live_bytes(db)
             structural = check.structural_problems(tmp)
             with open_db(tmp, write=False) as out, db.begin() as tx_src, out.begin() as tx_dst:
                 layout_problems = check.layout_problems(tx_dst) if tx_src.bucket(b"v1") is not None else []
@@ -45,7 +46,10 @@ def run_compact(args: argparse.Namespace) -> int:
                 if diff:
                     note(f"  content differs {diff}")
                 raise ToolError("compacted copy failed verification; original left untouched", EXIT_PROBLEMS)
+            with open_db(tmp, write=False) as out:
+                live_after = _live_bytes(out)
             saved = 100 * (before - after) // before if before else 0
+            print(f"live data: {live_before} bytes (with {_free_text(db)}) -> {live_after} bytes")
             if args.dry_run:
                 print(f"{src}: {before} bytes -> {after} bytes ({saved}% smaller); dry run, nothing written")
                 return EXIT_OK
@@ -60,3 +64,13 @@ def run_compact(args: argparse.Namespace) -> int:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _live_bytes(db) -> int:
+    info = db.info()
+    return int(info["pgid"]) * int(info["page_size"])
+
+
+def _free_text(db) -> str:
+    info = db.info()
+    return f"{info['free_count'] + info['pending_count']} free pages"

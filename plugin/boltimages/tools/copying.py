@@ -32,8 +32,9 @@ def run_copy(args: argparse.Namespace) -> int:
     prefix = "would " if args.dry_run else ""
     stats = {"images": 0, "skipped": 0, "blobs": 0, "blobs_kept": 0, "missing": 0}
     with contextlib.ExitStack() as stack:
-        _db, dst_tx = stack.enter_context(writing(dst_path, dry_run=args.dry_run, backup=not args.no_backup,
-                                                  create=True))
+        session = stack.enter_context(writing(dst_path, dry_run=args.dry_run, backup=not args.no_backup,
+                                              create=True))
+        dst_tx = session.tx
         if same_file:
             src_tx = dst_tx
         else:
@@ -48,6 +49,7 @@ def run_copy(args: argparse.Namespace) -> int:
             records.ensure_schema(dst_tx, records.db_version(src_tx))
         for img in imgs:
             _copy_one(img, src_tx, dst_tx, dst_ns, args, prefix, stats)
+        session.changed = stats["images"] > 0
     note(f"{prefix}copy {stats['images']} image(s) ({stats['skipped']} skipped), "
          f"{stats['blobs']} blob record(s) ({stats['blobs_kept']} already there)"
          + (f"; {stats['missing']} blob(s) absent from {args.content_root}" if stats["missing"] else ""))
@@ -81,15 +83,21 @@ def _copy_one(img: records.Image, src_tx: Any, dst_tx: Any, dst_ns: str, args: a
         if not node.present:
             stats["missing"] += 1
             note(f"warning: blob {node.digest} of {img.name} has a record but no file under {args.content_root}")
-        if records.read_blob(dst_tx, dst_ns, node.digest) is not None:
+        if node.digest in stats_done(stats) or records.read_blob(dst_tx, dst_ns, node.digest) is not None:
             stats["blobs_kept"] += 1
             continue
         blob = src_blob or records.Blob(node.digest, node.size, now, now, {})
         for key, value in node.child_labels.items():
             blob.labels.setdefault(key, value)
         stats["blobs"] += 1
+        stats_done(stats).add(node.digest)
         if dst_tx.writable:
             records.write_blob(dst_tx, dst_ns, blob)
     if dst_tx.writable:
         copy = records.Image(**{**img.__dict__, "namespace": dst_ns, "problems": []})
         records.write_image(records.images_bucket(dst_tx, dst_ns, create=True), copy)
+
+
+def stats_done(stats: dict) -> set:
+    """Blob digests already recorded in this run (a dry run writes nothing to look them up in)."""
+    return stats.setdefault("_done", set())

@@ -18,7 +18,8 @@ def _prefix(args: argparse.Namespace) -> str:
 
 
 def run_tag(args: argparse.Namespace) -> int:
-    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as (_db, tx):
+    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as session:
+        tx = session.tx
         images = records.images_bucket(tx, args.namespace)
         src = images.bucket(records.raw(args.source)) if images is not None else None
         if src is None:
@@ -33,12 +34,14 @@ def run_tag(args: argparse.Namespace) -> int:
             if tx.writable:
                 img.name, img.created, img.updated = target, stamp, stamp
                 records.write_image(images, img)
+                session.changed = True
     return EXIT_OK
 
 
 def run_rm(args: argparse.Namespace) -> int:
     missing = []
-    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as (_db, tx):
+    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as session:
+        tx = session.tx
         images = records.images_bucket(tx, args.namespace)
         for name in args.names:
             key = records.raw(name)
@@ -48,9 +51,10 @@ def run_rm(args: argparse.Namespace) -> int:
             print(f"{_prefix(args)}remove {name}")
             if tx.writable:
                 images.delete_bucket(key)
+                session.changed = True
     for name in missing:
         note(f"image {name!r}: not found")
-    if missing:
+    if len(missing) < len(args.names) and not args.dry_run:
         note("content of removed images is collected by containerd's GC when it next starts")
     return EXIT_FAILED if missing else EXIT_OK
 
@@ -62,7 +66,8 @@ def run_label(args: argparse.Namespace) -> int:
         if not key or not sep:
             raise ToolError(f"label {item!r}: expected KEY=VALUE (empty VALUE removes the label)")
         changes[key] = value
-    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as (_db, tx):
+    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as session:
+        tx = session.tx
         images = records.images_bucket(tx, args.namespace)
         bkt = images.bucket(records.raw(args.name)) if images is not None else None
         if bkt is None:
@@ -79,6 +84,7 @@ def run_label(args: argparse.Namespace) -> int:
             img.updated = records.now_bytes()
             records.write_map(bkt, b"labels", labels)
             bkt.put(b"updatedat", img.updated)
+            session.changed = True
         for key, value in sorted(labels.items()):
             print(f"{_prefix(args)}{key}={value}" if args.dry_run else f"{key}={value}")
     return EXIT_OK

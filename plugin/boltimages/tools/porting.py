@@ -80,8 +80,12 @@ def run_import(args: argparse.Namespace) -> int:
             header_version = doc.get("dbVersion")
     changes: list[str] = []
     conflicts: list[str] = []
-    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup, create=True) as (_db, tx):
+    with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup, create=True) as session:
+        tx = session.tx
         if not args.dry_run:
+            v1 = tx.bucket(layout.SCHEMA_BUCKET)
+            if v1 is None or v1.get(layout.DB_VERSION_KEY) is None:
+                changes.append(f"initialise the file (db version {header_version or 3})")
             records.ensure_schema(tx, header_version)
         for number, doc in docs:
             kind = doc["kind"]
@@ -101,6 +105,7 @@ def run_import(args: argparse.Namespace) -> int:
             raise ToolError(f"{len(conflicts)} image(s) already exist with other content: "
                             + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
                             + " (use --on-conflict skip|overwrite); nothing written")
+        session.changed = bool(changes)
     prefix = "would " if args.dry_run else ""
     for change in changes:
         print(f"{prefix}{change}")

@@ -17,6 +17,7 @@ import os
 import tempfile
 from typing import Any, Optional
 
+from ..store import layout
 from . import check, rawpages
 from .common import EXIT_OK, EXIT_PARTIAL, EXIT_PROBLEMS, Progress, ToolError, atomic_replace, note, open_db
 
@@ -73,8 +74,42 @@ def recover(data: bytes) -> dict[str, Any]:
                               "from": None if loss.lo is None else loss.lo.decode("utf-8", "backslashreplace"),
                               "to": None if loss.hi is None else loss.hi.decode("utf-8", "backslashreplace")}
                              for loss in walk.losses]
+    report["dropped"] = drop_incomplete_records(walk.root)
     report["entries"] = walk.root.count()
     return {"tree": walk.root, "report": report}
+
+
+def drop_incomplete_records(root: rawpages.Bucket) -> list[str]:
+    """Remove containerd records that lost a required part with a damaged page.
+
+    containerd's image reader fails the whole Images/List when one image has
+    no target bucket, so a half-recovered image would hide every image of its
+    namespace; a blob record without a size would report a wrong size. Such
+    records are dropped and named in the report.
+    """
+    dropped: list[str] = []
+    v1 = root.buckets.get(layout.SCHEMA_BUCKET)
+    if v1 is None:
+        return dropped
+    for ns_name, ns in v1.buckets.items():
+        ns_text = ns_name.decode("utf-8", "backslashreplace")
+        images = ns.buckets.get(layout.IMAGES_BUCKET)
+        for name, img in list(images.buckets.items()) if images else []:
+            target = img.buckets.get(layout.TARGET_BUCKET)
+            ok = (target is not None and target.values.get(layout.DIGEST_KEY)
+                  and target.values.get(layout.MEDIA_TYPE_KEY) and layout.SIZE_KEY in target.values)
+            if not ok:
+                del images.buckets[name]
+                dropped.append(f"v1/{ns_text}/images/{name.decode('utf-8', 'backslashreplace')}: "
+                               "image record incomplete (target lost with a damaged page); dropped")
+        content = ns.buckets.get(layout.CONTENT_BUCKET)
+        blobs = content.buckets.get(layout.BLOB_BUCKET) if content else None
+        for digest, blob in list(blobs.buckets.items()) if blobs else []:
+            if layout.SIZE_KEY not in blob.values:
+                del blobs.buckets[digest]
+                dropped.append(f"v1/{ns_text}/content/blob/{digest.decode('utf-8', 'backslashreplace')}: "
+                               "blob record incomplete (size lost with a damaged page); dropped")
+    return dropped
 
 
 def _find_bucket(root: rawpages.Bucket, path: tuple[bytes, ...]) -> Optional[rawpages.Bucket]:
@@ -232,6 +267,8 @@ def _print_report(report: dict[str, Any], dry_run: bool) -> None:
         print(f"  recovered {o['entries']} entries from orphaned leaf page {o['page']} into {o['bucket']}")
     for o in report["ambiguous_orphans"]:
         print(f"  orphaned leaf page {o['page']} might belong to {', '.join(o['buckets'])}; not used")
+    for line in report["dropped"]:
+        print(f"  dropped {line}")
     if report["lost"]:
         print(f"  LOST ({len(report['lost'])} damaged page(s) or buckets):")
         for line in report["lost"]:
