@@ -377,13 +377,279 @@ class AnyFilter:
 
 
 _RE2_UNSUPPORTED = re.compile(r"\\[1-9]|\(\?[=!<]|\(\?<[=!]|\(\?>|[*+?}]\+")
+_RE2_MAX_REPEAT = 1000
+_REPEAT = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+# RE2's Perl classes are ASCII-only; Python's are Unicode: spell them out
+_PERL_CLASSES = {"d": "0-9", "w": "0-9A-Za-z_", "s": "\\t\\n\\f\\r ",}
+_POSIX_CLASSES = {
+    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ",
+    "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9", "graph": "!-~", "lower": "a-z",
+    "print": " -~", "punct": "!-/:-@\\[-`{-~", "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z",
+    "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
+}
+_category_cache: dict[str, list[tuple[int, int]]] = {}
+
+
+def _category_runs(name: str) -> Optional[list[tuple[int, int]]]:
+    """Code point runs of a Unicode general category (RE2 \\pL, \\p{Lu}, \\p{Any})."""
+    if name in _category_cache:
+        return _category_cache[name]
+    if name == "Any":
+        runs = [(0, 0x10FFFF)]
+    elif len(name) in (1, 2) and name[0] in "CLMNPSZ":
+        runs = []
+        start = prev = -2
+        for cp in range(0x110000):
+            if unicodedata.category(chr(cp)).startswith(name):
+                if cp != prev + 1:
+                    if start >= 0:
+                        runs.append((start, prev))
+                    start = cp
+                prev = cp
+        if start >= 0:
+            runs.append((start, prev))
+        if not runs:
+            return None
+    else:
+        return None  # scripts (Greek, Han...) have no table in Python's stdlib
+    _category_cache[name] = runs
+    return runs
+
+
+def _category_body(name: str, negate: bool) -> Optional[str]:
+    runs = _category_runs(name)
+    if runs is None:
+        return None
+    if negate:
+        inverted, next_cp = [], 0
+        for lo, hi in runs:
+            if lo > next_cp:
+                inverted.append((next_cp, lo - 1))
+            next_cp = hi + 1
+        if next_cp <= 0x10FFFF:
+            inverted.append((next_cp, 0x10FFFF))
+        runs = inverted
+    return "".join(_class_run(lo, hi) for lo, hi in runs)
+
+
+def _class_run(lo: int, hi: int) -> str:
+    return f"\\U{lo:08x}" if lo == hi else f"\\U{lo:08x}-\\U{hi:08x}"
+
+
+_ASCII_WORD = "[0-9A-Za-z_]"
+_WORD_BOUNDARY = f"(?:(?<={_ASCII_WORD})(?!{_ASCII_WORD})|(?<!{_ASCII_WORD})(?={_ASCII_WORD}))"
+_NOT_WORD_BOUNDARY = f"(?:(?<={_ASCII_WORD})(?={_ASCII_WORD})|(?<!{_ASCII_WORD})(?!{_ASCII_WORD}))"
+_FLAG_GROUP = re.compile(r"\(\?([imsU]*)(?:-([imsU]*))?(\)|:)")
+
+
+class _Frame:
+    """One group level while translating: flags RE2 applies from (?flags) to the group's end."""
+
+    def __init__(self, multiline: bool) -> None:
+        self.multiline = multiline
+        self.closes = 0
+        self.reopen: list[str] = []
+
+
+def _translate_re2(pattern: str) -> Optional[str]:
+    """Rewrite RE2 syntax into an equivalent Python pattern; None if unsupported.
+
+    Differences handled: ASCII-only \\d \\w \\s \\b and POSIX classes, \\pX
+    categories, \\Q...\\E, \\z, ``$`` meaning end of text, flags in the middle
+    of a pattern (scoped to the enclosing group in RE2), repeated empty-width
+    assertions, and literal braces that start no repeat.
+    """
+    out: list[str] = []
+    frames = [_Frame(False)]
+    i, n = 0, len(pattern)
+    in_class = False
+    assertion_end = -1  # index in `out` just after an empty-width assertion
+
+    pending: list[str] = []  # (?flags) not yet opened: a following repeat binds to the atom before
+    opener_end = 0  # len(out) right after a group opener or "|": nothing there to repeat
+
+    def flush() -> None:
+        nonlocal opener_end
+        frame = frames[-1]
+        for spec in pending:
+            out.append(f"(?{spec}:")
+            frame.closes += 1
+            frame.reopen.append(spec)
+        if pending:
+            opener_end = len(out)
+        pending.clear()
+
+    def assertion(text: str) -> None:
+        nonlocal assertion_end
+        flush()
+        out.append(text)
+        assertion_end = len(out)
+
+    while i < n:
+        ch = pattern[i]
+        if not in_class and ch in "*+?{":
+            if ch != "{" or _REPEAT.match(pattern, i):
+                if not out or opener_end == len(out):
+                    return None  # RE2: missing argument to repetition operator
+                if assertion_end == len(out):
+                    # RE2 lets an assertion be repeated; Python only a group
+                    out[-1] = f"(?:{out[-1]})"
+                    assertion_end = -1
+        elif not in_class and not (ch == "(" and _FLAG_GROUP.match(pattern, i) and
+                                   _FLAG_GROUP.match(pattern, i).group(3) == ")"):
+            flush()
+        if ch == "\\" and i + 1 < n:
+            nxt = pattern[i + 1]
+            if nxt in "pP":
+                negate = nxt == "P"
+                if i + 2 < n and pattern[i + 2] == "{":
+                    close = pattern.find("}", i + 3)
+                    if close < 0:
+                        return None
+                    name = pattern[i + 3:close]
+                    i = close + 1
+                elif i + 2 < n:
+                    name = pattern[i + 2]
+                    i += 3
+                else:
+                    return None
+                if name.startswith("^"):
+                    negate, name = not negate, name[1:]
+                body = _category_body(name, negate)
+                if body is None:
+                    return None
+                if not in_class:
+                    flush()
+                out.append(body if in_class else f"[{body}]")
+                continue
+            if nxt in "dwsDWS":
+                body = _PERL_CLASSES[nxt.lower()]
+                if nxt.isupper():
+                    # inside a class Python's own \\D is the closest spelling
+                    out.append(f"\\{nxt}" if in_class else f"[^{body}]")
+                else:
+                    out.append(body if in_class else f"[{body}]")
+                i += 2
+                continue
+            if in_class and nxt in "bBAzQE":
+                return None  # RE2 has no such escape inside a class
+            if not in_class and nxt in "bBAz":
+                assertion({"b": _WORD_BOUNDARY, "B": _NOT_WORD_BOUNDARY, "A": "\\A", "z": "\\Z"}[nxt])
+                i += 2
+                continue
+            if nxt == "Q":
+                end = pattern.find("\\E", i + 2)
+                literal = pattern[i + 2:] if end < 0 else pattern[i + 2:end]
+                out.append(re.escape(literal))
+                i = n if end < 0 else end + 2
+                continue
+            if nxt == "Z":
+                return None  # not RE2 syntax
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            if ch == "[" and pattern.startswith("[:", i):
+                close = pattern.find(":]", i + 2)
+                if close > 0:
+                    name = pattern[i + 2:close]
+                    body = _POSIX_CLASSES.get(name.lstrip("^"))
+                    if body is None or name.startswith("^"):
+                        return None
+                    out.append(body)
+                    i = close + 2
+                    continue
+            if ch == "]" and not (out and out[-1] in ("[", "[^")):
+                in_class = False
+            elif ch == "[":
+                out.append("\\[")
+                i += 1
+                continue
+            out.append(ch)
+            i += 1
+            continue
+        frame = frames[-1]
+        if ch == "[":
+            in_class = True
+            if pattern.startswith("[^", i):
+                out.append("[^")
+                i += 2
+            else:
+                out.append("[")
+                i += 1
+            continue
+        if ch == "(":
+            m = _FLAG_GROUP.match(pattern, i)
+            if m is not None:
+                on, off, kind = m.group(1), m.group(2) or "", m.group(3)
+                if "U" in on + off or (not on and not off):
+                    return None
+                multiline = (frame.multiline or "m" in on) and "m" not in off
+                spec = on + (f"-{off}" if off else "")
+                i = m.end()
+                if kind == ":":
+                    out.append(f"(?{spec}:")
+                    frames.append(_Frame(multiline))
+                    opener_end = len(out)
+                else:
+                    # RE2 makes no node for (?flags); open the scope lazily
+                    pending.append(spec)
+                    frame.multiline = multiline
+                continue
+            out.append("(")
+            frames.append(_Frame(frame.multiline))
+            opener_end = len(out)
+            i += 1
+            if pattern.startswith("?", i) and not pattern.startswith("?P<", i) and not pattern.startswith("?:", i):
+                return None  # (?=, (?<... and other Perl-only groups
+            continue
+        if ch == ")":
+            if len(frames) == 1:
+                return None  # unbalanced: RE2 rejects it
+            out.append(")" * frame.closes + ")")
+            frames.pop()
+            i += 1
+            continue
+        if ch == "|":
+            out.append(")" * frame.closes + "|" + "".join(f"(?{spec}:" for spec in frame.reopen))
+            opener_end = len(out)
+            i += 1
+            continue
+        if ch == "^":
+            assertion("^" if frame.multiline else "\\A")
+            i += 1
+            continue
+        if ch == "$":
+            assertion("$" if frame.multiline else "\\Z")
+            i += 1
+            continue
+        if ch == "{":
+            m = _REPEAT.match(pattern, i)
+            if m is None:
+                out.append("\\{")  # RE2 reads a brace that starts no repeat literally
+                i += 1
+                continue
+            if int(m.group(1)) > _RE2_MAX_REPEAT or (m.group(2) and int(m.group(2)) > _RE2_MAX_REPEAT):
+                return None
+            out.append(m.group(0))
+            i = m.end()
+            continue
+        out.append(ch)
+        i += 1
+    if in_class or len(frames) != 1:
+        return None
+    flush()
+    out.append(")" * frames[0].closes)
+    return "".join(out)
 
 
 def compile_go_regex(pattern: str) -> "Optional[re.Pattern[str]]":
     """Compile a Go RE2 pattern with Python's engine, or None if RE2 would reject it."""
     if _RE2_UNSUPPORTED.search(pattern):
         return None
-    translated = re.sub(r"(?<!\\)((?:\\\\)*)\\z", r"\1\\Z", pattern)
+    translated = _translate_re2(pattern)
+    if translated is None:
+        return None
     try:
         return re.compile(translated)
     except (re.error, OverflowError, RecursionError):
