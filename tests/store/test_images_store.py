@@ -25,8 +25,8 @@ def image(name: str = "docker.io/library/x:1", digest: str = D1, labels=None, an
                  target=Descriptor(media_type=MT, digest=digest, size=size, annotations=annotations))
 
 
-def dump(path: pathlib.Path, skip=lambda p: False) -> list[tuple]:
-    """Every (path, key, value) of the file, in order."""
+def dump_tx(tx, skip=lambda p: False) -> list[tuple]:
+    """Every (path, key, value) visible in a transaction, in order."""
     out: list[tuple] = []
 
     def walk(bucket, prefix):
@@ -39,10 +39,14 @@ def dump(path: pathlib.Path, skip=lambda p: False) -> list[tuple]:
                 walk(bucket.bucket(key), child)
             else:
                 out.append((prefix, key, value))
+    walk(tx.root, ())
+    return out
+
+
+def dump(path: pathlib.Path, skip=lambda p: False) -> list[tuple]:
     with bolt.open(path, read_only=True) as db:
         with db.begin() as tx:
-            walk(tx.root, ())
-    return out
+            return dump_tx(tx, skip)
 
 
 def test_new_file_gets_version_3_and_keeps_existing(tmp_path: pathlib.Path) -> None:
@@ -71,7 +75,7 @@ def test_create_get_layout(meta_db: MetadataDB) -> None:
     assert created.created_at == created.updated_at and created.created_at.offset is None
     got = store.get("default", created.name)
     assert got == created
-    rows = dump(pathlib.Path(meta_db.path))
+    rows = meta_db.view(dump_tx)
     record = (b"v1", b"default", b"images", created.name.encode())
     assert (record, b"createdat", codec.encode_time(created.created_at)) in rows
     assert (record + (b"labels",), b"a", b"b") in rows
@@ -81,7 +85,7 @@ def test_create_get_layout(meta_db: MetadataDB) -> None:
     assert (record + (b"target",), b"mediatype", MT.encode()) in rows
     # no labels bucket for an image without labels
     store.create("default", image("plain"))
-    assert not any(r[0] == (b"v1", b"default", b"images", b"plain", b"labels") for r in dump(pathlib.Path(meta_db.path)))
+    assert not any(r[0] == (b"v1", b"default", b"images", b"plain", b"labels") for r in meta_db.view(dump_tx))
 
 
 def test_errors(meta_db: MetadataDB) -> None:
