@@ -85,3 +85,34 @@ def test_failing_function_runs_alone(meta_db: MetadataDB) -> None:
     with pytest.raises(ValueError, match="boom"):
         meta_db.batch(flaky)
     assert calls["n"] == 2  # once in the batch, once alone
+
+
+def test_waiting_writers_share_one_commit(meta_db: MetadataDB) -> None:
+    """Deterministic grouping: while one batch is inside its transaction, every
+    writer that arrives queues up; the next leader commits them all at once."""
+    n = 20
+    started = threading.Event()
+
+    def slow_first(tx):
+        started.set()
+        deadline = 50.0
+        import time
+        t0 = time.monotonic()
+        while len(meta_db._queue) < n and time.monotonic() - t0 < deadline:
+            time.sleep(0.001)
+        tx.bucket(b"v1").put(b"first", b"1")
+        return "first"
+
+    def writer(i: int):
+        return meta_db.batch(lambda tx: tx.bucket(b"v1").put(f"k{i}".encode(), b"v") or i)
+
+    before = meta_db.batches_committed
+    first = threading.Thread(target=lambda: meta_db.batch(slow_first))
+    first.start()
+    assert started.wait(10)
+    results = run_threads(n, writer)
+    first.join(30)
+    assert [r for r in results] == [("ok", i) for i in range(n)]
+    assert meta_db.batches_committed - before == 2
+    assert meta_db.view(lambda tx: sorted(k for k, _ in tx.bucket(b"v1").items() if k.startswith(b"k"))) \
+        == sorted(f"k{i}".encode() for i in range(n))
