@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..api.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from ..api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from ..api.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from ..api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
@@ -28,6 +29,7 @@ from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 from ..store import leases as lease_store
 from ..store.db import MetadataDB
 from .config import ServerConfig, check_loopback
+from .content_service import ContentServicer, default_content_root
 from .event_bus import EventBus
 from .events_service import EventsServicer
 from .introspection_service import IntrospectionServicer, default_plugins, store_uuid
@@ -124,11 +126,13 @@ class Server:
         introspection_pb2_grpc.add_IntrospectionServicer_to_server(
             IntrospectionServicer(default_plugins(), store_uuid(cfg.db_path)), server)
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus), server)
+        content_root = cfg.content_root or default_content_root(cfg.db_path)
+        content_pb2_grpc.add_ContentServicer_to_server(ContentServicer(db, content_root), server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names += [d.DESCRIPTOR.services_by_name[s].full_name for d, s in (
             (namespace_pb2, "Namespaces"), (leases_pb2, "Leases"), (version_pb2, "Version"),
-            (introspection_pb2, "Introspection"), (events_pb2, "Events"))]
+            (introspection_pb2, "Introspection"), (events_pb2, "Events"), (content_pb2, "Content"))]
         for name in ["", *names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -24,6 +24,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", dest="db_path", metavar="PATH",
                         help=f"metadata file to serve, created if missing (default {config_mod.default_db_path()}); "
                              "may be a copy of a node's containerd meta.db")
+    parser.add_argument("--content-root", metavar="DIR",
+                        help="containerd's content directory, so Content/Read can serve blobs (default: "
+                             "found next to --db when it is <root>/io.containerd.metadata.v1.bolt/meta.db)")
     parser.add_argument("--read-only", action="store_true", default=None,
                         help="open the metadata file read-only (writes fail with FailedPrecondition)")
     parser.add_argument("--log-level", choices=["debug", "info", "warn", "error"], help="default info")
@@ -35,7 +38,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key, None) for key in (
-        "address", "tcp_address", "db_path", "read_only", "log_level", "log_format", "workers", "grace_period")}
+        "address", "tcp_address", "db_path", "content_root", "read_only", "log_level", "log_format", "workers", "grace_period")}
     try:
         cfg = config_mod.build(getattr(args, "config", None), overrides)
     except config_mod.ConfigError as exc:

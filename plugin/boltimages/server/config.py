@@ -13,6 +13,7 @@ thing, so an operator can reuse what they know::
       gid = 0
     [metadata]
       path = "/var/lib/boltimages/meta.db"
+      content_root = ""                       # containerd content dir, for Content/Read
     [debug]
       level = "info"                          # debug, info, warn, error
       format = "text"                         # text or json
@@ -71,6 +72,9 @@ class ServerConfig:
     socket_uid: int = -1
     socket_gid: int = -1
     db_path: str = field(default_factory=default_db_path)
+    # containerd's content directory, for Content/Read; "" = <root>/io.containerd.content.v1.content
+    # when the db sits at <root>/io.containerd.metadata.v1.bolt/meta.db, else none
+    content_root: str = ""
     log_level: str = "info"
     log_format: str = "text"
     workers: int = 0  # 0: chosen from the CPU count
@@ -157,6 +161,8 @@ def load_file(path: str, config: ServerConfig) -> ServerConfig:
     metadata = _section(data, "metadata", path)
     if "path" in metadata:
         config.db_path = _typed(metadata, "path", str, f"{path} [metadata]")
+    if "content_root" in metadata:
+        config.content_root = _typed(metadata, "content_root", str, f"{path} [metadata]")
     debug = _section(data, "debug", path)
     if "level" in debug:
         config.log_level = _typed(debug, "level", str, f"{path} [debug]").lower()

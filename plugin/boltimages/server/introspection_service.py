@@ -55,6 +55,8 @@ def default_plugins(exports: Optional[dict[str, str]] = None) -> list[PluginInfo
         PluginInfo(SERVICE, "namespaces-service", (METADATA,)),
         PluginInfo(SERVICE, "leases-service", (LEASE,)),
         PluginInfo(SERVICE, "introspection-service"),
+        PluginInfo(SERVICE, "content-service", (METADATA,)),
+        PluginInfo(GRPC, "content", (SERVICE,)),
         PluginInfo(GRPC, "images", (SERVICE,)),
         PluginInfo(GRPC, "namespaces", (SERVICE,)),
         PluginInfo(GRPC, "leases", (SERVICE,)),

@@ -1,0 +1,216 @@
+"""containerd.services.content.v1.Content, read side only.
+
+containerd keeps content records (``v1/<ns>/content/blob/<digest>``: size,
+createdat, updatedat, labels) in the metadata file and the bytes under its
+content directory (``<root>/io.containerd.content.v1.content/blobs/<alg>/<hex>``).
+Clients such as ``ctr images ls`` and ``ctr images check`` call Info and Read
+to size and verify images, and branch on NotFound; without this service they
+would get Unimplemented and report errors where containerd reports
+"unavailable". We answer Info and List from the metadata file, and Read from
+the content directory when one is configured (else NotFound: the bytes are
+not available here). Writing content stays with containerd: Update, Delete,
+Write, Status, ListStatuses and Abort answer Unimplemented.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterator, Optional, Sequence
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from ..api.containerd.services.content.v1 import content_pb2 as api
+from ..api.containerd.services.content.v1 import content_pb2_grpc
+from ..errors import NotFound
+from ..store import filters, layout
+from ..store.codec import CodecError, decode_time, decode_varint_lenient
+from .status import RawStatus, grpc_errors, namespace
+
+#: bytes per ReadContentResponse (containerd streams 1 MiB buffers)
+READ_CHUNK = 1 << 20
+#: Infos per ListContentResponse, as containerd batches them
+LIST_BATCH = 100
+
+_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def digest_problem(value: str) -> Optional[str]:
+    """go-digest's Validate message, or None."""
+    alg, sep, hexpart = value.partition(":")
+    if not sep or not alg or not re.fullmatch(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*", alg):
+        return "invalid checksum digest format"
+    if alg not in _HEX_LEN:
+        return "unsupported digest algorithm"
+    if len(hexpart) != _HEX_LEN[alg]:
+        return "invalid checksum digest length"
+    if not re.fullmatch(r"[a-f0-9]+", hexpart):
+        return "invalid checksum digest format"
+    return None
+
+
+def default_content_root(db_path: str) -> Optional[str]:
+    """containerd's content directory when ``db_path`` sits in a containerd root, else None."""
+    meta_dir = os.path.dirname(os.path.abspath(db_path))
+    if os.path.basename(meta_dir) != "io.containerd.metadata.v1.bolt":
+        return None
+    candidate = os.path.join(os.path.dirname(meta_dir), "io.containerd.content.v1.content")
+    return candidate if os.path.isdir(candidate) else None
+
+
+def _blobs(tx: Any, ns: str) -> Any:
+    bucket = tx.bucket(layout.SCHEMA_BUCKET)
+    for name in (ns.encode(), layout.CONTENT_BUCKET, layout.BLOB_BUCKET):
+        if bucket is None:
+            return None
+        bucket = bucket.bucket(name)
+    return bucket
+
+
+def _timestamp(raw: Optional[bytes]) -> Optional[timestamp_pb2.Timestamp]:
+    if raw is None:
+        return None
+    try:
+        ts = decode_time(raw)
+    except CodecError:
+        return None
+    return timestamp_pb2.Timestamp(seconds=ts.seconds, nanos=ts.nanos)
+
+
+def _info(digest: str, bucket: Any) -> api.Info:
+    info = api.Info(digest=digest)
+    raw = bucket.get(layout.SIZE_KEY)
+    if raw:
+        info.size = decode_varint_lenient(raw)
+    for field, key in (("created_at", layout.CREATED_AT_KEY), ("updated_at", layout.UPDATED_AT_KEY)):
+        ts = _timestamp(bucket.get(key))
+        if ts is not None:
+            getattr(info, field).CopyFrom(ts)
+    labels = bucket.bucket(layout.LABELS_BUCKET)
+    if labels is not None:
+        for k, v in labels.items():
+            if v is not None:
+                info.labels[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+    return info
+
+
+def _adaptor(info: api.Info):
+    def adaptor(path: Sequence[str]) -> tuple[str, bool]:
+        if not path:
+            return "", False
+        if path[0] == "digest":
+            return info.digest, True
+        if path[0] == "labels":
+            key = ".".join(path[1:])
+            return (info.labels[key], True) if key in info.labels else ("", False)
+        return "", False
+    return adaptor
+
+
+_WRITES_ELSEWHERE = "boltimages serves content read-only; write content through containerd"
+
+
+class ContentServicer(content_pb2_grpc.ContentServicer):
+    def __init__(self, db: Any, content_root: Optional[str]) -> None:
+        self.db = db
+        self.content_root = content_root
+
+    def _lookup(self, ns: str, digest: str) -> api.Info:
+        def read(tx: Any) -> Optional[api.Info]:
+            blobs = _blobs(tx, ns)
+            bucket = blobs.bucket(digest.encode()) if blobs is not None else None
+            return _info(digest, bucket) if bucket is not None else None
+        info = self.db.view(read)
+        if info is None:
+            raise NotFound(f"content digest {digest}")
+        return info
+
+    @grpc_errors
+    def Info(self, request: api.InfoRequest, context: grpc.ServicerContext) -> api.InfoResponse:
+        if digest_problem(request.digest):
+            raise RawStatus(grpc.StatusCode.INVALID_ARGUMENT, f'"{request.digest}" failed validation')
+        return api.InfoResponse(info=self._lookup(namespace(context), request.digest))
+
+    @grpc_errors
+    def List(self, request: api.ListContentRequest,
+             context: grpc.ServicerContext) -> Iterator[api.ListContentResponse]:
+        ns = namespace(context)
+        selected = filters.parse_all(list(request.filters))
+
+        def read(tx: Any) -> list[api.Info]:
+            blobs = _blobs(tx, ns)
+            out = []
+            if blobs is None:
+                return out
+            for key, value in blobs.items():
+                digest = key.decode("utf-8", "surrogateescape")
+                if value is not None or digest_problem(digest):
+                    continue  # containerd skips keys that are not digests
+                info = _info(digest, blobs.bucket(key))
+                info.ClearField("updated_at")  # containerd's List leaves it out
+                if selected.match(_adaptor(info)):
+                    out.append(info)
+            return out
+
+        infos = self.db.view(read)
+        for start in range(0, len(infos), LIST_BATCH):
+            yield api.ListContentResponse(info=infos[start:start + LIST_BATCH])
+
+    @grpc_errors
+    def Read(self, request: api.ReadContentRequest,
+             context: grpc.ServicerContext) -> Iterator[api.ReadContentResponse]:
+        problem = digest_problem(request.digest)
+        if problem:
+            raise RawStatus(grpc.StatusCode.INVALID_ARGUMENT, f"{request.digest}: {problem}")
+        info = self._lookup(namespace(context), request.digest)
+        alg, _, hexpart = request.digest.partition(":")
+        path = os.path.join(self.content_root, "blobs", alg, hexpart) if self.content_root else None
+        try:
+            fh = open(path, "rb") if path else None
+        except FileNotFoundError:
+            fh = None
+        if fh is None:
+            where = f" expected at {path}" if path else " (no content directory configured)"
+            raise NotFound(f"blob {request.digest}{where}: content digest {request.digest}")
+        with fh:
+            offset = max(0, request.offset)
+            if offset > info.size:
+                raise RawStatus(grpc.StatusCode.OUT_OF_RANGE, f"read past object length {info.size} bytes")
+            size = request.size
+            if size <= 0 or offset + size > info.size:
+                size = info.size - offset
+            fh.seek(offset)
+            sent = 0
+            while sent < size:
+                data = fh.read(min(READ_CHUNK, size - sent))
+                if not data:
+                    break
+                yield api.ReadContentResponse(offset=sent, data=data)
+                sent += len(data)
+
+    def _unimplemented(self, name: str) -> RawStatus:
+        return RawStatus(grpc.StatusCode.UNIMPLEMENTED, f"{name}: {_WRITES_ELSEWHERE}")
+
+    @grpc_errors
+    def Update(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise self._unimplemented("Update")
+
+    @grpc_errors
+    def Delete(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise self._unimplemented("Delete")
+
+    @grpc_errors
+    def Status(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise self._unimplemented("Status")
+
+    @grpc_errors
+    def ListStatuses(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise self._unimplemented("ListStatuses")
+
+    @grpc_errors
+    def Abort(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise self._unimplemented("Abort")
+
+    def Write(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Write: {_WRITES_ELSEWHERE}")
