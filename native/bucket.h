@@ -1,0 +1,42 @@
+/* bucket.h - bucket handles. */
+#ifndef BOLTIMAGES_BUCKET_H
+#define BOLTIMAGES_BUCKET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bolt.h"
+#include "node.h"
+#include "page.h"
+
+struct bolt_bucket {
+    struct bolt_tx *tx;
+    struct bolt_bucket *parent;
+    uint8_t *name;
+    size_t name_len;
+    uint64_t root;              /* 0: inline, see inline_page */
+    uint64_t sequence;
+    const uint8_t *inline_page; /* the leaf page image inside the bucket value */
+    size_t inline_len;
+    node *root_node;            /* materialised root, write tx only */
+    struct bolt_bucket **children;
+    size_t nchildren, capchildren;
+    int deleted, depth, is_root;
+    struct bolt_bucket *next_all;
+};
+
+/* Load the root of the bucket as a page (root_node NULL) or the node. */
+int bucket_root_page(struct bolt_bucket *b, bpage *out);
+int bucket_root_node(struct bolt_bucket *b, node **out);
+int bucket_child(struct bolt_bucket *b, const uint8_t *name, size_t len, struct bolt_bucket **out);
+int bucket_create_child(struct bolt_bucket *b, const uint8_t *name, size_t len, int if_not_exists,
+                        struct bolt_bucket **out);
+int bucket_delete_child(struct bolt_bucket *b, const uint8_t *name, size_t len);
+int bucket_put_internal(struct bolt_bucket *b, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
+int bucket_get_internal(struct bolt_bucket *b, const uint8_t *k, size_t kl, bolt_kv *out);
+int bucket_set_seq_internal(struct bolt_bucket *b, uint64_t seq);
+int bucket_spill(struct bolt_bucket *b);
+void bucket_free_handle(struct bolt_bucket *b);
+int bucket_stats_internal(struct bolt_bucket *b, bolt_bucket_stats *s);
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * compact.c - copy every bucket, nested bucket, sequence and key of src into
+ * dst, committing whenever tx_max_bytes of keys and values have been written
+ * (bbolt's Compact). After a commit the destination bucket path is opened
+ * again by name, so a copy can span any number of transactions.
+ */
+#include <string.h>
+
+#include "bucket.h"
+#include "cursor.h"
+#include "err.h"
+#include "tx.h"
+
+typedef struct compactor {
+    bolt_db *dst;
+    bolt_tx *dtx;
+    uint64_t max, size;
+    const uint8_t *names[MAX_BUCKET_DEPTH + 2];
+    size_t lens[MAX_BUCKET_DEPTH + 2];
+    struct bolt_bucket *handles[MAX_BUCKET_DEPTH + 2];
+    int nvalid; /* handles[0 .. nvalid) belong to dtx */
+} compactor;
+
+static int dst_bucket(compactor *c, int depth, struct bolt_bucket **out)
+{
+    int rc;
+    if (c->nvalid == 0) {
+        c->handles[0] = c->dtx->root;
+        c->nvalid = 1;
+    }
+    while (c->nvalid <= depth) {
+        int i = c->nvalid;
+        if ((rc = bucket_child(c->handles[i - 1], c->names[i], c->lens[i], &c->handles[i])))
+            return rc;
+        c->nvalid++;
+    }
+    *out = c->handles[depth];
+    return BOLT_OK;
+}
+
+static int account(compactor *c, uint64_t sz)
+{
+    if (c->max && c->size + sz > c->max) {
+        int rc = bolt_tx_commit(c->dtx);
+        if (rc)
+            return rc;
+        bolt_tx_free(c->dtx);
+        c->dtx = NULL;
+        if ((rc = bolt_begin(c->dst, 1, &c->dtx)))
+            return rc;
+        c->nvalid = 0;
+        c->size = 0;
+    }
+    c->size += sz;
+    return BOLT_OK;
+}
+
+static int copy_bucket(compactor *c, struct bolt_bucket *src, int depth)
+{
+    struct bolt_cursor cur;
+    bolt_kv kv;
+    int rc;
+    if (depth >= MAX_BUCKET_DEPTH)
+        return set_err(BOLT_ERR_CORRUPT, "buckets nested deeper than %d levels", MAX_BUCKET_DEPTH);
+    cur_init(&cur, src);
+    for (rc = cur_first(&cur, &kv); !rc && kv.key; rc = cur_next(&cur, &kv)) {
+        if ((rc = account(c, kv.key_len + kv.value_len)))
+            return rc;
+        struct bolt_bucket *d;
+        if ((rc = dst_bucket(c, depth, &d)))
+            return rc;
+        if (kv.flags) {
+            struct bolt_bucket *s, *nd;
+            if ((rc = bucket_child(src, kv.key, kv.key_len, &s)))
+                return rc;
+            if ((rc = bucket_create_child(d, kv.key, kv.key_len, 1, &nd)))
+                return rc;
+            if ((rc = bucket_set_seq_internal(nd, s->sequence)))
+                return rc;
+            c->names[depth + 1] = kv.key;
+            c->lens[depth + 1] = kv.key_len;
+            c->handles[depth + 1] = nd;
+            c->nvalid = depth + 2;
+            if ((rc = copy_bucket(c, s, depth + 1)))
+                return rc;
+            c->nvalid = c->nvalid > depth + 1 ? depth + 1 : c->nvalid;
+        } else if ((rc = bucket_put_internal(d, kv.key, kv.key_len, kv.value, kv.value_len))) {
+            return rc;
+        }
+    }
+    return rc;
+}
+
+int bolt_compact(bolt_db *dst, bolt_db *src, uint64_t tx_max_bytes)
+{
+    if (!dst || !src || dst == src)
+        return set_err(BOLT_ERR_INVALID_ARG, "compact needs two different open databases");
+    bolt_tx *stx;
+    int rc = bolt_begin(src, 0, &stx);
+    if (rc)
+        return rc;
+    compactor c;
+    memset(&c, 0, sizeof c);
+    c.dst = dst;
+    c.max = tx_max_bytes;
+    if ((rc = bolt_begin(dst, 1, &c.dtx))) {
+        bolt_tx_free(stx);
+        return rc;
+    }
+    /* Both transactions are private to this call: no other thread can
+     * reach them, so the internal (unlocked) functions are safe here. */
+    rc = copy_bucket(&c, stx->root, 0);
+    if (!rc)
+        rc = bolt_tx_commit(c.dtx);
+    if (c.dtx)
+        bolt_tx_free(c.dtx); /* rolls back if the commit did not happen */
+    bolt_tx_free(stx);
+    return rc;
+}

@@ -1,0 +1,560 @@
+/*
+ * cursor.c - B+tree traversal. The path from the bucket root to a leaf is a
+ * stack of refs, each a node (when this write tx materialised one) or a page.
+ * A node exists only if its parent does, so descending from a page never
+ * has to look for nodes. The stack depth is bounded, which also turns a
+ * cyclic page graph into an error instead of a hang.
+ */
+#include <string.h>
+
+#include "bolt.h"
+#include "bucket.h"
+#include "cursor.h"
+#include "err.h"
+#include "tx.h"
+
+static void ref_node(cursor_ref *r, node *n)
+{
+    r->n = n;
+    r->count = n->n;
+    r->leaf = n->leaf;
+    r->index = 0;
+}
+
+static void ref_page(cursor_ref *r, const bpage *p)
+{
+    r->n = NULL;
+    r->p = *p;
+    r->count = p->count;
+    r->leaf = (p->flags & PAGE_FLAG_LEAF) != 0;
+    r->index = 0;
+}
+
+static int corrupt_elem(struct bolt_cursor *c, const cursor_ref *r)
+{
+    return tx_fail(c->b->tx, set_err(BOLT_ERR_CORRUPT, "page %llu: element %u lies outside the page",
+                                     (unsigned long long)r->p.id, r->index));
+}
+
+/* Key (and value, flags) of the element under ref r. */
+static int ref_kv(struct bolt_cursor *c, const cursor_ref *r, uint32_t idx, const uint8_t **k,
+                  uint32_t *kl, const uint8_t **v, uint32_t *vl, uint32_t *fl)
+{
+    if (r->n) {
+        if (idx >= r->n->n)
+            return tx_fail(c->b->tx, set_err(BOLT_ERR_CORRUPT, "cursor index out of node range"));
+        const inode *e = &r->n->in[idx];
+        *k = e->key;
+        *kl = e->ksize;
+        if (v) { *v = e->value; *vl = e->vsize; *fl = e->flags; }
+        return BOLT_OK;
+    }
+    int rc;
+    if (r->leaf) {
+        const uint8_t *vv; uint32_t vs, f;
+        rc = page_leaf_elem(&r->p, idx, k, kl, &vv, &vs, &f);
+        if (v && rc == 0) { *v = vv; *vl = vs; *fl = f; }
+    } else {
+        rc = page_branch_elem(&r->p, idx, k, kl, NULL);
+    }
+    if (rc) {
+        cursor_ref tmp = *r;
+        tmp.index = idx;
+        return corrupt_elem(c, &tmp);
+    }
+    return BOLT_OK;
+}
+
+static int push(struct bolt_cursor *c, cursor_ref **out)
+{
+    if (c->depth >= MAX_TREE_DEPTH)
+        return tx_fail(c->b->tx, set_err(BOLT_ERR_CORRUPT,
+                                         "bucket tree deeper than %d levels (corrupt or cyclic)",
+                                         MAX_TREE_DEPTH));
+    *out = &c->stack[c->depth++];
+    return BOLT_OK;
+}
+
+static int push_root(struct bolt_cursor *c)
+{
+    cursor_ref *r = NULL;
+    int rc;
+    c->depth = 0;
+    if ((rc = push(c, &r)))
+        return rc;
+    if (c->b->root_node) {
+        ref_node(r, c->b->root_node);
+        return BOLT_OK;
+    }
+    bpage p;
+    if ((rc = bucket_root_page(c->b, &p)))
+        return rc;
+    ref_page(r, &p);
+    return BOLT_OK;
+}
+
+/* Push the child of the top ref at its index. */
+static int push_child(struct bolt_cursor *c)
+{
+    cursor_ref *top = &c->stack[c->depth - 1], *r = NULL;
+    bpage p;
+    int rc;
+    if (top->n) {
+        if (top->index >= top->n->n)
+            return tx_fail(c->b->tx, set_err(BOLT_ERR_CORRUPT, "empty branch node"));
+        inode *e = &top->n->in[top->index];
+        if (e->child) {
+            if ((rc = push(c, &r)))
+                return rc;
+            ref_node(r, e->child);
+            return BOLT_OK;
+        }
+        if ((rc = tx_tree_page(c->b->tx, e->pgid, &p)))
+            return rc;
+    } else {
+        const uint8_t *k; uint32_t kl; uint64_t child;
+        if (page_branch_elem(&top->p, top->index, &k, &kl, &child))
+            return corrupt_elem(c, top);
+        if ((rc = tx_tree_page(c->b->tx, child, &p)))
+            return rc;
+    }
+    if ((rc = push(c, &r)))
+        return rc;
+    ref_page(r, &p);
+    return BOLT_OK;
+}
+
+static int go_first(struct bolt_cursor *c)
+{
+    int rc;
+    while (!c->stack[c->depth - 1].leaf) {
+        if ((rc = push_child(c)))
+            return rc;
+        c->stack[c->depth - 1].index = 0;
+    }
+    return BOLT_OK;
+}
+
+static int go_last(struct bolt_cursor *c)
+{
+    int rc;
+    for (;;) {
+        cursor_ref *top = &c->stack[c->depth - 1];
+        top->index = top->count ? top->count - 1 : 0;
+        if (top->leaf)
+            return BOLT_OK;
+        if ((rc = push_child(c)))
+            return rc;
+    }
+}
+
+/* Move to the next element, skipping empty leaves. 1 = moved, 0 = end. */
+static int next_raw(struct bolt_cursor *c, int *moved)
+{
+    int rc;
+    for (;;) {
+        int i;
+        for (i = c->depth - 1; i >= 0; i--) {
+            cursor_ref *r = &c->stack[i];
+            if (r->count && r->index + 1 < r->count) {
+                r->index++;
+                break;
+            }
+        }
+        if (i < 0) {
+            *moved = 0;
+            return BOLT_OK;
+        }
+        c->depth = i + 1;
+        if ((rc = go_first(c)))
+            return rc;
+        if (c->stack[c->depth - 1].count == 0)
+            continue;
+        *moved = 1;
+        return BOLT_OK;
+    }
+}
+
+static int prev_raw(struct bolt_cursor *c, int *moved)
+{
+    int rc;
+    for (;;) {
+        int i;
+        for (i = c->depth - 1; i >= 0; i--) {
+            cursor_ref *r = &c->stack[i];
+            if (r->index > 0 && r->count) {
+                r->index--;
+                break;
+            }
+        }
+        if (i < 0) {
+            *moved = 0;
+            return BOLT_OK;
+        }
+        c->depth = i + 1;
+        if ((rc = go_last(c)))
+            return rc;
+        if (c->stack[c->depth - 1].count == 0)
+            continue;
+        *moved = 1;
+        return BOLT_OK;
+    }
+}
+
+/* Fill out from the top of the stack and remember the key. */
+static int settle(struct bolt_cursor *c, int on, bolt_kv *out, int end_state)
+{
+    c->mod_seq = c->b->tx->mod_seq;
+    c->resynced_ahead = 0;
+    if (!on) {
+        c->state = end_state;
+        c->key = NULL;
+        c->klen = 0;
+        if (out)
+            memset(out, 0, sizeof *out);
+        return BOLT_OK;
+    }
+    cursor_ref *top = &c->stack[c->depth - 1];
+    const uint8_t *k, *v; uint32_t kl, vl, fl;
+    int rc = ref_kv(c, top, top->index, &k, &kl, &v, &vl, &fl);
+    if (rc)
+        return rc;
+    c->state = CUR_ON;
+    c->key = k;
+    c->klen = kl;
+    if (out) {
+        out->key = k;
+        out->key_len = kl;
+        out->flags = fl & LEAF_FLAG_BUCKET;
+        out->value = out->flags ? NULL : v;
+        out->value_len = out->flags ? 0 : vl;
+    }
+    return BOLT_OK;
+}
+
+void cur_init(struct bolt_cursor *c, struct bolt_bucket *b)
+{
+    c->magic = CURSOR_MAGIC;
+    c->b = b;
+    c->mod_seq = 0;
+    c->depth = 0;
+    c->state = CUR_UNSET;
+    c->resynced_ahead = 0;
+    c->key = NULL;
+    c->klen = 0;
+}
+
+int cur_first(struct bolt_cursor *c, bolt_kv *out)
+{
+    int rc, moved = 1;
+    if ((rc = push_root(c)) || (rc = go_first(c)))
+        return rc;
+    if (c->stack[c->depth - 1].count == 0 && (rc = next_raw(c, &moved)))
+        return rc;
+    return settle(c, moved, out, CUR_PAST_END);
+}
+
+int cur_last(struct bolt_cursor *c, bolt_kv *out)
+{
+    int rc, moved = 1;
+    if ((rc = push_root(c)) || (rc = go_last(c)))
+        return rc;
+    if (c->stack[c->depth - 1].count == 0 && (rc = prev_raw(c, &moved)))
+        return rc;
+    return settle(c, moved, out, CUR_BEFORE_START);
+}
+
+/* Binary search in the ref for the first key >= key. */
+static int ref_search(struct bolt_cursor *c, cursor_ref *r, const uint8_t *key, size_t klen,
+                      uint32_t *idx, int *exact)
+{
+    if (r->n) {
+        *idx = node_search(r->n, key, klen, exact);
+        return BOLT_OK;
+    }
+    uint32_t lo = 0, hi = r->count;
+    *exact = 0;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const uint8_t *k; uint32_t kl;
+        int rc = ref_kv(c, r, mid, &k, &kl, NULL, NULL, NULL);
+        if (rc)
+            return rc;
+        int cmp = key_cmp(k, kl, key, klen);
+        if (cmp < 0) {
+            lo = mid + 1;
+        } else {
+            if (cmp == 0)
+                *exact = 1;
+            hi = mid;
+        }
+    }
+    *idx = lo;
+    return BOLT_OK;
+}
+
+/* Descend to the leaf where key is or would be; leaf index may equal count. */
+static int cur_search(struct bolt_cursor *c, const uint8_t *key, size_t klen)
+{
+    int rc;
+    if ((rc = push_root(c)))
+        return rc;
+    for (;;) {
+        cursor_ref *top = &c->stack[c->depth - 1];
+        uint32_t idx; int exact;
+        if ((rc = ref_search(c, top, key, klen, &idx, &exact)))
+            return rc;
+        if (top->leaf) {
+            top->index = idx;
+            return BOLT_OK;
+        }
+        if (top->count == 0)
+            return tx_fail(c->b->tx, set_err(BOLT_ERR_CORRUPT, "page %llu: branch page with no elements",
+                                             (unsigned long long)top->p.id));
+        if (!exact && idx > 0)
+            idx--;
+        if (idx >= top->count)
+            idx = top->count - 1;
+        top->index = idx;
+        if ((rc = push_child(c)))
+            return rc;
+    }
+}
+
+int cur_seek(struct bolt_cursor *c, const uint8_t *key, size_t klen, bolt_kv *out)
+{
+    int rc, moved = 1;
+    if ((rc = cur_search(c, key, klen)))
+        return rc;
+    cursor_ref *top = &c->stack[c->depth - 1];
+    if (top->index >= top->count && (rc = next_raw(c, &moved)))
+        return rc;
+    return settle(c, moved, out, CUR_PAST_END);
+}
+
+/* After changes in the tx the path may be stale: find the remembered key
+ * again. Landing on a greater key means it was deleted; the next Next then
+ * returns that successor instead of skipping it. */
+static int resync(struct bolt_cursor *c)
+{
+    if (c->state != CUR_ON || c->mod_seq == c->b->tx->mod_seq)
+        return BOLT_OK;
+    const uint8_t *k = c->key;
+    size_t kl = c->klen;
+    bolt_kv kv;
+    int rc = cur_seek(c, k, kl, &kv);
+    if (rc)
+        return rc;
+    if (c->state == CUR_ON && key_cmp(kv.key, kv.key_len, k, kl) != 0)
+        c->resynced_ahead = 1;
+    else if (c->state == CUR_PAST_END)
+        c->resynced_ahead = 1;
+    return BOLT_OK;
+}
+
+int cur_next(struct bolt_cursor *c, bolt_kv *out)
+{
+    int rc, moved;
+    if (c->state == CUR_UNSET || c->state == CUR_BEFORE_START)
+        return cur_first(c, out);
+    if (c->state == CUR_PAST_END) {
+        if (out)
+            memset(out, 0, sizeof *out);
+        return BOLT_OK;
+    }
+    if ((rc = resync(c)))
+        return rc;
+    if (c->resynced_ahead) {
+        c->resynced_ahead = 0;
+        return cur_current(c, out);
+    }
+    if ((rc = next_raw(c, &moved)))
+        return rc;
+    return settle(c, moved, out, CUR_PAST_END);
+}
+
+int cur_prev(struct bolt_cursor *c, bolt_kv *out)
+{
+    int rc, moved;
+    if (c->state == CUR_UNSET || c->state == CUR_PAST_END) {
+        if (c->state == CUR_PAST_END && c->resynced_ahead) {
+            c->resynced_ahead = 0;
+        }
+        return cur_last(c, out);
+    }
+    if (c->state == CUR_BEFORE_START) {
+        if (out)
+            memset(out, 0, sizeof *out);
+        return BOLT_OK;
+    }
+    if ((rc = resync(c)))
+        return rc;
+    if (c->state == CUR_PAST_END)
+        return cur_last(c, out);
+    c->resynced_ahead = 0;
+    if ((rc = prev_raw(c, &moved)))
+        return rc;
+    return settle(c, moved, out, CUR_BEFORE_START);
+}
+
+int cur_current(struct bolt_cursor *c, bolt_kv *out)
+{
+    if (c->state != CUR_ON) {
+        if (out)
+            memset(out, 0, sizeof *out);
+        return BOLT_OK;
+    }
+    int rc = resync(c);
+    if (rc)
+        return rc;
+    int ahead = c->resynced_ahead;
+    rc = settle(c, c->state == CUR_ON, out, c->state);
+    c->resynced_ahead = ahead;
+    return rc;
+}
+
+int cur_node(struct bolt_cursor *c, node **out, uint32_t *index)
+{
+    node *n;
+    int rc;
+    if (c->depth == 0)
+        return set_err(BOLT_ERR_INVALID_ARG, "cursor is not positioned");
+    if (c->stack[0].n)
+        n = c->stack[0].n;
+    else if ((rc = bucket_root_node(c->b, &n)))
+        return rc;
+    for (int i = 0; i < c->depth - 1; i++) {
+        if ((rc = node_child_at(c->b->tx, n, c->stack[i].index, &n)))
+            return rc;
+    }
+    if (!n->leaf)
+        return tx_fail(c->b->tx, set_err(BOLT_ERR_CORRUPT, "cursor path does not end at a leaf"));
+    *out = n;
+    *index = c->stack[c->depth - 1].index;
+    return BOLT_OK;
+}
+
+/* ---- internal search used by bucket get/put/delete ---- */
+int cur_locate(struct bolt_cursor *c, const uint8_t *key, size_t klen, int *found, bolt_kv *out)
+{
+    int rc = cur_search(c, key, klen);
+    if (rc)
+        return rc;
+    cursor_ref *top = &c->stack[c->depth - 1];
+    *found = 0;
+    if (top->index < top->count) {
+        const uint8_t *k, *v; uint32_t kl, vl, fl;
+        if ((rc = ref_kv(c, top, top->index, &k, &kl, &v, &vl, &fl)))
+            return rc;
+        if (key_cmp(k, kl, key, klen) == 0) {
+            *found = 1;
+            out->key = k;
+            out->key_len = kl;
+            out->value = v;
+            out->value_len = vl;
+            out->flags = fl;
+        }
+    }
+    return BOLT_OK;
+}
+
+/* ---- public API ---- */
+
+#include "tx.h"
+
+static int cur_enter(bolt_cursor *c, int write)
+{
+    if (!c || c->magic != CURSOR_MAGIC || !c->b)
+        return set_err(BOLT_ERR_INVALID_ARG, "cursor is not initialised");
+    int rc = tx_enter(c->b->tx, write);
+    if (rc)
+        return rc;
+    if (c->b->deleted) {
+        tx_leave(c->b->tx);
+        return set_err(BOLT_ERR_BUCKET_NOT_FOUND, "bucket was deleted");
+    }
+    return BOLT_OK;
+}
+
+size_t bolt_cursor_size(void) { return sizeof(struct bolt_cursor); }
+
+int bolt_cursor_init(bolt_cursor *c, bolt_bucket *b)
+{
+    if (!c || !b)
+        return set_err(BOLT_ERR_INVALID_ARG, "cursor or bucket missing");
+    int rc = tx_enter(b->tx, 0);
+    if (rc)
+        return rc;
+    cur_init(c, b);
+    tx_leave(b->tx);
+    return BOLT_OK;
+}
+
+#define CURSOR_CALL(expr)                   \
+    int rc = cur_enter(c, 0);               \
+    if (rc)                                 \
+        return rc;                          \
+    rc = (expr);                            \
+    if (rc && out)                          \
+        memset(out, 0, sizeof *out);        \
+    tx_leave(c->b->tx);                     \
+    return rc
+
+int bolt_cursor_first(bolt_cursor *c, bolt_kv *out) { CURSOR_CALL(cur_first(c, out)); }
+int bolt_cursor_last(bolt_cursor *c, bolt_kv *out) { CURSOR_CALL(cur_last(c, out)); }
+int bolt_cursor_next(bolt_cursor *c, bolt_kv *out) { CURSOR_CALL(cur_next(c, out)); }
+int bolt_cursor_prev(bolt_cursor *c, bolt_kv *out) { CURSOR_CALL(cur_prev(c, out)); }
+int bolt_cursor_seek(bolt_cursor *c, const uint8_t *key, size_t key_len, bolt_kv *out)
+{
+    CURSOR_CALL(cur_seek(c, key, key_len, out));
+}
+
+int bolt_cursor_delete(bolt_cursor *c)
+{
+    int rc = cur_enter(c, 1);
+    if (rc)
+        return rc;
+    bolt_kv kv;
+    rc = cur_current(c, &kv);
+    if (!rc && c->resynced_ahead) {
+        /* the item under the cursor is already gone */
+    } else if (!rc && !kv.key) {
+        rc = set_err(BOLT_ERR_INVALID_ARG, "cursor is not on an item");
+    } else if (!rc && kv.flags) {
+        rc = set_err(BOLT_ERR_INCOMPATIBLE, "cannot delete a nested bucket through a cursor");
+    } else if (!rc) {
+        node *n;
+        uint32_t idx;
+        rc = cur_node(c, &n, &idx);
+        if (!rc) {
+            node_remove(c->b->tx, n, idx);
+            c->b->tx->mod_seq++; /* the next move re-seeks from the deleted key */
+        }
+    }
+    tx_leave(c->b->tx);
+    return rc;
+}
+
+int bolt_cursor_next_batch(bolt_cursor *c, int include_current, size_t max, bolt_kv *out, size_t *n)
+{
+    *n = 0;
+    int rc = cur_enter(c, 0);
+    if (rc)
+        return rc;
+    size_t i = 0;
+    if (include_current && max > 0) {
+        rc = cur_current(c, &out[0]);
+        if (!rc && out[0].key)
+            i = 1;
+        c->resynced_ahead = 0; /* the successor was just returned */
+    }
+    while (!rc && i < max) {
+        rc = cur_next(c, &out[i]);
+        if (rc || !out[i].key)
+            break;
+        i++;
+    }
+    *n = i;
+    tx_leave(c->b->tx);
+    return rc;
+}

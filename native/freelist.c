@@ -1,0 +1,303 @@
+/*
+ * freelist.c - bbolt's array freelist. Free ids are kept sorted so a run of
+ * contiguous pages can be found by one scan; single-page allocations take
+ * the lowest id in O(1) by advancing `head` instead of shifting the array.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bolt.h"
+#include "err.h"
+#include "freelist.h"
+
+void fl_init(freelist *f) { memset(f, 0, sizeof *f); }
+
+void fl_destroy(freelist *f)
+{
+    free(f->ids);
+    for (size_t i = 0; i < f->npend; i++)
+        free(f->pend[i].ids);
+    free(f->pend);
+    memset(f, 0, sizeof *f);
+}
+
+size_t fl_free_count(const freelist *f) { return f->n; }
+
+size_t fl_pending_count(const freelist *f)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < f->npend; i++)
+        c += f->pend[i].n;
+    return c;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static size_t dedupe(uint64_t *v, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++)
+        if (o == 0 || v[o - 1] != v[i])
+            v[o++] = v[i];
+    return o;
+}
+
+uint64_t fl_allocate(freelist *f, size_t n)
+{
+    if (n == 0 || f->n < n)
+        return 0;
+    uint64_t *v = f->ids + f->head;
+    if (n == 1) {
+        uint64_t id = v[0];
+        f->head++;
+        f->n--;
+        return id;
+    }
+    size_t start = 0;
+    for (size_t i = 1; i <= f->n; i++) {
+        if (i - start == n) {
+            uint64_t id = v[start];
+            memmove(v + start, v + i, (f->n - i) * sizeof *v);
+            f->n -= n;
+            return id;
+        }
+        if (i < f->n && v[i] != v[i - 1] + 1)
+            start = i;
+    }
+    return 0;
+}
+
+/* Merge sorted `add` (deduped) into the free ids. */
+static int merge_in(freelist *f, uint64_t *add, size_t na)
+{
+    if (na == 0)
+        return BOLT_OK;
+    size_t total = f->n + na;
+    uint64_t *out = malloc(total * sizeof *out);
+    if (!out)
+        return set_err(BOLT_ERR_NOMEM, "freelist: out of memory merging %zu ids", na);
+    uint64_t *a = f->ids + f->head;
+    size_t i = 0, j = 0, o = 0;
+    while (i < f->n || j < na) {
+        uint64_t x;
+        if (j >= na || (i < f->n && a[i] <= add[j]))
+            x = a[i++];
+        else
+            x = add[j++];
+        if (o == 0 || out[o - 1] != x)
+            out[o++] = x;
+    }
+    free(f->ids);
+    f->ids = out;
+    f->head = 0;
+    f->n = o;
+    f->cap = total;
+    return BOLT_OK;
+}
+
+int fl_is_free(const freelist *f, uint64_t pgid)
+{
+    const uint64_t *v = f->ids + f->head;
+    size_t lo = 0, hi = f->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < pgid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < f->n && v[lo] == pgid;
+}
+
+int fl_free(freelist *f, uint64_t txid, uint64_t pgid, uint32_t overflow)
+{
+    if (pgid < 2)
+        return set_err(BOLT_ERR_CORRUPT, "page %llu: cannot free a meta page", (unsigned long long)pgid);
+    pending_list *pl = NULL;
+    if (f->npend && f->pend[f->npend - 1].txid == txid) {
+        pl = &f->pend[f->npend - 1];
+    } else {
+        if (f->npend == f->cappend) {
+            size_t nc = f->cappend ? f->cappend * 2 : 4;
+            pending_list *np = realloc(f->pend, nc * sizeof *np);
+            if (!np)
+                return set_err(BOLT_ERR_NOMEM, "freelist: out of memory");
+            f->pend = np;
+            f->cappend = nc;
+        }
+        pl = &f->pend[f->npend++];
+        memset(pl, 0, sizeof *pl);
+        pl->txid = txid;
+    }
+    for (uint64_t id = pgid; id <= pgid + overflow; id++) {
+        if (fl_is_free(f, id))
+            return set_err(BOLT_ERR_CORRUPT, "page %llu: already freed", (unsigned long long)id);
+        if (pl->n == pl->cap) {
+            size_t nc = pl->cap ? pl->cap * 2 : 64;
+            uint64_t *ni = realloc(pl->ids, nc * sizeof *ni);
+            if (!ni)
+                return set_err(BOLT_ERR_NOMEM, "freelist: out of memory");
+            pl->ids = ni;
+            pl->cap = nc;
+        }
+        pl->ids[pl->n++] = id;
+    }
+    return BOLT_OK;
+}
+
+int fl_release(freelist *f, uint64_t max_txid)
+{
+    size_t total = 0, k = 0;
+    for (size_t i = 0; i < f->npend; i++)
+        if (f->pend[i].txid <= max_txid)
+            total += f->pend[i].n;
+    if (total == 0) {
+        /* still drop empty lists that qualify */
+        for (size_t i = 0; i < f->npend; i++) {
+            if (f->pend[i].txid <= max_txid)
+                free(f->pend[i].ids);
+            else
+                f->pend[k++] = f->pend[i];
+        }
+        f->npend = k;
+        return BOLT_OK;
+    }
+    uint64_t *add = malloc(total * sizeof *add);
+    if (!add)
+        return set_err(BOLT_ERR_NOMEM, "freelist: out of memory releasing %zu ids", total);
+    size_t o = 0;
+    for (size_t i = 0; i < f->npend; i++) {
+        if (f->pend[i].txid <= max_txid) {
+            memcpy(add + o, f->pend[i].ids, f->pend[i].n * sizeof *add);
+            o += f->pend[i].n;
+            free(f->pend[i].ids);
+        } else {
+            f->pend[k++] = f->pend[i];
+        }
+    }
+    f->npend = k;
+    qsort(add, o, sizeof *add, cmp_u64);
+    o = dedupe(add, o);
+    int rc = merge_in(f, add, o);
+    free(add);
+    return rc;
+}
+
+void fl_drop_pending(freelist *f, uint64_t txid)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < f->npend; i++) {
+        if (f->pend[i].txid == txid)
+            free(f->pend[i].ids);
+        else
+            f->pend[k++] = f->pend[i];
+    }
+    f->npend = k;
+}
+
+int fl_give_back(freelist *f, uint64_t *ids, size_t n)
+{
+    qsort(ids, n, sizeof *ids, cmp_u64);
+    n = dedupe(ids, n);
+    return merge_in(f, ids, n);
+}
+
+int fl_set(freelist *f, uint64_t *ids, size_t n)
+{
+    qsort(ids, n, sizeof *ids, cmp_u64);
+    n = dedupe(ids, n);
+    free(f->ids);
+    f->ids = ids;
+    f->head = 0;
+    f->n = n;
+    f->cap = n;
+    return BOLT_OK;
+}
+
+int fl_read(freelist *f, const bpage *p, uint64_t pgid_limit)
+{
+    if (p->flags != PAGE_FLAG_FREELIST)
+        return set_err(BOLT_ERR_CORRUPT, "page %llu: invalid freelist page type: %s (flags 0x%x)",
+                       (unsigned long long)p->id, page_type_name(p->flags), p->flags);
+    uint64_t n = p->count;
+    size_t off = PAGE_HEADER_SIZE;
+    if (p->count == FREELIST_COUNT_MARKER) {
+        if (p->span < PAGE_HEADER_SIZE + 8)
+            return set_err(BOLT_ERR_CORRUPT, "page %llu: freelist too short", (unsigned long long)p->id);
+        n = le64(p->data + PAGE_HEADER_SIZE);
+        off += 8;
+    }
+    if (n > (p->span - off) / 8)
+        return set_err(BOLT_ERR_CORRUPT, "page %llu: freelist count %llu exceeds the page span",
+                       (unsigned long long)p->id, (unsigned long long)n);
+    uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids)
+        return set_err(BOLT_ERR_NOMEM, "freelist: out of memory for %llu ids", (unsigned long long)n);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t id = le64(p->data + off + i * 8);
+        if (id < 2 || id >= pgid_limit) {
+            free(ids);
+            return set_err(BOLT_ERR_CORRUPT, "page %llu: freelist holds page id %llu outside [2, %llu)",
+                           (unsigned long long)p->id, (unsigned long long)id,
+                           (unsigned long long)pgid_limit);
+        }
+        ids[i] = id;
+    }
+    return fl_set(f, ids, (size_t)n);
+}
+
+size_t fl_page_bytes(const freelist *f)
+{
+    size_t n = f->n + fl_pending_count(f);
+    return PAGE_HEADER_SIZE + (n >= FREELIST_COUNT_MARKER ? 8 : 0) + n * 8;
+}
+
+int fl_write(const freelist *f, uint8_t *buf)
+{
+    size_t np = fl_pending_count(f);
+    size_t n = f->n + np;
+    uint64_t *all = malloc((n ? n : 1) * sizeof *all);
+    if (!all)
+        return set_err(BOLT_ERR_NOMEM, "freelist: out of memory writing %zu ids", n);
+    memcpy(all, f->ids + f->head, f->n * sizeof *all);
+    size_t o = f->n;
+    for (size_t i = 0; i < f->npend; i++) {
+        memcpy(all + o, f->pend[i].ids, f->pend[i].n * sizeof *all);
+        o += f->pend[i].n;
+    }
+    if (np)
+        qsort(all, n, sizeof *all, cmp_u64);
+    put16(buf + PAGE_OFF_FLAGS, PAGE_FLAG_FREELIST);
+    size_t off = PAGE_HEADER_SIZE;
+    if (n >= FREELIST_COUNT_MARKER) {
+        put16(buf + PAGE_OFF_COUNT, FREELIST_COUNT_MARKER);
+        put64(buf + off, n);
+        off += 8;
+    } else {
+        put16(buf + PAGE_OFF_COUNT, (uint16_t)n);
+    }
+    for (size_t i = 0; i < n; i++)
+        put64(buf + off + i * 8, all[i]);
+    free(all);
+    return BOLT_OK;
+}
+
+int fl_check_pending(freelist *f, uint64_t txid, uint64_t *dup)
+{
+    for (size_t i = 0; i < f->npend; i++) {
+        pending_list *pl = &f->pend[i];
+        if (pl->txid != txid)
+            continue;
+        qsort(pl->ids, pl->n, sizeof *pl->ids, cmp_u64);
+        for (size_t j = 1; j < pl->n; j++)
+            if (pl->ids[j] == pl->ids[j - 1]) {
+                *dup = pl->ids[j];
+                return -1;
+            }
+    }
+    return 0;
+}

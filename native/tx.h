@@ -1,0 +1,67 @@
+/* tx.h - transactions: snapshot, page access, allocation, arena. */
+#ifndef BOLTIMAGES_TX_H
+#define BOLTIMAGES_TX_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "bolt.h"
+#include "db.h"
+#include "meta.h"
+#include "node.h"
+#include "page.h"
+
+typedef struct dirty_page {
+    uint64_t pgid;
+    uint64_t npages;
+    uint8_t *buf;
+} dirty_page;
+
+typedef struct arena_chunk {
+    struct arena_chunk *next;
+    size_t used, cap;
+    uint8_t data[];
+} arena_chunk;
+
+struct bolt_tx {
+    bolt_db *db;
+    pthread_mutex_t mu;         /* taken by every call on the tx, its buckets and cursors */
+    int writable, closed, failed;
+    int refs;                   /* guarded by db->mu: handle + bolt_close in progress */
+    bmeta meta;                 /* snapshot; a write tx holds its own txid here */
+    bmap *map;
+    uint32_t ps;
+    uint64_t pgid;              /* high water mark as this tx sees it */
+    uint64_t mod_seq;           /* bumped by every change; cursors re-seek on mismatch */
+    struct bolt_bucket *root;
+    struct bolt_bucket *buckets;/* every handle, for freeing */
+    node **nodes;
+    size_t nnodes, capnodes;
+    node **unbalanced;
+    size_t nunbalanced, capunbalanced;
+    dirty_page *dirty;
+    size_t ndirty, capdirty;
+    uint64_t *allocs;           /* ids taken from the freelist, given back on rollback */
+    size_t nallocs, capallocs;
+    arena_chunk *arena;
+    struct bolt_tx *next_open, *prev_open;
+};
+
+/* Load page pgid as this tx sees it, checking id range, span and file bounds. */
+int tx_page(bolt_tx *tx, uint64_t pgid, bpage *out);
+/* Same, and the page must be a branch or a leaf (a B+tree page). */
+int tx_tree_page(bolt_tx *tx, uint64_t pgid, bpage *out);
+int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out);
+int tx_free_page(bolt_tx *tx, uint64_t pgid);
+void *tx_arena(bolt_tx *tx, size_t n);
+int tx_track_node(bolt_tx *tx, node *n);
+int tx_mark_unbalanced(bolt_tx *tx, node *n);
+/* Record `rc` on a write tx: real failures poison it. Returns rc. */
+int tx_fail(bolt_tx *tx, int rc);
+/* Entry check of every call: open, and (if write) writable and healthy. */
+int tx_enter(bolt_tx *tx, int write);
+void tx_leave(bolt_tx *tx);
+int tx_rollback_locked(bolt_tx *tx);
+int tx_commit_locked(bolt_tx *tx);
+
+#endif
