@@ -445,17 +445,17 @@ def _orchestrate(args: argparse.Namespace, only: set[str]) -> int:
                        "--variant", variant, "--data", str(data_dir), "--dir", str(db_dir), "--only", only_arg]
                 drivers[f"python_{variant}"] = (lambda c=cmd: _run_json(c, env))
 
-        results: dict[str, dict[str, Any]] = {}
-        loads: dict[str, list[str]] = {}
-        for name, run in drivers.items():
-            runs = []
-            for i in range(args.repeat):
-                loads.setdefault(name, []).append(benchlib.load_average())
+        # Rounds interleave the drivers so a burst of outside load hits all sides alike.
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in drivers}
+        loads: dict[str, list[str]] = {name: [] for name in drivers}
+        for i in range(args.repeat):
+            for name, run in drivers.items():
+                loads[name].append(benchlib.load_average())
                 t0 = time.perf_counter()
-                runs.append(run())
+                runs[name].append(run())
                 print(f"{name}: run {i + 1}/{args.repeat} took {time.perf_counter() - t0:.1f} s "
                       f"(load before: {loads[name][-1]})", file=sys.stderr)
-            results[name] = _best(runs)
+        results: dict[str, dict[str, Any]] = {name: _best(r) for name, r in runs.items()}
         facts = benchlib.machine_facts(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
