@@ -26,7 +26,10 @@ class BoltImagesError(Exception):
 
     def __init__(self, detail: str = "", *, cause: Optional[BaseException] = None) -> None:
         self.detail = detail
-        message = f"{detail}: {self.kind_text}" if detail else self.kind_text
+        if detail and self.kind_text:
+            message = f"{detail}: {self.kind_text}"
+        else:
+            message = detail or self.kind_text
         super().__init__(message)
         if cause is not None:
             self.__cause__ = cause
@@ -85,10 +88,10 @@ class DataCorruption(BoltImagesError):
     """A record in the file does not decode (bad time, missing target bucket).
 
     containerd returns such errors unclassified, which gRPC reports as
-    Unknown; we do the same so clients see the same code.
+    Unknown with the bare text (no kind suffix); we do the same.
     """
 
-    kind_text = "data corruption"
+    kind_text = ""
     grpc_code = "UNKNOWN"
 
 

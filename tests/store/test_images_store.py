@@ -227,3 +227,19 @@ def test_other_buckets_stay_byte_identical(tmp_path: pathlib.Path) -> None:
     assert after == before
     with bolt.open(path, read_only=True) as raw:
         assert raw.check() == []
+
+
+def test_damaged_records_are_reported_not_fatal(meta_db: MetadataDB) -> None:
+    from boltimages.errors import DataCorruption
+    store = ImageStore(meta_db)
+    store.create("default", image("good"))
+    store.create("default", image("bad"))
+    images = lambda tx: tx.bucket(b"v1").bucket(b"default").bucket(b"images")  # noqa: E731
+    meta_db.update(lambda tx: images(tx).bucket(b"bad").delete_bucket(b"target"))
+    with pytest.raises(DataCorruption) as info:
+        store.get("default", "bad")
+    assert str(info.value) == 'image "bad": unable to read target bucket'  # containerd's text
+    assert store.get("default", "good").name == "good"
+    # a malformed size reads as 0, like containerd's ignored binary.Varint error
+    meta_db.update(lambda tx: images(tx).bucket(b"good").bucket(b"target").put(b"size", b"\x80"))
+    assert store.get("default", "good").target.size == 0
