@@ -73,15 +73,18 @@ def real_containerd(containerd_bin: str, tmp_path_factory) -> Iterator[Daemon]:
 SELFTEST = os.environ.get("BOLTIMAGES_COMPAT_SELFTEST") == "1"
 
 
-def _our_daemon(base: pathlib.Path, db: pathlib.Path) -> Daemon:
+def _our_daemon(base: pathlib.Path, db: pathlib.Path, content_root: Optional[pathlib.Path] = None) -> Daemon:
     if SELFTEST:
         root = base / "selftest-root"
         if db.exists():
             copy_file(db, containerd_meta_db(root))
+        if content_root is not None:
+            shutil.copytree(content_root, root / "io.containerd.content.v1.content")
         daemon = containerd_daemon(require_tool("containerd"), base, root)
         daemon.db_path = containerd_meta_db(root)
         return daemon
-    daemon = boltimages_daemon(base, db)
+    extra = ["--content-root", str(content_root)] if content_root is not None else []
+    daemon = boltimages_daemon(base, db, extra)
     daemon.db_path = db
     return daemon
 
@@ -112,13 +115,13 @@ def containerd_factory(containerd_bin: str, tmp_path: pathlib.Path) -> Iterator[
 
 
 @pytest.fixture
-def boltimages_factory(tmp_path: pathlib.Path) -> Iterator[Callable[[pathlib.Path], Daemon]]:
+def boltimages_factory(tmp_path: pathlib.Path) -> Iterator[Callable[..., Daemon]]:
     """Start extra servers of ours on a given database file; all stopped at teardown."""
     started: list[Daemon] = []
     counter = itertools.count()
 
-    def make(db: pathlib.Path) -> Daemon:
-        daemon = _start(_our_daemon(tmp_path / f"boltimages{next(counter)}", db))
+    def make(db: pathlib.Path, content_root: Optional[pathlib.Path] = None) -> Daemon:
+        daemon = _start(_our_daemon(tmp_path / f"boltimages{next(counter)}", db, content_root))
         started.append(daemon)
         return daemon
 

@@ -9,6 +9,7 @@ server's writes byte-for-byte; the dump comes from the real-bbolt Go oracle.
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 
 import pytest
@@ -104,22 +105,42 @@ def containerd_file(containerd_factory, ctr_bin: str, tmp_path: pathlib.Path):
     client = Client(daemon.address)
     answers = _answers(client)
     client.close()
+    answers.update(_ctr_views(Ctr(ctr_bin, daemon.address)))
     assert daemon.stop() == 0, daemon.log_tail()
     root = daemon.db_path.parent.parent
     return root, answers
 
 
-def test_containerd_file_served_by_ours(containerd_file, boltimages_factory, oracle, tmp_path) -> None:
+_LOG_TIME = re.compile(r'time="[^"]*" ')
+
+
+def _labels(cell: str) -> str:
+    return ",".join(sorted(cell.split(","))) if "=" in cell else cell
+
+
+def _ctr_views(ctr: Ctr) -> dict:
+    """What `ctr images ls` / `images check` print per namespace (label maps sorted: Go map order)."""
+    views = {}
+    for ns in ("default", "team-a"):
+        for command in (("images", "ls"), ("images", "check")):
+            result = ctr(*command, namespace=ns)
+            rows = [[_labels(cell) for cell in line.split()] for line in result.stdout.splitlines()]
+            views[f"{ns}: ctr {' '.join(command)}"] = (result.rc, rows, _LOG_TIME.sub("", result.stderr))
+    return views
+
+
+def test_containerd_file_served_by_ours(containerd_file, boltimages_factory, ctr_bin, oracle, tmp_path) -> None:
     root, theirs = containerd_file
     pristine = tmp_path / "pristine.db"
     shutil.copyfile(containerd_meta_db(root), pristine)
     served = tmp_path / "served" / "meta.db"
     served.parent.mkdir()
     shutil.copyfile(pristine, served)
-    ours_daemon = boltimages_factory(served)
+    ours_daemon = boltimages_factory(served, root / "io.containerd.content.v1.content")
     client = Client(ours_daemon.address)
     ours = _answers(client)
     client.close()
+    ours.update(_ctr_views(Ctr(ctr_bin, ours_daemon.address)))
     assert ours == theirs, _diff(theirs, ours)
     assert ours_daemon.stop() == 0, ours_daemon.log_tail()
     # Reads alone must leave the file logically unchanged.
@@ -144,6 +165,7 @@ def _write_through_ours(client: Client) -> None:
 def test_ours_writes_then_containerd_reads(containerd_file, boltimages_factory, containerd_factory,
                                            ctr_bin, oracle, tmp_path) -> None:
     root, _ = containerd_file
+    del _
     pristine = tmp_path / "pristine.db"
     shutil.copyfile(containerd_meta_db(root), pristine)
     served = tmp_path / "served" / "meta.db"
