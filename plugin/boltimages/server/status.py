@@ -36,11 +36,9 @@ _BOLT_CODES: dict[type, grpc.StatusCode] = {
     bolt.InvalidDatabase: grpc.StatusCode.DATA_LOSS,
     bolt.VersionMismatch: grpc.StatusCode.FAILED_PRECONDITION,
     bolt.DatabaseReadOnly: grpc.StatusCode.FAILED_PRECONDITION,
-    bolt.KeyTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
-    bolt.ValueTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
-    bolt.KeyRequired: grpc.StatusCode.INVALID_ARGUMENT,
-    bolt.BucketNameRequired: grpc.StatusCode.INVALID_ARGUMENT,
 }
+# bbolt's per-key errors (key required, key too large, value too large...) are
+# deliberately absent: containerd returns them unwrapped, so clients get Unknown
 
 
 class RawStatus(Exception):
