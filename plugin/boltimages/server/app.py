@@ -40,6 +40,8 @@ from .version_service import VersionServicer, revision, version_string
 
 log = logging.getLogger("boltimages.server")
 
+#: worker threads kept free of event streams for ordinary calls
+RESERVED_WORKERS = 8
 #: how often expired leases are removed (containerd's GC does it on its schedule)
 LEASE_SWEEP_SECONDS = 60.0
 
@@ -125,7 +127,7 @@ class Server:
         version_pb2_grpc.add_VersionServicer_to_server(VersionServicer(), server)
         introspection_pb2_grpc.add_IntrospectionServicer_to_server(
             IntrospectionServicer(default_plugins(), store_uuid(cfg.db_path)), server)
-        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus), server)
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus, max_subscribers=max(1, cfg.worker_count() - RESERVED_WORKERS)), server)
         content_root = cfg.content_root or default_content_root(cfg.db_path)
         content_pb2_grpc.add_ContentServicer_to_server(ContentServicer(db, content_root), server)
         self.health = health.HealthServicer(experimental_non_blocking=True)

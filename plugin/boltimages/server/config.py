@@ -102,8 +102,9 @@ class ServerConfig:
     def worker_count(self) -> int:
         # gRPC calls are short and mostly wait on the engine's lock or on I/O;
         # a few threads per core keep reads flowing while a batch commits.
-        # Event subscriptions each hold a thread for their whole life, so leave room.
-        return self.workers or max(8, 4 * (os.cpu_count() or 1)) + 16
+        # Event subscriptions each hold a thread for their whole life: 48 more
+        # leave room for that many `ctr events` (the events service refuses more).
+        return self.workers or max(16, 4 * (os.cpu_count() or 1)) + 48
 
 
 def check_loopback(address: str) -> None:

@@ -11,7 +11,7 @@ from ..api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from ..errors import BoltImagesError, InvalidArgument
 from ..store import filters
 from .event_bus import EventBus, Matcher
-from .status import grpc_errors, namespace
+from .status import RawStatus, grpc_errors, namespace
 
 #: how often a streaming Subscribe checks whether its client went away
 _POLL_SECONDS = 0.5
@@ -74,8 +74,11 @@ def compile_matcher(texts: Sequence[str]) -> "Matcher | None":
 
 
 class EventsServicer(events_pb2_grpc.EventsServicer):
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, max_subscribers: int = 0) -> None:
         self.bus = bus
+        # every open Subscribe holds a worker thread; beyond this many the
+        # server would have none left for ordinary calls (0: no limit)
+        self.max_subscribers = max_subscribers
 
     @grpc_errors
     def Publish(self, request: events_pb2.PublishRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
@@ -98,6 +101,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             matcher = compile_matcher(request.filters)
         except InvalidArgument as exc:
             raise exc.wrap("failed parsing subscription filters") from None
+        if self.max_subscribers and self.bus.subscriber_count() >= self.max_subscribers:
+            raise RawStatus(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"too many event subscribers ({self.max_subscribers}); raise --workers")
         sub = self.bus.subscribe(matcher)
         # a client hanging up must release its queue even while no event arrives
         context.add_callback(sub.close)
