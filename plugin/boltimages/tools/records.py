@@ -141,9 +141,14 @@ def _time_or_hex(data: bytes) -> Optional[str]:
     if not data:
         return None
     try:
-        return time_to_json(data)
+        text = time_to_json(data)
+        # a few encodings do not survive Go's own decode/encode (negative
+        # sub-minute offsets read back unsigned); keep those as raw bytes
+        if time_from_json(text) == data:
+            return text
     except (codec.CodecError, ValueError, OverflowError):
-        return "hex:" + data.hex()
+        pass
+    return "hex:" + data.hex()
 
 
 def _time_from_doc(value: Any) -> bytes:

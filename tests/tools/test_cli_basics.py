@@ -1,0 +1,193 @@
+"""The `boltimages` command line without containerd: help, errors, exit codes, JSON times, dry runs.
+
+Files here are made by the engine itself (import from JSON Lines), so these
+tests run everywhere; the containerd- and bbolt-backed tests live next door.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from boltimages.store import codec
+from boltimages.tools import records
+
+COMMANDS = ["serve", "ls", "inspect", "check", "compact", "export", "import", "copy", "tag", "rm", "label",
+            "salvage"]
+
+IMAGE = {"kind": "image", "namespace": "default", "name": "example.com/a:1",
+         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": "sha256:" + "ab" * 32, "size": 1234,
+                    "annotations": {"org.opencontainers.image.ref.name": "1"}},
+         "labels": {"team": "x", "dotted.key/with": "v=1"},
+         "createdAt": "2021-03-04T05:06:07.123456789Z",
+         "updatedAt": "2022-12-31T23:59:59.000000001+05:30"}
+
+
+def _write_jsonl(path, *docs):
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+@pytest.fixture
+def small_db(cli, tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", {"kind": "namespace", "namespace": "default",
+                                               "labels": {"owner": "me"}}, IMAGE)
+    db = tmp_path / "meta.db"
+    res = cli("import", "--db", str(db), "-i", str(src))
+    assert res.rc == 0, res.stderr
+    return db
+
+
+def test_top_level_help_lists_commands_and_exit_codes(cli):
+    res = cli("--help")
+    assert res.rc == 0
+    for name in COMMANDS:
+        assert name in res.stdout
+    assert "exit codes" in res.stdout and "locked" in res.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(cli, command):
+    res = cli(command, "--help")
+    assert res.rc == 0, res.stderr
+    assert res.stdout.startswith(f"usage: boltimages {command}")
+
+
+def test_usage_error_exit_code(cli):
+    assert cli("ls", "--no-such-flag").rc == 2
+    assert cli("frobnicate").rc == 2
+
+
+def test_missing_file_is_one_line(cli, tmp_path):
+    for command in (["ls"], ["check"], ["export"], ["rm", "x"], ["compact", "-o", str(tmp_path / "o")]):
+        res = cli(command[0], "--db", str(tmp_path / "absent.db"), *command[1:])
+        assert res.rc == 1, (command, res.stderr)
+        assert res.stderr.strip().count("\n") == 0 and "no such file" in res.stderr
+        assert "Traceback" not in res.stderr
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_not_a_bolt_file(cli, tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"hello" * 5000)
+    res = cli("ls", "--db", str(junk))
+    assert res.rc == 1 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = cli("salvage", "--db", str(junk), "-o", str(tmp_path / "out.db"))
+    assert res.rc == 1 and "neither meta page is valid" in res.stderr
+    assert not (tmp_path / "out.db").exists()
+
+
+def test_roundtrip_export_is_exact(cli, small_db, tmp_path):
+    res = cli("export", "--db", str(small_db))
+    assert res.rc == 0
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert lines[0] == {"kind": "boltimages-export", "version": 1, "dbVersion": 3}
+    assert lines[1] == {"kind": "namespace", "namespace": "default", "labels": {"owner": "me"}}
+    assert lines[2] == IMAGE
+    # the JSON time decodes to the bytes Go would write for that instant and zone
+    with __import__("boltimages.bolt", fromlist=["open"]).open(small_db, read_only=True) as db, db.begin() as tx:
+        img = tx.bucket(b"v1").bucket(b"default").bucket(b"images").bucket(b"example.com/a:1")
+        updated = codec.decode_time(img.get(b"updatedat"))
+        assert updated.offset == 5 * 3600 + 30 * 60 and updated.nanos == 1
+        assert img.bucket(b"target").get(b"size") == codec.encode_varint(1234)
+
+
+def test_dry_run_writes_nothing(cli, small_db, tmp_path):
+    before = small_db.read_bytes()
+    for command in (["rm", "example.com/a:1"], ["tag", "example.com/a:1", "b:2"],
+                    ["label", "example.com/a:1", "team="], ["copy", "--to-namespace", "k8s.io", "--all",
+                                                            "--content-root", str(tmp_path)]):
+        res = cli(command[0], "--db", str(small_db), "--dry-run", *command[1:])
+        assert res.rc == 0, (command, res.stderr)
+        assert res.stdout.startswith("would") or "would" in res.stdout, res.stdout
+    res = cli("compact", "--db", str(small_db), "--in-place", "--dry-run")
+    assert res.rc == 0 and "dry run" in res.stdout
+    assert small_db.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "meta.db"]
+
+
+def test_writing_keeps_a_backup_unless_told(cli, small_db, tmp_path):
+    assert cli("tag", "--db", str(small_db), "example.com/a:1", "b:2").rc == 0
+    backups = [n for n in os.listdir(tmp_path) if n.startswith("meta.db.bak-")]
+    assert len(backups) == 1
+    assert cli("tag", "--db", str(small_db), "--no-backup", "example.com/a:1", "b:3").rc == 0
+    assert len([n for n in os.listdir(tmp_path) if n.startswith("meta.db.bak-")]) == 1
+    names = cli("ls", "--db", str(small_db), "-q").stdout.split()
+    assert names == ["b:2", "b:3", "example.com/a:1"]
+
+
+def test_errors_are_one_line(cli, small_db, tmp_path):
+    cases = [
+        (["ls", "--filter", "name=="], "bad filter"),
+        (["rm", "nope"], "not found"),
+        (["tag", "nope", "x"], "not found"),
+        (["tag", "example.com/a:1", "example.com/a:1"], "already exists"),
+        (["label", "example.com/a:1", "novalue"], "KEY=VALUE"),
+        (["compact"], "-o OUTPUT or --in-place"),
+        (["copy", "--all"], "same namespace"),
+        (["copy", "--to-namespace", "x"], "--filter or --all"),
+    ]
+    before = small_db.read_bytes()
+    for args, text in cases:
+        res = cli(args[0], "--db", str(small_db), *args[1:])
+        assert res.rc == 1, (args, res.stderr)
+        assert text in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+        assert len(res.stderr.strip().splitlines()) <= 2, res.stderr
+    assert small_db.read_bytes() == before
+
+
+def test_import_rejects_bad_lines_without_writing(cli, small_db, tmp_path):
+    before = small_db.read_bytes()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**IMAGE, "name": "ok:1"}) + "\n{not json\n")
+    res = cli("import", "--db", str(small_db), "-i", str(bad))
+    assert res.rc == 1 and "line 2" in res.stderr
+    bad.write_text(json.dumps({**IMAGE, "createdAt": "yesterday"}) + "\n")
+    res = cli("import", "--db", str(small_db), "-i", str(bad))
+    assert res.rc == 1 and "line 1" in res.stderr and "RFC 3339" in res.stderr
+    assert small_db.read_bytes() == before
+
+
+def test_check_reports_layout_problems(cli, small_db):
+    from boltimages import bolt
+    with bolt.open(small_db) as db, db.begin(write=True) as tx:
+        img = tx.bucket(b"v1").bucket(b"default").bucket(b"images").bucket(b"example.com/a:1")
+        img.put(b"createdat", b"\x09garbage")
+        img.bucket(b"target").delete(b"digest")
+    res = cli("check", "--db", str(small_db))
+    assert res.rc == 4
+    assert "createdat does not decode" in res.stdout and "is not a digest" in res.stdout
+
+
+def test_no_progress_output_in_pipes(cli, small_db, tmp_path):
+    res = cli("export", "--db", str(small_db), "-o", str(tmp_path / "x.jsonl"))
+    assert "\r" not in res.stderr
+
+
+# ---- JSON times: every encoding Go can write survives the round trip ----------
+
+offsets = st.one_of(st.none(), st.integers(-18 * 3600, 18 * 3600).filter(lambda o: o // 60 != -1 or o % 60))
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds=st.integers(-62135596800 + 86400 * 2, 253402300799 - 86400 * 2),
+       nanos=st.integers(0, 999_999_999), offset=offsets)
+def test_time_json_round_trip(seconds, nanos, offset):
+    if offset is not None and (offset // 60 if offset >= 0 else -(-offset // 60)) == -1:
+        return  # -1 minute is Go's UTC marker and cannot be stored
+    raw = codec.encode_time(codec.Timestamp(seconds, nanos, offset))
+    text = records.time_to_json_safe(raw)
+    assert text is not None
+    assert records._time_from_doc(text) == raw
+    if offset is None or offset >= 0 or offset % 60 == 0:
+        assert not text.startswith("hex:"), text  # every ordinary time is readable RFC 3339
+
+
+@given(data=st.binary(min_size=1, max_size=20))
+def test_undecodable_times_survive_as_hex(data):
+    text = records.time_to_json_safe(data)
+    assert records._time_from_doc(text) == data
