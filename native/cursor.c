@@ -135,17 +135,17 @@ static int go_first(struct bolt_cursor *c)
     return BOLT_OK;
 }
 
+/* Descend along the last child of each level below the top. */
 static int go_last(struct bolt_cursor *c)
 {
     int rc;
-    for (;;) {
-        cursor_ref *top = &c->stack[c->depth - 1];
-        top->index = top->count ? top->count - 1 : 0;
-        if (top->leaf)
-            return BOLT_OK;
+    while (!c->stack[c->depth - 1].leaf) {
         if ((rc = push_child(c)))
             return rc;
+        cursor_ref *top = &c->stack[c->depth - 1];
+        top->index = top->count ? top->count - 1 : 0;
     }
+    return BOLT_OK;
 }
 
 /* Move to the next element, skipping empty leaves. 1 = moved, 0 = end. */
@@ -257,7 +257,10 @@ int cur_first(struct bolt_cursor *c, bolt_kv *out)
 int cur_last(struct bolt_cursor *c, bolt_kv *out)
 {
     int rc, moved = 1;
-    if ((rc = push_root(c)) || (rc = go_last(c)))
+    if ((rc = push_root(c)))
+        return rc;
+    c->stack[0].index = c->stack[0].count ? c->stack[0].count - 1 : 0;
+    if ((rc = go_last(c)))
         return rc;
     if (c->stack[c->depth - 1].count == 0 && (rc = prev_raw(c, &moved)))
         return rc;
