@@ -106,11 +106,12 @@ class Server:
         return lines[-1] if lines else "(empty log)"
 
     def rss(self) -> dict[str, int]:
-        """VmRSS and VmHWM (peak) in KiB of the server process."""
+        """VmRSS, VmHWM (peak), RssAnon (heap) and RssFile (mapped file pages,
+        mostly the database's mmap) in KiB of the server process."""
         out = {}
         for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             key = line.split(":")[0]
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[key] = int(line.split()[1])
         return out
 
@@ -319,16 +320,20 @@ def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, A
         rss = results.get(name, {}).get("rss_after_workload_kib")
         if rss:
             mem.append(f"{name} RSS after the workload: {rss.get('VmRSS', 0) / 1024:.0f} MiB "
-                       f"(peak {rss.get('VmHWM', 0) / 1024:.0f} MiB)")
+                       f"({rss.get('RssAnon', 0) / 1024:.0f} MiB heap + {rss.get('RssFile', 0) / 1024:.0f} MiB "
+                       f"mapped files; peak {rss.get('VmHWM', 0) / 1024:.0f} MiB)")
     rss = results.get("rss")
     if rss:
         for name in ("boltimages", "containerd"):
             if name in rss:
                 r = rss[name]
+                after = r["after_probe_kib"]
                 mem.append(f"{name} RSS holding {rss['images']:,} images ({rss['db_bytes'] / 2**20:.0f} MiB file): "
                            f"idle {r['idle_kib'].get('VmRSS', 0) / 1024:.0f} MiB, after a filtered List and "
-                           f"{r['probe']['get']['ops']:,} Gets {r['after_probe_kib'].get('VmRSS', 0) / 1024:.0f} MiB "
-                           f"(peak {r['after_probe_kib'].get('VmHWM', 0) / 1024:.0f} MiB)")
+                           f"{r['probe']['get']['ops']:,} Gets {after.get('VmRSS', 0) / 1024:.0f} MiB "
+                           f"= {after.get('RssAnon', 0) / 1024:.0f} MiB heap + "
+                           f"{after.get('RssFile', 0) / 1024:.0f} MiB mapped file pages "
+                           f"(peak {after.get('VmHWM', 0) / 1024:.0f} MiB)")
     if results.get("rss_error"):
         mem.append(f"RSS measurement failed: {results['rss_error']}")
     if mem:
