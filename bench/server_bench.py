@@ -20,9 +20,9 @@ Steps, in order, in namespace "bench":
   update             2,000 Updates of the labels (field mask "labels")
   create_single      2,000 Creates from one client
   delete             delete those 2,000 images, one client
-Then, for boltimages only unless --rss-containerd: the RSS of a server
-holding 100,000 images (a database written offline in containerd's layout
-with our engine, then a filtered List and 2,000 Gets to touch it).
+Then the RSS of each server holding 100,000 images: one database written
+offline in containerd's layout with our engine, copied to each server, then a
+filtered List and 2,000 Gets to touch it (--no-rss-containerd: ours only).
 
 Output: a Markdown table of containerd time / boltimages time (> 1.0 means
 boltimages is faster) and JSON under bench/out/.
@@ -350,7 +350,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--list-reps", type=int, default=10)
     ap.add_argument("--rss-images", type=int, default=None, help="images for the RSS measurement (default 100,000)")
-    ap.add_argument("--rss-containerd", action="store_true", help="also measure containerd's RSS on the same file")
+    ap.add_argument("--no-rss-containerd", dest="rss_containerd", action="store_false",
+                    help="measure only our server's RSS, not containerd's on the same file")
     ap.add_argument("--skip", default="", help="comma-separated: containerd, boltimages, rss")
     ap.add_argument("--dir", default=None, help="directory for both servers' files (same disk)")
     ap.add_argument("--keep", action="store_true", help="keep the servers' directories (logs, databases)")
