@@ -62,6 +62,15 @@ def _images_servicer(db: MetadataDB, publish: Callable[[str, str, Any], Any]) ->
             images_pb2.DESCRIPTOR.services_by_name["Images"].full_name)
 
 
+class _CallLogger(grpc.ServerInterceptor):
+    """Debug level only: one line per incoming call (method and namespace)."""
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        namespace = next((v for k, v in details.invocation_metadata or () if k == "containerd-namespace"), "-")
+        log.debug("call", extra={"method": details.method, "ns": namespace})
+        return continuation(details)
+
+
 class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -71,6 +80,7 @@ class Server:
         self.claim: Optional[SocketClaim] = None
         self.health: Optional[health.HealthServicer] = None
         self.tcp_port: Optional[int] = None
+        self.executor: Optional[futures.ThreadPoolExecutor] = None
         self._stop = threading.Event()
         self._sweeper: Optional[threading.Thread] = None
 
@@ -112,9 +122,10 @@ class Server:
                    ("grpc.max_send_message_length", cfg.max_send_message_size),
                    # the port is claimed by us (see listen.py); never share it
                    ("grpc.so_reuseport", 0)]
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.worker_count(),
-                                                        thread_name_prefix="grpc"),
-                             options=options, maximum_concurrent_rpcs=None)
+        self.executor = futures.ThreadPoolExecutor(max_workers=cfg.worker_count(), thread_name_prefix="grpc")
+        interceptors = [_CallLogger()] if log.isEnabledFor(logging.DEBUG) else []
+        server = grpc.server(self.executor, options=options, interceptors=interceptors,
+                             maximum_concurrent_rpcs=None)
         publish = self.publish
         names = []
         images = _images_servicer(db, publish)
@@ -213,6 +224,10 @@ class Server:
             # event streams never end on their own; close them so the wait is not the full grace
             self.bus.close()
             done.wait(grace + 1.0)
+        if self.executor is not None:
+            # gRPC cancels calls still running after the grace period but their
+            # handler threads run on; the file must outlive every one of them
+            self.executor.shutdown(wait=True)
         self._cleanup()
         log.info("stopped")
 

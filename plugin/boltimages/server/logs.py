@@ -19,7 +19,7 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 def _timestamp(record: logging.LogRecord) -> str:
     base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{base}.{int(record.msecs * 1000):06d}Z"
+    return f"{base}.{int((record.created % 1) * 1_000_000):06d}Z"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
