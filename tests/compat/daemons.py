@@ -72,6 +72,11 @@ class Daemon:
         self.db_path: Optional[pathlib.Path] = None   # the metadata file this daemon serves
 
     def start(self, timeout: float = 20.0) -> "Daemon":
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> "Daemon":
+        """Start the process without waiting for it to serve."""
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
@@ -79,6 +84,14 @@ class Daemon:
                                          start_new_session=True)
         finally:
             log.close()
+        return self
+
+    def serving(self) -> bool:
+        return os.path.exists(self.address) and _probe(self.address, self.probe_method, 1.0)
+
+    def wait_ready(self, timeout: float = 20.0) -> "Daemon":
+        """Wait until the socket answers; DaemonError (with the log tail) if it exits or times out."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,53 @@
+"""The meta.db flock, as containerd and we share it.
+
+containerd holds bbolt's exclusive flock on meta.db while it runs. Our server
+must refuse such a file with a clear one-line error (never a traceback, never
+a silent hang), and must take the same lock itself, so a containerd started on
+a file we serve waits for us instead of writing underneath us.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+import pytest
+
+from tests.compat.daemons import DaemonError, boltimages_daemon, containerd_daemon, containerd_meta_db
+
+pytestmark = pytest.mark.compat
+
+
+# Both tests run our real server even in self-test mode: they are about its lock.
+def test_ours_refuses_a_file_containerd_holds(containerd_factory, tmp_path: pathlib.Path) -> None:
+    real = containerd_factory()
+    ours = boltimages_daemon(tmp_path / "ours", real.db_path)
+    started = time.monotonic()
+    with pytest.raises(DaemonError):
+        ours.start(timeout=30)
+    elapsed = time.monotonic() - started
+    ours.stop()
+    assert ours.proc.returncode not in (0, None)
+    assert elapsed < 30, f"took {elapsed:.1f}s to give up"
+    log = ours.log_path.read_text()
+    assert "Traceback" not in log, log
+    assert "locked" in log, log
+    assert real.serving(), "containerd must be unaffected"
+
+
+def test_containerd_waits_for_our_lock(containerd_bin: str, tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "root"
+    db = containerd_meta_db(root)
+    db.parent.mkdir(parents=True)
+    ours = boltimages_daemon(tmp_path / "ours", db).start()
+    real = containerd_daemon(containerd_bin, tmp_path / "containerd", root)
+    real.launch()
+    try:
+        time.sleep(3)
+        assert real.running, real.log_tail()
+        assert not real.serving(), "containerd opened meta.db while our server held it"
+        assert ours.stop() == 0, ours.log_tail()
+        real.wait_ready(timeout=30)   # our lock released: containerd proceeds on the same file
+    finally:
+        real.stop()
+        ours.stop()
