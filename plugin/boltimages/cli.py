@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _filter_arg(p)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("-q", "--quiet", action="store_true", help="print only image names")
+    p.add_argument("--namespaces", action="store_true",
+                   help="list namespaces and their labels instead, like 'ctr namespaces ls'")
 
     p = cmd("inspect", "show image records in full, as JSON", [db], listing.run_inspect)
     p.add_argument("-n", "--namespace", help="only this namespace (default: all)")

@@ -96,6 +96,12 @@ def test_roundtrip_export_is_exact(cli, small_db, tmp_path):
         assert img.bucket(b"target").get(b"size") == codec.encode_varint(1234)
 
 
+def test_ls_namespaces(cli, small_db):
+    res = cli("ls", "--db", str(small_db), "--namespaces")
+    assert res.rc == 0
+    assert res.stdout.splitlines()[1].split() == ["default", "owner=me"]
+
+
 def test_dry_run_writes_nothing(cli, small_db, tmp_path):
     before = small_db.read_bytes()
     for command in (["rm", "example.com/a:1"], ["tag", "example.com/a:1", "b:2"],

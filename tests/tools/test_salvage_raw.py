@@ -63,9 +63,10 @@ def test_zeroed_meta_falls_back_to_the_other(oracle, tmp_path):
     assert dump_tree(result["tree"]) == oracle.dump(path)
 
 
-@pytest.mark.parametrize("how", ["zero", "bitflip-header"])
-def test_damaged_leaf_loses_only_that_page(oracle, tmp_path, how):
-    data = bytearray(_gen(oracle, tmp_path, seed=12, page_size=4096))
+@pytest.mark.parametrize("how,nofl", [("zero", False), ("bitflip-header", False), ("zero", True)],
+                         ids=["zero", "bitflip-header", "zero-nofreelistsync"])
+def test_damaged_leaf_loses_only_that_page(oracle, tmp_path, how, nofl):
+    data = bytearray(_gen(oracle, tmp_path, seed=12, page_size=4096, no_freelist_sync=nofl))
     ps = rawpages.RawFile(bytes(data)).page_size
     leaves = pages_of_kind(bytes(data), rawpages.FLAG_LEAF)
     assert len(leaves) > 4
@@ -81,7 +82,8 @@ def test_damaged_leaf_loses_only_that_page(oracle, tmp_path, how):
     assert dump_tree(result["tree"]) == expected
 
 
-def test_zeroed_branch_is_rebuilt_from_orphaned_leaves(oracle, tmp_path):
+@pytest.mark.parametrize("how", ["zero", "bitflip-key"])
+def test_damaged_branch_is_rebuilt_from_orphaned_leaves(oracle, tmp_path, how):
     data = bytearray(_gen(oracle, tmp_path, seed=13, page_size=1024, txs=40, ops=300))
     ps = rawpages.RawFile(bytes(data)).page_size
     root_page = rawpages.RawFile(bytes(data)).valid_metas()[0].root
@@ -89,7 +91,14 @@ def test_zeroed_branch_is_rebuilt_from_orphaned_leaves(oracle, tmp_path):
     assert branches, "generated file has no branch page below the root"
     intact = dump_tree(read_intact(bytes(data)).root)
     victim = branches[-1]
-    data[victim * ps:(victim + 1) * ps] = bytes(ps)
+    if how == "zero":
+        data[victim * ps:(victim + 1) * ps] = bytes(ps)
+    else:
+        # flip a bit of the second key's length: the element now points past the page or
+        # the keys fall out of order; either way the branch cannot be trusted
+        count = struct.unpack_from("<H", data, victim * ps + 10)[0]
+        assert count >= 2
+        data[victim * ps + 16 + 16 + 4 + 3] ^= 0x80
     result = salvage.recover(bytes(data))
     report = result["report"]
     assert [d["page"] for d in report["lost_detail"]] == [victim]

@@ -39,6 +39,10 @@ def run_ls(args: argparse.Namespace) -> int:
                           "namespaces": [{"name": ns, "labels": ns_info[ns]} for ns in spaces],
                           "images": [img.to_json() for img in imgs]}, indent=2, ensure_ascii=True))
         return EXIT_OK
+    if args.namespaces:
+        rows = [["NAME", "LABELS"]] + [[ns, label_text(ns_info[ns])] for ns in spaces]
+        print_table(rows)
+        return EXIT_OK
     if args.quiet:
         for img in imgs:
             print(img.name)
