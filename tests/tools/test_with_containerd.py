@@ -240,3 +240,27 @@ def test_every_command_refuses_a_file_containerd_holds(cli, root, start_containe
         assert hashlib.sha256(root.db.read_bytes()).hexdigest() == before, command
         assert sorted(os.listdir(root.db.parent)) == listing, command
     assert not (tmp_path / "out.db").exists()
+
+
+def test_copy_synthesises_blob_records_with_gc_labels(cli, root, tmp_path, start_containerd):
+    """A source namespace without content records (records imported from JSON): copy walks the
+    content store, writes blob records with containerd's GC labels, and GC keeps the layers."""
+    dump = tmp_path / "default.jsonl"
+    assert cli("export", "--db", str(root.db), "-n", "default", "-o", str(dump)).rc == 0
+    assert cli("import", "--db", str(root.db), "-n", "bare", "-i", str(dump), "--no-backup").rc == 0
+    out = cli("copy", "--db", str(root.db), "-n", "bare", "--to-namespace", "k8s.io", "--content-root",
+              str(root.content), "--all", "--no-backup")
+    assert out.rc == 0, out.stderr
+    daemon = start_containerd(root)
+    refs = sorted(ref for ns, ref, _ in IMAGES if ns == "default") + ["docker.io/library/alpha:latest"]
+    ctr_on(daemon, "default", "images", "rm", "--sync", *refs)
+    ctr_on(daemon, "bare", "images", "rm", "--sync", *refs)
+    rows = _ctr_rows(daemon, "k8s.io", "check")
+    assert sorted(r[0] for r in rows) == sorted(refs)
+    assert all(r[3] == "complete" for r in rows), rows
+    content = {r[0]: r[-1] for r in table_rows(ctr_on(daemon, "k8s.io", "content", "ls"))}
+    assert len(content) == 9
+    manifests = {r[2] for r in rows}
+    for digest in manifests:
+        labels = dict(kv.split("=", 1) for kv in content[digest].split(","))
+        assert set(labels) == {"containerd.io/gc.ref.content.config", "containerd.io/gc.ref.content.l.0"}

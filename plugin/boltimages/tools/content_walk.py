@@ -36,7 +36,7 @@ def child_label_key(media_type: str) -> str:
         return GC_CONTENT_PREFIX + "config"
     if media_type in MANIFEST_TYPES:
         return GC_CONTENT_PREFIX + "m."
-    if media_type.startswith(LAYER_PREFIXES) or media_type.endswith(".tar") or ".tar+" in media_type:
+    if media_type.startswith(LAYER_PREFIXES):
         return GC_CONTENT_PREFIX + "l."
     return GC_CONTENT_PREFIX
 

@@ -76,9 +76,11 @@ def _copy_one(img: records.Image, src_tx: Any, dst_tx: Any, dst_ns: str, args: a
     for node in content_walk.reachable(args.content_root, img.digest, img.media_type, img.size):
         src_blob = records.read_blob(src_tx, img.namespace, node.digest)
         if src_blob is None and not node.present:
-            # never pulled (e.g. another platform of an index): nothing to record
-            if node.digest == img.digest or node.media_type not in content_walk.INDEX_TYPES | content_walk.MANIFEST_TYPES:
-                stats["missing"] += 1 if node.digest == img.digest else 0
+            # never fetched (e.g. another platform of an index): nothing to record
+            if node.digest == img.digest:
+                stats["missing"] += 1
+                note(f"warning: {img.name}: target {node.digest} is neither recorded nor under "
+                     f"{args.content_root}")
             continue
         if not node.present:
             stats["missing"] += 1
@@ -86,9 +88,12 @@ def _copy_one(img: records.Image, src_tx: Any, dst_tx: Any, dst_ns: str, args: a
         if node.digest in stats_done(stats) or records.read_blob(dst_tx, dst_ns, node.digest) is not None:
             stats["blobs_kept"] += 1
             continue
-        blob = src_blob or records.Blob(node.digest, node.size, now, now, {})
-        for key, value in node.child_labels.items():
-            blob.labels.setdefault(key, value)
+        if src_blob is not None:
+            blob = src_blob  # containerd's own record, GC labels included: copied as is
+        else:
+            # no record in the source (e.g. merging from a node whose records were lost):
+            # label the children the way containerd does when it fetches an image
+            blob = records.Blob(node.digest, node.size, now, now, dict(node.child_labels))
         stats["blobs"] += 1
         stats_done(stats).add(node.digest)
         if dst_tx.writable:
