@@ -148,3 +148,46 @@ def test_lease_resources_match_containerd(containerd, serve):
     theirs = _lease_steps("unix://" + containerd.address)
     ours = _lease_steps(serve().target)
     assert ours == theirs
+
+
+def _snapshot_answers(target: str, key: str) -> dict[str, Any]:
+    from boltimages.api.containerd.services.snapshots.v1 import snapshots_pb2 as S, snapshots_pb2_grpc
+    with grpc.insecure_channel(target) as ch:
+        stub = snapshots_pb2_grpc.SnapshotsStub(ch)
+        out: dict[str, Any] = {}
+        code, reply = outcome(stub.Stat, S.StatSnapshotRequest(snapshotter="native", key=key), "cns")
+        # the kind lives in the snapshotter's own store, which we do not read: compared separately
+        out["stat"] = (code, (reply.info.name, reply.info.parent, dict(reply.info.labels),
+                              reply.info.created_at.seconds) if code == "OK" else reply)
+        out["stat-missing"] = outcome(stub.Stat, S.StatSnapshotRequest(snapshotter="native", key="nope"), "cns")
+        out["stat-no-snapshotter"] = outcome(stub.Stat, S.StatSnapshotRequest(key=key), "cns")
+        code, replies = outcome(stub.List, S.ListSnapshotsRequest(snapshotter="native"), "cns")
+        out["list"] = (code, [(i.name, i.parent) for r in replies for i in r.info])
+        return out
+
+
+def test_unpacked_image_on_containerd_file(containerd, serve, tmp_path):
+    image = build_image("example.com/compat/unpacked:1", "unpacked")
+    archive = write_archive(tmp_path / "img.tar", [image])
+    imported = _ctr(containerd.address, "images", "import", "--snapshotter", "native", str(archive))
+    assert imported.returncode == 0, imported.stderr
+    env_check = ["env", "CONTAINERD_SNAPSHOTTER=native"]
+    time.sleep(1.5)
+
+    def check(address: str) -> str:
+        done = subprocess.run([*env_check, require_tool("ctr"), "--address", address, "-n", "cns", "images",
+                               "check"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    their_check = check(containerd.address)
+    assert their_check.split()[-1] == "true"
+    keys = [line.split()[0] for line in _ctr(containerd.address, "snapshots", "--snapshotter", "native",
+                                             "ls").stdout.splitlines()[1:]]
+    assert keys
+    theirs = _snapshot_answers("unix://" + containerd.address, keys[0])
+    containerd.stop()
+
+    ours = serve(db=str(containerd_meta_db(pathlib.Path(containerd.address).parent / "root")))
+    assert _snapshot_answers(ours.target, keys[0]) == theirs
+    assert check(ours.socket) == their_check

@@ -25,6 +25,7 @@ from ..api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from ..api.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from ..api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from ..api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
+from ..api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
 from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 from ..store import leases as lease_store
 from ..store.db import MetadataDB
@@ -36,6 +37,7 @@ from .introspection_service import IntrospectionServicer, default_plugins, store
 from .leases_service import LeasesServicer
 from .listen import SocketClaim
 from .namespaces_service import NamespacesServicer
+from .snapshots_service import SnapshotsServicer
 from .version_service import VersionServicer, revision, version_string
 
 log = logging.getLogger("boltimages.server")
@@ -141,11 +143,13 @@ class Server:
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus, max_subscribers=max(1, cfg.worker_count() - RESERVED_WORKERS)), server)
         content_root = cfg.content_root or default_content_root(cfg.db_path)
         content_pb2_grpc.add_ContentServicer_to_server(ContentServicer(db, content_root), server)
+        snapshots_pb2_grpc.add_SnapshotsServicer_to_server(SnapshotsServicer(db), server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names += [d.DESCRIPTOR.services_by_name[s].full_name for d, s in (
             (namespace_pb2, "Namespaces"), (leases_pb2, "Leases"), (version_pb2, "Version"),
-            (introspection_pb2, "Introspection"), (events_pb2, "Events"), (content_pb2, "Content"))]
+            (introspection_pb2, "Introspection"), (events_pb2, "Events"), (content_pb2, "Content"),
+            (snapshots_pb2, "Snapshots"))]
         for name in ["", *names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
