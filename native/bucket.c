@@ -15,6 +15,60 @@ static int name_eq(const struct bolt_bucket *c, const uint8_t *name, size_t len)
     return c->name_len == len && (len == 0 || memcmp(c->name, name, len) == 0);
 }
 
+static size_t name_hash(const uint8_t *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ name[i]) * 0x100000001b3ull;
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* The open handle for name, if any: a hash index keeps lookups O(1) when a
+ * tx opens thousands of sub-buckets (one per containerd image, say). */
+static struct bolt_bucket *cached_child(struct bolt_bucket *b, const uint8_t *name, size_t len)
+{
+    if (!b->chash_cap)
+        return NULL;
+    size_t mask = b->chash_cap - 1;
+    for (size_t i = name_hash(name, len) & mask;; i = (i + 1) & mask) {
+        uint32_t slot = b->chash[i];
+        if (!slot)
+            return NULL;
+        struct bolt_bucket *c = b->children[slot - 1];
+        if (!c->deleted && name_eq(c, name, len))
+            return c;
+    }
+}
+
+static void hash_insert(struct bolt_bucket *b, size_t idx)
+{
+    struct bolt_bucket *c = b->children[idx];
+    size_t mask = b->chash_cap - 1;
+    size_t i = name_hash(c->name, c->name_len) & mask;
+    while (b->chash[i])
+        i = (i + 1) & mask;
+    b->chash[i] = (uint32_t)(idx + 1);
+}
+
+/* Register children[nchildren - 1] in the index, growing it as needed. */
+static int index_child(struct bolt_bucket *b)
+{
+    if (b->nchildren * 2 > b->chash_cap) {
+        size_t nc = b->chash_cap ? b->chash_cap * 2 : 16;
+        uint32_t *nh = calloc(nc, sizeof *nh);
+        if (!nh)
+            return set_err(BOLT_ERR_NOMEM, "out of memory");
+        free(b->chash);
+        b->chash = nh;
+        b->chash_cap = nc;
+        for (size_t i = 0; i < b->nchildren; i++)
+            hash_insert(b, i);
+        return BOLT_OK;
+    }
+    hash_insert(b, b->nchildren - 1);
+    return BOLT_OK;
+}
+
 int bucket_root_page(struct bolt_bucket *b, bpage *out)
 {
     if (b->root)
@@ -94,17 +148,21 @@ static int bucket_open_value(struct bolt_bucket *parent, const uint8_t *name, si
     parent->children[parent->nchildren++] = c;
     c->next_all = tx->buckets;
     tx->buckets = c;
+    if (index_child(parent)) {
+        parent->nchildren--;
+        return tx_fail(tx, BOLT_ERR_NOMEM);
+    }
     *out = c;
     return BOLT_OK;
 }
 
 int bucket_child(struct bolt_bucket *b, const uint8_t *name, size_t len, struct bolt_bucket **out)
 {
-    for (size_t i = 0; i < b->nchildren; i++)
-        if (!b->children[i]->deleted && name_eq(b->children[i], name, len)) {
-            *out = b->children[i];
-            return BOLT_OK;
-        }
+    struct bolt_bucket *cached = cached_child(b, name, len);
+    if (cached) {
+        *out = cached;
+        return BOLT_OK;
+    }
     struct bolt_cursor c;
     cur_init(&c, b);
     int found;
@@ -326,11 +384,7 @@ int bucket_delete_child(struct bolt_bucket *b, const uint8_t *name, size_t len)
         return rc;
     if ((rc = bucket_free_all(child)))
         return rc;
-    for (size_t i = 0; i < b->nchildren; i++)
-        if (b->children[i] == child) {
-            b->children[i] = b->children[--b->nchildren];
-            break;
-        }
+    /* The handle stays in b->children, flagged deleted: spill skips it. */
     return bucket_del_key(b, name, len, 1);
 }
 
@@ -444,6 +498,7 @@ int bucket_spill(struct bolt_bucket *b)
 
 void bucket_free_handle(struct bolt_bucket *b)
 {
+    free(b->chash);
     free(b->children);
     free(b->name);
     free(b);

@@ -19,8 +19,10 @@ struct bolt_bucket {
     const uint8_t *inline_page; /* the leaf page image inside the bucket value */
     size_t inline_len;
     node *root_node;            /* materialised root, write tx only */
-    struct bolt_bucket **children;
+    struct bolt_bucket **children; /* opened sub-buckets (deleted ones stay, flagged) */
     size_t nchildren, capchildren;
+    uint32_t *chash;            /* open-addressing index into children (i + 1; 0 = empty) */
+    size_t chash_cap;
     int deleted, depth, is_root;
     struct bolt_bucket *next_all;
 };

@@ -365,6 +365,14 @@ int cur_next(struct bolt_cursor *c, bolt_kv *out)
             memset(out, 0, sizeof *out);
         return BOLT_OK;
     }
+    if (c->mod_seq == c->b->tx->mod_seq && !c->resynced_ahead) {
+        /* fast path: the next element is on the same leaf */
+        cursor_ref *top = &c->stack[c->depth - 1];
+        if (top->index + 1 < top->count) {
+            top->index++;
+            return settle(c, 1, out, CUR_PAST_END);
+        }
+    }
     if ((rc = resync(c)))
         return rc;
     if (c->resynced_ahead) {
