@@ -334,8 +334,15 @@ static int bucket_free_all(struct bolt_bucket *b)
     cur_init(&c, b);
     uint8_t **names = NULL;
     size_t *lens = NULL, n = 0, cap = 0;
+    /* A sound tree holds at most this many entries (16-byte elements);
+     * more means pages are shared, so stop instead of walking forever. */
+    uint64_t budget = tx->meta.pgid * (tx->ps / LEAF_ELEM_SIZE) + 1;
     int rc = cur_first(&c, &kv);
     while (!rc && kv.key) {
+        if (budget-- == 0) {
+            rc = tx_fail(tx, set_err(BOLT_ERR_CORRUPT, "bucket holds more entries than its pages can (shared pages)"));
+            break;
+        }
         if (kv.flags & LEAF_FLAG_BUCKET) {
             if (n == cap) {
                 size_t nc = cap ? cap * 2 : 8;
@@ -525,12 +532,17 @@ static void stats_add(bolt_bucket_stats *s, const bolt_bucket_stats *o)
 }
 
 static int stats_bucket(bolt_tx *tx, uint64_t root, const uint8_t *inl, size_t inl_len, int bdepth,
-                        bolt_bucket_stats *s);
+                        bolt_bucket_stats *s, uint64_t *budget);
 
+/* `budget` counts pages still allowed: a sound file reaches each page once,
+ * so running out means shared subtrees or cycles, not a huge bucket. */
 static int stats_page(bolt_tx *tx, const bpage *p, int is_inline, int depth, int bdepth, bolt_bucket_stats *s,
-                      bolt_bucket_stats *sub)
+                      bolt_bucket_stats *sub, uint64_t *budget)
 {
     int rc;
+    if ((*budget)-- == 0)
+        return set_err(BOLT_ERR_CORRUPT, "page %llu: pages reached more than once (corrupt page graph)",
+                       (unsigned long long)p->id);
     if (depth >= MAX_TREE_DEPTH)
         return set_err(BOLT_ERR_CORRUPT, "page %llu: tree deeper than %d levels", (unsigned long long)p->id,
                        MAX_TREE_DEPTH);
@@ -563,7 +575,7 @@ static int stats_page(bolt_tx *tx, const bpage *p, int is_inline, int depth, int
                 bolt_bucket_stats cs;
                 uint64_t croot = le64(v);
                 if ((rc = stats_bucket(tx, croot, croot ? NULL : v + BUCKET_HEADER_SIZE,
-                                       croot ? 0 : vl - BUCKET_HEADER_SIZE, bdepth + 1, &cs)))
+                                       croot ? 0 : vl - BUCKET_HEADER_SIZE, bdepth + 1, &cs, budget)))
                     return rc;
                 stats_add(sub, &cs);
             }
@@ -581,7 +593,7 @@ static int stats_page(bolt_tx *tx, const bpage *p, int is_inline, int depth, int
                 return set_err(BOLT_ERR_CORRUPT, "page %llu: element %u lies outside the page",
                                (unsigned long long)p->id, i);
             bpage cp;
-            if ((rc = tx_tree_page(tx, c, &cp)) || (rc = stats_page(tx, &cp, 0, depth + 1, bdepth, s, sub)))
+            if ((rc = tx_tree_page(tx, c, &cp)) || (rc = stats_page(tx, &cp, 0, depth + 1, bdepth, s, sub, budget)))
                 return rc;
         }
     }
@@ -591,7 +603,7 @@ static int stats_page(bolt_tx *tx, const bpage *p, int is_inline, int depth, int
 }
 
 static int stats_bucket(bolt_tx *tx, uint64_t root, const uint8_t *inl, size_t inl_len, int bdepth,
-                        bolt_bucket_stats *s)
+                        bolt_bucket_stats *s, uint64_t *budget)
 {
     bolt_bucket_stats sub;
     memset(s, 0, sizeof *s);
@@ -608,11 +620,11 @@ static int stats_bucket(bolt_tx *tx, uint64_t root, const uint8_t *inl, size_t i
         page_header(inl, inl_len, &p);
         if (p.flags != PAGE_FLAG_LEAF)
             return set_err(BOLT_ERR_CORRUPT, "inline bucket page: invalid type 0x%x", p.flags);
-        rc = stats_page(tx, &p, 1, 0, bdepth, s, &sub);
+        rc = stats_page(tx, &p, 1, 0, bdepth, s, &sub, budget);
     } else {
         rc = tx_tree_page(tx, root, &p);
         if (!rc)
-            rc = stats_page(tx, &p, 0, 0, bdepth, s, &sub);
+            rc = stats_page(tx, &p, 0, 0, bdepth, s, &sub, budget);
     }
     if (rc)
         return rc;
@@ -625,7 +637,9 @@ static int stats_bucket(bolt_tx *tx, uint64_t root, const uint8_t *inl, size_t i
 
 int bucket_stats_internal(struct bolt_bucket *b, bolt_bucket_stats *s)
 {
-    return stats_bucket(b->tx, b->root, b->inline_page, b->inline_len, b->depth, s);
+    uint64_t budget = b->tx->meta.pgid + 1; /* + inline pages, which have no id */
+    budget += budget; /* every inline bucket sits on a distinct leaf */
+    return stats_bucket(b->tx, b->root, b->inline_page, b->inline_len, b->depth, s, &budget);
 }
 
 /* ---- public API ---- */

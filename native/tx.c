@@ -147,12 +147,51 @@ int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out)
     return BOLT_OK;
 }
 
+/* Remember pgid as freed by this tx; -1 if it already was. */
+static int freed_insert(bolt_tx *tx, uint64_t pgid)
+{
+    if (tx->nfreed * 2 >= tx->capfreed) {
+        size_t nc = tx->capfreed ? tx->capfreed * 2 : 256;
+        uint64_t *nf = calloc(nc, sizeof *nf);
+        if (!nf)
+            return -2;
+        for (size_t i = 0; i < tx->capfreed; i++) {
+            uint64_t v = tx->freed[i];
+            if (!v)
+                continue;
+            size_t j = (size_t)(v * 0x9E3779B97F4A7C15ull) & (nc - 1);
+            while (nf[j])
+                j = (j + 1) & (nc - 1);
+            nf[j] = v;
+        }
+        free(tx->freed);
+        tx->freed = nf;
+        tx->capfreed = nc;
+    }
+    size_t mask = tx->capfreed - 1;
+    for (size_t j = (size_t)(pgid * 0x9E3779B97F4A7C15ull) & mask;; j = (j + 1) & mask) {
+        if (tx->freed[j] == pgid)
+            return -1;
+        if (!tx->freed[j]) {
+            tx->freed[j] = pgid; /* page ids freed are >= 2, so 0 means empty */
+            tx->nfreed++;
+            return 0;
+        }
+    }
+}
+
 int tx_free_page(bolt_tx *tx, uint64_t pgid)
 {
     bpage p;
     int rc = tx_page(tx, pgid, &p);
     if (rc)
         return rc;
+    int seen = pgid >= 2 ? freed_insert(tx, pgid) : 0;
+    if (seen == -2)
+        return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "out of memory"));
+    if (seen == -1)
+        return tx_fail(tx, set_err(BOLT_ERR_CORRUPT, "page %llu: multiple references (freed twice in one transaction)",
+                                   (unsigned long long)pgid));
     pthread_mutex_lock(&tx->db->mu);
     rc = fl_free(&tx->db->fl, tx->meta.txid, pgid, p.overflow);
     pthread_mutex_unlock(&tx->db->mu);
@@ -234,6 +273,9 @@ static void tx_release_memory(bolt_tx *tx)
     free(tx->allocs);
     tx->allocs = NULL;
     tx->nallocs = tx->capallocs = 0;
+    free(tx->freed);
+    tx->freed = NULL;
+    tx->nfreed = tx->capfreed = 0;
     while (tx->arena) {
         arena_chunk *n = tx->arena->next;
         free(tx->arena);

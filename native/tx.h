@@ -44,6 +44,8 @@ struct bolt_tx {
     uint64_t *allocs;           /* ids taken from the freelist, given back on rollback */
     size_t nallocs, capallocs;
     arena_chunk *arena;
+    uint64_t *freed;            /* hash set of pages freed by this tx: a page reached */
+    size_t nfreed, capfreed;    /* twice (corrupt, shared subtree) is an error, not a loop */
     struct bolt_tx *next_open, *prev_open;
 };
 
