@@ -91,7 +91,7 @@ def test_containerd_file_served_by_us_reads_the_same(containerd, serve, tmp_path
     db = containerd_meta_db(root)
     # while containerd runs its file is locked: one clear line, nothing served
     locked = run_serve("--socket", str(tmp_path / "x.sock"), "--db", str(db))
-    assert locked.returncode == 1 and "locked" in locked.stderr and "Traceback" not in locked.stderr
+    assert locked.returncode == 3 and "locked" in locked.stderr and "Traceback" not in locked.stderr
     containerd.stop()
 
     ours = serve(db=str(db))  # content directory found beside the file

@@ -38,7 +38,7 @@ def test_locked_db_gives_one_line(tmp_path):
     db = tmp_path / "meta.db"
     with bolt.open(str(db)):  # holds bbolt's exclusive flock, as a running containerd does
         result = run_serve("--socket", str(tmp_path / "s.sock"), "--db", str(db))
-    assert result.returncode == 1
+    assert result.returncode == 3  # the offline commands' "locked" status
     line = _one_line_error(result)
     assert "locked" in line and str(db) in line
     assert not (tmp_path / "s.sock").exists()
@@ -54,7 +54,7 @@ def test_locked_by_plain_flock(tmp_path):
         result = run_serve("--socket", str(tmp_path / "s.sock"), "--db", str(db))
     finally:
         os.close(fd)
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "locked" in _one_line_error(result)
 
 

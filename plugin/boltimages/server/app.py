@@ -8,6 +8,7 @@ and remove the socket.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -48,8 +49,33 @@ RESERVED_WORKERS = 8
 LEASE_SWEEP_SECONDS = 60.0
 
 
+#: exit status when the metadata file is locked (same as the offline commands)
+EXIT_LOCKED = 3
+
+
 class ServeError(Exception):
     """Start-up failed; the text is the one line the user sees."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _held_by_another_process(path: str) -> bool:
+    """True when someone holds bbolt's flock on ``path`` (containerd running on it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops a lock we may have taken
+    return False
 
 
 def _images_servicer(db: MetadataDB, publish: Callable[[str, str, Any], Any]) -> Optional[tuple[Any, Any, str]]:
@@ -114,7 +140,8 @@ class Server:
         try:
             return MetadataDB(cfg.db_path, read_only=cfg.read_only, create=not cfg.read_only, timeout=1.0)
         except Exception as exc:  # noqa: BLE001 - every failure to open becomes one clear line
-            raise ServeError(str(exc)) from None
+            code = EXIT_LOCKED if _held_by_another_process(cfg.db_path) else 1
+            raise ServeError(str(exc), code) from None
 
     def _build_server(self) -> grpc.Server:
         cfg = self.config

@@ -53,6 +53,6 @@ def run_serve(args: argparse.Namespace) -> int:
     except (ServeError, SocketInUse, config_mod.ConfigError) as exc:
         log.error("%s", exc)
         print(f"boltimages serve: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         return 130
