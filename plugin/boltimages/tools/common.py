@@ -117,7 +117,11 @@ def atomic_replace(new: str, target: str, keep_backup: bool) -> Optional[str]:
         copy_ownership(target, new)
         if keep_backup:
             backup = backup_path(target)
-            os.link(target, backup)
+            try:
+                os.link(target, backup)  # instant, and the backup is exactly the old inode
+            except OSError:
+                shutil.copy2(target, backup)
+                _fsync_path(backup)
     _fsync_path(new)
     os.replace(new, target)
     fsync_dir(target)

@@ -76,8 +76,18 @@ def recover(data: bytes) -> dict[str, Any]:
                               "to": None if loss.hi is None else loss.hi.decode("utf-8", "backslashreplace")}
                              for loss in walk.losses]
     report["dropped"] = drop_incomplete_records(walk.root)
+    report["images"] = _image_counts(walk.root)
     report["entries"] = walk.root.count()
     return {"tree": walk.root, "report": report}
+
+
+def _image_counts(root: rawpages.Bucket) -> dict[str, int]:
+    v1 = root.buckets.get(layout.SCHEMA_BUCKET)
+    out: dict[str, int] = {}
+    for ns_name, ns in (v1.buckets.items() if v1 else []):
+        images = ns.buckets.get(layout.IMAGES_BUCKET)
+        out[ns_name.decode("utf-8", "backslashreplace")] = len(images.buckets) if images else 0
+    return out
 
 
 def drop_incomplete_records(root: rawpages.Bucket) -> list[str]:
@@ -278,4 +288,6 @@ def _print_report(report: dict[str, Any], dry_run: bool) -> None:
             print(f"    {line}")
     else:
         print("  nothing lost")
+    if report["images"]:
+        print("  images recovered: " + ", ".join(f"{ns}: {n}" for ns, n in sorted(report["images"].items())))
     print(f"{verb} {report['entries']} entries to {report['output']}")
