@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # the engine is only needed once a store touches a file
 
 MAX_LABEL_SIZE = 4096
 GC_EXPIRE_LABEL = "containerd.io/gc.expire"
-LEASE_IMAGES_BUCKET = b"images"
 
 
 @dataclass
@@ -358,12 +357,12 @@ def _add_image_lease(tx: "bolt.Tx", ns: str, lease: Optional[str], name: str,
     record = _bucket_path(tx, (*layout.leases_path(ns), lease.encode()))
     if record is None:
         raise NotFound("lease does not exist")
-    record.create_bucket_if_not_exists(LEASE_IMAGES_BUCKET).put(name.encode(), b"")
+    record.create_bucket_if_not_exists(layout.LEASE_IMAGES_BUCKET).put(name.encode(), b"")
 
 
 def _remove_image_lease(tx: "bolt.Tx", ns: str, lease: Optional[str], name: str) -> None:
     if not lease:
         return
-    images = _bucket_path(tx, (*layout.leases_path(ns), lease.encode(), LEASE_IMAGES_BUCKET))
+    images = _bucket_path(tx, (*layout.leases_path(ns), lease.encode(), layout.LEASE_IMAGES_BUCKET))
     if images is not None and name:
         images.delete(name.encode())

@@ -25,7 +25,10 @@ keys ``name = value``; ``<...>`` is an arbitrary key.
     │       │           ├── mediatype = <string>
     │       │           └── size      = <zig-zag varint>
     │       ├── [leases]                      owned by the leases module (leases store)
-    │       │   └── [<lease id>] createdat, [labels], [content], [snapshots], [ingests]
+    │       │   └── [<lease id>] createdat, [labels], [content], [snapshots], [ingests],
+    │       │       [images]/<image name> = ""   2.x: written by the images store when an
+    │       │                                     image with containerd.io/gc.expire is
+    │       │                                     created/updated under a lease
     │       │
     │       │   ---- never touched by boltimages, kept byte-for-byte ----
     │       ├── [containers]                  container records
@@ -79,6 +82,7 @@ SIZE_KEY = b"size"
 LEASE_CONTENT_BUCKET = b"content"
 LEASE_SNAPSHOTS_BUCKET = b"snapshots"
 LEASE_INGESTS_BUCKET = b"ingests"
+LEASE_IMAGES_BUCKET = b"images"
 
 
 def namespace_path(namespace: str) -> tuple[bytes, bytes]:
