@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
 
     from .tools import (check, compact, copying, edit, listing, porting, salvage)
-    p = cmd("ls", "list namespaces' images, like 'ctr images ls'", [db], listing.run_ls)
+    p = cmd("ls", "list namespaces' images, like 'ctr images ls' (SIZE is the target descriptor's "
+            "size: the file alone does not know layer sizes)", [db], listing.run_ls)
     p.add_argument("-n", "--namespace", help="only this namespace (default: all)")
     _filter_arg(p)
     p.add_argument("--format", choices=["table", "json"], default="table")

@@ -197,3 +197,29 @@ def test_time_json_round_trip(seconds, nanos, offset):
 def test_undecodable_times_survive_as_hex(data):
     text = records.time_to_json_safe(data)
     assert records._time_from_doc(text) == data
+
+
+def test_progress_only_on_a_terminal(small_db, tmp_path):
+    """With stderr on a terminal the progress line is drawn (and erased); pipes stay clean (above)."""
+    import pty
+    import subprocess
+    import sys
+    from tests.tools.conftest import REPO
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=str(REPO / "plugin"))
+    proc = subprocess.run([sys.executable, "-m", "boltimages.cli", "export", "--db", str(small_db), "-o",
+                           str(tmp_path / "x.jsonl")], stderr=slave, stdout=subprocess.DEVNULL, env=env,
+                          timeout=60)
+    os.close(slave)
+    seen = b""
+    try:
+        while True:
+            chunk = os.read(master, 4096)
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:
+        pass
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"\rexport" in seen and b"\x1b[K" in seen

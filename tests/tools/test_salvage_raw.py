@@ -162,3 +162,15 @@ def test_no_valid_meta_is_one_clear_error(tmp_path):
     from boltimages.tools.common import ToolError
     with pytest.raises(ToolError, match="neither meta page is valid"):
         salvage.recover(bytes(8192))
+
+
+def test_zeroed_meta0_of_a_16k_file(oracle, tmp_path):
+    """bbolt refuses a 16 KiB-page file whose meta 0 is gone; salvage finds meta 1 by probing sizes."""
+    data = bytearray(_gen(oracle, tmp_path, seed=16, page_size=16384))
+    slot1 = rawpages.RawFile(bytes(data)).metas[1]
+    expected = dump_tree(read_intact(bytes(data), 1).root)
+    data[:16384] = bytes(16384)
+    result = salvage.recover(bytes(data))
+    assert result["report"]["page_size"] == 16384 and result["report"]["meta_used"] == 1
+    assert result["report"]["txid"] == slot1.txid
+    assert dump_tree(result["tree"]) == expected
