@@ -44,10 +44,15 @@ def test_containerd_waits_for_our_lock(containerd_bin: str, tmp_path: pathlib.Pa
     real.launch()
     try:
         time.sleep(3)
-        assert real.running, real.log_tail()
-        assert not real.serving(), "containerd opened meta.db while our server held it"
-        assert ours.stop() == 0, ours.log_tail()
-        real.wait_ready(timeout=30)   # our lock released: containerd proceeds on the same file
+        logs = lambda: real.log_tail() + "\n" + ours.log_tail()
+        assert real.running, logs()
+        assert ours.running, logs()
+        assert not real.serving(), "containerd opened meta.db while our server held it\n" + logs()
+        assert ours.stop() == 0, logs()
+        try:
+            real.wait_ready(timeout=30)   # our lock released: containerd proceeds on the same file
+        except DaemonError as exc:
+            pytest.fail(f"{exc}\n{ours.log_tail()}", pytrace=False)
     finally:
         real.stop()
         ours.stop()
