@@ -106,3 +106,37 @@ def test_containerd_reads_what_we_wrote(tmp_path: pathlib.Path) -> None:
         left = ImageStore(db).list("compat")
         assert [(i.name, i.labels) for i in left] == [("a", {"by": "containerd"})]
         assert db.db_version() == 3  # 1.6 keeps the version we initialised
+
+
+def test_round_trip_through_both(tmp_path: pathlib.Path, oracle) -> None:
+    """containerd writes, we change its file in place (real bbolt must find it
+    clean), containerd restarted on it serves exactly our state."""
+    root = tmp_path / "root"
+    daemon = start(tmp_path, "ctd1", root)
+    try:
+        channel, images = stub(daemon)
+        with channel:
+            for i in range(20):
+                req = pb.CreateImageRequest(image=pb.Image(name=f"example.com/r:{i}", labels={"i": str(i)}))
+                req.image.target.media_type, req.image.target.digest, req.image.target.size = MT, D1, i + 1
+                images.Create(req, metadata=NS, timeout=10)
+    finally:
+        daemon.stop()
+    path = containerd_meta_db(root)
+    with MetadataDB(path) as db:
+        store = ImageStore(db)
+        for i in range(0, 20, 2):
+            store.delete("compat", f"example.com/r:{i}")
+        for i in range(1, 20, 4):
+            store.update("compat", Image(name=f"example.com/r:{i}", labels={"by": "us"}), ["labels.by"])
+        store.create("compat", Image(name="example.com/new", target=Descriptor(MT, D1, 7, {"a": "b"})))
+        expected = [image_to_proto(i) for i in store.list("compat")]
+    assert oracle.check(path) == []
+    daemon = start(tmp_path, "ctd2", root)
+    try:
+        channel, images = stub(daemon)
+        with channel:
+            theirs = list(images.List(pb.ListImagesRequest(), metadata=NS, timeout=10).images)
+    finally:
+        daemon.stop()
+    assert theirs == expected and len(theirs) == 11
