@@ -92,3 +92,21 @@ def test_quoted_values_and_escapes() -> None:
     assert parse_all(['labels.k~=/x"y/']).match(image_adaptor(img))
     with pytest.raises(InvalidArgument, match="illegal escape sequence|unquoting failed"):
         parse_all(['labels.k=="\\q"'])
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_ALPHABET = st.sampled_from(list("name.labels=!~\"'/|\\,  \t\x00abc09_-:[](){}*+?^$é\ufffd\u2028"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(_ALPHABET, max_size=24), max_size=3))
+def test_parser_never_crashes(filters) -> None:
+    """Any input either parses or is InvalidArgument; matching never raises."""
+    try:
+        matcher = parse_all(filters)
+    except InvalidArgument as exc:
+        assert str(exc).startswith("filters: parse error: [")
+        return
+    for image in IMAGES:
+        assert matcher.match(image_adaptor(image)) in (True, False)
