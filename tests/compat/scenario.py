@@ -135,6 +135,20 @@ class Run:
             out.response.lease.ClearField("created_at")
         return out
 
+    def lease_add(self, lease_id: str, resource_id: str, resource_type: str) -> Outcome:
+        pb = self.client.leases_pb2
+        request = pb.AddResourceRequest(id=lease_id, resource=pb.Resource(id=resource_id, type=resource_type))
+        return self.client.call(self.client.leases.AddResource, request, self.ns)
+
+    def lease_remove(self, lease_id: str, resource_id: str, resource_type: str) -> Outcome:
+        pb = self.client.leases_pb2
+        request = pb.DeleteResourceRequest(id=lease_id, resource=pb.Resource(id=resource_id, type=resource_type))
+        return self.client.call(self.client.leases.DeleteResource, request, self.ns)
+
+    def lease_resources(self, lease_id: str) -> Outcome:
+        pb = self.client.leases_pb2
+        return self.client.call(self.client.leases.ListResources, pb.ListResourcesRequest(id=lease_id), self.ns)
+
     def lease_list(self, *filters: str) -> Outcome:
         pb = self.client.leases_pb2
         return self.client.call(self.client.leases.List, pb.ListRequest(filters=list(filters)), self.ns)
@@ -408,6 +422,21 @@ STEPS: list[Step] = [
     _s("leases/list-filter-id", OK, lambda r: r.lease_list("id==lease-2")),
     _s("leases/list-filter-label", OK, lambda r: r.lease_list("labels.purpose==compat")),
     _s("leases/list-filter-syntax", INVALID, lambda r: r.lease_list("id=x"), compare_details=False),
+    _s("leases/add-content", OK, lambda r: r.lease_add("lease-1", D256, "content")),
+    _s("leases/add-content-again", OK, lambda r: r.lease_add("lease-1", D256, "content")),
+    _s("leases/add-content-sha512", OK, lambda r: r.lease_add("lease-1", D512, "content")),
+    _s("leases/add-content-bad-digest", INVALID, lambda r: r.lease_add("lease-1", "sha256:abc", "content")),
+    _s("leases/add-snapshot", OK, lambda r: r.lease_add("lease-1", "snap-key-1", "snapshots/overlayfs")),
+    _s("leases/add-snapshot-no-snapshotter", INVALID, lambda r: r.lease_add("lease-1", "k", "snapshots")),
+    _s("leases/add-ingest", OK, lambda r: r.lease_add("lease-1", "ingest-ref", "ingests")),
+    _s("leases/add-unknown-type", grpc.StatusCode.UNIMPLEMENTED, lambda r: r.lease_add("lease-1", "x", "blobs")),
+    _s("leases/add-missing-lease", NOT_FOUND, lambda r: r.lease_add("no-such-lease", D256, "content")),
+    _s("leases/list-resources", OK, lambda r: r.lease_resources("lease-1")),
+    _s("leases/list-resources-missing-lease", NOT_FOUND, lambda r: r.lease_resources("no-such-lease")),
+    _s("leases/remove-content", OK, lambda r: r.lease_remove("lease-1", D256, "content")),
+    _s("leases/remove-content-again", OK, lambda r: r.lease_remove("lease-1", D256, "content")),
+    _s("leases/remove-missing-lease", NOT_FOUND, lambda r: r.lease_remove("no-such-lease", D256, "content")),
+    _s("leases/list-resources-after-remove", OK, lambda r: r.lease_resources("lease-1")),
     _s("leases/delete", OK, lambda r: r.lease_delete("lease-1"), forget="lease-1"),
     _s("leases/delete-missing", NOT_FOUND, lambda r: r.lease_delete("lease-1")),
     _s("leases/delete-sync", OK, lambda r: r.lease_delete("lease-2", sync=True), forget="lease-2"),
