@@ -196,6 +196,35 @@ int bolt_cursor_delete(bolt_cursor *c);
  * fewer than max means the end was reached. */
 int bolt_cursor_next_batch(bolt_cursor *c, int include_current, size_t max, bolt_kv *out, size_t *n);
 
+/* ---- packed batches (packed.c) ----
+ * Items are copied back to back into the caller's buffer so a binding makes
+ * one object per batch rather than two per item. */
+typedef struct bolt_packed {
+    uint8_t *buf;                     /* caller's buffer of cap bytes */
+    size_t cap;
+    uint32_t *lens;                   /* cursor: 2*max (key_len, value_len); get: max value lengths */
+    uint8_t *flags;                   /* max entries: 0 value, 1 nested bucket, 2 missing (get only) */
+    size_t max;
+    size_t used;                      /* out: bytes written */
+    size_t n;                         /* out: items written */
+    size_t need;                      /* out: size of an item that alone does not fit in cap */
+    int end;                          /* out: cursor passed the last item / every key answered */
+} bolt_packed;
+
+/* Moves forward like bolt_cursor_next_batch. When an item does not fit, the
+ * cursor stays on it: call again with include_current=1 (after growing the
+ * buffer to at least `need` when nothing fit). Nested buckets have value_len 0. */
+int bolt_cursor_next_packed(bolt_cursor *c, int include_current, bolt_packed *p);
+/* Values of n packed keys; stops early (p->n < n, p->end == 0) when the
+ * buffer is full: continue with the remaining keys. */
+int bolt_bucket_get_packed(bolt_bucket *b, size_t n, const uint8_t *keys, const uint32_t *key_lens,
+                           bolt_packed *p);
+/* Depth-first copy of a bucket's whole subtree (nested buckets down to
+ * max_depth levels) into a malloc'd buffer, freed with bolt_free. Records:
+ * u32 depth, u32 flags (1 = nested bucket), u32 key_len, u32 value_len, then
+ * key and value bytes; a nested bucket is followed by its own entries. */
+int bolt_bucket_walk(bolt_bucket *b, uint32_t max_depth, uint8_t **out, size_t *out_len);
+
 /* ---- whole-file tools ---- */
 /* Structural check equivalent to bbolt's Tx.Check, plus key order and header
  * sanity. *report is a malloc'd string of newline-separated problems (empty

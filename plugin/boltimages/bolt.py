@@ -20,6 +20,7 @@ threads keep running while the engine searches pages or waits for fsync.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
@@ -28,9 +29,12 @@ from ._bolt import ffi, lib
 BytesLike = Union[bytes, bytearray, memoryview]
 T = TypeVar("T")
 
-# How many entries one C call hands back while iterating; large enough that
-# the per-call overhead vanishes, small enough to keep latency low.
+# Iteration asks C for a few items first (most buckets in containerd's layout
+# hold a handful of keys) and for large packed batches after that.
+_SCAN_FIRST = 16
 _SCAN_CHUNK = 512
+_PACK_BYTES = 256 << 10
+_WALK_HEADER = struct.Struct("=IIII")
 
 __all__ = [
     "open", "DB", "Tx", "Bucket", "Cursor", "compact", "check_file", "os_page_size",
@@ -185,6 +189,31 @@ class _Scratch(threading.local):
         self.kv = ffi.new("bolt_kv *")
         self.u64 = ffi.new("uint64_t *")
         self.size = ffi.new("size_t *")
+        self.walk_out = ffi.new("uint8_t **")
+        # Packed batches are copied out right after each C call, so one set of
+        # buffers per thread serves every iterator on that thread.
+        self.packed = ffi.new("bolt_packed *")
+        self._packed_keep: list[Any] = []
+        self.packed_items = 0   # capacity of lens/flags; p.max is only the request
+        self.grow_packed(_PACK_BYTES, _SCAN_CHUNK)
+
+    def grow_packed(self, cap: int, max_items: int) -> None:
+        p = self.packed
+        if cap > p.cap or max_items > self.packed_items:
+            cap = max(cap, p.cap)
+            max_items = max(max_items, self.packed_items)
+            buf = ffi.new("uint8_t[]", cap)
+            lens = ffi.new("uint32_t[]", 2 * max_items)
+            flags = ffi.new("uint8_t[]", max_items)
+            self._packed_keep = [buf, lens, flags]
+            p.buf, p.cap, p.lens, p.flags = buf, cap, lens, flags
+            self.packed_items = max_items
+
+    def request(self, items: int) -> Any:
+        """The packed struct set up to return at most `items` items."""
+        p = self.packed
+        p.max = min(items, self.packed_items)
+        return p
 
 
 _scratch = _Scratch()
@@ -490,17 +519,33 @@ class Bucket:
         return len(pairs)
 
     def get_many(self, keys: Iterable[BytesLike]) -> list[Optional[bytes]]:
-        """Values for many keys in one C call (None for missing keys and buckets)."""
+        """Values for many keys in one C call per batch (None for missing keys and buckets)."""
         keys = [bytes(k) for k in keys]
-        n = len(keys)
-        if n == 0:
-            return []
-        out = ffi.new("bolt_kv[]", n)
-        key_lens = ffi.new("uint32_t[]", [len(k) for k in keys])
-        _check(lib.bolt_bucket_get_batch(self._b, n, b"".join(keys), key_lens, out))
-        buf = ffi.buffer
-        null = ffi.NULL
-        return [None if kv.value == null else buf(kv.value, kv.value_len)[:] for kv in out]
+        result: list[Optional[bytes]] = []
+        pos = 0
+        while pos < len(keys):
+            chunk = keys[pos:pos + _SCAN_CHUNK]
+            n = len(chunk)
+            key_lens = ffi.new("uint32_t[]", [len(k) for k in chunk])
+            p = _scratch.request(n)
+            _check(lib.bolt_bucket_get_packed(self._b, n, b"".join(chunk), key_lens, p))
+            done, need = p.n, p.need
+            if done == 0 and need:
+                _scratch.grow_packed(need, _SCAN_CHUNK)
+                continue
+            data = ffi.buffer(p.buf, p.used)[:]
+            lens = ffi.unpack(p.lens, done)
+            flags = ffi.buffer(p.flags, done)[:]
+            off = 0
+            for i in range(done):
+                if flags[i]:
+                    result.append(None)
+                else:
+                    vlen = lens[i]
+                    result.append(data[off:off + vlen])
+                    off += vlen
+            pos += done
+        return result
 
     # -- sequence
     def sequence(self) -> int:
@@ -529,34 +574,88 @@ class Bucket:
             if start is None or bytes(start) < prefix:
                 start = prefix
         cursor = Cursor(self)
-        out = ffi.new("bolt_kv[]", _SCAN_CHUNK)
-        n = _scratch.size
-        first = True
-        buf = ffi.buffer
+        kv = _scratch.kv
+        if start is None:
+            _check(lib.bolt_cursor_first(cursor._c, kv))
+        else:
+            _check(lib.bolt_cursor_seek(cursor._c, _bytes("start", start), len(start), kv))
+        if kv.key == ffi.NULL:
+            return
+        include_current = 1
+        batch = _SCAN_FIRST
         while True:
-            if first:
-                kv = _scratch.kv
-                if start is None:
-                    _check(lib.bolt_cursor_first(cursor._c, kv))
-                else:
-                    _check(lib.bolt_cursor_seek(cursor._c, _bytes("start", start), len(start), kv))
-                if kv.key == ffi.NULL:
-                    return
-                _check(lib.bolt_cursor_next_batch(cursor._c, 1, _SCAN_CHUNK, out, n))
-                first = False
-            else:
-                _check(lib.bolt_cursor_next_batch(cursor._c, 0, _SCAN_CHUNK, out, n))
-            count = n[0]
-            for i in range(count):
-                kv = out[i]
-                key = buf(kv.key, kv.key_len)[:]
+            p = _scratch.request(batch)
+            status = lib.bolt_cursor_next_packed(cursor._c, include_current, p)
+            if status:
+                raise _error(status)
+            n, need, end = p.n, p.need, p.end
+            if n == 0 and need:
+                _scratch.grow_packed(need, batch)
+                continue
+            data = ffi.buffer(p.buf, p.used)[:]
+            lens = ffi.unpack(p.lens, 2 * n)
+            flags = ffi.buffer(p.flags, n)[:]
+            off = 0
+            for i in range(n):
+                klen = lens[2 * i]
+                key = data[off:off + klen]
+                off += klen
                 if stop is not None and key >= stop:
                     return
                 if prefix is not None and not key.startswith(prefix):
                     return
-                yield key, (None if kv.flags & 1 else buf(kv.value, kv.value_len)[:])
-            if count < _SCAN_CHUNK:
+                if flags[i]:
+                    yield key, None
+                else:
+                    vlen = lens[2 * i + 1]
+                    yield key, data[off:off + vlen]
+                    off += vlen
+            if end:
                 return
+            # Stopped early on a full buffer: the cursor rests on the next item.
+            include_current = 1 if n < batch else 0
+            batch = _SCAN_CHUNK
+
+    def walk(self, max_depth: int = 64) -> Iterator[tuple[int, bytes, Optional[bytes]]]:
+        """Every entry of this bucket's subtree, depth first: (depth, key, value),
+        value None for a nested bucket whose entries follow at depth + 1.
+
+        One C call copies the whole subtree, so reading a bucket of many small
+        records costs one crossing instead of one per record.
+        """
+        out = _scratch.walk_out
+        _check(lib.bolt_bucket_walk(self._b, max_depth, out, _scratch.size))
+        try:
+            data = ffi.buffer(out[0], _scratch.size[0])[:] if out[0] != ffi.NULL else b""
+        finally:
+            lib.bolt_free(out[0])
+        unpack = _WALK_HEADER.unpack_from
+        off = 0
+        end = len(data)
+        while off < end:
+            depth, flags, klen, vlen = unpack(data, off)
+            off += 16
+            key = data[off:off + klen]
+            off += klen
+            if flags & 1:
+                yield depth, key, None
+            else:
+                yield depth, key, data[off:off + vlen]
+                off += vlen
+
+    def tree(self, max_depth: int = 64) -> dict[bytes, Any]:
+        """This bucket's subtree as nested dicts: values are bytes, nested buckets dicts."""
+        root: dict[bytes, Any] = {}
+        stack = [root]
+        for depth, key, value in self.walk(max_depth):
+            del stack[depth + 1:]
+            if value is None:
+                child: dict[bytes, Any] = {}
+                stack[depth][key] = child
+                stack.append(child)
+            else:
+                stack[depth][key] = value
+        return root
 
     def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
         return self.items()
