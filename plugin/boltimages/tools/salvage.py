@@ -184,29 +184,74 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
     walk.losses.extend(reader.walk.losses)
 
 
-def write_tree(path: str, tree: rawpages.Bucket, page_size: int) -> None:
+#: bbolt's limits (MaxKeySize, MaxValueSize): larger items only come from damage
+MAX_KEY_SIZE = 32768
+MAX_VALUE_SIZE = (1 << 31) - 2
+
+
+def write_tree(path: str, tree: rawpages.Bucket, page_size: int) -> list[str]:
+    """Write the recovered tree into a new file in one transaction; returns what could not be written."""
     from .common import engine
     bolt = engine()
+    skipped: list[str] = []
     total = tree.count()
-    with bolt.open(path, create=True, page_size=page_size, freelist="persist") as db, \
-            db.begin(write=True) as tx, Progress("writing", total) as bar:
+    try:
+        db = bolt.open(path, create=True, page_size=page_size, freelist="persist")
+    except (bolt.BoltError, ValueError):
+        # a page size the engine will not create (tiny ones from old files): use the default
+        if os.path.exists(path):
+            os.unlink(path)
+        db = bolt.open(path, create=True, freelist="persist")
+    with db, db.begin(write=True) as tx, Progress("writing", total) as bar:
         for name in sorted(tree.buckets):
-            child = tree.buckets[name]
-            bucket = tx.create_bucket(name)
-            _fill(bucket, child, bar)
-        if tree.values:
-            # values directly under the root cannot exist in bbolt; keep them in the report only
-            pass
+            if len(name) > MAX_KEY_SIZE:
+                skipped.append(f"{_path_text((name[:64],))}: bucket name larger than bbolt allows")
+                continue
+            try:
+                bucket = tx.create_bucket(name)
+            except bolt.BoltError as exc:
+                skipped.append(f"{_path_text((name,))}: {exc}")
+                continue
+            _fill(bolt, bucket, tree.buckets[name], (name,), bar, skipped)
+    return skipped
 
 
-def _fill(bucket: Any, node: rawpages.Bucket, bar: Progress) -> None:
+def _path_text(path: tuple[bytes, ...]) -> str:
+    return "/".join(p.decode("utf-8", "backslashreplace") for p in path)
+
+
+def _fill(bolt: Any, bucket: Any, node: rawpages.Bucket, path: tuple[bytes, ...], bar: Progress,
+          skipped: list[str]) -> None:
+    # A damaged file can yield what bbolt would never write (oversized keys or
+    # values, a key that is both a value and a bucket); those are skipped and reported.
     if node.sequence:
         bucket.set_sequence(node.sequence)
-    if node.values:
-        bucket.put_many(sorted(node.values.items()))
-        bar.advance(len(node.values))
+    values = []
+    for key, value in sorted(node.values.items()):
+        if key in node.buckets:
+            continue
+        if len(key) > MAX_KEY_SIZE or len(value) > MAX_VALUE_SIZE:
+            skipped.append(f"{_path_text(path + (key[:64],))}: key or value larger than bbolt allows")
+            continue
+        values.append((key, value))
+    for key in sorted(set(node.values) & set(node.buckets)):
+        skipped.append(f"{_path_text(path + (key,))}: both a value and a bucket; the value was dropped")
+    try:
+        bucket.put_many(values)
+    except bolt.BoltError:
+        for key, value in values:
+            try:
+                bucket.put(key, value)
+            except bolt.BoltError as exc:
+                skipped.append(f"{_path_text(path + (key,))}: {exc}")
+    bar.advance(len(values))
     for name in sorted(node.buckets):
-        _fill(bucket.create_bucket(name), node.buckets[name], bar)
+        try:
+            child = bucket.create_bucket(name)
+        except bolt.BoltError as exc:
+            skipped.append(f"{_path_text(path + (name,))}: {exc}")
+            continue
+        _fill(bolt, child, node.buckets[name], path + (name,), bar, skipped)
         bar.advance()
 
 
@@ -236,7 +281,7 @@ def run_salvage(args: argparse.Namespace) -> int:
         os.close(fd)
         os.unlink(tmp)
         try:
-            write_tree(tmp, tree, report["page_size"])
+            report["not_written"] = write_tree(tmp, tree, report["page_size"])
             problems = check.structural_problems(tmp)
             if problems:
                 raise ToolError(f"salvaged file failed its check ({problems[0]}); nothing written",
@@ -249,7 +294,7 @@ def run_salvage(args: argparse.Namespace) -> int:
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=2)
-    return EXIT_PARTIAL if report["lost"] else EXIT_OK
+    return EXIT_PARTIAL if report["lost"] or report["dropped"] or report.get("not_written") else EXIT_OK
 
 
 def _refuse_if_locked(path: str) -> None:
@@ -282,6 +327,8 @@ def _print_report(report: dict[str, Any], dry_run: bool) -> None:
         print(f"  orphaned leaf page {o['page']} might belong to {', '.join(o['buckets'])}; not used")
     for line in report["dropped"]:
         print(f"  dropped {line}")
+    for line in report.get("not_written", []):
+        print(f"  not written: {line}")
     if report["lost"]:
         print(f"  LOST ({len(report['lost'])} damaged page(s) or buckets):")
         for line in report["lost"]:
