@@ -824,3 +824,138 @@ def test_many_small_transactions_keep_file_bounded(db):
     assert info["pgid"] < 40, info  # freed pages are reused, not leaked
     with db.begin() as tx:
         assert tx.check() == []
+
+
+# ----------------------------------------------------------- hostile files
+
+def _bucket_root_pgid(path: Path, page_size: int, root_pgid: int, name: bytes) -> tuple[int, int]:
+    """(root pgid of top-level bucket `name`, file offset of that u64)."""
+    raw = path.read_bytes()
+    base = root_pgid * page_size
+    count = struct.unpack_from("<H", raw, base + 10)[0]
+    for i in range(count):
+        e = base + PAGE_HEADER + 16 * i
+        flags, pos, ksize, vsize = struct.unpack_from("<IIII", raw, e)
+        key = raw[e + pos:e + pos + ksize]
+        if key == name:
+            return struct.unpack_from("<Q", raw, e + pos + ksize)[0], e + pos + ksize
+    raise AssertionError(f"bucket {name!r} not found")
+
+
+def _branch_layout(make_db, db_path):
+    db = make_db(page_size=4096)
+    with db.begin(write=True) as tx:
+        fill(tx.create_bucket(b"b"), 3000, value_size=60)
+        tx.create_bucket(b"other").put(b"k", b"v")
+    info = db.info()
+    db.close()
+    broot, _ = _bucket_root_pgid(db_path, 4096, info["root_pgid"], b"b")
+    raw = bytearray(db_path.read_bytes())
+    assert struct.unpack_from("<H", raw, broot * 4096 + 8)[0] == 0x01  # a branch
+    return info, broot, raw
+
+
+def test_cycle_in_page_graph_is_an_error_not_a_hang(make_db, db_path):
+    info, broot, raw = _branch_layout(make_db, db_path)
+    # first child of the branch points back at the branch itself
+    struct.pack_into("<Q", raw, broot * 4096 + PAGE_HEADER + 8, broot)
+    db_path.write_bytes(bytes(raw))
+    db = make_db()
+    with db.begin() as tx:
+        with pytest.raises(bolt.CorruptDatabase, match="deeper|branch"):
+            list(tx.bucket(b"b").items())
+        with pytest.raises(bolt.CorruptDatabase):
+            tx.bucket(b"b").stats()
+        problems = tx.check()
+        assert any(f"page {broot}: multiple references" in p for p in problems), problems
+    with db.begin() as tx:
+        assert tx.bucket(b"other").get(b"k") == b"v"  # the rest stays readable
+    tx = db.begin(write=True)
+    with pytest.raises(bolt.CorruptDatabase):
+        tx.delete_bucket(b"b")
+    with pytest.raises(bolt.TxFailed):
+        tx.commit()
+    tx.rollback()
+
+
+def test_bucket_pointing_at_its_parent_ends(make_db, db_path):
+    db = make_db(page_size=4096)
+    with db.begin(write=True) as tx:
+        a = tx.create_bucket(b"a")
+        fill(a, 200, value_size=40)  # own pages, not inline
+        fill(a.create_bucket(b"child"), 200, value_size=40)
+    info = db.info()
+    db.close()
+    aroot, _ = _bucket_root_pgid(db_path, 4096, info["root_pgid"], b"a")
+    raw = bytearray(db_path.read_bytes())
+    # rewrite every sub-bucket value inside a's leaves to point at a's root
+    patched = 0
+    for pg in range(4, len(raw) // 4096):
+        base = pg * 4096
+        if struct.unpack_from("<H", raw, base + 8)[0] != 0x02:
+            continue
+        for i in range(struct.unpack_from("<H", raw, base + 10)[0]):
+            e = base + PAGE_HEADER + 16 * i
+            flags, pos, ksize, vsize = struct.unpack_from("<IIII", raw, e)
+            if flags & 1 and raw[e + pos:e + pos + ksize] == b"child":
+                struct.pack_into("<Q", raw, e + pos + ksize, aroot)
+                patched += 1
+    assert patched == 1
+    db_path.write_bytes(bytes(raw))
+    db = make_db()
+    with db.begin() as tx:
+        b = tx.bucket(b"a")
+        with pytest.raises(bolt.CorruptDatabase, match="nested deeper"):
+            for _ in range(1000):
+                b = b.bucket(b"child")
+        with pytest.raises(bolt.CorruptDatabase):
+            tx.bucket(b"a").stats()
+        assert any("multiple references" in p for p in tx.check())
+    tx = db.begin(write=True)
+    with pytest.raises(bolt.CorruptDatabase):
+        tx.delete_bucket(b"a")
+    tx.rollback()
+
+
+def test_element_outside_its_page_names_the_page(make_db, db_path):
+    info, broot, raw = _branch_layout(make_db, db_path)
+    leaf = struct.unpack_from("<Q", raw, broot * 4096 + PAGE_HEADER + 8)[0]
+    struct.pack_into("<I", raw, leaf * 4096 + PAGE_HEADER + 16 * 3 + 4, 0x7FFFFFF0)  # pos of element 3
+    db_path.write_bytes(bytes(raw))
+    db = make_db()
+    with db.begin() as tx:
+        with pytest.raises(bolt.CorruptDatabase, match=f"page {leaf}"):
+            list(tx.bucket(b"b").items())
+        assert any(f"page {leaf}" in p for p in tx.check())
+
+
+def test_page_id_beyond_high_water_mark(make_db, db_path):
+    info, broot, raw = _branch_layout(make_db, db_path)
+    struct.pack_into("<Q", raw, broot * 4096 + PAGE_HEADER + 8, info["pgid"] + 1000)
+    db_path.write_bytes(bytes(raw))
+    with bolt.open(db_path, read_only=True) as db, db.begin() as tx:
+        with pytest.raises(bolt.CorruptDatabase, match="high water mark"):
+            list(tx.bucket(b"b").items())
+        assert any("out of bounds" in p for p in tx.check())
+
+
+def test_remap_keeps_old_readers_alive(make_db):
+    db = make_db(page_size=4096)
+    with db.begin(write=True) as tx:
+        tx.create_bucket(b"b").put(b"small", b"v")
+    reader = db.begin()
+    b = reader.bucket(b"b")
+    c = b.cursor()
+    assert c.first() == (b"small", b"v")
+    size_before = db.info()["file_size"]
+    with db.begin(write=True) as tx:  # grows the file far past the first mapping
+        big = tx.bucket(b"b")
+        for i in range(40):
+            big.put(b"big%02d" % i, bytes([i]) * (1 << 20))
+    assert db.info()["file_size"] > size_before + (40 << 20)
+    assert b.get(b"small") == b"v" and b.get(b"big00") is None
+    assert c.next() is None
+    reader.rollback()
+    with db.begin() as tx:
+        assert tx.bucket(b"b").get(b"big39") == bytes([39]) * (1 << 20)
+        assert tx.check() == []
