@@ -1,0 +1,119 @@
+"""Packed batch calls (native/packed.c) seen through the Python API.
+
+The packed paths copy items into a shared per-thread buffer and resume the
+cursor when an item does not fit, so the tests aim at exactly those edges:
+items larger than the buffer, batches that end on a full buffer, multi-gets
+that need several rounds, deep walks, and use after the transaction ends.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from boltimages import bolt
+
+
+@pytest.fixture()
+def db(tmp_path):
+    with bolt.open(tmp_path / "packed.db") as handle:
+        yield handle
+
+
+def _reference(seed: int) -> dict[bytes, bytes]:
+    rng = random.Random(seed)
+    data: dict[bytes, bytes] = {}
+    for i in range(3000):
+        size = rng.choice([0, 1, 40, 4000, 70_000]) if i % 97 else 600_000
+        data[rng.randbytes(rng.randint(1, 40))] = rng.randbytes(size)
+    return data
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_items_and_get_many_match_single_calls(db, seed):
+    data = _reference(seed)
+    with db.begin(write=True) as tx:
+        bucket = tx.create_bucket(b"b")
+        bucket.put_many(sorted(data.items()))
+        bucket.create_bucket(b"\x7fnested").put(b"k", b"v")
+    expected = sorted([*data.items(), (b"\x7fnested", None)])
+    with db.begin() as tx:
+        bucket = tx.bucket(b"b")
+        assert list(bucket.items()) == expected, f"seed {seed}"
+        keys = [k for k, _ in expected] + [b"missing"]
+        random.Random(seed).shuffle(keys)
+        assert bucket.get_many(keys) == [bucket.get(k) for k in keys], f"seed {seed}"
+        # a range that starts inside the data and stops before its end
+        lo, hi = expected[100][0], expected[2000][0]
+        assert list(bucket.items(start=lo, stop=hi)) == [kv for kv in expected if lo <= kv[0] < hi]
+
+
+def test_items_resume_inside_a_write_transaction(db):
+    with db.begin(write=True) as tx:
+        bucket = tx.create_bucket(b"b")
+        for i in range(1500):
+            bucket.put(b"%05d" % i, b"x" * (i % 300))
+        seen = list(bucket.items())
+        assert [k for k, _ in seen] == [b"%05d" % i for i in range(1500)]
+        assert all(v == b"x" * (int(k) % 300) for k, v in seen)
+
+
+def test_walk_and_tree_follow_nesting(db):
+    with db.begin(write=True) as tx:
+        top = tx.create_bucket(b"top")
+        top.put(b"a", b"1")
+        level = top
+        for depth in range(10):
+            level = level.create_bucket(b"n%d" % depth)
+            level.put(b"v", b"%d" % depth)
+    with db.begin() as tx:
+        walked = list(tx.bucket(b"top").walk())
+        assert walked[0] == (0, b"a", b"1")
+        assert walked[1] == (0, b"n0", None)
+        # depth first in key order: "n<d+1>" sorts before "v", so the
+        # deepest value comes before each level's own value
+        assert walked[-1] == (1, b"v", b"0")
+        assert max(walked) == (10, b"v", b"9")
+        assert [d for d, k, _ in walked if k == b"v"] == list(range(10, 0, -1))
+        shallow = tx.bucket(b"top").tree(max_depth=1)
+        assert shallow == {b"a": b"1", b"n0": {b"n1": {}, b"v": b"0"}}
+
+
+def test_threads_do_not_share_results(db):
+    with db.begin(write=True) as tx:
+        for name in (b"x", b"y"):
+            bucket = tx.create_bucket(name)
+            bucket.put_many([(b"%06d" % i, name * (i % 50 + 1)) for i in range(5000)])
+    errors: list[str] = []
+
+    def reader(name: bytes) -> None:
+        with db.begin() as tx:
+            bucket = tx.bucket(name)
+            for _ in range(5):
+                for key, value in bucket.items():
+                    if value != name * (int(key) % 50 + 1):
+                        errors.append(f"{name!r} {key!r}")
+                        return
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in (b"x", b"y", b"x", b"y")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_packed_calls_after_the_transaction_ends(db):
+    with db.begin(write=True) as tx:
+        tx.create_bucket(b"b").put(b"k", b"v")
+    tx = db.begin()
+    bucket = tx.bucket(b"b")
+    tx.rollback()
+    with pytest.raises(bolt.TxClosed):
+        list(bucket.items())
+    with pytest.raises(bolt.TxClosed):
+        bucket.get_many([b"k"])
+    with pytest.raises(bolt.TxClosed):
+        bucket.tree()
