@@ -183,6 +183,8 @@ def test_ours_writes_then_containerd_reads(containerd_file, boltimages_factory, 
     written = ours_daemon.db_path
     assert oracle.check(written) == []
     before, after = _unowned(oracle.dump(pristine)), _unowned(oracle.dump(written))
+    for bucket in (b"containers", b"snapshots", b"content"):   # the comparison must cover real data
+        assert any(f"/{bucket.hex()}" in line for line in before), f"no {bucket!r} records in the fixture"
     assert after == before, "buckets we do not own changed:\n" + "\n".join(
         sorted(set(before) ^ set(after))[:20])
 
