@@ -76,6 +76,8 @@ def test_not_a_bolt_file(cli, tmp_path):
     junk.write_bytes(b"hello" * 5000)
     res = cli("ls", "--db", str(junk))
     assert res.rc == 1 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = cli("check", "--db", str(junk))
+    assert res.rc == 4 and "structure: 1 problem" in res.stdout and "not checked" in res.stdout
     res = cli("salvage", "--db", str(junk), "-o", str(tmp_path / "out.db"))
     assert res.rc == 1 and "neither meta page is valid" in res.stderr
     assert not (tmp_path / "out.db").exists()

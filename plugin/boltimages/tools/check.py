@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import re
-from typing import Any
+from typing import Any, Optional
 
 from ..store import codec, layout
 from . import records
@@ -107,10 +108,16 @@ def layout_problems(tx: Any) -> list[str]:
     return problems
 
 
-def check_file(path: str) -> tuple[list[str], list[str]]:
+def check_file(path: str) -> tuple[list[str], Optional[list[str]]]:
     """(structural problems, layout problems)."""
     # take the lock question first so a running containerd is reported as such
-    db = open_db(path, write=False)
+    try:
+        db = open_db(path, write=False)
+    except ToolError as exc:
+        if exc.code == EXIT_LOCKED or not os.path.exists(path):
+            raise
+        # the engine refuses the file outright: that is the check's finding, not a usage failure
+        return [str(exc)], None
     db.close()
     structural = structural_problems(path)
     layout_found: list[str] = []
@@ -132,7 +139,9 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"  {p}")
     else:
         print(f"{args.db}: structure: ok")
-    if layout_found:
+    if layout_found is None:
+        print(f"{args.db}: containerd layout: not checked (the file cannot be opened)")
+    elif layout_found:
         print(f"{args.db}: containerd layout: {len(layout_found)} problem(s)")
         for p in layout_found:
             print(f"  {p}")

@@ -64,11 +64,19 @@ def open_db(path: str, *, write: bool, create: bool = False, timeout: float = 1.
     except bolt.DatabaseLocked as exc:
         raise ToolError(f"{path}: {LOCKED_TEXT}", EXIT_LOCKED) from exc
     except (bolt.InvalidDatabase, bolt.CorruptDatabase, bolt.VersionMismatch) as exc:
-        raise ToolError(f"{path}: cannot open: {exc} (try 'boltimages salvage')") from exc
+        raise ToolError(f"{path}: cannot open: {_without_path(exc, path)} (try 'boltimages salvage')") from exc
     except bolt.BoltError as exc:
-        raise ToolError(f"{path}: cannot open: {exc}") from exc
+        raise ToolError(f"{path}: cannot open: {_without_path(exc, path)}") from exc
     except OSError as exc:
         raise ToolError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def _without_path(exc: BaseException, path: str) -> str:
+    """The engine prefixes its messages with the path; we already say it once."""
+    text = str(exc)
+    while text.startswith(path + ": "):
+        text = text[len(path) + 2:]
+    return text
 
 
 def backup_path(path: str) -> str:
