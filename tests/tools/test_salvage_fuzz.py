@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from boltimages.tools import rawpages, salvage
+from boltimages.tools import salvage
 from boltimages.tools.common import ToolError
 from tests.helpers import slow_budget
 from tests.tools.salvage_helpers import dump_tree

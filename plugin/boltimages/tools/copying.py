@@ -22,7 +22,7 @@ from .common import EXIT_OK, ToolError, note, open_db, writing
 def run_copy(args: argparse.Namespace) -> int:
     dst_path = args.to_db or args.db
     dst_ns = args.to_namespace or args.namespace
-    same_file = os.path.abspath(dst_path) == os.path.abspath(args.db)
+    same_file = os.path.realpath(dst_path) == os.path.realpath(args.db)
     if same_file and dst_ns == args.namespace:
         raise ToolError("source and target are the same namespace of the same file; "
                         "give --to-namespace or --to-db")

@@ -28,6 +28,7 @@ def run_export(args: argparse.Namespace) -> int:
     compiled = selection.compile_filters(args.filters)
     out: TextIO = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
     count = 0
+    exported: set[str] = set()
     try:
         with open_db(args.db, write=False) as db, db.begin() as tx:
             spaces = selection.pick_namespaces(tx, args.namespace)
@@ -38,13 +39,17 @@ def run_export(args: argparse.Namespace) -> int:
                     _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
                     for img in selection.select_images(tx, [ns], args.names, compiled):
                         _line(out, img.to_json())
+                        exported.add(img.name)
                         count += 1
                         bar.advance()
     finally:
         if out is not sys.stdout:
             out.close()
     note(f"exported {count} image(s) from {len(spaces)} namespace(s)")
-    return EXIT_OK
+    missing = sorted(set(args.names) - exported)
+    for name in missing:
+        note(f"image {name!r}: not found")
+    return EXIT_FAILED if missing else EXIT_OK
 
 
 def _line(out: TextIO, doc: dict[str, Any]) -> None:

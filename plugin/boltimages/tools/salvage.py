@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from ..store import layout
 from . import check, rawpages
-from .common import EXIT_OK, EXIT_PARTIAL, EXIT_PROBLEMS, Progress, ToolError, atomic_replace, note, open_db
+from .common import EXIT_OK, EXIT_PARTIAL, EXIT_PROBLEMS, Progress, ToolError, atomic_replace
 
 
 def recover(data: bytes) -> dict[str, Any]:
