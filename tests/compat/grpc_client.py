@@ -49,9 +49,9 @@ class Outcome:
 class Client:
     """Stubs for the services we compare, over one unix-socket channel."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, options: Optional[list] = None) -> None:
         self.address = address
-        self.channel = grpc.insecure_channel("unix://" + address)
+        self.channel = grpc.insecure_channel("unix://" + address, options=options or [])
         grpc.channel_ready_future(self.channel).result(timeout=10)
         self.images_pb2 = api("services.images.v1.images_pb2")
         self.namespaces_pb2 = api("services.namespaces.v1.namespace_pb2")
