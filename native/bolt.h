@@ -141,6 +141,10 @@ int bolt_db_sync(bolt_db *db);
 uint32_t bolt_os_page_size(void);
 
 /* ---- transactions ---- */
+/* A write tx that hit an I/O error, corruption or NOMEM is poisoned: further
+ * writes and commit return BOLT_ERR_TX_FAILED. A commit that fails (for that
+ * or any other reason) rolls the tx back before returning, releasing the
+ * writer slot; bolt_tx_rollback on such a tx then returns BOLT_OK. */
 int bolt_begin(bolt_db *db, int writable, bolt_tx **out);
 int bolt_tx_commit(bolt_tx *tx);
 int bolt_tx_rollback(bolt_tx *tx);

@@ -621,6 +621,15 @@ int bolt_tx_commit(bolt_tx *tx)
         return set_err(BOLT_ERR_INVALID_ARG, "no transaction");
     pthread_mutex_lock(&tx->mu);
     int rc = tx_commit_locked(tx);
+    if (rc && tx->writable && !tx->closed) {
+        /* Like bbolt: a commit that fails rolls back at once, so the writer
+         * slot is never held by a tx nobody can finish. */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", bolt_errmsg());
+        tx_rollback_locked(tx);
+        tx->commit_failed = 1;
+        set_err(rc, "%s", msg);
+    }
     pthread_mutex_unlock(&tx->mu);
     return rc;
 }
@@ -630,7 +639,7 @@ int bolt_tx_rollback(bolt_tx *tx)
     if (!tx)
         return set_err(BOLT_ERR_INVALID_ARG, "no transaction");
     pthread_mutex_lock(&tx->mu);
-    int rc = tx_rollback_locked(tx);
+    int rc = (tx->closed && tx->commit_failed) ? BOLT_OK : tx_rollback_locked(tx);
     pthread_mutex_unlock(&tx->mu);
     return rc;
 }

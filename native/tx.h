@@ -27,6 +27,7 @@ struct bolt_tx {
     bolt_db *db;
     pthread_mutex_t mu;         /* taken by every call on the tx, its buckets and cursors */
     int writable, closed, failed;
+    int commit_failed;          /* closed by a failed commit: a later rollback is a no-op */
     int refs;                   /* guarded by db->mu: handle + bolt_close in progress */
     bmeta meta;                 /* snapshot; a write tx holds its own txid here */
     bmap *map;

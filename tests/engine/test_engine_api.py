@@ -688,7 +688,9 @@ def test_corruption_poisons_the_write_tx(make_db, db_path):
         b.put(b"k00000000", b"again")
     with pytest.raises(bolt.TxFailed):
         tx.commit()
-    tx.rollback()
+    tx.rollback()  # the failed commit already rolled back; this is a no-op
+    with db.begin(write=True) as tx2:  # the writer slot was released
+        tx2.create_bucket(b"after")
 
 
 # ---------------------------------------------------------------- freelist
