@@ -84,6 +84,13 @@ class Run:
             request.update_mask.paths.extend(paths)
         return self.client.call(self.client.images.Update, request, self.ns)
 
+    def update_empty_mask(self, **kw) -> Outcome:
+        """Update with update_mask present on the wire but holding no paths."""
+        pb = self.client.images_pb2
+        request = pb.UpdateImageRequest(image=self.image(**kw))
+        request.update_mask.SetInParent()
+        return self.client.call(self.client.images.Update, request, self.ns)
+
     def delete(self, name: str, sync: bool = False) -> Outcome:
         pb = self.client.images_pb2
         return self.client.call(self.client.images.Delete, pb.DeleteImageRequest(name=name, sync=sync), self.ns)
@@ -325,6 +332,17 @@ STEPS: list[Step] = [
     _s("list/and-comma-empty-result", OK, lambda r: r.list("labels.env==prod,labels.env==dev")),
     _s("list/or-several", OK, lambda r: r.list("labels.env==dev", "name==example.com/app:v1")),
     _s("list/or-overlapping", OK, lambda r: r.list("labels.env==prod", "labels.env")),
+    # Regex dialect: Go RE2. What RE2 cannot compile (lookahead, backreference) matches nothing.
+    _s("list/regex-flag-i", OK, lambda r: r.list("name~=(?i)ALPINE")),
+    _s("list/regex-lookahead", OK, lambda r: r.list("name~=alpine(?=:3)")),
+    _s("list/regex-backreference", OK, lambda r: r.list("name~=(p)\\1")),
+    _s("list/regex-posix-class", OK, lambda r: r.list("name~=[[:upper:]]")),
+    _s("list/regex-perl-class", OK, lambda r: r.list("name~=:\\d\\.\\d+$")),
+    _s("list/regex-unicode-class", OK, lambda r: r.list("name~=^\\p{Lu}")),
+    _s("list/regex-quoted-escape", OK, lambda r: r.list('name~="3\\\\.19$"')),
+    _s("list/regex-empty-value", INVALID, lambda r: r.list("name~="), compare_details=False),
+    _s("list/regex-dot-newline-free", OK, lambda r: r.list("name~=^.*$")),
+    _s("list/regex-possessive", OK, lambda r: r.list("name~=a++")),
     _s("list/unknown-field", OK, lambda r: r.list("nosuchfield==x")),
     _s("list/empty-filter-string", OK, lambda r: r.list("")),
     _s("list/syntax-bad-operator", INVALID, lambda r: r.list("name=x"), compare_details=False),
@@ -375,6 +393,8 @@ STEPS: list[Step] = [
                                                                       name="example.com/app:v1")),
     _s("update/mask-several", OK, lambda r: r.update(paths=["labels.a", "annotations.b"], name="example.com/app:v1",
                                                        labels={"a": "A"}, annotations={"b": "B"})),
+    _s("update/mask-set-but-empty", OK, lambda r: r.update_empty_mask(name="docker.io/library/alpine:3.19",
+                                                                      digest=D256B, labels={"env": "dev"})),
     _s("update/mask-empty-list-is-full-replace", OK, lambda r: r.update(paths=[], name="docker.io/library/alpine:3.19",
                                                                          digest=D256C, labels={"only": "this"})),
     _s("update/no-mask-invalid-image", INVALID, lambda r: r.update(name="docker.io/library/alpine:3.19", size=0)),
@@ -456,7 +476,26 @@ STEPS: list[Step] = [
     _s("leases/delete-sync", OK, lambda r: r.lease_delete("lease-2", sync=True), forget="lease-2"),
     _s("leases/list-after-delete", OK, lambda r: r.lease_list()),
     _s("namespaces/delete-non-empty-still", PRECONDITION, lambda r: r.ns_delete(r.ns)),
+    # A namespace holding only a lease: 1.6 deletes it, lease and all (leases do not count as content).
+    _s("namespaces/lease-only-create", OK, lambda r: r.ns_create(r.ns + "-leased")),
+    _s("namespaces/lease-only-add-lease", OK, lambda r: scenario_lease(r, r.ns + "-leased", "create")),
+    _s("namespaces/lease-only-delete", OK, lambda r: r.ns_delete(r.ns + "-leased")),
+    _s("namespaces/lease-only-lease-gone", NOT_FOUND, lambda r: scenario_lease(r, r.ns + "-leased", "delete")),
+    _s("namespaces/lease-only-delete-again", NOT_FOUND, lambda r: r.ns_delete(r.ns + "-leased")),
+    # A namespace whose only image was deleted again is empty.
+    _s("namespaces/emptied-create-image", OK, lambda r: r.create(name="tmp:1", ns=r.ns + "-emptied")),
+    _s("namespaces/emptied-delete-image", OK, lambda r: r.client.call(
+        r.client.images.Delete, r.client.images_pb2.DeleteImageRequest(name="tmp:1"), r.ns + "-emptied")),
+    _s("namespaces/emptied-delete", OK, lambda r: r.ns_delete(r.ns + "-emptied")),
 ]
+
+
+def scenario_lease(run: Run, namespace: str, action: str) -> Outcome:
+    """Create or delete lease "only-lease" in another namespace than the run's."""
+    pb = run.client.leases_pb2
+    if action == "create":
+        return run.client.call(run.client.leases.Create, pb.CreateRequest(id="only-lease"), namespace)
+    return run.client.call(run.client.leases.Delete, pb.DeleteRequest(id="only-lease"), namespace)
 
 
 def run_scenario(client: Client, namespace: str) -> dict[str, dict]:
