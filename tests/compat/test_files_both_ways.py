@@ -240,3 +240,22 @@ def test_fresh_file_from_ours_opened_by_containerd(boltimages_factory, container
             "docker.io/library/alpine:3.18", "docker.io/library/alpine:3.19", "example.com/app:v1", "v:sha512"]
     rows = [line.split() for line in ctr("namespaces", "ls").ok().stdout.splitlines()[1:]]
     assert ["second", "k=v"] in rows
+
+
+def test_file_left_by_killed_containerd(containerd_factory, boltimages_factory, ctr_bin: str, tmp_path) -> None:
+    """A node crash: containerd SIGKILLed mid-life; its meta.db is copied and served by us."""
+    daemon: Daemon = containerd_factory()
+    _populate_with_containerd(Ctr(ctr_bin, daemon.address), tmp_path)
+    client = Client(daemon.address)
+    theirs = _answers(client)
+    client.close()
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+    served = tmp_path / "after-kill" / "meta.db"
+    served.parent.mkdir()
+    shutil.copyfile(daemon.db_path, served)
+    ours_daemon = boltimages_factory(served)
+    client = Client(ours_daemon.address)
+    ours = _answers(client)
+    client.close()
+    assert ours == theirs, _diff(theirs, ours)
