@@ -115,6 +115,12 @@ class Server:
                 out[key] = int(line.split()[1])
         return out
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (all threads)."""
+        fields = pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -189,14 +195,17 @@ def bench_server(name: str, start, client: pathlib.Path, base: pathlib.Path,
     server = start(work)
     try:
         t0 = time.perf_counter()
+        cpu0 = server.cpu_seconds()
         steps = run_client(client, server.socket, args)
+        cpu = server.cpu_seconds() - cpu0
         rss = server.rss()
         print(f"{name}: workload took {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     finally:
         server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    return {"steps": {s["name"]: s for s in steps}, "rss_after_workload_kib": rss}
+    return {"steps": {s["name"]: s for s in steps}, "rss_after_workload_kib": rss, "server_cpu_seconds": cpu,
+            "workload_wall_seconds": time.perf_counter() - t0}
 
 
 # ---------------------------------------------------------------- 100k images for RSS
@@ -316,6 +325,10 @@ def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, A
              "options; boltimages with no_sync off). Same Go gRPC client over a unix socket for both; "
              "one server at a time."]
     mem = []
+    for name in ("containerd", "boltimages"):
+        if "server_cpu_seconds" in results.get(name, {}):
+            mem.append(f"{name} server CPU time for the whole workload: "
+                       f"{results[name]['server_cpu_seconds']:.1f} s (user + system, all threads)")
     for name in ("containerd", "boltimages"):
         rss = results.get(name, {}).get("rss_after_workload_kib")
         if rss:
