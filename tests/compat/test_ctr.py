@@ -249,6 +249,11 @@ CALLS = {
     ("images", "label", "example.com/t:1", "k=v"): ["Images/Update"],
     ("images", "rm", "--sync", "example.com/t:1"): ["Images/Delete"],
     ("namespaces", "ls", "-q"): ["Namespaces/List"],
+    ("namespaces", "create", "compat-calls-extra", "a=b"): ["Namespaces/Create"],
+    ("namespaces", "label", "compat-calls-extra", "c=d"): ["Namespaces/Update"],
+    ("namespaces", "remove", "compat-calls-extra"): ["Namespaces/Delete"],
+    ("images", "ls"): ["Images/List"],
+    ("leases", "ls"): ["Leases/List"],
     ("version",): ["Version/Version", "Introspection/Server"],
     ("plugins", "ls"): ["Introspection/Plugins"],
 }
