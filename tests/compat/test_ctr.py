@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import time
 import uuid
 
 import pytest
+from google.protobuf import any_pb2
 
 from tests.compat import scenario
 from tests.compat.ctr_runner import Ctr, CtrResult, table_rows
-from tests.compat.grpc_client import Client
+from tests.compat.grpc_client import Client, api
 from tests.compat.grpc_proxy import LoggingProxy, short_method
 
 pytestmark = pytest.mark.compat
@@ -166,25 +168,52 @@ def test_namespace_remove_non_empty(both) -> None:
 
 
 def _events(ctr: Ctr, actions) -> list:
-    """Run `ctr events` while `actions(ctr)` runs; return (namespace, topic, payload) lines."""
+    """Run `ctr events` while `actions(ctr)` runs; return (namespace, topic, payload) lines.
+
+    ctr prints nothing when its subscription is live, so a sentinel event is
+    published through the Events API until ctr echoes it; sentinels are dropped.
+    """
     argv = [ctr.ctr, "--address", ctr.address, "-n", ctr.namespace, "events"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
-        time.sleep(0.7)   # ctr has no "subscribed" signal; give Subscribe time to land
+        _wait_for_sentinel(ctr.address, lines)
         actions(ctr)
-        time.sleep(0.7)
+        time.sleep(0.7)   # the last events are in flight when the actions return
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=10)
-    lines = []
-    for line in out.splitlines():
+        proc.wait(10)
+        reader.join(10)
+    events = []
+    for line in lines:
         # "2026-11-26 15:23:23.47 +0000 UTC default /images/create {...}"
-        parts = line.split(" ", 6)
-        if len(parts) == 7:
-            ns, rest = parts[4], parts[5:]
-            lines.append((ns, rest[0], rest[1]))
-    assert proc.returncode is not None
-    return lines
+        parts = line.rstrip("\n").split(" ", 6)
+        if len(parts) == 7 and parts[5] != SENTINEL_TOPIC:
+            events.append((parts[4], parts[5], parts[6]))
+    return events
+
+
+SENTINEL_TOPIC = "/compat/ready"
+
+
+def _wait_for_sentinel(address: str, lines: list, timeout: float = 20.0) -> None:
+    client = Client(address)
+    events_pb2 = api("services.events.v1.events_pb2")
+    stub = api("services.events.v1.events_pb2_grpc").EventsStub(client.channel)
+    payload = api("events.image_pb2").ImageCreate(name="ready")
+    event = any_pb2.Any(type_url=payload.DESCRIPTOR.full_name, value=payload.SerializeToString())
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if any(SENTINEL_TOPIC in line for line in list(lines)):
+                return
+            client.call(stub.Publish, events_pb2.PublishRequest(topic=SENTINEL_TOPIC, event=event), "compat-ready")
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise AssertionError("ctr events never printed the readiness event")
 
 
 def test_events(real_ctr: Ctr, our_ctr: Ctr) -> None:

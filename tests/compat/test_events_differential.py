@@ -38,12 +38,24 @@ def _decode(event: any_pb2.Any) -> dict:
     return {"type_url": event.type_url, "event": json_format.MessageToDict(message, preserving_proto_field_name=True)}
 
 
+READY_TOPIC = "/compat/ready"
+
+
 class Subscription:
-    """Collect envelopes from Events/Subscribe in a thread until closed."""
+    """Collect envelopes from Events/Subscribe in a thread until closed.
+
+    Subscribe has no "subscribed" signal, so `wait_ready` publishes a sentinel
+    event (matched by an extra OR'ed filter) until it comes back; sentinels are
+    dropped from the result.
+    """
 
     def __init__(self, client: Client, filters: list[str], keep_namespaces: set[str]) -> None:
         pb, grpc_mod = _events_api()
         stub = grpc_mod.EventsStub(client.channel)
+        self.client = client
+        self.ready_ns = "ready-" + uuid.uuid4().hex[:8]
+        if filters:
+            filters = [*filters, f'topic=="{READY_TOPIC}",namespace=={self.ready_ns}']
         self.call = stub.Subscribe(pb.SubscribeRequest(filters=filters), timeout=60)
         self.keep = keep_namespaces
         self.envelopes: list = []
@@ -59,6 +71,16 @@ class Subscription:
             if err.code() != grpc.StatusCode.CANCELLED:
                 self.error = (err.code().name, err.details())
 
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        payload = api("events.image_pb2").ImageCreate(name="ready")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(e.topic == READY_TOPIC for e in self.envelopes) or self.error:
+                return
+            _publish(self.client, READY_TOPIC, self.ready_ns, payload)
+            time.sleep(0.1)
+        raise AssertionError("subscription never delivered the readiness event")
+
     def close(self) -> list:
         time.sleep(0.5)   # let the last events arrive
         self.call.cancel()
@@ -66,7 +88,7 @@ class Subscription:
         if self.error:
             return [("error",) + self.error]
         return [(e.namespace, e.topic, _decode(e.event)) for e in self.envelopes
-                if e.namespace in self.keep or any(ns in e.event.value.decode(errors="replace") for ns in self.keep)]
+                if e.topic != READY_TOPIC and e.namespace in self.keep or any(ns in e.event.value.decode(errors="replace") for ns in self.keep)]
 
 
 def _actions(client: Client, ns_a: str, ns_b: str) -> None:
@@ -100,7 +122,7 @@ def _run(client: Client, filters: list[str], tag: str) -> list:
     ns_a, ns_b = f"ev-a-{tag}", f"ev-b-{tag}"
     filters = [f.replace("NS_B", ns_b) for f in filters]
     sub = Subscription(client, filters, {ns_a, ns_b})
-    time.sleep(0.5)   # Subscribe has no "ready" signal
+    sub.wait_ready()
     _actions(client, ns_a, ns_b)
     # normalise the run-specific namespace names back to placeholders
     text = repr(sub.close()).replace(ns_a, "NS_A").replace(ns_b, "NS_B")
@@ -159,7 +181,7 @@ def test_published_event_reaches_subscribers(real_client: Client, our_client: Cl
     results = []
     for client in (real_client, our_client):
         sub = Subscription(client, ['topic=="/custom/thing"'], {"pub-sub"})
-        time.sleep(0.5)
+        sub.wait_ready()
         payload = api("events.image_pb2").ImageCreate(name="published:1", labels={"a": "b"})
         assert _publish(client, "/custom/thing", "pub-sub", payload) == ("OK", "")
         results.append(sub.close())
