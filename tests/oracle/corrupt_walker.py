@@ -1,10 +1,14 @@
 """Child process of the corruption fuzz: fully exercises damaged files.
 
-Reads one file path per line on stdin; for each it prints "start" and then
+Reads one request per line on stdin; for each it prints "start" and then
 "done <outcome>", where the outcome is "ok", "bolt <ExceptionClass>" for the
 engine's own BoltError family (the expected way to refuse damage), or
 "FAIL <type>: <message>" for anything else. A crash or hang shows up to the
-parent as a missing "done" line.
+parent as a missing "done" line. Requests:
+
+    <path>                 full walk: open, iterate, check, write, reopen
+    check <path>           read-only check: "ok <problems> <txid>"
+    dump <path> <out>      canonical dump (tests/oracle) into file <out>
 """
 
 from __future__ import annotations
@@ -105,15 +109,46 @@ def walk(path: str) -> str:
     return outcome
 
 
+def check_only(path: str) -> str:
+    from boltimages import bolt
+
+    try:
+        with bolt.open(path, read_only=True, timeout=1.0) as db:
+            txid = db.info()["txid"]
+            with db.begin() as tx:
+                problems = tx.check()
+    except bolt.BoltError as exc:
+        return f"bolt {type(exc).__name__}"
+    return f"ok {len(problems)} {txid}"
+
+
+def dump_to(path: str, out: str) -> str:
+    from boltimages import bolt
+    from tests.oracle import dump_file
+
+    try:
+        lines = dump_file(path)
+    except bolt.BoltError as exc:
+        return f"bolt {type(exc).__name__}"
+    with open(out, "w") as f:
+        f.write("\n".join(lines))
+    return "ok"
+
+
 def main() -> int:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
     out = sys.stdout
     for line in sys.stdin:
-        path = line.rstrip("\n")
+        request = line.rstrip("\n")
         out.write("start\n")
         out.flush()
         try:
-            outcome = walk(path)
+            if request.startswith("check "):
+                outcome = check_only(request[len("check "):])
+            elif request.startswith("dump "):
+                outcome = dump_to(*request[len("dump "):].rsplit(" ", 1))
+            else:
+                outcome = walk(request)
         except BaseException as exc:  # noqa: BLE001 - every other type is the failure being hunted
             tb = traceback.format_exc().replace("\n", " | ")
             outcome = f"FAIL {type(exc).__name__}: {str(exc)[:300]} :: {tb[-1500:]}"
