@@ -77,6 +77,15 @@ class Run:
         return self.client.call(self.client.images.List, pb.ListImagesRequest(filters=list(filters)),
                                 self.ns if ns == "" else ns)
 
+    def list_with_metadata(self, metadata: list) -> Outcome:
+        """Images/List with hand-made request metadata (header edge cases)."""
+        pb = self.client.images_pb2
+        try:
+            response = self.client.images.List(pb.ListImagesRequest(), metadata=metadata, timeout=10)
+        except grpc.RpcError as err:
+            return Outcome(err.code(), err.details() or "")
+        return Outcome(OK, "", response)
+
     def update(self, paths: Optional[list] = None, **kw) -> Outcome:
         pb = self.client.images_pb2
         request = pb.UpdateImageRequest(image=self.image(**kw))
@@ -235,6 +244,10 @@ STEPS: list[Step] = [
     # --- namespaces on the images API
     _s("ns-missing/list", PRECONDITION, lambda r: r.list(ns=None)),
     _s("ns-missing/create", PRECONDITION, lambda r: r.create(name="a:1", ns=None)),
+    _s("ns-empty-header", PRECONDITION, lambda r: r.client.call(
+        r.client.images.List, r.client.images_pb2.ListImagesRequest(), "")),
+    _s("ns-ttrpc-header-ignored", PRECONDITION, lambda r: r.list_with_metadata(
+        [("containerd-namespace-ttrpc", r.ns)])),
     _s("ns-invalid/space", INVALID, lambda r: r.list(ns="bad ns")),
     _s("ns-valid/upper-case", NOT_FOUND, lambda r: r.get("a:1", ns="Upper")),
     _s("ns-invalid/leading-dash", INVALID, lambda r: r.list(ns="-lead")),
@@ -294,6 +307,11 @@ STEPS: list[Step] = [
     _s("create/client-timestamps-ignored", OK, lambda r: r.create(name="v:clienttime", created_at=1_000_000_000)),
     _s("update/client-timestamps-ignored", OK, lambda r: r.update(name="v:clienttime", created_at=1_000_000_000,
                                                                     labels={"u": "1"})),
+    # Two namespace headers: the first one counts (the run's namespace holds images, the other none).
+    _s("ns-header-twice", OK, lambda r: r.list_with_metadata(
+        [("containerd-namespace", r.ns), ("containerd-namespace", r.ns + "-second")])),
+    _s("ns-header-twice-reversed", OK, lambda r: r.list_with_metadata(
+        [("containerd-namespace", r.ns + "-second"), ("containerd-namespace", r.ns)])),
     _s("create/already-exists", EXISTS, lambda r: r.create(name="docker.io/library/alpine:3.18")),
     _s("create/already-exists-other-target", EXISTS, lambda r: r.create(
         name="example.com/app:v1", digest=D256B)),
