@@ -29,9 +29,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 from ..errors import AlreadyExists, DataCorruption, InvalidArgument, NotFound, go_quote
-from . import codec, layout
+from . import codec, image_records, layout
 from .filters import parse_all
 from .identifiers import namespace_required
+from .image_records import RawImage
 
 if TYPE_CHECKING:  # the engine is only needed once a store touches a file
     from .. import bolt
@@ -235,36 +236,65 @@ class ImageStore:
     def __init__(self, db: "MetadataDB", *, grouped_writes: bool = True) -> None:
         self.db = db
         self._write = db.batch if grouped_writes else db.update
+        self._snapshots = image_records.Snapshots()
 
     def get(self, namespace: Optional[str], name: str) -> Image:
+        return self.get_record(namespace, name).to_image()
+
+    def get_record(self, namespace: Optional[str], name: str) -> RawImage:
+        """One image as stored (checked like :meth:`get`), for callers that
+        re-encode the bytes without decoding them."""
         ns = namespace_required(namespace)
 
-        def read(tx: "bolt.Tx") -> Image:
+        def read(tx: "bolt.Tx") -> RawImage:
+            snapshot = self._snapshots.current(ns, tx.id)
+            if snapshot is not None:
+                raw = snapshot.by_name().get(name.encode("utf-8", "surrogateescape"))
+                if raw is None:
+                    raise NotFound(f"image {go_quote(name)}")
+                return raw
             images = _bucket_path(tx, layout.images_path(ns))
-            record = images.bucket(name.encode()) if images is not None and name else None
+            key = name.encode()
+            record = images.bucket(key) if images is not None and name else None
             if record is None:
                 raise NotFound(f"image {go_quote(name)}")
-            return read_image(name, record)
+            raw = image_records.read_one(key, record)
+            raw.check()
+            return raw
         return self.db.view(read)
 
     def list(self, namespace: Optional[str], filters: Sequence[str] = ()) -> list[Image]:
+        return [raw.to_image() for raw in self.list_records(namespace, filters)]
+
+    def list_records(self, namespace: Optional[str], filters: Sequence[str] = ()) -> list[RawImage]:
+        """The matching images as stored, in name order.
+
+        One engine call copies the namespace's whole ``images`` bucket. Every
+        record is checked (a damaged one fails the List, as in containerd,
+        whether or not it matches), but only the fields a filter names are
+        decoded. The checked records are kept until the next commit to the
+        file (see :class:`image_records.Snapshots`).
+        """
         ns = namespace_required(namespace)
         matcher = parse_all(list(filters))
 
-        def read(tx: "bolt.Tx") -> list[Image]:
+        def read(tx: "bolt.Tx") -> list[RawImage]:
+            snapshot = self._snapshots.current(ns, tx.id)
+            if snapshot is not None:
+                return snapshot.records
             images = _bucket_path(tx, layout.images_path(ns))
             if images is None:
                 return []
-            out = []
-            for key, value in images.items():
-                if value is not None:
-                    continue  # containerd would fail on a plain key here; skip it
-                record = images.bucket(key)
-                image = read_image(key.decode("utf-8", "surrogateescape"), record)
-                if matcher.match(image_adaptor(image)):
-                    out.append(image)
-            return out
-        return self.db.view(read)
+            data = image_records.walk_bytes(images, 2)
+            records = image_records.parse(data, 0)
+            for raw in records:
+                raw.check()
+            self._snapshots.keep(ns, tx.id, records, len(data))
+            return records
+        records = self.db.view(read)
+        if not matcher.filters:
+            return records
+        return image_records.select(records, matcher)
 
     def create(self, namespace: Optional[str], image: Image, *, epoch: Optional[codec.Timestamp] = None,
                lease: Optional[str] = None) -> Image:

@@ -1,0 +1,344 @@
+"""Image records decoded straight from one packed subtree copy.
+
+Reading an image through the bucket API costs a C crossing and a Python
+object per bucket and key (about ten per image); List over thousands of
+images spent almost all its time there. Here one ``Bucket.walk`` copies the
+whole ``images`` bucket (or one record) in a single call and a flat loop
+slices it into :class:`RawImage` records that keep the stored bytes.
+
+Nothing is decoded to ``str`` until someone asks: a List filter looks at
+one or two fields, and the server re-frames the bytes as protobuf without
+decoding them at all. :meth:`RawImage.to_image` gives the same
+:class:`~boltimages.store.images.Image` the per-bucket reader gave, with the
+same errors for the same damage (bad time, missing target bucket).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from ..errors import DataCorruption, go_quote
+from . import codec, layout
+
+if TYPE_CHECKING:
+    from .. import bolt
+    from .filters import AnyFilter
+    from .images import Image
+
+# bolt_bucket_walk record header: depth, flags (1 = nested bucket), key length, value length
+_HEADER = struct.Struct("=IIII")
+_HEADER_SIZE = _HEADER.size
+_TIME_BODY = struct.Struct(">qi")
+_NANOS = 1_000_000_000
+
+# which sub-bucket of a record the walk is inside
+_IN_OTHER = 0
+_IN_LABELS = 1
+_IN_ANNOTATIONS = 2
+_IN_TARGET = 3
+
+
+class RawImage:
+    """One image record as stored: keys and values are the file's bytes.
+
+    ``labels``/``annotations`` are (key, value) pairs in key order, None when
+    the sub-bucket is absent; a nested bucket inside them reads as an empty
+    value, as containerd's ForEach-based reader sees it.
+    """
+
+    __slots__ = ("name", "created", "updated", "labels", "annotations", "has_target",
+                 "digest", "media_type", "size", "wire")
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.created: Optional[bytes] = None
+        self.updated: Optional[bytes] = None
+        self.labels: Optional[list[tuple[bytes, bytes]]] = None
+        self.annotations: Optional[list[tuple[bytes, bytes]]] = None
+        self.has_target = False
+        self.digest: Optional[bytes] = None
+        self.media_type: Optional[bytes] = None
+        self.size: Optional[bytes] = None
+        # the server's encoding of this record, kept while the record is cached
+        self.wire: Optional[bytes] = None
+
+    # -- checks the per-bucket reader made, in the same order ----------------
+    def check(self) -> None:
+        """Raise DataCorruption where reading this record as an Image would."""
+        for raw in (self.created, self.updated):
+            if raw is not None and not (len(raw) == 15 and raw[0] == 1):
+                self._time(raw)
+        if not self.has_target:
+            # containerd: "image %q: unable to read target bucket" (an Unknown error)
+            raise DataCorruption(f"image {go_quote(self.text_name())}: unable to read target bucket")
+
+    def _time(self, raw: bytes) -> codec.Timestamp:
+        try:
+            return codec.decode_time(raw)
+        except codec.CodecError as exc:
+            raise DataCorruption(f"image {go_quote(self.text_name())}: {exc}") from None
+
+    def text_name(self) -> str:
+        return self.name.decode("utf-8", "surrogateescape")
+
+    def seconds_nanos(self, raw: Optional[bytes]) -> Optional[tuple[int, int]]:
+        """(Unix seconds, nanos) of a stored time; None when absent."""
+        if raw is None:
+            return None
+        if len(raw) == 15 and raw[0] == 1:
+            sec, nanos = _TIME_BODY.unpack_from(raw, 1)
+            if 0 <= nanos < _NANOS:
+                return sec - codec.UNIX_TO_GO_INTERNAL, nanos
+        ts = self._time(raw)
+        return ts.seconds, ts.nanos
+
+    def size_value(self) -> int:
+        raw = self.size
+        if raw is None:
+            return 0
+        n = len(raw)
+        if n == 1 and raw[0] < 0x80:
+            z = raw[0]
+        elif n == 2 and raw[0] >= 0x80 and raw[1] < 0x80:
+            z = (raw[0] & 0x7F) | (raw[1] << 7)
+        elif n == 3 and raw[0] >= 0x80 and raw[1] >= 0x80 and raw[2] < 0x80:
+            z = (raw[0] & 0x7F) | ((raw[1] & 0x7F) << 7) | (raw[2] << 14)
+        else:
+            return codec.decode_varint_lenient(raw)
+        return -((z + 1) >> 1) if z & 1 else z >> 1
+
+    # -- the decoded form --------------------------------------------------------
+    def to_image(self) -> "Image":
+        from .images import Descriptor, Image
+        self.check()
+        image = Image(name=self.text_name())
+        if self.created is not None:
+            image.created_at = self._time(self.created)
+        if self.updated is not None:
+            image.updated_at = self._time(self.updated)
+        image.labels = _text_map(self.labels)
+        image.target = Descriptor(
+            media_type=_text(self.media_type), digest=_text(self.digest), size=self.size_value(),
+            annotations=_text_map(self.annotations))
+        return image
+
+    # -- filters -----------------------------------------------------------------
+    def lookup(self, path: Sequence[str]) -> tuple[str, bool]:
+        """Field lookup for filters, like containerd's image adaptor."""
+        if not path:
+            return "", False
+        head = path[0]
+        if head == "name":
+            name = self.text_name()
+            return name, bool(name)
+        if head == "target":
+            if len(path) < 2:
+                return "", False
+            if path[1] == "digest":
+                digest = _text(self.digest)
+                return digest, bool(digest)
+            if path[1] == "mediatype":
+                media_type = _text(self.media_type)
+                return media_type, bool(media_type)
+            return "", False
+        if head == "labels":
+            return _find(path[1:], self.labels)
+        if head == "annotations":
+            return _find(path[1:], self.annotations)
+        return "", False
+
+
+def _text(raw: Optional[bytes]) -> str:
+    return "" if raw is None else raw.decode("utf-8", "surrogateescape")
+
+
+def _text_map(pairs: Optional[list[tuple[bytes, bytes]]]) -> Optional[dict[str, str]]:
+    if pairs is None:
+        return None
+    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape") for k, v in pairs}
+
+
+def _find(path: Sequence[str], pairs: Optional[list[tuple[bytes, bytes]]]) -> tuple[str, bool]:
+    if not pairs:
+        return "", False
+    # Filter text never holds lone surrogates, so comparing its UTF-8 with
+    # the stored bytes equals comparing the decoded strings.
+    try:
+        key = ".".join(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return "", False
+    for k, v in pairs:
+        if k == key:
+            return v.decode("utf-8", "surrogateescape"), True
+    return "", False
+
+
+def parse(data: bytes, top: int, first: Optional[RawImage] = None) -> list[RawImage]:
+    """Records in a ``bolt_bucket_walk`` copy.
+
+    ``top`` is the depth of the image-name entries (0 when walking the
+    ``images`` bucket); ``first`` is a record already started (walking one
+    record's own bucket: pass its RawImage and ``top=-1``). Plain keys where
+    an image bucket belongs are skipped, as the per-bucket reader skipped them.
+    """
+    out: list[RawImage] = []
+    cur = first if first is not None else RawImage(b"")
+    if first is not None:
+        out.append(first)
+    fields = top + 1
+    inner = top + 2
+    sub = _IN_OTHER
+    pairs: list[tuple[bytes, bytes]] = []
+    unpack = _HEADER.unpack_from
+    off = 0
+    end = len(data)
+    while off < end:
+        depth, flags, klen, vlen = unpack(data, off)
+        off += _HEADER_SIZE
+        key = data[off:off + klen]
+        off += klen
+        if flags & 1:
+            value = None
+        else:
+            value = data[off:off + vlen]
+            off += vlen
+        # most entries are inside labels/target: test that level first
+        if depth == inner:
+            if sub == _IN_LABELS or sub == _IN_ANNOTATIONS:
+                pairs.append((key, b"" if value is None else value))
+            elif sub == _IN_TARGET and value is not None:
+                if key == b"digest":
+                    cur.digest = value
+                elif key == b"mediatype":
+                    cur.media_type = value
+                elif key == b"size":
+                    cur.size = value
+        elif depth == fields:
+            sub = _IN_OTHER
+            if value is not None:
+                if key == b"createdat":
+                    cur.created = value
+                elif key == b"updatedat":
+                    cur.updated = value
+            elif key == b"labels":
+                pairs = cur.labels = []
+                sub = _IN_LABELS
+            elif key == b"annotations":
+                pairs = cur.annotations = []
+                sub = _IN_ANNOTATIONS
+            elif key == b"target":
+                cur.has_target = True
+                sub = _IN_TARGET
+        elif depth == top:
+            sub = _IN_OTHER
+            cur = RawImage(key)
+            if value is None:
+                out.append(cur)
+            # else: containerd would fail on a plain key here; it is skipped
+            # (nothing follows a plain key at a deeper level)
+    return out
+
+
+def walk_bytes(bucket: "bolt.Bucket", max_depth: int) -> bytes:
+    """The packed ``bolt_bucket_walk`` copy of a bucket's subtree, as one bytes.
+
+    ``Bucket.walk`` yields a tuple per entry; here the loop in :func:`parse`
+    slices the copy itself, which is what makes a whole List one C call and
+    one flat Python loop. (Uses the engine module's handle; bolt.py could
+    expose this as a public method.)
+    """
+    from .. import bolt
+    ffi, lib = bolt.ffi, bolt.lib
+    out = ffi.new("uint8_t **")
+    size = ffi.new("size_t *")
+    status = lib.bolt_bucket_walk(bucket._b, max_depth, out, size)
+    if status:
+        raise bolt._error(status)
+    try:
+        return ffi.buffer(out[0], size[0])[:] if out[0] != ffi.NULL else b""
+    finally:
+        lib.bolt_free(out[0])
+
+
+def read_all(images: "bolt.Bucket") -> list[RawImage]:
+    """Every record of a namespace's ``images`` bucket, in key order."""
+    return parse(walk_bytes(images, 2), 0)
+
+
+def read_one(name: bytes, record: "bolt.Bucket") -> RawImage:
+    """One record from its own bucket."""
+    raw = RawImage(name)
+    parse(walk_bytes(record, 1), -1, raw)
+    return raw
+
+
+def select(records: list[RawImage], matcher: "AnyFilter") -> list[RawImage]:
+    """The records any of the request's filters matches."""
+    match = matcher.match
+    return [raw for raw in records if match(raw.lookup)]
+
+
+class _Snapshot:
+    __slots__ = ("txid", "records", "size", "_by_name")
+
+    def __init__(self, txid: int, records: list[RawImage], size: int) -> None:
+        self.txid = txid
+        self.records = records
+        self.size = size
+        self._by_name: Optional[dict[bytes, RawImage]] = None
+
+    def by_name(self) -> dict[bytes, RawImage]:
+        if self._by_name is None:
+            self._by_name = {raw.name: raw for raw in self.records}
+        return self._by_name
+
+
+class Snapshots:
+    """Checked records of whole ``images`` buckets, valid for one file state.
+
+    A read transaction's id is the id of the last committed write: any
+    commit to the file (ours, a batch, another store's) gives later readers
+    a new id, so a snapshot taken under id N describes the bucket exactly as
+    long as readers still see N. Nothing else can change the file while we
+    hold its lock. Records are never mutated after they are kept (only
+    their lazily computed ``wire`` is filled in, the same by every caller).
+
+    Memory is bounded by the packed size of what is kept; a namespace
+    larger than the budget is simply read afresh each time.
+    """
+
+    def __init__(self, budget: int = 32 << 20) -> None:
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._by_ns: dict[str, _Snapshot] = {}
+
+    def current(self, namespace: str, txid: int) -> Optional[_Snapshot]:
+        snapshot = self._by_ns.get(namespace)
+        if snapshot is not None and snapshot.txid == txid:
+            return snapshot
+        return None
+
+    def keep(self, namespace: str, txid: int, records: list[RawImage], size: int) -> None:
+        if size > self.budget:
+            return
+        with self._lock:
+            old = self._by_ns.get(namespace)
+            if old is not None and old.txid > txid:
+                return  # a reader of a newer state got here first
+            # stale snapshots of other namespaces go first, then any others
+            by_ns = {ns: s for ns, s in self._by_ns.items() if ns != namespace and s.txid == txid}
+            total = size + sum(s.size for s in by_ns.values())
+            for ns in list(by_ns):
+                if total <= self.budget:
+                    break
+                total -= by_ns.pop(ns).size
+            by_ns[namespace] = _Snapshot(txid, records, size)
+            self._by_ns = by_ns
+
+
+# keep the layout's names and the parser's literals in step
+assert (layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layout.LABELS_BUCKET, layout.ANNOTATIONS_BUCKET,
+        layout.TARGET_BUCKET, layout.DIGEST_KEY, layout.MEDIA_TYPE_KEY, layout.SIZE_KEY) == (
+        b"createdat", b"updatedat", b"labels", b"annotations", b"target", b"digest", b"mediatype", b"size")
