@@ -71,6 +71,31 @@ def build_image(ref: str, seed: str) -> BuiltImage:
     return BuiltImage(ref, _digest(manifest), len(manifest), _digest(config), _digest(layer_gz), blobs)
 
 
+def build_index_image(ref: str, seed: str, platforms=(("linux", "amd64"), ("linux", "arm64"))) -> BuiltImage:
+    """A multi-platform image: an OCI index over one manifest per platform."""
+    blobs: dict = {}
+    entries = []
+    for os_name, arch in platforms:
+        one = build_image(ref, f"{seed}-{os_name}-{arch}")
+        # rewrite the config's platform so each manifest really is for its platform
+        config = json.loads(one.blobs[one.config_digest])
+        config["os"], config["architecture"] = os_name, arch
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        manifest = json.loads(one.blobs[one.manifest_digest])
+        manifest["config"] = {"mediaType": CONFIG_TYPE, "digest": _digest(config_bytes), "size": len(config_bytes)}
+        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+        blobs[one.layer_digest] = one.blobs[one.layer_digest]
+        blobs[_digest(config_bytes)] = config_bytes
+        blobs[_digest(manifest_bytes)] = manifest_bytes
+        entries.append({"mediaType": MANIFEST_TYPE, "digest": _digest(manifest_bytes), "size": len(manifest_bytes),
+                        "platform": {"os": os_name, "architecture": arch}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": entries}, sort_keys=True).encode()
+    blobs[_digest(index)] = index
+    image = BuiltImage(ref, _digest(index), len(index), "", "", blobs)
+    image.media_type = INDEX_TYPE
+    return image
+
+
 def write_archive(path: pathlib.Path, images: Iterable[BuiltImage]) -> pathlib.Path:
     """Write an OCI image-layout tar holding `images`; returns `path`."""
     images = list(images)
@@ -80,10 +105,11 @@ def write_archive(path: pathlib.Path, images: Iterable[BuiltImage]) -> pathlib.P
         for digest, data in image.blobs.items():
             alg, hexpart = digest.split(":", 1)
             files[f"blobs/{alg}/{hexpart}"] = data
-        manifests.append({"mediaType": MANIFEST_TYPE, "digest": image.manifest_digest,
-                          "size": image.manifest_size,
-                          "annotations": {REF_NAME: image.ref},
-                          "platform": {"architecture": "amd64", "os": "linux"}})
+        entry = {"mediaType": getattr(image, "media_type", MANIFEST_TYPE), "digest": image.manifest_digest,
+                 "size": image.manifest_size, "annotations": {REF_NAME: image.ref}}
+        if entry["mediaType"] == MANIFEST_TYPE:
+            entry["platform"] = {"architecture": "amd64", "os": "linux"}
+        manifests.append(entry)
     files["index.json"] = json.dumps({"schemaVersion": 2, "mediaType": INDEX_TYPE,
                                       "manifests": manifests}, sort_keys=True).encode()
     path.write_bytes(_tar_bytes(files))

@@ -19,7 +19,7 @@ from tests.compat import scenario
 from tests.compat.ctr_runner import Ctr
 from tests.compat.daemons import Daemon, containerd_meta_db
 from tests.compat.grpc_client import Client
-from tests.compat.oci_archive import build_image, write_archive
+from tests.compat.oci_archive import build_image, build_index_image, write_archive
 
 pytestmark = pytest.mark.compat
 
@@ -32,12 +32,13 @@ def _populate_with_containerd(ctr: Ctr, tmp: pathlib.Path) -> None:
     """Images (imported, unpacked, tagged, labelled), a container, leases, namespace labels."""
     first = write_archive(tmp / "first.tar", [build_image("docker.io/library/a:1", "a"),
                                               build_image("docker.io/library/b:2", "b")])
-    second = write_archive(tmp / "second.tar", [build_image("example.com/team/c:3", "c")])
+    second = write_archive(tmp / "second.tar", [build_image("example.com/team/c:3", "c"),
+                                                build_index_image("example.com/team/multi:1", "m")])
     ctr("images", "import", "--snapshotter", "native", str(first)).ok()
     ctr("images", "tag", "docker.io/library/a:1", "example.com/a:tagged").ok()
     ctr("images", "label", "docker.io/library/b:2", "owner=ops", "tier=base").ok()
     ctr("containers", "create", "--snapshotter", "native", "docker.io/library/a:1", "ctr1").ok()
-    ctr("images", "import", "--no-unpack", str(second), namespace="team-a").ok()
+    ctr("images", "import", "--no-unpack", "--all-platforms", str(second), namespace="team-a").ok()
     ctr("images", "tag", "example.com/team/c:3", "example.com/team/c:latest", namespace="team-a").ok()
     ctr("namespaces", "label", "team-a", "owner=team-a").ok()
     ctr("leases", "create", "--id", "keep-me", "why=test", namespace="team-a").ok()
@@ -135,6 +136,8 @@ def _ctr_views(ctr: Ctr) -> dict:
 
 def test_containerd_file_served_by_ours(containerd_file, boltimages_factory, ctr_bin, oracle, tmp_path) -> None:
     root, theirs = containerd_file
+    multi = [row for row in theirs["team-a: ctr images ls"][1] if row[0] == "example.com/team/multi:1"]
+    assert multi and "linux/amd64,linux/arm64" in multi[0], theirs["team-a: ctr images ls"]
     pristine = tmp_path / "pristine.db"
     shutil.copyfile(containerd_meta_db(root), pristine)
     served = tmp_path / "served" / "meta.db"
