@@ -7,7 +7,9 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from typing import Iterator, Optional, Sequence
 
 import grpc
@@ -128,3 +130,50 @@ def channel(server: Served) -> Iterator[grpc.Channel]:
 
 def md(namespace: Optional[str]) -> list[tuple[str, str]]:
     return [] if namespace is None else [(NAMESPACE_KEY, namespace)]
+
+
+class Collector:
+    """A Subscribe stream read on a thread, known to be registered on the server.
+
+    A subscription only sees events published after the server registered it,
+    and the client cannot tell when that happened; so the collector also
+    listens for a private warm-up topic (filters are OR-ed) and publishes it
+    until one arrives. Warm-up envelopes are kept out of ``got``.
+    """
+
+    def __init__(self, channel: grpc.Channel, filters: Sequence[str] = ()) -> None:
+        from boltimages.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+        stub = events_pb2_grpc.EventsStub(channel)
+        self.warmup = f"/warmup/w{uuid.uuid4().hex[:12]}"
+        wanted = list(filters) + [f'topic=="{self.warmup}"'] if filters else []
+        self.call = stub.Subscribe(events_pb2.SubscribeRequest(filters=wanted), timeout=120)
+        self.got: list = []
+        self.error: Optional[grpc.RpcError] = None
+        self._warm = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self._warm.is_set() and self.error is None and time.monotonic() < deadline:
+            stub.Publish(events_pb2.PublishRequest(topic=self.warmup), metadata=md("warmup"), timeout=10)
+            self._warm.wait(0.1)
+        assert self._warm.is_set(), f"subscription never delivered its warm-up event ({self.error})"
+
+    def _run(self) -> None:
+        try:
+            for envelope in self.call:
+                if envelope.topic == self.warmup:
+                    self._warm.set()
+                elif not envelope.topic.startswith("/warmup/"):
+                    self.got.append(envelope)
+        except grpc.RpcError as err:
+            self.error = err
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list:
+        deadline = time.monotonic() + timeout
+        while len(self.got) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.got
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.thread.join(5)

@@ -13,7 +13,7 @@ from boltimages.api.containerd.services.namespaces.v1 import namespace_pb2, name
 from boltimages.store import leases as lease_store
 from boltimages.store.db import MetadataDB
 
-from .conftest import md
+from .conftest import Collector, md
 
 
 def test_expired_leases_are_removed_like_containerds_gc(serve, tmp_path):
@@ -54,8 +54,7 @@ def test_event_subscribers_are_capped_but_calls_still_flow(serve):
     s = serve("--workers", "10")  # 8 workers stay reserved: two streams allowed
     channel = s.channel()
     events = events_pb2_grpc.EventsStub(channel)
-    streams = [events.Subscribe(events_pb2.SubscribeRequest(), timeout=30) for _ in range(2)]
-    time.sleep(0.5)
+    streams = [Collector(channel) for _ in range(2)]  # both known to be registered
     third = events.Subscribe(events_pb2.SubscribeRequest(), timeout=30)
     try:
         next(third)
@@ -64,12 +63,19 @@ def test_event_subscribers_are_capped_but_calls_still_flow(serve):
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     ns = namespace_pb2_grpc.NamespacesStub(channel)
     ns.Create(namespace_pb2.CreateNamespaceRequest(namespace=namespace_pb2.Namespace(name="still-ok")), timeout=10)
-    assert [e.topic for e in (next(streams[0]), next(streams[1]))] == ["/namespaces/create"] * 2
-    for st in streams:
-        st.cancel()
-    # cancelled streams free their slots
-    time.sleep(1.5)
-    again = events.Subscribe(events_pb2.SubscribeRequest(), timeout=30)
+    assert [[e.topic for e in c.wait_for(1)] for c in streams] == [["/namespaces/create"]] * 2
+    for c in streams:
+        c.close()
+    # cancelled streams free their slots (the server notices within its poll interval)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            again = Collector(channel)
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     ns.Create(namespace_pb2.CreateNamespaceRequest(namespace=namespace_pb2.Namespace(name="after")), timeout=10)
-    assert next(again).topic == "/namespaces/create"
-    again.cancel()
+    assert [e.topic for e in again.wait_for(1)] == ["/namespaces/create"]
+    again.close()

@@ -17,7 +17,7 @@ from boltimages.api.containerd.services.leases.v1 import leases_pb2, leases_pb2_
 from boltimages.api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from boltimages.api.containerd.services.version.v1 import version_pb2_grpc
 
-from .conftest import md
+from .conftest import Collector, md
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -206,35 +206,6 @@ def test_health_and_reflection(channel):
 
 
 # --- events ------------------------------------------------------------------------
-
-class Collector:
-    """A Subscribe stream read on a thread; envelopes gathered in a list."""
-
-    def __init__(self, channel, filters=()) -> None:
-        self.call = events_pb2_grpc.EventsStub(channel).Subscribe(
-            events_pb2.SubscribeRequest(filters=list(filters)), timeout=60)
-        self.got: list = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        time.sleep(0.3)  # let the subscription register before events are sent
-
-    def _run(self) -> None:
-        try:
-            for envelope in self.call:
-                self.got.append(envelope)
-        except grpc.RpcError:
-            pass
-
-    def wait_for(self, n: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while len(self.got) < n and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.got
-
-    def close(self) -> None:
-        self.call.cancel()
-        self.thread.join(5)
-
 
 def test_events_from_namespace_changes_and_publish(channel, namespaces):
     everything = Collector(channel)
