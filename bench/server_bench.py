@@ -13,6 +13,7 @@ metadata in a bbolt-format file that fsyncs every commit (containerd's
 default bbolt options; boltimages' default, no_sync off).
 
 Steps, in order, in namespace "bench":
+  version            2,000 Version calls (no store work: the gRPC floor)
   create_concurrent  create N images (default 10,000) from 16 clients
   list_all           List with no filter (N images), --list-reps times
   list_filter        List with labels."bench.group"==3 (N/10 match)
@@ -49,6 +50,7 @@ from benchlib import BenchError
 
 NAMESPACE = b"bench"
 STEP_LABELS = {
+    "version": "Version (empty call: the gRPC floor, per call)",
     "create_concurrent": "Create {images} images, {clients} concurrent clients (per call)",
     "list_all": "List, {images} images, no filter (per List)",
     "list_filter": "List, {images} images, label filter → {match} (per List)",

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	imagesapi "github.com/containerd/containerd/api/services/images/v1"
+	versionapi "github.com/containerd/containerd/api/services/version/v1"
 	"github.com/containerd/containerd/api/types"
 	ptypes "github.com/gogo/protobuf/types"
 	digest "github.com/opencontainers/go-digest"
@@ -45,6 +46,11 @@ func fail(format string, args ...interface{}) {
 }
 
 func dial(socket string) (*grpc.ClientConn, imagesapi.ImagesClient) {
+	conn := dialConn(socket)
+	return conn, imagesapi.NewImagesClient(conn)
+}
+
+func dialConn(socket string) *grpc.ClientConn {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := grpc.DialContext(ctx, "passthrough:///bench",
@@ -57,7 +63,7 @@ func dial(socket string) (*grpc.ClientConn, imagesapi.ImagesClient) {
 	if err != nil {
 		fail("cannot connect to %s: %v", socket, err)
 	}
-	return conn, imagesapi.NewImagesClient(conn)
+	return conn
 }
 
 func nsContext() context.Context {
@@ -183,6 +189,14 @@ func main() {
 		fail("namespace %q already holds %d images; start from an empty server", namespace, len(resp.Images))
 	}
 
+	// An empty call: the floor that the gRPC stack alone puts under every request.
+	vconn := dialConn(*socket)
+	defer vconn.Close()
+	vc := versionapi.NewVersionClient(vconn)
+	steps = append(steps, run("version", one, 1, 0, *nOps, func(_ imagesapi.ImagesClient, _ int) error {
+		_, err := vc.Version(ctx, &ptypes.Empty{})
+		return err
+	}))
 	steps = append(steps, run("create_concurrent", conns, *concurrency, 0, *nImages, func(c imagesapi.ImagesClient, i int) error {
 		_, err := c.Create(ctx, &imagesapi.CreateImageRequest{Image: newImage(i)})
 		return err
