@@ -73,6 +73,8 @@ class Loss:
     #: key range of the lost subtree as the parent branch described it (lo inclusive, hi exclusive)
     lo: Optional[bytes] = None
     hi: Optional[bytes] = None
+    #: the other children of the branch that pointed here (tells whether the lost page was a leaf)
+    siblings: tuple[int, ...] = ()
 
     def describe(self) -> str:
         where = "/".join(p.decode("utf-8", "backslashreplace") for p in self.path) or "(root)"
@@ -260,6 +262,10 @@ class Walk:
     page_of: dict[tuple[tuple[bytes, ...], bytes], Optional[int]] = field(default_factory=dict)
     #: page id -> id of the page that points at it (branch, or leaf holding a bucket header)
     parent: dict[int, Optional[int]] = field(default_factory=dict)
+    #: page id -> bucket path the page belongs to
+    page_path: dict[int, tuple[bytes, ...]] = field(default_factory=dict)
+    #: bucket path -> page flags of the bucket's root page
+    root_flags: dict[tuple[bytes, ...], int] = field(default_factory=dict)
 
 
 class TolerantReader:
@@ -271,6 +277,7 @@ class TolerantReader:
         self.walk = Walk(Bucket())
         self._from: Optional[int] = None
         self._leaf_pgid: Optional[int] = None
+        self._siblings: tuple[int, ...] = ()
 
     def read(self) -> Walk:
         self._tree(self.meta.root, (), self.walk.root, None, None, 0)
@@ -278,7 +285,7 @@ class TolerantReader:
 
     def _lose(self, path: tuple[bytes, ...], pgid: Optional[int], reason: str,
               lo: Optional[bytes], hi: Optional[bytes]) -> None:
-        self.walk.losses.append(Loss(path, pgid, reason, lo, hi))
+        self.walk.losses.append(Loss(path, pgid, reason, lo, hi, self._siblings))
 
     def _tree(self, pgid: int, path: tuple[bytes, ...], into: Bucket,
               lo: Optional[bytes], hi: Optional[bytes], depth: int) -> None:
@@ -302,9 +309,14 @@ class TolerantReader:
             return
         self.walk.visited.update(range(pgid, pgid + overflow + 1))
         self.walk.parent.setdefault(pgid, self._from)
+        self.walk.page_path.setdefault(pgid, path)
+        if lo is None and hi is None:
+            self.walk.root_flags.setdefault(path, flags)
         if flags == FLAG_BRANCH:
+            kids = tuple(child for _key, child in children)
             for i, (key, child) in enumerate(children):
                 self._from = pgid
+                self._siblings = tuple(k for k in kids if k != child)
                 child_hi = children[i + 1][0] if i + 1 < len(children) else hi
                 self._tree(child, path, into, key if i else lo, child_hi, depth + 1)
         else:
@@ -327,8 +339,10 @@ class TolerantReader:
             into.buckets[key] = child
             if root != 0:
                 self._from = self._leaf_pgid
+                self._siblings = ()
                 self._tree(root, sub_path, child, None, None, depth + 1)
                 continue
+            self._siblings = ()
             inline = memoryview(value)[BUCKET_HEADER.size:]
             try:
                 if len(inline) < PAGE_HEADER_SIZE:

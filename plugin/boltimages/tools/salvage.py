@@ -60,7 +60,8 @@ def recover(data: bytes) -> dict[str, Any]:
     report["meta_used"] = meta.slot
     report["txid"] = meta.txid
     if walk.losses:
-        _adopt_orphans(raw, meta, walk, report)
+        others = [w for m, w in walks if m.slot != meta.slot]
+        _adopt_orphans(raw, meta, walk, others[0] if others else None, report)
     free = raw.freelist(meta)
     if free is None and meta.freelist != rawpages.NO_FREELIST:
         report["notes"].append(f"freelist page {meta.freelist} is unreadable (it is rebuilt in the output)")
@@ -132,9 +133,38 @@ def _find_bucket(root: rawpages.Bucket, path: tuple[bytes, ...]) -> Optional[raw
     return node
 
 
+def _lost_page_was_branch(raw: rawpages.RawFile, meta: rawpages.Meta, loss: rawpages.Loss,
+                          older: Optional[rawpages.Walk]) -> bool:
+    """Whether the lost page held only pointers (a branch), so its orphaned children can be adopted.
+
+    All leaves of a bucket sit at the same depth, so the lost page is of the same
+    kind as its readable siblings. A lost bucket root has no siblings: it counts
+    as a branch when the previous commit's root of that bucket was one. A lost
+    leaf's orphans are pages of its sub-buckets, whose names died with it; they
+    must not be poured into the parent bucket.
+    """
+    for sibling in loss.siblings:
+        try:
+            flags, _count, _ov, _buf = raw.page(sibling, meta.pgid)
+        except rawpages.PageError:
+            continue
+        if flags in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF):
+            return flags == rawpages.FLAG_BRANCH
+    if loss.lo is None and loss.hi is None and older is not None:
+        return older.root_flags.get(loss.path) == rawpages.FLAG_BRANCH
+    return False
+
+
 def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Walk,
-                   report: dict[str, Any]) -> None:
+                   older: Optional[rawpages.Walk], report: dict[str, Any]) -> None:
+    """Put orphaned leaf pages back where they belong, when that is known.
+
+    An orphan is attributed by the previous commit's tree when that tree still
+    reaches it (pages a commit did not touch are shared by both trees);
+    otherwise only to a lost branch page whose key range fits all its keys.
+    """
     candidates = [loss for loss in walk.losses if loss.pgid is not None]
+    branch_level = [loss for loss in candidates if _lost_page_was_branch(raw, meta, loss, older)]
     adopt = raw.freelist(meta) is not None
     if not adopt:
         # without a freelist, free pages (stale versions of records) and orphaned
@@ -155,15 +185,37 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
                     probe = rawpages.TolerantReader(raw, meta)
                     probe._tree(sub_root, (), rawpages.Bucket(), None, None, 0)
                     owned |= probe.walk.visited
+    infos = []
     for pgid, elements in orphans:
-        if pgid in walk.visited or pgid in owned:
-            continue  # reached through an orphan adopted earlier, or owned by one
+        if pgid in owned:
+            continue
         first, last = elements[0][1], elements[-1][1]
-        fits = [loss for loss in candidates
+        known = older.page_path.get(pgid) if older is not None else None
+        pool = [loss for loss in candidates if loss.path == known] if known is not None else candidates
+        fits = [loss for loss in pool
                 if (loss.lo is None or first >= loss.lo) and (loss.hi is None or last < loss.hi)]
+        infos.append((pgid, elements, known, fits))
+    adoptable = {id(loss) for loss in branch_level}
+    for loss in candidates:
+        if id(loss) in adoptable or loss.siblings or loss.lo is not None or loss.hi is not None:
+            continue
+        # a lost bucket root of unknown kind: its orphans are its own leaves when they tile
+        # the key space (two or more, disjoint, as a branch's children are); pages of
+        # sub-buckets of a lost leaf come from several key spaces and overlap
+        spans = sorted((el[0][1], el[-1][1]) for _p, el, known, fits in infos
+                       if known is None and any(f is loss for f in fits))
+        if len(spans) >= 2 and all(spans[i][1] < spans[i + 1][0] for i in range(len(spans) - 1)):
+            adoptable.add(id(loss))
+    for pgid, elements, known, fits in infos:
+        if pgid in walk.visited:
+            continue  # reached through an orphan adopted earlier in this loop
+        listed = fits
+        if known is None:
+            fits = [loss for loss in fits if id(loss) in adoptable]
         paths = {loss.path for loss in fits}
         if len(paths) != 1:
-            if fits:
+            if listed:
+                paths = {loss.path for loss in listed}
                 report["ambiguous_orphans"].append({"page": pgid, "buckets": sorted(
                     "/".join(x.decode("utf-8", "backslashreplace") for x in p) for p in paths)})
             continue
