@@ -174,3 +174,33 @@ def test_zeroed_meta0_of_a_16k_file(oracle, tmp_path):
     assert result["report"]["page_size"] == 16384 and result["report"]["meta_used"] == 1
     assert result["report"]["txid"] == slot1.txid
     assert dump_tree(result["tree"]) == expected
+
+
+def test_lost_leaf_does_not_leak_its_sub_buckets_into_the_parent(oracle, tmp_path):
+    """A leaf holding headers of non-inline sub-buckets is zeroed: those sub-buckets' pages become
+    orphans whose keys may well fall in the parent's lost range; they must not be adopted there."""
+    from boltimages import bolt
+    path = tmp_path / "nested.db"
+    with bolt.open(path) as db, db.begin(write=True) as tx:
+        parent = tx.create_bucket(b"P")
+        for i in range(400):
+            child = parent.create_bucket(b"child-%04d" % i)
+            # keys that sort inside the parent's key space, values big enough to need own pages
+            child.put_many((b"child-%04d-%02d" % (i, j), bytes([j]) * 300) for j in range(6))
+    with bolt.open(path) as db, db.begin(write=True) as tx:
+        tx.bucket(b"P").put(b"child-0000-touch", b"x")  # a second commit so a previous tree exists
+    assert oracle.check(path) == []
+    data = bytearray(path.read_bytes())
+    raw = rawpages.RawFile(bytes(data))
+    walk = read_intact(bytes(data))
+    p_leaves = sorted({p for (bpath, _k), p in walk.page_of.items() if bpath == (b"P",) and p is not None})
+    assert len(p_leaves) >= 3
+    victim = p_leaves[len(p_leaves) // 2]
+    expected = expected_after_losing(bytes(data), [victim])
+    ps = raw.page_size
+    data[victim * ps:(victim + 1) * ps] = bytes(ps)
+    result = salvage.recover(bytes(data))
+    assert [d["page"] for d in result["report"]["lost_detail"]] == [victim]
+    # the orphans were seen and fit the lost range, yet were listed rather than adopted
+    assert result["report"]["ambiguous_orphans"] and not result["report"]["recovered_orphans"]
+    assert dump_tree(result["tree"]) == expected
