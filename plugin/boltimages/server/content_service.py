@@ -24,9 +24,9 @@ from google.protobuf import timestamp_pb2
 from ..api.containerd.services.content.v1 import content_pb2 as api
 from ..api.containerd.services.content.v1 import content_pb2_grpc
 from ..errors import NotFound
-from ..store import filters, layout
+from ..store import layout
 from ..store.codec import CodecError, decode_time, decode_varint_lenient
-from .status import RawStatus, grpc_errors, namespace
+from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
 #: bytes per ReadContentResponse (containerd streams 1 MiB buffers)
 READ_CHUNK = 1 << 20
@@ -136,7 +136,7 @@ class ContentServicer(content_pb2_grpc.ContentServicer):
     def List(self, request: api.ListContentRequest,
              context: grpc.ServicerContext) -> Iterator[api.ListContentResponse]:
         ns = namespace(context)
-        selected = filters.parse_all(list(request.filters))
+        selected = parse_filters_once(list(request.filters))
 
         def read(tx: Any) -> list[api.Info]:
             blobs = _blobs(tx, ns)

@@ -9,9 +9,8 @@ from google.protobuf import any_pb2, empty_pb2, message as pb_message, symbol_da
 
 from ..api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from ..errors import BoltImagesError, InvalidArgument
-from ..store import filters
 from .event_bus import EventBus, Matcher
-from .status import RawStatus, grpc_errors, namespace
+from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
 #: how often a streaming Subscribe checks whether its client went away
 _POLL_SECONDS = 0.5
@@ -69,7 +68,7 @@ def envelope_adaptor(envelope: events_pb2.Envelope):
 def compile_matcher(texts: Sequence[str]) -> "Matcher | None":
     if not texts:
         return None
-    parsed = filters.parse_all(list(texts))
+    parsed = parse_filters_once(list(texts))
     return lambda envelope: parsed.match(envelope_adaptor(envelope))
 
 
@@ -100,7 +99,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         try:
             matcher = compile_matcher(request.filters)
         except InvalidArgument as exc:
-            raise exc.wrap("failed parsing subscription filters") from None
+            # containerd's events service returns this as a plain error: code Unknown
+            raise RawStatus(grpc.StatusCode.UNKNOWN,
+                            f"subscription error: failed parsing subscription filters: {exc}") from None
         if self.max_subscribers and self.bus.subscriber_count() >= self.max_subscribers:
             raise RawStatus(grpc.StatusCode.RESOURCE_EXHAUSTED,
                             f"too many event subscribers ({self.max_subscribers}); raise --workers")

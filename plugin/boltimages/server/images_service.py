@@ -153,27 +153,52 @@ def _timestamp(tag: bytes, raw: RawImage, stored: Optional[bytes]) -> bytes:
     return field
 
 
-def encode_image(raw: RawImage) -> bytes:
-    """Wire bytes of one images_pb2.Image for a stored record (already checked)."""
-    name = raw.name
+def _encode(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], media_type: Optional[bytes],
+            digest: Optional[bytes], size: int, annotations: Optional[list[tuple[bytes, bytes]]],
+            created: bytes, updated: bytes) -> bytes:
     target: list[bytes] = []
-    if raw.media_type:
-        target += (b"\x0a", _uvarint(len(raw.media_type)), raw.media_type)
-    if raw.digest:
-        target += (b"\x12", _uvarint(len(raw.digest)), raw.digest)
-    size = raw.size_value()
+    if media_type:
+        target += (b"\x0a", _uvarint(len(media_type)), media_type)
+    if digest:
+        target += (b"\x12", _uvarint(len(digest)), digest)
     if size:
         target += (b"\x18", _uvarint(size & _MASK64))
-    if raw.annotations:
-        _map_entries(b"\x2a", raw.annotations, target)
+    if annotations:
+        _map_entries(b"\x2a", annotations, target)
     target_bytes = b"".join(target)
     out = [b"\x0a", _uvarint(len(name)), name]
-    if raw.labels:
-        _map_entries(b"\x12", raw.labels, out)
-    out += (b"\x1a", _uvarint(len(target_bytes)), target_bytes,
-            _timestamp(b"\x3a", raw, raw.created),
-            _timestamp(b"\x42", raw, raw.updated))
+    if labels:
+        _map_entries(b"\x12", labels, out)
+    out += (b"\x1a", _uvarint(len(target_bytes)), target_bytes, created, updated)
     return b"".join(out)
+
+
+def encode_image(raw: RawImage) -> bytes:
+    """Wire bytes of one images_pb2.Image for a stored record (already checked)."""
+    return _encode(raw.name, raw.labels, raw.media_type, raw.digest, raw.size_value(), raw.annotations,
+                   _timestamp(b"\x3a", raw, raw.created), _timestamp(b"\x42", raw, raw.updated))
+
+
+def _pairs(values: Optional[dict[str, str]]) -> Optional[list[tuple[bytes, bytes]]]:
+    return None if values is None else [(k.encode(), v.encode()) for k, v in values.items()]
+
+
+def _time_field(tag: bytes, ts: Optional[codec.Timestamp]) -> bytes:
+    ts = ts or _ZERO_TIME
+    body = b"\x08" + _uvarint(ts.seconds & _MASK64) + b"\x10" + _uvarint(ts.nanos)
+    return tag + _SMALL[len(body)] + body
+
+
+def image_response(cls: Any, image: Image) -> Any:
+    """A Create/Update response (its Image is field 1) parsed from wire bytes built in one go."""
+    try:
+        target = image.target
+        wire = _encode(image.name.encode(), _pairs(image.labels), target.media_type.encode(),
+                       target.digest.encode(), target.size, _pairs(target.annotations),
+                       _time_field(b"\x3a", image.created_at), _time_field(b"\x42", image.updated_at))
+        return cls.FromString(b"\x0a" + _uvarint(len(wire)) + wire)
+    except (UnicodeEncodeError, DecodeError):  # not UTF-8 (a stored label): field by field
+        return cls(image=image_to_proto(image))
 
 
 def _framed(raw: RawImage) -> bytes:
@@ -239,9 +264,8 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
                                         lease=metadata_value(context, LEASE_HEADER))
         except Exception as exc:
             abort_with(context, exc)
-        response = images_pb2.CreateImageResponse(image=image_to_proto(created))
-        event = events_pb2.ImageCreate(name=response.image.name)
-        event.labels.update(response.image.labels)
+        response = image_response(images_pb2.CreateImageResponse, created)
+        event = events_pb2.ImageCreate(name=response.image.name, labels=response.image.labels)
         self._publish(context, namespace or "", "/images/create", event)
         return response
 
@@ -258,9 +282,8 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
                                         lease=metadata_value(context, LEASE_HEADER))
         except Exception as exc:
             abort_with(context, exc)
-        response = images_pb2.UpdateImageResponse(image=image_to_proto(updated))
-        event = events_pb2.ImageUpdate(name=response.image.name)
-        event.labels.update(response.image.labels)
+        response = image_response(images_pb2.UpdateImageResponse, updated)
+        event = events_pb2.ImageUpdate(name=response.image.name, labels=response.image.labels)
         self._publish(context, namespace or "", "/images/update", event)
         return response
 

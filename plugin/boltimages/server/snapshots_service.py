@@ -21,9 +21,9 @@ from google.protobuf import timestamp_pb2
 from ..api.containerd.services.snapshots.v1 import snapshots_pb2 as api
 from ..api.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 from ..errors import InvalidArgument, NotFound
-from ..store import filters, layout
+from ..store import layout
 from ..store.codec import CodecError, decode_time
-from .status import RawStatus, grpc_errors, namespace
+from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
 PARENT_KEY = b"parent"
 LIST_BATCH = 100
@@ -109,7 +109,7 @@ class SnapshotsServicer(snapshots_pb2_grpc.SnapshotsServicer):
              context: grpc.ServicerContext) -> Iterator[api.ListSnapshotsResponse]:
         _require_snapshotter(request.snapshotter)
         ns = namespace(context)
-        selected = filters.parse_all(list(request.filters))
+        selected = parse_filters_once(list(request.filters))
 
         def read(tx: Any) -> list[api.Info]:
             bucket = _snapshotter_bucket(tx, ns, request.snapshotter)

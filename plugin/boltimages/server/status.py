@@ -107,3 +107,23 @@ def request_namespace(context: grpc.ServicerContext) -> Optional[str]:
 def namespace(context: grpc.ServicerContext) -> str:
     """The call's namespace, validated like containerd's NamespaceRequired."""
     return namespace_required(request_namespace(context))
+
+
+def parse_filters_once(texts: "list[str]") -> Any:
+    """containerd's filters.ParseAll as services that return its error as is see it.
+
+    The store-level :func:`filters.parse_all` reproduces the doubled
+    ": invalid argument" suffix of stores that wrap the error again (leases,
+    images, introspection); Content/List, Snapshots/List and Events/Subscribe
+    pass ParseAll's error on unwrapped, with a single suffix.
+    """
+    from ..errors import InvalidArgument
+    from ..store import filters
+    parsed = []
+    for text in texts:
+        try:
+            one = filters.parse(text)
+        except filters.FilterSyntaxError as exc:
+            raise InvalidArgument(str(exc)) from None
+        parsed.append(one if one is not None else filters.Filter([]))
+    return filters.AnyFilter(parsed)

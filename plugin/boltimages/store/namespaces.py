@@ -15,7 +15,9 @@ Deleting is stricter than containerd: containerd only looks at images, blobs,
 containers and snapshots, then drops the whole bucket, silently destroying
 leases, ingests or 2.x sandboxes a running containerd may still depend on. We
 share files with containerd, so anything left in any object bucket blocks the
-delete, with containerd's message shape.
+delete. When containerd would refuse as well, the message is exactly its
+message; only when it would have deleted do we name the other buckets (in the
+same message shape).
 """
 
 from __future__ import annotations
@@ -139,6 +141,9 @@ def remaining_objects(tx: bolt.Tx, namespace: str) -> list[str]:
         for name, value in snapshots.items():
             if value is None and not _is_empty(snapshots.bucket(name)):
                 out.append(f"snapshots on {go_quote(name.decode('utf-8', 'surrogateescape'))} snapshotter")
+    if out:
+        # containerd refuses too: give exactly its answer
+        return out
     # beyond containerd's list (see module docstring)
     if content is not None and not _is_empty(content.bucket(layout.INGESTS_BUCKET)):
         out.append("ingests")
