@@ -66,8 +66,25 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
+#: Status messages travel in the grpc-message trailer, and gRPC clients refuse
+#: trailers above their metadata limit (16 KiB in grpc-python and grpc-go's
+#: default 8 KiB list on some paths). A message quoting a 40 KB image name would
+#: turn a clean NotFound into RESOURCE_EXHAUSTED, so long messages keep their
+#: head and tail and say how much was left out.
+MAX_STATUS_MESSAGE = 4096
+
+
+def cap_message(message: str) -> str:
+    if len(message) <= MAX_STATUS_MESSAGE:
+        return message
+    keep = MAX_STATUS_MESSAGE // 2 - 64
+    omitted = len(message) - 2 * keep
+    return f"{message[:keep]}...[{omitted} characters omitted]...{message[-keep:]}"
+
+
 def _report(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:
     code, message = to_status(exc)
+    message = cap_message(message)
     if code is grpc.StatusCode.INTERNAL:
         log.error("unexpected failure in %s", method, exc_info=exc)
     else:
