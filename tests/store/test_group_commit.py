@@ -82,8 +82,39 @@ def test_failing_function_runs_alone(meta_db: MetadataDB) -> None:
         calls["n"] += 1
         raise ValueError("boom")
 
+    # a lone writer runs once, in its own transaction
     with pytest.raises(ValueError, match="boom"):
         meta_db.batch(flaky)
+    assert calls["n"] == 1
+    # queued behind another writer it runs in the shared batch, then alone
+    calls["n"] = 0
+    started, release = threading.Event(), threading.Event()
+
+    def slow(tx):
+        started.set()
+        release.wait(10)
+
+    first = threading.Thread(target=meta_db.batch, args=(slow,))
+    first.start()
+    assert started.wait(10)
+    errors: list[BaseException] = []
+
+    def queued() -> None:
+        try:
+            meta_db.batch(flaky)
+        except ValueError as exc:
+            errors.append(exc)
+
+    second = threading.Thread(target=queued)
+    second.start()
+    import time
+    t0 = time.monotonic()
+    while not meta_db._queue and time.monotonic() - t0 < 10:
+        time.sleep(0.001)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert [str(e) for e in errors] == ["boom"]
     assert calls["n"] == 2  # once in the batch, once alone
 
 

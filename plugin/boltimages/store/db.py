@@ -162,6 +162,17 @@ class MetadataDB:
         """
         if self.read_only:
             raise FailedPrecondition(f"{self.path} is open read-only")
+        # A lone writer (nobody committing, nobody queued) runs at once in its
+        # own transaction: grouping only pays when callers overlap, and the
+        # queue's bookkeeping would only add latency to the one caller.
+        if not self._queue and self._commit_lock.acquire(blocking=False):
+            try:
+                if not self._queue:
+                    result = self._db.update(fn)
+                    self.batches_committed += 1
+                    return result
+            finally:
+                self._commit_lock.release()
         call = _Call(fn)
         with self._queue_lock:
             self._queue.append(call)

@@ -326,7 +326,7 @@ class ImageStore:
             record = images.bucket(image.name.encode())
             if record is None:
                 raise NotFound(f"image {go_quote(image.name)}")
-            updated = read_image(image.name, record)
+            updated = image_records.read_one(image.name.encode(), record).to_image()
             created_at = updated.created_at
             given = _copy(image)
             if fieldpaths:
@@ -373,7 +373,7 @@ class ImageStore:
             if record is None:
                 raise NotFound(f"image {go_quote(name)}")
             if target_digest:
-                current = read_image(name, record).target.digest
+                current = image_records.read_one(name.encode(), record).to_image().target.digest
                 if current != target_digest:
                     raise NotFound(f"image {go_quote(name)} has target {current}, not {target_digest}")
             images.delete_bucket(name.encode())
