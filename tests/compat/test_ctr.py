@@ -181,7 +181,7 @@ def _events(ctr: Ctr, actions) -> list:
     try:
         _wait_for_sentinel(ctr.address, lines)
         actions(ctr)
-        time.sleep(0.7)   # the last events are in flight when the actions return
+        _wait_for_sentinel(ctr.address, lines, count=2)   # in order: everything before it has arrived
     finally:
         proc.terminate()
         proc.wait(10)
@@ -198,7 +198,8 @@ def _events(ctr: Ctr, actions) -> list:
 SENTINEL_TOPIC = "/compat/ready"
 
 
-def _wait_for_sentinel(address: str, lines: list, timeout: float = 20.0) -> None:
+def _wait_for_sentinel(address: str, lines: list, timeout: float = 20.0, count: int = 1) -> None:
+    """Publish sentinel events until ctr has printed at least `count` of them."""
     client = Client(address)
     events_pb2 = api("services.events.v1.events_pb2")
     stub = api("services.events.v1.events_pb2_grpc").EventsStub(client.channel)
@@ -207,10 +208,11 @@ def _wait_for_sentinel(address: str, lines: list, timeout: float = 20.0) -> None
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if any(SENTINEL_TOPIC in line for line in list(lines)):
-                return
             client.call(stub.Publish, events_pb2.PublishRequest(topic=SENTINEL_TOPIC, event=event), "compat-ready")
-            time.sleep(0.1)
+            for _ in range(10):
+                if sum(SENTINEL_TOPIC in line for line in list(lines)) >= count:
+                    return
+                time.sleep(0.02)
     finally:
         client.close()
     raise AssertionError("ctr events never printed the readiness event")

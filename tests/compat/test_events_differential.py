@@ -71,18 +71,24 @@ class Subscription:
             if err.code() != grpc.StatusCode.CANCELLED:
                 self.error = (err.code().name, err.details())
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
+    def wait_ready(self, timeout: float = 20.0, count: int = 1) -> None:
+        """Publish sentinels until `count` of them have come back."""
         payload = api("events.image_pb2").ImageCreate(name="ready")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(e.topic == READY_TOPIC for e in self.envelopes) or self.error:
-                return
             _publish(self.client, READY_TOPIC, self.ready_ns, payload)
-            time.sleep(0.1)
+            for _ in range(10):
+                if sum(e.topic == READY_TOPIC for e in self.envelopes) >= count or self.error:
+                    return
+                time.sleep(0.02)
         raise AssertionError("subscription never delivered the readiness event")
 
     def close(self) -> list:
-        time.sleep(0.5)   # let the last events arrive
+        if not self.error and any(e.topic == READY_TOPIC for e in self.envelopes):
+            # Events are delivered in order: once a fresh sentinel is back, all earlier ones are too.
+            self.wait_ready(count=sum(e.topic == READY_TOPIC for e in self.envelopes) + 1)
+        else:
+            self.thread.join(5)   # a refused subscription ends by itself with its status
         self.call.cancel()
         self.thread.join(10)
         if self.error:
