@@ -81,6 +81,13 @@ def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
                        "element", "branch_cycle", "freelist", "meta", "meta", "inline",
                        "splice", "both_metas"])
     npages = max(used // ps, 1)
+    if not pages or len(buf) < 2 * ps:
+        # Too short to aim at anything (an earlier mutation truncated it).
+        if not buf:
+            return bytes(buf), "empty file (unchanged)"
+        pos = rng.randrange(len(buf))
+        buf[pos] ^= 1 << rng.randrange(8)
+        return bytes(buf), f"short file: bit flip at {pos}"
 
     if kind == "bitflip":
         n = rng.randint(1, 20)
@@ -111,7 +118,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         if field in ("flags", "all"):
             struct.pack_into("<H", buf, off + 8, rng.choice([0, BRANCH, LEAF, META, FREELIST, 0x03, 0xFFFF]))
         if field in ("count", "all"):
-            struct.pack_into("<H", buf, off + 10, rng.choice([0, 1, page.count + 1, 0xFFFE, 0xFFFF]))
+            struct.pack_into("<H", buf, off + 10, rng.choice([0, 1, min(page.count + 1, 0xFFFF), 0xFFFE, 0xFFFF]))
         if field in ("overflow", "all"):
             struct.pack_into("<I", buf, off + 12, rng.choice([1, npages, 0x7FFFFFFF, 0xFFFFFFFF]))
         return bytes(buf), f"page {page.id} header field {field}"
@@ -144,7 +151,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         off = page.id * ps
         how = rng.choice(["count", "ids", "marker"])
         if how == "count":
-            struct.pack_into("<H", buf, off + 10, rng.choice([0xFFFE, page.count + 5, 0x1000]))
+            struct.pack_into("<H", buf, off + 10, rng.choice([0xFFFE, min(page.count + 5, 0xFFFF), 0x1000]))
         elif how == "marker":
             struct.pack_into("<H", buf, off + 10, 0xFFFF)
             struct.pack_into("<Q", buf, off + 16, rng.choice(HUGE + [0, 1, page.count + 100]))
