@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-from typing import Sequence
 
 
 @dataclasses.dataclass
@@ -47,7 +46,3 @@ def table_rows(stdout: str) -> list[list[str]]:
     """Split ctr's tabwriter output into rows of whitespace-separated cells (header dropped)."""
     lines = [line for line in stdout.splitlines() if line.strip()]
     return [line.split() for line in lines[1:]]
-
-
-def run_many(ctr: Ctr, commands: Sequence[Sequence[str]]) -> list[CtrResult]:
-    return [ctr(*command) for command in commands]
