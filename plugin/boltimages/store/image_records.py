@@ -316,8 +316,15 @@ class Snapshots:
 
     def current(self, namespace: str, txid: int) -> Optional[_Snapshot]:
         snapshot = self._by_ns.get(namespace)
-        if snapshot is not None and snapshot.txid == txid:
+        if snapshot is None:
+            return None
+        if snapshot.txid == txid:
             return snapshot
+        if snapshot.txid < txid:
+            # the file moved on: free the stale records now, not at the next List
+            with self._lock:
+                if self._by_ns.get(namespace) is snapshot:
+                    self._by_ns = {ns: s for ns, s in self._by_ns.items() if ns != namespace}
         return None
 
     def keep(self, namespace: str, txid: int, records: list[RawImage], size: int) -> None:

@@ -247,14 +247,14 @@ class ImageStore:
         ns = namespace_required(namespace)
 
         def read(tx: "bolt.Tx") -> RawImage:
+            key = name.encode()
             snapshot = self._snapshots.current(ns, tx.id)
             if snapshot is not None:
-                raw = snapshot.by_name().get(name.encode("utf-8", "surrogateescape"))
+                raw = snapshot.by_name().get(key)
                 if raw is None:
                     raise NotFound(f"image {go_quote(name)}")
                 return raw
             images = _bucket_path(tx, layout.images_path(ns))
-            key = name.encode()
             record = images.bucket(key) if images is not None and name else None
             if record is None:
                 raise NotFound(f"image {go_quote(name)}")

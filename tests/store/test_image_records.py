@@ -1,0 +1,121 @@
+"""The packed-walk image reader and its per-file-state snapshots.
+
+The reader must give exactly what the per-bucket reader (``read_image``)
+gives, for odd records too; the snapshot kept between calls must never
+outlive the file state it was read from, whoever changes the file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from boltimages.errors import DataCorruption, NotFound
+from boltimages.store import codec, image_records
+from boltimages.store.db import MetadataDB
+from boltimages.store.images import Descriptor, Image, ImageStore, read_image
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def image(name: str, **labels: str) -> Image:
+    return Image(name=name, labels=dict(labels) or None,
+                 target=Descriptor(media_type="application/vnd.oci.image.manifest.v1+json",
+                                   digest=DIGEST, size=1234))
+
+
+def images_bucket(tx, ns: str = "ns"):
+    return tx.bucket(b"v1").bucket(ns.encode()).bucket(b"images")
+
+
+def reference(meta_db: MetadataDB, ns: str = "ns") -> list[Image]:
+    """The per-bucket reader over every image bucket, in key order."""
+    def read(tx):
+        images = images_bucket(tx, ns)
+        return [read_image(k.decode("utf-8", "surrogateescape"), images.bucket(k))
+                for k, v in images.items() if v is None]
+    return meta_db.view(read)
+
+
+def test_odd_records_read_like_the_per_bucket_reader(meta_db: MetadataDB) -> None:
+    store = ImageStore(meta_db)
+    store.create("ns", image("a", x="1"))
+    store.create("ns", image("b"))
+
+    def odd(tx):
+        images = images_bucket(tx)
+        images.put(b"plain-key", b"skipped")  # a value where a record belongs
+        rec = images.create_bucket(b"c\xff")  # not UTF-8
+        rec.put(b"createdat", codec.encode_time(codec.Timestamp(5, 7, offset=3601)))  # 16-byte form
+        rec.put(b"other", b"ignored")
+        labels = rec.create_bucket(b"labels")
+        labels.put(b"k", b"v\xfe")
+        labels.create_bucket(b"nested").put(b"deep", b"ignored")
+        rec.create_bucket(b"annotations")  # present but empty
+        target = rec.create_bucket(b"target")
+        target.put(b"size", codec.encode_varint(-300))
+        target.create_bucket(b"digest")  # a bucket where a value belongs
+        target.put(b"mediatype", b"m")
+        images.bucket(b"a").bucket(b"target").put(b"size", codec.encode_varint(1 << 40))
+    meta_db.update(odd)
+    assert store.list("ns") == reference(meta_db)
+    for img in reference(meta_db)[:2]:  # names a request can carry (UTF-8)
+        assert store.get("ns", img.name) == img
+    meta_db.update(lambda tx: None)  # a new file state: Get reads the record itself
+    assert [store.get("ns", i.name) for i in reference(meta_db)[:2]] == reference(meta_db)[:2]
+
+
+def test_damage_fails_the_list_whatever_the_filter(meta_db: MetadataDB) -> None:
+    store = ImageStore(meta_db)
+    store.create("ns", image("a", keep="1"))
+    store.create("ns", image("b"))
+    meta_db.update(lambda tx: images_bucket(tx).bucket(b"b").put(b"updatedat", b"\x01short"))
+    with pytest.raises(DataCorruption, match="image \"b\""):
+        store.list("ns", ["labels.keep==1"])
+    assert store.get("ns", "a").labels == {"keep": "1"}
+    with pytest.raises(DataCorruption):
+        store.get("ns", "b")
+    meta_db.update(lambda tx: images_bucket(tx).bucket(b"b").delete_bucket(b"target"))
+    meta_db.update(lambda tx: images_bucket(tx).bucket(b"b").delete(b"updatedat"))
+    with pytest.raises(DataCorruption, match="unable to read target bucket"):
+        store.list("ns")
+
+
+def test_snapshot_follows_every_commit(meta_db: MetadataDB) -> None:
+    store = ImageStore(meta_db)
+    other = ImageStore(meta_db)  # a second writer on the same file
+    store.create("ns", image("a", v="1"))
+    assert [i.name for i in store.list("ns")] == ["a"]
+    other.create("ns", image("b"))
+    assert [i.name for i in store.list("ns")] == ["a", "b"]
+    other.update("ns", image("a", v="2"), ["labels"])
+    assert store.get("ns", "a").labels == {"v": "2"}
+    assert [i.name for i in store.list("ns", ["labels.v==2"])] == ["a"]
+    # a change made below the store, straight through the engine
+    meta_db.update(lambda tx: images_bucket(tx).delete_bucket(b"a"))
+    with pytest.raises(NotFound):
+        store.get("ns", "a")
+    assert [i.name for i in store.list("ns")] == ["b"]
+    # a rolled-back write changes nothing and the snapshot stays right
+    with pytest.raises(RuntimeError):
+        def fail(tx):
+            images_bucket(tx).delete_bucket(b"b")
+            raise RuntimeError("roll back")
+        meta_db.update(fail)
+    assert [i.name for i in store.list("ns")] == ["b"]
+    assert store.list("ns") == reference(meta_db)
+
+
+def test_snapshots_are_per_namespace_and_bounded() -> None:
+    snaps = image_records.Snapshots(budget=100)
+    a, b = [image_records.RawImage(b"a")], [image_records.RawImage(b"b")]
+    snaps.keep("x", 5, a, 60)
+    assert snaps.current("x", 5).records is a
+    assert snaps.current("x", 6) is None
+    assert snaps.current("x", 5) is None  # a newer reader dropped the stale one
+    snaps.keep("x", 6, a, 60)
+    snaps.keep("y", 6, b, 60)  # over budget together: the other namespace goes
+    assert snaps.current("x", 6) is None and snaps.current("y", 6).records is b
+    snaps.keep("z", 6, a, 101)  # larger than the budget: never kept
+    assert snaps.current("z", 6) is None
+    snaps.keep("y", 4, a, 10)  # an older reader does not replace a newer snapshot
+    assert snaps.current("y", 6).records is b
