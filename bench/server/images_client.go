@@ -202,7 +202,13 @@ func main() {
 		return err
 	}))
 	steps = append(steps, list("list_all", nil, *nImages))
-	steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, *nImages/10))
+	inGroup3 := 0
+	for i := 0; i < *nImages; i++ {
+		if i%10 == 3 {
+			inGroup3++
+		}
+	}
+	steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, inGroup3))
 	steps = append(steps, run("get", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
 		resp, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: imageName((i * 7919) % *nImages)})
 		if err == nil && resp.Image.Name != imageName((i*7919)%*nImages) {
