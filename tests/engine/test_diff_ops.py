@@ -70,3 +70,25 @@ def test_engine_matches_bbolt(oracle, tmp_path, case):
     assert diff is None, f"{label}, engine continuing bbolt's file: {diff}"
     _same_content(oracle, f"{label}, after second stream", go_db, go_on_ours, ours_on_go)
     assert oracle.check(go_on_ours) == [], f"{label}: bbolt's writes on the engine's file fail Check"
+
+
+@pytest.mark.slow
+def test_engine_matches_bbolt_random_seeds(oracle, tmp_path):
+    """More seeds and shapes than the fixed cases; count from BOLTIMAGES_SLOW_BUDGET,
+    seed from BOLTIMAGES_DIFF_SEED to replay a failure."""
+    import os
+    import random
+
+    from tests.helpers import slow_budget
+
+    base = int(os.environ.get("BOLTIMAGES_DIFF_SEED", "0")) or random.randrange(1, 1 << 30)
+    for i in range(slow_budget(3)):
+        r = random.Random(base + i)
+        case = (base + i, r.choice([1024, 2048, 4096, 8192, 16384]),
+                {k: True for k in ("deep", "big_values") if r.random() < 0.3},
+                {"txs": r.randint(5, 25), "ops_per_tx": r.randint(5, 60), "rollback_rate": r.random() * 0.4,
+                 "check_every": r.randint(1, 6)},
+                r.random() < 0.25)
+        sub = tmp_path / f"case{i}"
+        sub.mkdir()
+        test_engine_matches_bbolt(oracle, sub, case)

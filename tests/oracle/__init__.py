@@ -517,11 +517,15 @@ class OpGenerator:
             node.keys.discard(key)
             touched.add(path)
             return [{"op": "cursor", "path": hpath, "moves": [["seek", key.hex()], ["delete"]]}]
-        moves: list[list[str]] = [[r.choice(["first", "last", "seek"])]]
+        # bbolt 1.3.6's Last and Prev do not skip leaves emptied earlier in
+        # the same tx (they report the end instead); only First, Seek and
+        # Next do. So backward moves are used on buckets untouched this tx.
+        backward = path not in touched
+        moves: list[list[str]] = [[r.choice(["first", "last", "seek"] if backward else ["first", "seek"])]]
         if moves[0][0] == "seek":
             moves[0].append(self._key().hex())
         for _ in range(r.randint(0, 8)):
-            moves.append([r.choice(["next", "prev"])])
+            moves.append([r.choice(["next", "prev"] if backward else ["next"])])
         return [{"op": "cursor", "path": hpath, "moves": moves}]
 
     def _create(self, parent: _Model, path: tuple, name: bytes, kind: str,
