@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from bisect import bisect_left
+from itertools import accumulate
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 from ._bolt import ffi, lib
@@ -226,6 +228,33 @@ def _kv_pair(kv: Any) -> Optional[tuple[bytes, Optional[bytes]]]:
     if kv.flags & 1:
         return key, None
     return key, ffi.buffer(kv.value, kv.value_len)[:]
+
+
+def _split(data: bytes, lens: list[int]) -> list[bytes]:
+    """`data` cut into consecutive pieces of the given lengths.
+
+    map/slice/accumulate keep the per-piece loop in C: decoding a packed batch
+    costs about a tenth of a microsecond per piece instead of a Python loop step.
+    """
+    ends = list(accumulate(lens))
+    return list(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+
+
+def _none_where_flagged(values: list[Optional[bytes]], flags: bytes) -> None:
+    """Replace the entries whose flag byte is set (nested buckets, missing keys) by None."""
+    if flags.count(0) == len(flags):
+        return
+    for i, flag in enumerate(flags):
+        if flag:
+            values[i] = None
+
+
+def _prefix_end(prefix: bytes) -> Optional[bytes]:
+    """The smallest key above every key that starts with `prefix` (None: no bound)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
 def os_page_size() -> int:
@@ -533,17 +562,9 @@ class Bucket:
             if done == 0 and need:
                 _scratch.grow_packed(need, _SCAN_CHUNK)
                 continue
-            data = ffi.buffer(p.buf, p.used)[:]
-            lens = ffi.unpack(p.lens, done)
-            flags = ffi.buffer(p.flags, done)[:]
-            off = 0
-            for i in range(done):
-                if flags[i]:
-                    result.append(None)
-                else:
-                    vlen = lens[i]
-                    result.append(data[off:off + vlen])
-                    off += vlen
+            values: list[Optional[bytes]] = _split(ffi.buffer(p.buf, p.used)[:], ffi.unpack(p.lens, done))
+            _none_where_flagged(values, ffi.buffer(p.flags, done)[:])
+            result += values
             pos += done
         return result
 
@@ -573,6 +594,11 @@ class Bucket:
             prefix = bytes(prefix)
             if start is None or bytes(start) < prefix:
                 start = prefix
+            bound = _prefix_end(prefix)
+            if bound is not None and (stop is None or bound < bytes(stop)):
+                stop = bound
+        if stop is not None:
+            stop = bytes(stop)
         cursor = Cursor(self)
         kv = _scratch.kv
         if start is None:
@@ -592,24 +618,15 @@ class Bucket:
             if n == 0 and need:
                 _scratch.grow_packed(need, batch)
                 continue
-            data = ffi.buffer(p.buf, p.used)[:]
-            lens = ffi.unpack(p.lens, 2 * n)
-            flags = ffi.buffer(p.flags, n)[:]
-            off = 0
-            for i in range(n):
-                klen = lens[2 * i]
-                key = data[off:off + klen]
-                off += klen
-                if stop is not None and key >= stop:
-                    return
-                if prefix is not None and not key.startswith(prefix):
-                    return
-                if flags[i]:
-                    yield key, None
-                else:
-                    vlen = lens[2 * i + 1]
-                    yield key, data[off:off + vlen]
-                    off += vlen
+            pieces = _split(ffi.buffer(p.buf, p.used)[:], ffi.unpack(p.lens, 2 * n))
+            keys = pieces[0::2]
+            values: list[Optional[bytes]] = pieces[1::2]
+            _none_where_flagged(values, ffi.buffer(p.flags, n)[:])
+            if stop is not None and keys and keys[-1] >= stop:
+                cut = bisect_left(keys, stop)
+                yield from zip(keys[:cut], values[:cut])
+                return
+            yield from zip(keys, values)
             if end:
                 return
             # Stopped early on a full buffer: the cursor rests on the next item.
