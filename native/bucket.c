@@ -290,8 +290,11 @@ int bucket_create_child(struct bolt_bucket *b, const uint8_t *name, size_t len, 
 {
     if (!name || len == 0)
         return set_err(BOLT_ERR_BUCKET_NAME_REQUIRED, "bucket name required");
-    if (len > MAX_KEY_SIZE)
-        return set_err(BOLT_ERR_KEY_TOO_LARGE, "bucket name too large: %zu bytes (maximum %u)", len, MAX_KEY_SIZE);
+    /* bbolt limits keys only in Put: a bucket name may exceed MAX_KEY_SIZE,
+     * and containerd relies on that (an image name is a bucket name). The
+     * element's u32 length fields are the real bound. */
+    if (len > MAX_VALUE_SIZE)
+        return set_err(BOLT_ERR_KEY_TOO_LARGE, "bucket name too large: %zu bytes (maximum %u)", len, MAX_VALUE_SIZE);
     struct bolt_cursor c;
     cur_init(&c, b);
     int found;

@@ -352,12 +352,22 @@ class DB:
             return tx.check(max_problems)
 
     def compact_to(self, dst_path: Union[str, os.PathLike], tx_max_bytes: int = 64 << 20,
-                   **dst_options: Any) -> None:
-        """Copy every bucket and key into a new file, like ``bbolt compact``."""
+                   trim: bool = True, **dst_options: Any) -> None:
+        """Copy every bucket and key into a new file, like ``bbolt compact``.
+
+        The engine grows files ahead of need (as bbolt does), so a fresh copy
+        would keep the source's size on disk; with `trim` the copy is cut back
+        to its last page, which every bbolt reader accepts.
+        """
         dst_options.setdefault("page_size", self.page_size)
         with DB(dst_path, **dst_options) as dst:
             _check(lib.bolt_compact(dst._handle(), self._handle(), tx_max_bytes),
                    f"compact {self.path} -> {os.fspath(dst_path)}")
+            info = dst.info()
+        if trim:
+            used = info["pgid"] * info["page_size"]
+            if os.path.getsize(dst_path) > used:
+                os.truncate(dst_path, used)
 
     def __repr__(self) -> str:
         state = "closed" if self._db is None else ("read-only" if self.read_only else "read-write")
