@@ -223,7 +223,9 @@ def test_fresh_file_from_ours_opened_by_containerd(boltimages_factory, container
             outcome = next(s for s in scenario.STEPS if s.id == step).run(run)
             assert outcome.ok, f"{ns} {step}: {outcome}"
     assert scenario.Run(client, "default").ns_update("second", {"k": "v"}, ["labels.k"]).ok
-    ours = _answers(client, ("default", "second"))
+    # A bucket name over bbolt's 32 KiB key limit (allowed for buckets) must read back in containerd.
+    assert scenario.Run(client, "long").create(name=scenario.LONG_NAME).ok
+    ours = _answers(client, ("default", "second", "long"))
     client.close()
     assert ours_daemon.stop() == 0, ours_daemon.log_tail()
     assert oracle.check(ours_daemon.db_path) == []
@@ -234,13 +236,14 @@ def test_fresh_file_from_ours_opened_by_containerd(boltimages_factory, container
     shutil.copyfile(ours_daemon.db_path, meta)
     real = containerd_factory(root)
     client = Client(real.address)
-    theirs = _answers(client, ("default", "second"))
+    theirs = _answers(client, ("default", "second", "long"))
     client.close()
     assert theirs == ours, _diff(theirs, ours)
     ctr = Ctr(ctr_bin, real.address)
     for ns in ("default", "second"):
         assert ctr("images", "ls", "-q", namespace=ns).ok().stdout.split() == [
             "docker.io/library/alpine:3.18", "docker.io/library/alpine:3.19", "example.com/app:v1", "v:sha512"]
+    assert ctr("images", "ls", "-q", namespace="long").ok().stdout.split() == [scenario.LONG_NAME]
     rows = [line.split() for line in ctr("namespaces", "ls").ok().stdout.splitlines()[1:]]
     assert ["second", "k=v"] in rows
 
