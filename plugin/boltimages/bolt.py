@@ -643,6 +643,18 @@ class Bucket:
             include_current = 1 if n < batch else 0
             batch = _SCAN_CHUNK
 
+    def walk_bytes(self, max_depth: int = 64) -> bytes:
+        """The packed copy behind :meth:`walk` as one bytes object: records of
+        four native-endian u32 (depth, flags, key length, value length) then
+        the key and value bytes. For callers that parse many records in one
+        loop of their own."""
+        out = _scratch.walk_out
+        _check(lib.bolt_bucket_walk(self._b, max_depth, out, _scratch.size))
+        try:
+            return ffi.buffer(out[0], _scratch.size[0])[:] if out[0] != ffi.NULL else b""
+        finally:
+            lib.bolt_free(out[0])
+
     def walk(self, max_depth: int = 64) -> Iterator[tuple[int, bytes, Optional[bytes]]]:
         """Every entry of this bucket's subtree, depth first: (depth, key, value),
         value None for a nested bucket whose entries follow at depth + 1.
@@ -650,12 +662,7 @@ class Bucket:
         One C call copies the whole subtree, so reading a bucket of many small
         records costs one crossing instead of one per record.
         """
-        out = _scratch.walk_out
-        _check(lib.bolt_bucket_walk(self._b, max_depth, out, _scratch.size))
-        try:
-            data = ffi.buffer(out[0], _scratch.size[0])[:] if out[0] != ffi.NULL else b""
-        finally:
-            lib.bolt_free(out[0])
+        data = self.walk_bytes(max_depth)
         unpack = _WALK_HEADER.unpack_from
         off = 0
         end = len(data)

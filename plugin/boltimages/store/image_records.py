@@ -241,36 +241,15 @@ def parse(data: bytes, top: int, first: Optional[RawImage] = None) -> list[RawIm
     return out
 
 
-def walk_bytes(bucket: "bolt.Bucket", max_depth: int) -> bytes:
-    """The packed ``bolt_bucket_walk`` copy of a bucket's subtree, as one bytes.
-
-    ``Bucket.walk`` yields a tuple per entry; here the loop in :func:`parse`
-    slices the copy itself, which is what makes a whole List one C call and
-    one flat Python loop. (Uses the engine module's handle; bolt.py could
-    expose this as a public method.)
-    """
-    from .. import bolt
-    ffi, lib = bolt.ffi, bolt.lib
-    out = ffi.new("uint8_t **")
-    size = ffi.new("size_t *")
-    status = lib.bolt_bucket_walk(bucket._b, max_depth, out, size)
-    if status:
-        raise bolt._error(status)
-    try:
-        return ffi.buffer(out[0], size[0])[:] if out[0] != ffi.NULL else b""
-    finally:
-        lib.bolt_free(out[0])
-
-
 def read_all(images: "bolt.Bucket") -> list[RawImage]:
     """Every record of a namespace's ``images`` bucket, in key order."""
-    return parse(walk_bytes(images, 2), 0)
+    return parse(images.walk_bytes(2), 0)
 
 
 def read_one(name: bytes, record: "bolt.Bucket") -> RawImage:
     """One record from its own bucket."""
     raw = RawImage(name)
-    parse(walk_bytes(record, 1), -1, raw)
+    parse(record.walk_bytes(1), -1, raw)
     return raw
 
 

@@ -285,7 +285,7 @@ class ImageStore:
             images = _bucket_path(tx, layout.images_path(ns))
             if images is None:
                 return []
-            data = image_records.walk_bytes(images, 2)
+            data = images.walk_bytes(2)
             records = image_records.parse(data, 0)
             for raw in records:
                 raw.check()
