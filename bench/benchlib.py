@@ -138,3 +138,17 @@ def write_outputs(stem: str, payload: dict[str, Any], markdown: str) -> pathlib.
         (OUT_DIR / f"{name}.json").write_text(text + "\n")
         (OUT_DIR / f"{name}.md").write_text(markdown + "\n")
     return OUT_DIR / f"{stem}-latest.json"
+
+
+def python_env() -> dict[str, str]:
+    """Environment for a child Python running boltimages.
+
+    The dev tree (plugin/) is used when the engine was built in place there;
+    otherwise the installed package is, since a fresh clone's plugin/ has
+    neither the compiled engine nor the generated protos.
+    """
+    env = dict(os.environ)
+    plugin = REPO / "plugin"
+    if any((plugin / "boltimages").glob("_bolt*.so")):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin), env.get("PYTHONPATH")]))
+    return env

@@ -273,19 +273,23 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
             with db.begin() as tx:
                 allb = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
                 if batch:
-                    for name, v in allb.items():
-                        if v is not None:
-                            continue
-                        ib = allb.bucket(name)
-                        n_images += 1
-                        created, updated = ib.get_many([b"createdat", b"updatedat"])
-                        total += len(name) + len(created) + len(updated)
-                        lb = ib.bucket(b"labels")
-                        if lb is not None:
-                            for lk, lv in lb.items():
-                                n_labels += 1
-                                total += len(lk) + len(lv)
-                        total += sum(len(x) for x in ib.bucket(b"target").get_many([b"digest", b"mediatype", b"size"]))
+                    # One C call copies the whole images subtree (Bucket.walk).
+                    section = b""
+                    for depth, key, value in allb.walk(max_depth=2):
+                        if depth == 0:
+                            if value is None:
+                                n_images += 1
+                                total += len(key)
+                        elif depth == 1:
+                            if value is None:
+                                section = key
+                            elif key in (b"createdat", b"updatedat"):
+                                total += len(value)
+                        elif section == b"labels":
+                            n_labels += 1
+                            total += len(key) + len(value)
+                        elif section == b"target":
+                            total += len(value)
                 else:
                     c = allb.cursor()
                     item = c.first()
@@ -440,8 +444,7 @@ def _orchestrate(args: argparse.Namespace, only: set[str]) -> int:
             core_bin = build_core(build_dir)
             drivers["core"] = lambda: _run_json([str(core_bin), str(data_dir), str(db_dir), only_arg])
         if "python" not in skip:
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(benchlib.REPO / "plugin"), env.get("PYTHONPATH")]))
+            env = benchlib.python_env()
             for variant in ("batch", "plain"):
                 cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", "python",
                        "--variant", variant, "--data", str(data_dir), "--dir", str(db_dir), "--only", only_arg]

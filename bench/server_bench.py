@@ -154,9 +154,7 @@ def start_containerd(work: pathlib.Path) -> Server:
 
 
 def _boltimages_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(benchlib.REPO / "plugin"), env.get("PYTHONPATH")]))
-    return env
+    return benchlib.python_env()
 
 
 def start_boltimages(work: pathlib.Path, db_path: Optional[pathlib.Path] = None) -> Server:

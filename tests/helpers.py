@@ -46,3 +46,28 @@ def require_path(path: str, what: str) -> str:
 def require_root() -> None:
     if os.geteuid() != 0:
         missing("test needs root (it starts a private containerd)")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def boltimages_site() -> str:
+    """The directory holding the `boltimages` package this test process imports.
+
+    Child processes must run that same copy: in the dev loop it is plugin/
+    (with the extension built in place), in CI it is the installed package,
+    and plugin/ of a fresh clone has neither the compiled engine nor the
+    generated protos.
+    """
+    import boltimages
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(boltimages.__file__)))
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """os.environ for a child Python that imports our boltimages and tests/."""
+    env = dict(os.environ)
+    parts = [boltimages_site(), REPO, env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
+    env.update(extra)
+    return env

@@ -19,6 +19,8 @@ from typing import Optional, Sequence
 
 import grpc
 
+from tests.helpers import child_env
+
 # Plugins a private containerd does not need for image metadata work, and
 # which are slow or want kernel features (CRI, other snapshotters, task
 # runtimes, cgroup monitor, /opt installer).
@@ -169,15 +171,6 @@ def containerd_meta_db(root: pathlib.Path) -> pathlib.Path:
     return root / "io.containerd.metadata.v1.bolt" / "meta.db"
 
 
-def _boltimages_site() -> str:
-    """The directory holding the `boltimages` package this test process imports."""
-    try:
-        import boltimages
-    except ImportError:
-        return str(REPO_ROOT / "plugin")
-    return str(pathlib.Path(boltimages.__file__).resolve().parent.parent)
-
-
 def boltimages_daemon(base: pathlib.Path, db: pathlib.Path, extra: Sequence[str] = ()) -> Daemon:
     """An (unstarted) `python -m boltimages serve` on base/boltimages.sock and `db`."""
     base.mkdir(parents=True, exist_ok=True)
@@ -185,7 +178,6 @@ def boltimages_daemon(base: pathlib.Path, db: pathlib.Path, extra: Sequence[str]
     env = dict(os.environ)
     # Run the same boltimages the tests import: the dev tree (PYTHONPATH=plugin) or an
     # installed copy (CI's `pip install .`; plugin/ there has no built extension).
-    site = _boltimages_site()
-    env["PYTHONPATH"] = site + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(child_env())
     argv = [sys.executable, "-m", "boltimages", "serve", "--socket", address, "--db", str(db), *extra]
     return Daemon("boltimages", argv, address, base / "boltimages.log", env=env, cwd=str(REPO_ROOT))

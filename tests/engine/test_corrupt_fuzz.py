@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import slow_budget
+from tests.helpers import child_env, slow_budget
 from tests.oracle import OracleError
 from tests.oracle.corrupt import mutate
 
@@ -34,8 +34,7 @@ class Walker:
         self.proc: subprocess.Popen | None = None
 
     def _start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugin"), str(REPO), env.get("PYTHONPATH", "")])
+        env = child_env()
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.oracle.corrupt_walker"], cwd=REPO, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import slow_budget
+from tests.helpers import child_env, slow_budget
 from tests.oracle.crash_writer import LOG, expected_value, log_key
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
@@ -24,8 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _start_writer(path: Path, seed: int, page_size: int) -> subprocess.Popen:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugin"), str(REPO), env.get("PYTHONPATH", "")])
+    env = child_env()
     return subprocess.Popen([sys.executable, "-m", "tests.oracle.crash_writer", str(path), str(seed),
                              str(page_size)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             cwd=REPO, env=env)

@@ -20,10 +20,9 @@ NAMESPACE_KEY = "containerd-namespace"
 
 
 def serve_env() -> dict[str, str]:
-    env = dict(os.environ)
-    plugin = str(REPO / "plugin")
-    env["PYTHONPATH"] = plugin + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+    from tests.helpers import child_env
+
+    return child_env()
 
 
 def serve_argv(*args: str) -> list[str]:

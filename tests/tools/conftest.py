@@ -8,7 +8,6 @@ Each test gets its own copy of that root, so tests may damage or rewrite it.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from tests.helpers import require_root, require_tool
+from tests.helpers import child_env, require_root, require_tool
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 META_REL = pathlib.Path("io.containerd.metadata.v1.bolt") / "meta.db"
@@ -42,8 +41,7 @@ class Result:
 
 def run_cli(*args: str, input_text: Optional[str] = None, env: Optional[dict] = None) -> Result:
     """The real `boltimages` command line in a child process (exit codes and stderr as users see them)."""
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = str(REPO / "plugin") + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env = child_env()
     full_env.pop("BOLTIMAGES_DEBUG", None)
     if env:
         full_env.update(env)

@@ -206,9 +206,9 @@ def test_progress_only_on_a_terminal(small_db, tmp_path):
     import pty
     import subprocess
     import sys
-    from tests.tools.conftest import REPO
+    from tests.helpers import child_env
     master, slave = pty.openpty()
-    env = dict(os.environ, PYTHONPATH=str(REPO / "plugin"))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-m", "boltimages.cli", "export", "--db", str(small_db), "-o",
                            str(tmp_path / "x.jsonl")], stderr=slave, stdout=subprocess.DEVNULL, env=env,
                           timeout=60)
