@@ -15,15 +15,14 @@ import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError
 
-from .. import bolt
 from ..api.containerd.events import image_pb2 as events_pb2
 from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.containerd.types import descriptor_pb2
-from ..errors import BoltImagesError
 from ..store import codec
 from ..store.db import MetadataDB
 from ..store.image_records import RawImage
 from ..store.images import Descriptor, Image, ImageStore
+from . import status
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +44,12 @@ def metadata_value(context: grpc.ServicerContext, key: str) -> Optional[str]:
 
 
 def abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
-    """Turn an exception into containerd's status; never leaks a traceback."""
-    if isinstance(exc, BoltImagesError):
-        context.abort(getattr(grpc.StatusCode, exc.grpc_code), str(exc))
-    if isinstance(exc, bolt.BoltError):
-        context.abort(grpc.StatusCode.UNKNOWN, f"metadata store: {exc}")
-    log.exception("unexpected error in images service")
-    context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+    """Turn an exception into containerd's status through the server's one
+    mapping (server/status.py); never leaks a traceback."""
+    code, message = status.to_status(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("unexpected error in images service", exc_info=exc)
+    context.abort(code, status.cap_message(message))
 
 
 # --- proto <-> store ---------------------------------------------------------
