@@ -9,6 +9,7 @@ meaningful (cores, CPU, memory, the disk the files lived on).
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 import pathlib
@@ -16,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import types
 from typing import Any, Optional
 
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
@@ -152,3 +154,23 @@ def python_env() -> dict[str, str]:
     if any((plugin / "boltimages").glob("_bolt*.so")):
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugin), env.get("PYTHONPATH")]))
     return env
+
+
+def import_boltimages(module: str) -> types.ModuleType:
+    """boltimages.<module>, from the installed package or else this checkout's plugin/.
+
+    The installed package wins so a plugin/ without a built engine does not
+    shadow a working install; plugin/ is the fallback for the dev tree.
+    """
+    name = f"boltimages.{module}"
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        plugin = str(REPO / "plugin")
+        if plugin not in sys.path:
+            sys.path.insert(0, plugin)
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            raise BenchError(f"cannot import {name} from this checkout ({exc}); "
+                             "build the extension first (python setup.py build_ext --inplace)") from exc

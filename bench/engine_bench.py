@@ -72,17 +72,8 @@ def _go_time(unix_seconds: int, nanos: int) -> bytes:
     return struct.pack(">bqih", 1, unix_seconds + 62135596800, nanos, -1)
 
 
-def _zigzag_varint(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
 def _image_records(rng: random.Random, n: int) -> bytes:
+    codec = benchlib.import_boltimages("store.codec")
     repos = ["docker.io/library", "ghcr.io/example", "registry.k8s.io", "quay.io/team"]
     out = bytearray()
     for i in range(n):
@@ -91,7 +82,7 @@ def _image_records(rng: random.Random, n: int) -> bytes:
         fields = [name, stamp, stamp,
                   b"sha256:" + rng.randbytes(32).hex().encode(),
                   b"application/vnd.oci.image.manifest.v1+json",
-                  _zigzag_varint(rng.randrange(500, 50_000))]
+                  codec.encode_varint(rng.randrange(500, 50_000))]
         for j in range(rng.randrange(0, 5)):
             fields += [f"org.example.label-{j}".encode(), rng.randbytes(rng.randrange(4, 24)).hex().encode()]
         out += struct.pack("<I", len(fields))

@@ -210,16 +210,6 @@ def bench_server(name: str, start, client: pathlib.Path, base: pathlib.Path,
 
 # ---------------------------------------------------------------- 100k images for RSS
 
-def _zigzag(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
 def _go_time(unix_seconds: int) -> bytes:
     return struct.pack(">bqih", 1, unix_seconds + 62135596800, 0, -1)
 
@@ -227,19 +217,12 @@ def _go_time(unix_seconds: int) -> bytes:
 def write_image_db(path: pathlib.Path, count: int) -> None:
     """containerd 1.6's layout (db version 3) with `count` images, the same
     shape images_client creates, written in one transaction by our engine."""
-    try:
-        from boltimages import bolt
-    except ImportError:
-        sys.path.insert(0, str(benchlib.REPO / "plugin"))
-        try:
-            from boltimages import bolt
-        except ImportError as exc:
-            raise BenchError(f"cannot import boltimages.bolt from this checkout ({exc}); "
-                             "build the extension first (python setup.py build_ext --inplace)") from exc
+    bolt = benchlib.import_boltimages("bolt")
+    codec = benchlib.import_boltimages("store.codec")
 
     with bolt.open(str(path)) as db, db.begin(write=True) as tx:
         v1 = tx.create_bucket(b"v1")
-        v1.put(b"version", _zigzag(3))
+        v1.put(b"version", codec.encode_varint(3))
         images = v1.create_bucket(NAMESPACE).create_bucket(b"images")
         stamp = _go_time(1_700_000_000)
         for i in range(count):
@@ -253,7 +236,7 @@ def write_image_db(path: pathlib.Path, count: int) -> None:
             ib.create_bucket(b"target").put_many([
                 (b"digest", ("sha256:" + hashlib.sha256(name.encode()).hexdigest()).encode()),
                 (b"mediatype", b"application/vnd.oci.image.manifest.v1+json"),
-                (b"size", _zigzag(1000 + i % 5000))])
+                (b"size", codec.encode_varint(1000 + i % 5000))])
 
 
 def bench_rss(client: pathlib.Path, base: pathlib.Path, args: argparse.Namespace,

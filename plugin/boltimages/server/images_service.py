@@ -106,12 +106,8 @@ def _uvarint(n: int) -> bytes:
     if n < 1 << 35:
         return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80,
                       n >> 21 & 0x7F | 0x80, n >> 28))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    # rare long values: the general encoder is fast enough
+    return codec.encode_uvarint(n)
 
 
 def _map_entries(tag: bytes, pairs: list[tuple[bytes, bytes]], out: list[bytes]) -> None:
