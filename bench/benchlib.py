@@ -174,3 +174,22 @@ def import_boltimages(module: str) -> types.ModuleType:
         except ImportError as exc:
             raise BenchError(f"cannot import {name} from this checkout ({exc}); "
                              "build the extension first (python setup.py build_ext --inplace)") from exc
+
+
+def build_go_program(src: pathlib.Path, build_dir: pathlib.Path, purpose: str, what: str) -> pathlib.Path:
+    """Build one Go file in GOPATH mode against Debian's gocode, reusing the
+    binary while it is newer than the source. `purpose` names what is lost
+    without Go, `what` the program whose build failed."""
+    if not shutil.which("go"):
+        raise BenchError(f"go is not installed; {purpose} cannot be built")
+    binary = build_dir / src.stem
+    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
+        return binary
+    gopath = build_dir / "gopath"
+    gopath.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode", GOFLAGS="")
+    env.setdefault("GOCACHE", str(build_dir / "gocache"))
+    proc = subprocess.run(["go", "build", "-o", str(binary), str(src)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError(f"building {what} failed: " + proc.stderr.strip().replace("\n", " | "))
+    return binary

@@ -316,20 +316,8 @@ def _newest_mtime(paths: list[pathlib.Path]) -> float:
 
 
 def build_go(build_dir: pathlib.Path) -> pathlib.Path:
-    if not shutil.which("go"):
-        raise BenchError("go is not installed; the bbolt reference cannot be built")
-    src = benchlib.BENCH_DIR / "engine" / "bbolt_bench.go"
-    binary = build_dir / "bbolt_bench"
-    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
-        return binary
-    gopath = build_dir / "gopath"
-    gopath.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode", GOFLAGS="")
-    env.setdefault("GOCACHE", str(build_dir / "gocache"))
-    proc = subprocess.run(["go", "build", "-o", str(binary), str(src)], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BenchError("building the bbolt driver failed: " + proc.stderr.strip().replace("\n", " | "))
-    return binary
+    return benchlib.build_go_program(benchlib.BENCH_DIR / "engine" / "bbolt_bench.go", build_dir,
+                                     "the bbolt reference", "the bbolt driver")
 
 
 def build_core(build_dir: pathlib.Path) -> pathlib.Path:

@@ -64,20 +64,8 @@ STEP_LABELS = {
 # ---------------------------------------------------------------- builds
 
 def build_client(build_dir: pathlib.Path) -> pathlib.Path:
-    if not shutil.which("go"):
-        raise BenchError("go is not installed; the benchmark client cannot be built")
-    src = benchlib.BENCH_DIR / "server" / "images_client.go"
-    binary = build_dir / "images_client"
-    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
-        return binary
-    gopath = build_dir / "gopath"
-    gopath.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode", GOFLAGS="")
-    env.setdefault("GOCACHE", str(build_dir / "gocache"))
-    proc = subprocess.run(["go", "build", "-o", str(binary), str(src)], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BenchError("building the Images client failed: " + proc.stderr.strip().replace("\n", " | "))
-    return binary
+    return benchlib.build_go_program(benchlib.BENCH_DIR / "server" / "images_client.go", build_dir,
+                                     "the benchmark client", "the Images client")
 
 
 # ---------------------------------------------------------------- servers
