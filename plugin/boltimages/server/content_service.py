@@ -19,13 +19,13 @@ import re
 from typing import Any, Iterator, Optional, Sequence
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from ..api.containerd.services.content.v1 import content_pb2 as api
 from ..api.containerd.services.content.v1 import content_pb2_grpc
 from ..errors import NotFound
 from ..store import layout
-from ..store.codec import CodecError, decode_time, decode_varint_lenient
+from ..store.codec import decode_varint_lenient
+from .record_fields import fill_times_and_labels, namespace_bucket
 from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
 #: bytes per ReadContentResponse (containerd streams 1 MiB buffers)
@@ -60,22 +60,7 @@ def default_content_root(db_path: str) -> Optional[str]:
 
 
 def _blobs(tx: Any, ns: str) -> Any:
-    bucket = tx.bucket(layout.SCHEMA_BUCKET)
-    for name in (ns.encode(), layout.CONTENT_BUCKET, layout.BLOB_BUCKET):
-        if bucket is None:
-            return None
-        bucket = bucket.bucket(name)
-    return bucket
-
-
-def _timestamp(raw: Optional[bytes]) -> Optional[timestamp_pb2.Timestamp]:
-    if raw is None:
-        return None
-    try:
-        ts = decode_time(raw)
-    except CodecError:
-        return None
-    return timestamp_pb2.Timestamp(seconds=ts.seconds, nanos=ts.nanos)
+    return namespace_bucket(tx, ns, layout.CONTENT_BUCKET, layout.BLOB_BUCKET)
 
 
 def _info(digest: str, bucket: Any) -> api.Info:
@@ -83,15 +68,7 @@ def _info(digest: str, bucket: Any) -> api.Info:
     raw = bucket.get(layout.SIZE_KEY)
     if raw:
         info.size = decode_varint_lenient(raw)
-    for field, key in (("created_at", layout.CREATED_AT_KEY), ("updated_at", layout.UPDATED_AT_KEY)):
-        ts = _timestamp(bucket.get(key))
-        if ts is not None:
-            getattr(info, field).CopyFrom(ts)
-    labels = bucket.bucket(layout.LABELS_BUCKET)
-    if labels is not None:
-        for k, v in labels.items():
-            if v is not None:
-                info.labels[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+    fill_times_and_labels(info, bucket)
     return info
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 from typing import Any, Iterator, Optional, Sequence
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from ..api.containerd.services.snapshots.v1 import snapshots_pb2 as api
 from ..api.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 from ..errors import InvalidArgument, NotFound
 from ..store import layout
-from ..store.codec import CodecError, decode_time
+from .record_fields import fill_times_and_labels, namespace_bucket
 from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
 PARENT_KEY = b"parent"
@@ -31,37 +30,14 @@ _READ_ONLY = "boltimages serves snapshot records read-only; snapshots are made b
 
 
 def _snapshotter_bucket(tx: Any, ns: str, snapshotter: str) -> Any:
-    bucket = tx.bucket(layout.SCHEMA_BUCKET)
-    for name in (ns.encode(), layout.SNAPSHOTS_BUCKET, snapshotter.encode()):
-        if bucket is None:
-            return None
-        bucket = bucket.bucket(name)
-    return bucket
-
-
-def _ts(raw: Optional[bytes]) -> Optional[timestamp_pb2.Timestamp]:
-    if raw is None:
-        return None
-    try:
-        t = decode_time(raw)
-    except CodecError:
-        return None
-    return timestamp_pb2.Timestamp(seconds=t.seconds, nanos=t.nanos)
+    return namespace_bucket(tx, ns, layout.SNAPSHOTS_BUCKET, snapshotter.encode())
 
 
 def _info(key: str, bucket: Any) -> api.Info:
     parent = bucket.get(PARENT_KEY)
     info = api.Info(name=key, parent=parent.decode("utf-8", "surrogateescape") if parent else "",
                     kind=api.UNKNOWN)
-    for field, k in (("created_at", layout.CREATED_AT_KEY), ("updated_at", layout.UPDATED_AT_KEY)):
-        ts = _ts(bucket.get(k))
-        if ts is not None:
-            getattr(info, field).CopyFrom(ts)
-    labels = bucket.bucket(layout.LABELS_BUCKET)
-    if labels is not None:
-        for k, v in labels.items():
-            if v is not None:
-                info.labels[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+    fill_times_and_labels(info, bucket)
     return info
 
 
