@@ -251,6 +251,15 @@ int tx_mark_unbalanced(bolt_tx *tx, node *n)
     return BOLT_OK;
 }
 
+/* Free a growable array and zero its count and capacity, so a later grow()
+ * starts from nothing. */
+static void drop_array(void **arr, size_t *n, size_t *cap)
+{
+    free(*arr);
+    *arr = NULL;
+    *n = *cap = 0;
+}
+
 /* Drop everything the tx built in memory (bucket handles survive until
  * bolt_tx_free so that late calls can report TX_CLOSED). */
 static void tx_release_memory(bolt_tx *tx)
@@ -259,23 +268,13 @@ static void tx_release_memory(bolt_tx *tx)
         free(tx->nodes[i]->in);
         free(tx->nodes[i]);
     }
-    free(tx->nodes);
-    tx->nodes = NULL;
-    tx->nnodes = tx->capnodes = 0;
-    free(tx->unbalanced);
-    tx->unbalanced = NULL;
-    tx->nunbalanced = tx->capunbalanced = 0;
+    drop_array((void **)&tx->nodes, &tx->nnodes, &tx->capnodes);
+    drop_array((void **)&tx->unbalanced, &tx->nunbalanced, &tx->capunbalanced);
     for (size_t i = 0; i < tx->ndirty; i++)
         free(tx->dirty[i].buf);
-    free(tx->dirty);
-    tx->dirty = NULL;
-    tx->ndirty = tx->capdirty = 0;
-    free(tx->allocs);
-    tx->allocs = NULL;
-    tx->nallocs = tx->capallocs = 0;
-    free(tx->freed);
-    tx->freed = NULL;
-    tx->nfreed = tx->capfreed = 0;
+    drop_array((void **)&tx->dirty, &tx->ndirty, &tx->capdirty);
+    drop_array((void **)&tx->allocs, &tx->nallocs, &tx->capallocs);
+    drop_array((void **)&tx->freed, &tx->nfreed, &tx->capfreed);
     while (tx->arena) {
         arena_chunk *n = tx->arena->next;
         free(tx->arena);
