@@ -113,6 +113,21 @@ int fl_is_free(const freelist *f, uint64_t pgid)
     return lo < f->n && v[lo] == pgid;
 }
 
+/* Make room for one more element in a growable array holding n of cap:
+ * capacity doubles, from `first` when the array is still empty. */
+static int room_for_one(void **arr, size_t *cap, size_t n, size_t elsize, size_t first)
+{
+    if (n < *cap)
+        return BOLT_OK;
+    size_t nc = *cap ? *cap * 2 : first;
+    void *grown = realloc(*arr, nc * elsize);
+    if (!grown)
+        return set_err(BOLT_ERR_NOMEM, "freelist: out of memory");
+    *arr = grown;
+    *cap = nc;
+    return BOLT_OK;
+}
+
 int fl_free(freelist *f, uint64_t txid, uint64_t pgid, uint32_t overflow)
 {
     if (pgid < 2)
@@ -121,14 +136,9 @@ int fl_free(freelist *f, uint64_t txid, uint64_t pgid, uint32_t overflow)
     if (f->npend && f->pend[f->npend - 1].txid == txid) {
         pl = &f->pend[f->npend - 1];
     } else {
-        if (f->npend == f->cappend) {
-            size_t nc = f->cappend ? f->cappend * 2 : 4;
-            pending_list *np = realloc(f->pend, nc * sizeof *np);
-            if (!np)
-                return set_err(BOLT_ERR_NOMEM, "freelist: out of memory");
-            f->pend = np;
-            f->cappend = nc;
-        }
+        int rc = room_for_one((void **)&f->pend, &f->cappend, f->npend, sizeof *f->pend, 4);
+        if (rc)
+            return rc;
         pl = &f->pend[f->npend++];
         memset(pl, 0, sizeof *pl);
         pl->txid = txid;
@@ -136,14 +146,9 @@ int fl_free(freelist *f, uint64_t txid, uint64_t pgid, uint32_t overflow)
     for (uint64_t id = pgid; id <= pgid + overflow; id++) {
         if (fl_is_free(f, id))
             return set_err(BOLT_ERR_CORRUPT, "page %llu: already freed", (unsigned long long)id);
-        if (pl->n == pl->cap) {
-            size_t nc = pl->cap ? pl->cap * 2 : 64;
-            uint64_t *ni = realloc(pl->ids, nc * sizeof *ni);
-            if (!ni)
-                return set_err(BOLT_ERR_NOMEM, "freelist: out of memory");
-            pl->ids = ni;
-            pl->cap = nc;
-        }
+        int rc = room_for_one((void **)&pl->ids, &pl->cap, pl->n, sizeof *pl->ids, 64);
+        if (rc)
+            return rc;
         pl->ids[pl->n++] = id;
     }
     return BOLT_OK;
