@@ -219,6 +219,12 @@ def get_response(raw: RawImage) -> images_pb2.GetImageResponse:
         return images_pb2.GetImageResponse(image=image_to_proto(raw.to_image()))
 
 
+def _source_date_epoch(request: Any) -> Optional[codec.Timestamp]:
+    """The request's source_date_epoch, or None when the client sent none."""
+    return codec.Timestamp.from_proto(request.source_date_epoch) \
+        if request.HasField("source_date_epoch") else None
+
+
 class ImagesServicer(images_pb2_grpc.ImagesServicer):
     def __init__(self, db: MetadataDB, publish: Publisher) -> None:
         self.store = ImageStore(db)
@@ -229,6 +235,15 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
             self.publish(namespace, topic, event)
         except Exception as exc:  # containerd returns the publisher's error as is
             abort_with(context, exc)
+
+    def _respond_and_publish(self, context: grpc.ServicerContext, namespace: Optional[str],
+                             response_cls: Any, image: Any, event_cls: Any, topic: str) -> Any:
+        """The stored image as ``response_cls``, after publishing ``event_cls``
+        with its name and labels (Create and Update answer alike)."""
+        response = image_response(response_cls, image)
+        event = event_cls(name=response.image.name, labels=response.image.labels)
+        self._publish(context, namespace or "", topic, event)
+        return response
 
     def Get(self, request: images_pb2.GetImageRequest, context: grpc.ServicerContext
             ) -> images_pb2.GetImageResponse:
@@ -251,17 +266,14 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         if not request.image.name:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Image.Name required")
         namespace = metadata_value(context, NAMESPACE_HEADER)
-        epoch = codec.Timestamp.from_proto(request.source_date_epoch) \
-            if request.HasField("source_date_epoch") else None
+        epoch = _source_date_epoch(request)
         try:
             created = self.store.create(namespace, image_from_proto(request.image), epoch=epoch,
                                         lease=metadata_value(context, LEASE_HEADER))
         except Exception as exc:
             abort_with(context, exc)
-        response = image_response(images_pb2.CreateImageResponse, created)
-        event = events_pb2.ImageCreate(name=response.image.name, labels=response.image.labels)
-        self._publish(context, namespace or "", "/images/create", event)
-        return response
+        return self._respond_and_publish(context, namespace, images_pb2.CreateImageResponse, created,
+                                         events_pb2.ImageCreate, "/images/create")
 
     def Update(self, request: images_pb2.UpdateImageRequest, context: grpc.ServicerContext
                ) -> images_pb2.UpdateImageResponse:
@@ -269,17 +281,14 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Image.Name required")
         namespace = metadata_value(context, NAMESPACE_HEADER)
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
-        epoch = codec.Timestamp.from_proto(request.source_date_epoch) \
-            if request.HasField("source_date_epoch") else None
+        epoch = _source_date_epoch(request)
         try:
             updated = self.store.update(namespace, image_from_proto(request.image), paths, epoch=epoch,
                                         lease=metadata_value(context, LEASE_HEADER))
         except Exception as exc:
             abort_with(context, exc)
-        response = image_response(images_pb2.UpdateImageResponse, updated)
-        event = events_pb2.ImageUpdate(name=response.image.name, labels=response.image.labels)
-        self._publish(context, namespace or "", "/images/update", event)
-        return response
+        return self._respond_and_publish(context, namespace, images_pb2.UpdateImageResponse, updated,
+                                         events_pb2.ImageUpdate, "/images/update")
 
     def Delete(self, request: images_pb2.DeleteImageRequest, context: grpc.ServicerContext
                ) -> empty_pb2.Empty:
