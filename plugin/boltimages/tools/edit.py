@@ -8,6 +8,7 @@ label sets updated.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import records
 from .common import EXIT_FAILED, EXIT_OK, ToolError, note, writing
@@ -17,14 +18,20 @@ def _prefix(args: argparse.Namespace) -> str:
     return "would " if args.dry_run else ""
 
 
+def _existing_image(tx: Any, namespace: str, name: str) -> tuple[Any, Any, records.Image]:
+    """(the namespace's images bucket, the image's bucket, the image read from
+    it); ToolError when there is no such image, before anything is written."""
+    images = records.images_bucket(tx, namespace)
+    bkt = images.bucket(records.raw(name)) if images is not None else None
+    if bkt is None:
+        raise ToolError(f"image {name!r} in namespace {namespace!r}: not found")
+    return images, bkt, records.read_image(namespace, records.raw(name), bkt)
+
+
 def run_tag(args: argparse.Namespace) -> int:
     with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as session:
         tx = session.tx
-        images = records.images_bucket(tx, args.namespace)
-        src = images.bucket(records.raw(args.source)) if images is not None else None
-        if src is None:
-            raise ToolError(f"image {args.source!r} in namespace {args.namespace!r}: not found")
-        img = records.read_image(args.namespace, records.raw(args.source), src)
+        images, _, img = _existing_image(tx, args.namespace, args.source)
         for target in args.targets:
             if images.bucket(records.raw(target)) is not None and not args.force:
                 raise ToolError(f"image {target!r}: already exists (use --force); nothing written")
@@ -68,11 +75,7 @@ def run_label(args: argparse.Namespace) -> int:
         changes[key] = value
     with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as session:
         tx = session.tx
-        images = records.images_bucket(tx, args.namespace)
-        bkt = images.bucket(records.raw(args.name)) if images is not None else None
-        if bkt is None:
-            raise ToolError(f"image {args.name!r} in namespace {args.namespace!r}: not found")
-        img = records.read_image(args.namespace, records.raw(args.name), bkt)
+        _, bkt, img = _existing_image(tx, args.namespace, args.name)
         labels = dict(img.labels)
         for key, value in changes.items():
             if value:
