@@ -210,15 +210,22 @@ def read_image(ns: str, name: bytes, bucket: Any) -> Image:
     return img
 
 
+def _replace_record(parent: Any, key: bytes, created: bytes, updated: bytes,
+                    labels: dict[str, str]) -> Any:
+    """A new bucket ``key`` under ``parent`` (dropping any old one) holding the
+    createdat, updatedat and labels every containerd record starts with."""
+    if parent.bucket(key) is not None:
+        parent.delete_bucket(key)
+    bkt = parent.create_bucket(key)
+    bkt.put(layout.CREATED_AT_KEY, created)
+    bkt.put(layout.UPDATED_AT_KEY, updated)
+    write_map(bkt, layout.LABELS_BUCKET, labels)
+    return bkt
+
+
 def write_image(images: Any, img: Image) -> None:
     """(Re)write one image bucket the way containerd lays it out."""
-    key = raw(img.name)
-    if images.bucket(key) is not None:
-        images.delete_bucket(key)
-    bkt = images.create_bucket(key)
-    bkt.put(layout.CREATED_AT_KEY, img.created)
-    bkt.put(layout.UPDATED_AT_KEY, img.updated)
-    write_map(bkt, layout.LABELS_BUCKET, img.labels)
+    bkt = _replace_record(images, raw(img.name), img.created, img.updated, img.labels)
     write_map(bkt, layout.ANNOTATIONS_BUCKET, img.annotations)
     target = bkt.create_bucket(layout.TARGET_BUCKET)
     target.put(layout.DIGEST_KEY, raw(img.digest))
@@ -302,13 +309,7 @@ def read_blob(tx: Any, ns: str, digest: str) -> Optional[Blob]:
 
 def write_blob(tx: Any, ns: str, blob: Blob) -> None:
     blobs = blob_bucket(tx, ns, create=True)
-    key = raw(blob.digest)
-    if blobs.bucket(key) is not None:
-        blobs.delete_bucket(key)
-    bkt = blobs.create_bucket(key)
-    bkt.put(layout.CREATED_AT_KEY, blob.created)
-    bkt.put(layout.UPDATED_AT_KEY, blob.updated)
-    write_map(bkt, layout.LABELS_BUCKET, blob.labels)
+    bkt = _replace_record(blobs, raw(blob.digest), blob.created, blob.updated, blob.labels)
     bkt.put(layout.SIZE_KEY, codec.encode_varint(blob.size))
 
 
