@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import grpc
 
@@ -25,7 +25,7 @@ from ..api.containerd.services.content.v1 import content_pb2_grpc
 from ..errors import NotFound
 from ..store import layout
 from ..store.codec import decode_varint_lenient
-from .record_fields import fill_times_and_labels, namespace_bucket
+from .record_fields import fill_times_and_labels, info_adaptor, namespace_bucket
 from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
 #: bytes per ReadContentResponse (containerd streams 1 MiB buffers)
@@ -72,17 +72,8 @@ def _info(digest: str, bucket: Any) -> api.Info:
     return info
 
 
-def _adaptor(info: api.Info):
-    def adaptor(path: Sequence[str]) -> tuple[str, bool]:
-        if not path:
-            return "", False
-        if path[0] == "digest":
-            return info.digest, True
-        if path[0] == "labels":
-            key = ".".join(path[1:])
-            return (info.labels[key], True) if key in info.labels else ("", False)
-        return "", False
-    return adaptor
+def _adaptor(info: api.Info) -> Callable[[Sequence[str]], tuple[str, bool]]:
+    return info_adaptor(info, ("digest",))
 
 
 _WRITES_ELSEWHERE = "boltimages serves content read-only; write content through containerd"

@@ -7,7 +7,7 @@ Content and Snapshots services turn them into their Info messages the same way.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from google.protobuf import timestamp_pb2
 
@@ -48,3 +48,18 @@ def fill_times_and_labels(info: Any, bucket: Any) -> None:
         for k, v in labels.items():
             if v is not None:
                 info.labels[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+
+
+def info_adaptor(info: Any, fields: Sequence[str]) -> Callable[[Sequence[str]], tuple[str, bool]]:
+    """A filter adaptor over an Info: the named top-level string ``fields`` and
+    ``labels.<key>``; any other path (Content's size, Snapshots' kind) matches nothing."""
+    def adaptor(path: Sequence[str]) -> tuple[str, bool]:
+        if not path:
+            return "", False
+        if path[0] in fields:
+            return getattr(info, path[0]), True
+        if path[0] == "labels":
+            key = ".".join(path[1:])
+            return (info.labels[key], True) if key in info.labels else ("", False)
+        return "", False
+    return adaptor

@@ -13,7 +13,7 @@ we cannot know which ones the node's containerd loads.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import grpc
 
@@ -21,7 +21,7 @@ from ..api.containerd.services.snapshots.v1 import snapshots_pb2 as api
 from ..api.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 from ..errors import InvalidArgument, NotFound
 from ..store import layout
-from .record_fields import fill_times_and_labels, namespace_bucket
+from .record_fields import fill_times_and_labels, info_adaptor, namespace_bucket
 from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
 PARENT_KEY = b"parent"
@@ -41,19 +41,8 @@ def _info(key: str, bucket: Any) -> api.Info:
     return info
 
 
-def _adaptor(info: api.Info):
-    def adaptor(path: Sequence[str]) -> tuple[str, bool]:
-        if not path:
-            return "", False
-        if path[0] == "name":
-            return info.name, True
-        if path[0] == "parent":
-            return info.parent, True
-        if path[0] == "labels":
-            key = ".".join(path[1:])
-            return (info.labels[key], True) if key in info.labels else ("", False)
-        return "", False  # kind is unknown here, so "kind==..." matches nothing
-    return adaptor
+def _adaptor(info: api.Info) -> Callable[[Sequence[str]], tuple[str, bool]]:
+    return info_adaptor(info, ("name", "parent"))
 
 
 def _require_snapshotter(name: str) -> None:
