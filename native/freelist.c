@@ -37,6 +37,20 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* qsort and memcpy are undefined on a NULL pointer even with a zero count,
+ * and an empty list here is often a NULL array; these two make that case a no-op. */
+static void sort_ids(uint64_t *ids, size_t n)
+{
+    if (n > 1)
+        qsort(ids, n, sizeof *ids, cmp_u64);
+}
+
+static void copy_ids(uint64_t *dst, const uint64_t *src, size_t n)
+{
+    if (n)
+        memcpy(dst, src, n * sizeof *dst);
+}
+
 static size_t dedupe(uint64_t *v, size_t n)
 {
     size_t o = 0;
@@ -177,7 +191,7 @@ int fl_release(freelist *f, uint64_t max_txid)
     size_t o = 0;
     for (size_t i = 0; i < f->npend; i++) {
         if (f->pend[i].txid <= max_txid) {
-            memcpy(add + o, f->pend[i].ids, f->pend[i].n * sizeof *add);
+            copy_ids(add + o, f->pend[i].ids, f->pend[i].n);
             o += f->pend[i].n;
             free(f->pend[i].ids);
         } else {
@@ -185,7 +199,7 @@ int fl_release(freelist *f, uint64_t max_txid)
         }
     }
     f->npend = k;
-    qsort(add, o, sizeof *add, cmp_u64);
+    sort_ids(add, o);
     o = dedupe(add, o);
     int rc = merge_in(f, add, o);
     free(add);
@@ -206,14 +220,14 @@ void fl_drop_pending(freelist *f, uint64_t txid)
 
 int fl_give_back(freelist *f, uint64_t *ids, size_t n)
 {
-    qsort(ids, n, sizeof *ids, cmp_u64);
+    sort_ids(ids, n);
     n = dedupe(ids, n);
     return merge_in(f, ids, n);
 }
 
 int fl_set(freelist *f, uint64_t *ids, size_t n)
 {
-    qsort(ids, n, sizeof *ids, cmp_u64);
+    sort_ids(ids, n);
     n = dedupe(ids, n);
     free(f->ids);
     f->ids = ids;
@@ -268,14 +282,15 @@ int fl_write(const freelist *f, uint8_t *buf)
     uint64_t *all = malloc((n ? n : 1) * sizeof *all);
     if (!all)
         return set_err(BOLT_ERR_NOMEM, "freelist: out of memory writing %zu ids", n);
-    memcpy(all, f->ids + f->head, f->n * sizeof *all);
+    if (f->n)
+        copy_ids(all, f->ids + f->head, f->n);
     size_t o = f->n;
     for (size_t i = 0; i < f->npend; i++) {
-        memcpy(all + o, f->pend[i].ids, f->pend[i].n * sizeof *all);
+        copy_ids(all + o, f->pend[i].ids, f->pend[i].n);
         o += f->pend[i].n;
     }
     if (np)
-        qsort(all, n, sizeof *all, cmp_u64);
+        sort_ids(all, n);
     put16(buf + PAGE_OFF_FLAGS, PAGE_FLAG_FREELIST);
     size_t off = PAGE_HEADER_SIZE;
     if (n >= FREELIST_COUNT_MARKER) {
@@ -297,7 +312,7 @@ int fl_check_pending(freelist *f, uint64_t txid, uint64_t *dup)
         pending_list *pl = &f->pend[i];
         if (pl->txid != txid)
             continue;
-        qsort(pl->ids, pl->n, sizeof *pl->ids, cmp_u64);
+        sort_ids(pl->ids, pl->n);
         for (size_t j = 1; j < pl->n; j++)
             if (pl->ids[j] == pl->ids[j - 1]) {
                 *dup = pl->ids[j];

@@ -356,7 +356,8 @@ static int cmp_dirty(const void *a, const void *b)
 static int write_dirty(bolt_tx *tx)
 {
     bolt_db *db = tx->db;
-    qsort(tx->dirty, tx->ndirty, sizeof *tx->dirty, cmp_dirty);
+    if (tx->ndirty > 1) /* an empty list may be a NULL array: qsort(NULL, 0) is undefined */
+        qsort(tx->dirty, tx->ndirty, sizeof *tx->dirty, cmp_dirty);
     struct iovec iov[64];
     size_t i = 0;
     while (i < tx->ndirty) {

@@ -13,6 +13,7 @@ parent as a missing "done" line. Requests:
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import traceback
@@ -135,8 +136,16 @@ def dump_to(path: str, out: str) -> str:
     return "ok"
 
 
+def _under_address_sanitizer() -> bool:
+    return "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
 def main() -> int:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+    # AddressSanitizer reserves terabytes of shadow address space, so an
+    # RLIMIT_AS makes it abort at start-up; under ASan the same guard comes
+    # from ASAN_OPTIONS=max_allocation_size_mb (set by .ci/run).
+    if not _under_address_sanitizer():
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
     out = sys.stdout
     for line in sys.stdin:
         request = line.rstrip("\n")
