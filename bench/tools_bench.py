@@ -181,12 +181,8 @@ def expect(what: str, got: Any, want: Any) -> None:
 
 
 def build_go(build_dir: pathlib.Path) -> pathlib.Path:
-    if not shutil.which("go"):
-        raise BenchError("go is not installed; the bbolt reference cannot be built")
-    src = benchlib.BENCH_DIR / "tools" / "bbolt_compact.go"
-    binary = build_dir / "bbolt_compact"
-    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
-        return binary
+    return benchlib.build_go_program(benchlib.BENCH_DIR / "tools" / "bbolt_compact.go", build_dir,
+                                     "the bbolt reference", "the bbolt compact driver")
     gopath = build_dir / "gopath"
     gopath.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode", GOFLAGS="")
