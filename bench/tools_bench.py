@@ -183,14 +183,6 @@ def expect(what: str, got: Any, want: Any) -> None:
 def build_go(build_dir: pathlib.Path) -> pathlib.Path:
     return benchlib.build_go_program(benchlib.BENCH_DIR / "tools" / "bbolt_compact.go", build_dir,
                                      "the bbolt reference", "the bbolt compact driver")
-    gopath = build_dir / "gopath"
-    gopath.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode", GOFLAGS="")
-    env.setdefault("GOCACHE", str(build_dir / "gocache"))
-    proc = subprocess.run(["go", "build", "-o", str(binary), str(src)], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BenchError("building the bbolt compact driver failed: " + proc.stderr.strip().replace("\n", " | "))
-    return binary
 
 
 def run_go_compact(binary: pathlib.Path, src: pathlib.Path, dst: pathlib.Path, tx_max: int) -> dict[str, Any]:
