@@ -30,10 +30,12 @@ keys ``name = value``; ``<...>`` is an arbitrary key.
     │       │                                     image with containerd.io/gc.expire is
     │       │                                     created/updated under a lease
     │       │
-    │       │   ---- never touched by boltimages, kept byte-for-byte ----
+    │       │   ---- never touched by the server, kept byte-for-byte ----
     │       ├── [containers]                  container records
     │       ├── [content]                     [blob]/<digest>/{createdat,updatedat,size,[labels]},
     │       │                                 [ingests]/<ref>/{ref,expireat,expected}
+    │       │                                 (the offline `copy` command alone adds
+    │       │                                 [blob] records for the images it copies)
     │       ├── [snapshots]                   [<snapshotter>]/<key>/{name,parent,[children],...}
     │       └── [sandboxes]                   containerd 2.x (moved here by its migration 4)
     └── (other root buckets)                  containerd 1.x may leave <ns>/sandboxes at the
@@ -42,7 +44,9 @@ keys ``name = value``; ``<...>`` is an arbitrary key.
 Rules that follow from sharing the file:
   * we only ever create ``v1``, ``v1/<ns>``, ``v1/<ns>/images`` (and what is below
     an image), ``v1/<ns>/labels`` and ``v1/<ns>/leases`` (the last two via their
-    own modules); every other bucket and key is left exactly as found;
+    own modules), plus, from the offline ``copy`` command only,
+    ``v1/<ns>/content/blob/<digest>`` records for blobs the copied images reach
+    (tools/records.py); every other bucket and key is left exactly as found;
   * ``version`` is written only when a file is initialised; an existing value is
     never changed (a newer containerd owns migrations).
 """
