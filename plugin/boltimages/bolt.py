@@ -626,7 +626,10 @@ class Bucket:
                 raise _error(status)
             n, need, end = p.n, p.need, p.end
             if n == 0 and need:
+                # The cursor now rests on an item larger than the buffer: grow
+                # it and take that item first, whatever the previous batch did.
                 _scratch.grow_packed(need, batch)
+                include_current = 1
                 continue
             pieces = _split(ffi.buffer(p.buf, p.used)[:], ffi.unpack(p.lens, 2 * n))
             keys = pieces[0::2]

@@ -117,3 +117,24 @@ def test_packed_calls_after_the_transaction_ends(db):
         bucket.get_many([b"k"])
     with pytest.raises(bolt.TxClosed):
         bucket.tree()
+
+
+# The packed buffer is per thread and only grows, so each case's big item is
+# larger than the previous case's: every case really exercises the growth path.
+@pytest.mark.parametrize("small,megabytes", [(16, 3), (16 + 512, 5), (5, 7)])
+def test_oversize_item_right_after_a_full_batch(db, small, megabytes):
+    """A batch that ends full leaves the cursor on its last item; when the next
+    item alone is larger than the buffer, the retry must still return it.
+    (Found by the torn-write test: a 1.5 MB value after 16 small keys vanished
+    from iteration.) 16 and 528 sit exactly on the first and second batch ends."""
+    big = b"B" * (megabytes << 20)
+    with db.begin(write=True) as tx:
+        bucket = tx.create_bucket(b"b")
+        for i in range(small):
+            bucket.put(b"a%04d" % i, b"v")
+        bucket.put(b"z-big", big)
+        bucket.put(b"z-tail", b"t")
+    with db.begin() as tx:
+        items = list(tx.bucket(b"b").items())
+    assert [k for k, _ in items] == [b"a%04d" % i for i in range(small)] + [b"z-big", b"z-tail"]
+    assert dict(items)[b"z-big"] == big
