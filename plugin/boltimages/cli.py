@@ -151,8 +151,11 @@ def _add_serve(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     try:
         from .server import cli_serve
     except ImportError as exc:
-        p = sub.add_parser("serve", help=help_text, description=f"{help_text} (unavailable: {exc})")
-        p.set_defaults(handler=lambda _args: _unavailable(str(exc)))
+        # bound now: Python unbinds `exc` when the except block ends, and the
+        # handler runs later
+        reason = str(exc)
+        p = sub.add_parser("serve", help=help_text, description=f"{help_text} (unavailable: {reason})")
+        p.set_defaults(handler=lambda _args: _unavailable(reason))
         return
     p = sub.add_parser("serve", help=help_text, description=help_text)
     cli_serve.add_serve_arguments(p)

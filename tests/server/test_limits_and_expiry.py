@@ -6,7 +6,6 @@ import time
 
 import grpc
 
-from boltimages import bolt
 from boltimages.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from boltimages.api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from boltimages.api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc

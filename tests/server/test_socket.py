@@ -73,7 +73,7 @@ def _free_port() -> int:
 
 def test_loopback_tcp_listener(serve):
     port = _free_port()
-    s = serve("--tcp", f"127.0.0.1:{port}")
+    serve("--tcp", f"127.0.0.1:{port}")
     assert health_ok(f"127.0.0.1:{port}")
 
 

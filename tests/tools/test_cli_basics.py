@@ -225,3 +225,21 @@ def test_progress_only_on_a_terminal(small_db, tmp_path):
     os.close(master)
     assert proc.returncode == 0
     assert b"\rexport" in seen and b"\x1b[K" in seen
+
+
+def test_serve_unavailable_is_one_line(monkeypatch, capsys):
+    """When the server cannot be imported (e.g. the engine was never built),
+    `boltimages serve` says why in one line instead of a NameError traceback."""
+    import sys
+
+    from boltimages import cli
+
+    monkeypatch.setitem(sys.modules, "boltimages.server.cli_serve", None)  # import now fails
+    try:
+        rc = cli.main(["serve"])
+    except SystemExit as exit_:
+        rc = exit_.code
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "unavailable" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
