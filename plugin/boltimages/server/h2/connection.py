@@ -1,0 +1,529 @@
+"""One HTTP/2 server connection as an asyncio protocol (RFC 9113).
+
+Everything here runs on the event loop thread. Handler threads reach the
+connection only through ``call_soon_threadsafe``. Frames written during one
+pass over the input (or one callback) are gathered and written with one
+system call at its end, so a unary call's HEADERS, DATA and trailers leave
+together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections import deque
+from typing import Any, Callable, Optional
+
+from . import frames as f
+from .frames import ConnectionError_, StreamError
+from .hpack import Decoder, HPACKError
+
+log = logging.getLogger("boltimages.server.h2")
+
+#: what we advertise: clients may push a 16 MiB request without waiting for us
+LOCAL_INITIAL_WINDOW = 16 << 20
+LOCAL_CONNECTION_WINDOW = 64 << 20
+#: replenish a receive window once this share of it is used up
+WINDOW_REFILL_DIVISOR = 2
+#: header blocks (HEADERS + CONTINUATION) bigger than this end the connection
+MAX_HEADER_BLOCK = 1 << 20
+LOCAL_MAX_HEADER_LIST = 1 << 20
+
+
+class Stream:
+    __slots__ = ("id", "recv_window", "send_window", "remote_closed", "local_closed", "call",
+                 "out", "out_len", "trailers")
+
+    def __init__(self, stream_id: int, send_window: int) -> None:
+        self.id = stream_id
+        self.recv_window = LOCAL_INITIAL_WINDOW
+        self.send_window = send_window
+        self.remote_closed = False
+        self.local_closed = False
+        self.call: Any = None
+        self.out: deque[memoryview] = deque()
+        self.out_len = 0
+        self.trailers: Optional[bytes] = None
+
+
+class H2Connection(asyncio.Protocol):
+    def __init__(self, dispatcher: Any, loop: asyncio.AbstractEventLoop, on_closed: Callable[["H2Connection"], None]) -> None:
+        self.dispatcher = dispatcher
+        self.loop = loop
+        self._on_closed = on_closed
+        self.transport: Optional[asyncio.Transport] = None
+        self.peer = "unknown"
+        self.inbuf = bytearray()
+        self.preface_seen = False
+        self.settings_seen = False
+        self.closed = False
+        self.wbuf: list[bytes] = []
+        self.decoder = Decoder(max_header_list_size=LOCAL_MAX_HEADER_LIST)
+        self.streams: dict[int, Stream] = {}
+        self.last_stream_id = 0
+        # peer settings that shape what we send
+        self.peer_initial_window = f.DEFAULT_INITIAL_WINDOW_SIZE
+        self.peer_max_frame = f.DEFAULT_MAX_FRAME_SIZE
+        self.send_window = f.DEFAULT_INITIAL_WINDOW_SIZE
+        self.recv_window = LOCAL_CONNECTION_WINDOW
+        self.blocked: dict[int, Stream] = {}  # streams with data waiting for the connection window
+        self.continuation: Optional[tuple[int, int, bytearray]] = None  # (stream, HEADERS flags, block)
+        self.goaway_sent = False
+        self.thread_id = threading.get_ident()
+
+    # ------------------------------------------------------------ asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.thread_id = threading.get_ident()
+        sock = transport.get_extra_info("socket")
+        peername = transport.get_extra_info("peername")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            host, port = peername[0], peername[1]
+            self.peer = f"ipv4:{host}:{port}" if sock.family == socket.AF_INET else f"ipv6:[{host}]:{port}"
+        else:
+            self.peer = "unix:" + (transport.get_extra_info("sockname") or "")
+        self.wbuf.append(f.settings({
+            f.SETTINGS_ENABLE_PUSH: 0,
+            f.SETTINGS_INITIAL_WINDOW_SIZE: LOCAL_INITIAL_WINDOW,
+            f.SETTINGS_MAX_HEADER_LIST_SIZE: LOCAL_MAX_HEADER_LIST,
+        }))
+        self.wbuf.append(f.window_update(0, LOCAL_CONNECTION_WINDOW - f.DEFAULT_INITIAL_WINDOW_SIZE))
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.inbuf += data
+        try:
+            self._process()
+        except ConnectionError_ as exc:
+            self.fail(exc.code, str(exc))
+        except HPACKError as exc:
+            self.fail(f.COMPRESSION_ERROR, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug of ours must not leave the client hanging
+            log.error("h2 connection from %s failed: %s", self.peer, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.fail(f.INTERNAL_ERROR, "internal error")
+        self.flush()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.closed = True
+        streams, self.streams = self.streams, {}
+        self.blocked.clear()
+        for stream in streams.values():
+            if stream.call is not None:
+                stream.call.on_reset()
+        self._on_closed(self)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    # ------------------------------------------------------------ writing
+    def flush(self) -> None:
+        if self.wbuf and not self.closed and self.transport is not None:
+            data = b"".join(self.wbuf) if len(self.wbuf) > 1 else self.wbuf[0]
+            self.wbuf.clear()
+            self.transport.write(data)
+        else:
+            self.wbuf.clear()
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """From a handler thread: run ``fn`` on the loop, then write what it produced."""
+        try:
+            self.loop.call_soon_threadsafe(self._run_and_flush, fn, args)
+        except RuntimeError:
+            pass  # the loop is closed: the server has stopped and the call is gone with it
+
+    def _run_and_flush(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001
+            log.error("h2 callback failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        self.flush()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self.thread_id
+
+    def fail(self, code: int, message: str) -> None:
+        """Connection error: GOAWAY with ``code`` and close."""
+        if self.closed:
+            return
+        log.debug("h2 connection error %d from %s: %s", code, self.peer, message)
+        self.wbuf.append(f.goaway(self.last_stream_id, code, message.encode("utf-8", "replace")[:256]))
+        self.flush()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _header_frames(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        limit = self.peer_max_frame
+        flags = f.FLAG_END_STREAM if end_stream else 0
+        if len(block) <= limit:
+            self.wbuf.append(f.frame(f.HEADERS, flags | f.FLAG_END_HEADERS, stream_id, block))
+            return
+        self.wbuf.append(f.frame(f.HEADERS, flags, stream_id, block[:limit]))
+        for start in range(limit, len(block), limit):
+            last = start + limit >= len(block)
+            self.wbuf.append(f.frame(f.CONTINUATION, f.FLAG_END_HEADERS if last else 0, stream_id,
+                                     block[start:start + limit]))
+
+    def send_headers(self, stream: Stream, block: bytes, end_stream: bool) -> None:
+        if stream.local_closed or self.closed:
+            return
+        self._header_frames(stream.id, block, end_stream)
+        if end_stream:
+            self._local_close(stream)
+
+    def send_data(self, stream: Stream, *chunks: bytes) -> None:
+        if stream.local_closed or self.closed:
+            return
+        for chunk in chunks:
+            if chunk:
+                stream.out.append(memoryview(chunk))
+                stream.out_len += len(chunk)
+        self._flush_stream(stream)
+
+    def send_trailers(self, stream: Stream, block: bytes) -> None:
+        if stream.local_closed or self.closed:
+            return
+        stream.trailers = block
+        self._flush_stream(stream)
+
+    def can_send_now(self, stream: Stream, nbytes: int) -> bool:
+        return (not stream.out and nbytes <= self.peer_max_frame
+                and nbytes <= stream.send_window and nbytes <= self.send_window)
+
+    def send_unary_response(self, stream: Stream, headers: bytes, payload: bytes, trailers: bytes) -> None:
+        """Headers, one DATA frame and trailers; the caller checked can_send_now()."""
+        if stream.local_closed or self.closed:
+            return
+        sid = stream.id
+        self._header_frames(sid, headers, False)
+        self.wbuf.append(f.frame(f.DATA, 0, sid, payload))
+        stream.send_window -= len(payload)
+        self.send_window -= len(payload)
+        self._header_frames(sid, trailers, True)
+        self._local_close(stream)
+
+    def _flush_stream(self, stream: Stream) -> None:
+        sent = 0
+        out = stream.out
+        while out:
+            room = min(stream.send_window, self.send_window, self.peer_max_frame)
+            if room <= 0:
+                if self.send_window <= 0:
+                    self.blocked[stream.id] = stream
+                break
+            head = out[0]
+            if len(head) <= room:
+                out.popleft()
+                piece = head
+            else:
+                piece = head[:room]
+                out[0] = head[room:]
+            n = len(piece)
+            self.wbuf.append(f.frame_header(n, f.DATA, 0, stream.id))
+            self.wbuf.append(piece)  # type: ignore[arg-type] - join() accepts memoryviews
+            stream.send_window -= n
+            self.send_window -= n
+            stream.out_len -= n
+            sent += n
+        if sent and stream.call is not None:
+            stream.call.on_sent(sent)
+        if not out and stream.trailers is not None:
+            block, stream.trailers = stream.trailers, None
+            self._header_frames(stream.id, block, True)
+            self._local_close(stream)
+
+    def _local_close(self, stream: Stream) -> None:
+        stream.local_closed = True
+        self.blocked.pop(stream.id, None)
+        if not stream.remote_closed:
+            # the answer is complete; the client need not send the rest of its request
+            self.wbuf.append(f.rst_stream(stream.id, f.NO_ERROR))
+        self.streams.pop(stream.id, None)
+        if self.goaway_sent and not self.streams:
+            self.loop.call_soon(self._close_idle)
+
+    def reset_stream(self, stream: Stream, code: int) -> None:
+        if self.streams.pop(stream.id, None) is None:
+            return
+        self.blocked.pop(stream.id, None)
+        stream.local_closed = True
+        self.wbuf.append(f.rst_stream(stream.id, code))
+        if stream.call is not None:
+            stream.call.on_reset()
+        if self.goaway_sent and not self.streams:
+            self.loop.call_soon(self._close_idle)
+
+    # ------------------------------------------------------------ shutdown
+    def begin_shutdown(self) -> None:
+        """GOAWAY: no new streams; close once the ones in flight are done."""
+        if self.closed or self.goaway_sent:
+            return
+        self.goaway_sent = True
+        self.wbuf.append(f.goaway(self.last_stream_id, f.NO_ERROR))
+        self.flush()
+        if not self.streams:
+            self._close_idle()
+
+    def _close_idle(self) -> None:
+        if not self.streams and not self.closed and self.transport is not None:
+            self.flush()
+            self.closed = True
+            self.transport.close()
+
+    def abort_all(self) -> None:
+        """Grace period over: cancel what is still running and drop the connection."""
+        for stream in list(self.streams.values()):
+            self.reset_stream(stream, f.CANCEL)
+        self.flush()
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # ------------------------------------------------------------ reading
+    def _process(self) -> None:
+        buf = self.inbuf
+        pos = 0
+        if not self.preface_seen:
+            n = len(f.CLIENT_PREFACE)
+            if len(buf) < n:
+                if not f.CLIENT_PREFACE.startswith(bytes(buf)):
+                    raise ConnectionError_(f.PROTOCOL_ERROR, "connection does not start with the HTTP/2 preface")
+                return
+            if bytes(buf[:n]) != f.CLIENT_PREFACE:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "connection does not start with the HTTP/2 preface")
+            self.preface_seen = True
+            pos = n
+        end = len(buf)
+        handlers = self._HANDLERS
+        try:
+            while end - pos >= f.FRAME_HEADER_LEN:
+                length, ftype, flags, sid = f.parse_header(buf, pos)
+                if length > f.DEFAULT_MAX_FRAME_SIZE:
+                    raise ConnectionError_(f.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds our maximum "
+                                                               f"{f.DEFAULT_MAX_FRAME_SIZE}")
+                start = pos + f.FRAME_HEADER_LEN
+                if end - start < length:
+                    break
+                payload = bytes(buf[start:start + length])
+                pos = start + length
+                if not self.settings_seen:
+                    if ftype != f.SETTINGS or flags & f.FLAG_ACK:
+                        raise ConnectionError_(f.PROTOCOL_ERROR, "first frame is not SETTINGS")
+                    self.settings_seen = True
+                if self.continuation is not None and (ftype != f.CONTINUATION or sid != self.continuation[0]):
+                    raise ConnectionError_(f.PROTOCOL_ERROR, "header block interrupted by another frame")
+                handler = handlers.get(ftype)
+                if handler is None:
+                    continue  # unknown frame types are ignored (RFC 9113 4.1)
+                try:
+                    handler(self, flags, sid, payload)
+                except StreamError as exc:
+                    stream = self.streams.get(exc.stream_id)
+                    if stream is not None:
+                        self.reset_stream(stream, exc.code)
+                    else:
+                        self.wbuf.append(f.rst_stream(exc.stream_id, exc.code))
+                if self.closed:
+                    return
+        finally:
+            del buf[:pos]
+
+    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "DATA on stream 0")
+        n = len(payload)
+        if n > self.recv_window:
+            raise ConnectionError_(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+        self.recv_window -= n
+        if self.recv_window <= LOCAL_CONNECTION_WINDOW // WINDOW_REFILL_DIVISOR:
+            self.wbuf.append(f.window_update(0, LOCAL_CONNECTION_WINDOW - self.recv_window))
+            self.recv_window = LOCAL_CONNECTION_WINDOW
+        data = f.strip_padding(payload, flags, "DATA")
+        stream = self.streams.get(sid)
+        if stream is None:
+            if sid > self.last_stream_id:
+                raise ConnectionError_(f.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
+            return  # a stream we already finished or reset: ignore what was in flight
+        if stream.remote_closed:
+            raise StreamError(sid, f.STREAM_CLOSED, "DATA after END_STREAM")
+        if n > stream.recv_window:
+            raise StreamError(sid, f.FLOW_CONTROL_ERROR, "DATA beyond the stream window")
+        stream.recv_window -= n
+        end_stream = flags & f.FLAG_END_STREAM
+        if not end_stream and stream.recv_window <= LOCAL_INITIAL_WINDOW // WINDOW_REFILL_DIVISOR:
+            self.wbuf.append(f.window_update(sid, LOCAL_INITIAL_WINDOW - stream.recv_window))
+            stream.recv_window = LOCAL_INITIAL_WINDOW
+        call = stream.call
+        if data:
+            call.on_data(data)
+        if end_stream:
+            stream.remote_closed = True
+            call.on_end()
+
+    def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "HEADERS on stream 0")
+        block = f.strip_padding(payload, flags, "HEADERS")
+        if flags & f.FLAG_PRIORITY:
+            if len(block) < f.PRIORITY_LEN:
+                raise ConnectionError_(f.FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
+            if f.read_u32(block) & f.STREAM_ID_MASK == sid:
+                raise StreamError(sid, f.PROTOCOL_ERROR, "stream depends on itself")
+            block = block[f.PRIORITY_LEN:]
+        if not flags & f.FLAG_END_HEADERS:
+            self.continuation = (sid, flags, bytearray(block))
+            return
+        self._header_block(sid, flags, block)
+
+    def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
+        if self.continuation is None:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "CONTINUATION without a header block in progress")
+        _, first_flags, block = self.continuation
+        block += payload
+        if len(block) > MAX_HEADER_BLOCK:
+            raise ConnectionError_(f.ENHANCE_YOUR_CALM, f"header block larger than {MAX_HEADER_BLOCK} bytes")
+        if flags & f.FLAG_END_HEADERS:
+            self.continuation = None
+            self._header_block(sid, first_flags, bytes(block))
+
+    def _header_block(self, sid: int, flags: int, block: bytes) -> None:
+        # decode first, always: the dynamic table must stay in step with the peer's
+        headers = self.decoder.decode(block)
+        end_stream = bool(flags & f.FLAG_END_STREAM)
+        stream = self.streams.get(sid)
+        if stream is not None:  # trailers from the client
+            if stream.remote_closed:
+                raise StreamError(sid, f.STREAM_CLOSED, "HEADERS after END_STREAM")
+            if not end_stream:
+                raise StreamError(sid, f.PROTOCOL_ERROR, "trailing HEADERS without END_STREAM")
+            stream.remote_closed = True
+            stream.call.on_end()
+            return
+        if sid % 2 == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, f"client opened even stream {sid}")
+        if sid <= self.last_stream_id:
+            raise ConnectionError_(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+        self.last_stream_id = sid
+        if self.goaway_sent:
+            self.wbuf.append(f.rst_stream(sid, f.REFUSED_STREAM))
+            return
+        stream = Stream(sid, self.peer_initial_window)
+        stream.remote_closed = end_stream
+        self.streams[sid] = stream
+        stream.call = self.dispatcher.new_call(self, stream, headers)
+        if end_stream and sid in self.streams:
+            stream.call.on_end()
+
+    def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
+        if len(payload) != f.PRIORITY_LEN:
+            raise StreamError(sid, f.FRAME_SIZE_ERROR, "PRIORITY frame of the wrong size")
+
+    def _on_rst_stream(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if len(payload) != f.RST_STREAM_LEN:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "RST_STREAM frame of the wrong size")
+        if sid > self.last_stream_id:
+            raise ConnectionError_(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
+            self.blocked.pop(sid, None)
+            stream.local_closed = stream.remote_closed = True
+            stream.call.on_reset()
+            if self.goaway_sent and not self.streams:
+                self.loop.call_soon(self._close_idle)
+
+    def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & f.FLAG_ACK:
+            if payload:
+                raise ConnectionError_(f.FRAME_SIZE_ERROR, "SETTINGS ack with a payload")
+            return
+        grew = False
+        for ident, value in f.parse_settings(payload):
+            if ident == f.SETTINGS_ENABLE_PUSH:
+                if value > 1:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
+            elif ident == f.SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > f.MAX_WINDOW_SIZE:
+                    raise ConnectionError_(f.FLOW_CONTROL_ERROR, f"SETTINGS_INITIAL_WINDOW_SIZE {value}")
+                delta = value - self.peer_initial_window
+                self.peer_initial_window = value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+                    if stream.send_window > f.MAX_WINDOW_SIZE:
+                        raise ConnectionError_(f.FLOW_CONTROL_ERROR, "stream window overflow")
+                grew = grew or delta > 0
+            elif ident == f.SETTINGS_MAX_FRAME_SIZE:
+                if not f.DEFAULT_MAX_FRAME_SIZE <= value <= f.MAX_MAX_FRAME_SIZE:
+                    raise ConnectionError_(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
+                self.peer_max_frame = value
+            # header table size: our encoder never indexes, so any size suits us;
+            # others (max concurrent streams, header list size) only limit what we never do
+        self.wbuf.append(f.SETTINGS_ACK)
+        if grew:
+            for stream in list(self.streams.values()):
+                if stream.out or stream.trailers is not None:
+                    self._flush_stream(stream)
+
+    def _on_push_promise(self, flags: int, sid: int, payload: bytes) -> None:
+        raise ConnectionError_(f.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
+
+    def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != f.PING_LEN:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "PING frame of the wrong size")
+        if not flags & f.FLAG_ACK:
+            self.wbuf.append(f.ping_ack(payload))
+
+    def _on_goaway(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid != 0:
+            raise ConnectionError_(f.PROTOCOL_ERROR, "GOAWAY on a stream")
+        if len(payload) < f.GOAWAY_MIN_LEN:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "GOAWAY frame too short")
+        # the client opens no more streams; ours finish, then we close
+        self.goaway_sent = True
+        if not self.streams:
+            self._close_idle()
+
+    def _on_window_update(self, flags: int, sid: int, payload: bytes) -> None:
+        if len(payload) != f.WINDOW_UPDATE_LEN:
+            raise ConnectionError_(f.FRAME_SIZE_ERROR, "WINDOW_UPDATE frame of the wrong size")
+        increment = f.read_u32(payload) & f.STREAM_ID_MASK
+        if sid == 0:
+            if increment == 0:
+                raise ConnectionError_(f.PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+            self.send_window += increment
+            if self.send_window > f.MAX_WINDOW_SIZE:
+                raise ConnectionError_(f.FLOW_CONTROL_ERROR, "connection window overflow")
+            blocked, self.blocked = self.blocked, {}
+            for stream in blocked.values():
+                self._flush_stream(stream)
+            return
+        stream = self.streams.get(sid)
+        if stream is None:
+            if sid > self.last_stream_id:
+                raise ConnectionError_(f.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+            return
+        if increment == 0:
+            raise StreamError(sid, f.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+        stream.send_window += increment
+        if stream.send_window > f.MAX_WINDOW_SIZE:
+            raise StreamError(sid, f.FLOW_CONTROL_ERROR, "stream window overflow")
+        if stream.out or stream.trailers is not None:
+            self._flush_stream(stream)
+
+    _HANDLERS: dict[int, Callable[["H2Connection", int, int, bytes], None]] = {
+        f.DATA: _on_data, f.HEADERS: _on_headers, f.PRIORITY: _on_priority, f.RST_STREAM: _on_rst_stream,
+        f.SETTINGS: _on_settings, f.PUSH_PROMISE: _on_push_promise, f.PING: _on_ping, f.GOAWAY: _on_goaway,
+        f.WINDOW_UPDATE: _on_window_update, f.CONTINUATION: _on_continuation,
+    }

@@ -1,0 +1,605 @@
+"""gRPC over HTTP/2: message framing, status trailers, and the servicer context.
+
+A call's life: the connection hands us request headers (``Call``), then the
+DATA payloads and the end of the client's half; we parse the 5-byte prefixed
+messages, run the method handler (inline on the loop thread or in the pool,
+see ``server.py``), and answer with HEADERS, DATA and a trailing HEADERS that
+carries grpc-status (or a single Trailers-Only HEADERS frame for an error
+before any message).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import grpc
+
+from . import hpack
+
+log = logging.getLogger("boltimages.server.h2")
+
+#: the length prefix of every gRPC message: compressed flag (1) + big-endian length (4)
+MESSAGE_PREFIX_LEN = 5
+CONTENT_TYPE = b"application/grpc"
+
+#: grpc-timeout units (gRPC over HTTP/2 spec) in seconds
+_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+#: the spec allows at most 8 digits
+_TIMEOUT_MAX_DIGITS = 8
+
+#: request headers that belong to the transport, not to the application's metadata
+_TRANSPORT_HEADERS = frozenset((b"content-type", b"te", b"grpc-timeout", b"grpc-encoding",
+                                b"grpc-accept-encoding", b"connection"))
+
+Metadatum = collections.namedtuple("Metadatum", ("key", "value"))
+
+RESPONSE_HEADERS = hpack.encode_headers([(b":status", b"200"), (b"content-type", CONTENT_TYPE)])
+_OK_TRAILERS = hpack.encode_headers([(b"grpc-status", b"0")])
+
+
+class RpcFailure(Exception):
+    """A call ends with this status (raised inside the transport, never by servicers)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _Abort(Exception):
+    """Raised by context.abort(): ends the handler; the status is already on the context."""
+
+
+# ---------------------------------------------------------------- wire helpers
+def percent_encode(text: str) -> bytes:
+    """grpc-message encoding: UTF-8, bytes outside printable ASCII and '%' as %XX."""
+    raw = text.encode("utf-8", "replace")
+    if all(0x20 <= b <= 0x7E and b != 0x25 for b in raw):
+        return raw
+    return b"".join(bytes([b]) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw)
+
+
+def percent_decode(raw: bytes) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x25 and i + 2 < len(raw) + 0 and _is_hex(raw[i + 1:i + 3]):
+            out.append(int(raw[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
+def _is_hex(pair: bytes) -> bool:
+    return len(pair) == 2 and all(c in b"0123456789abcdefABCDEF" for c in pair)
+
+
+def parse_timeout(value: bytes) -> float:
+    """Seconds in a grpc-timeout value like b"100m"; ValueError when malformed."""
+    digits, unit = value[:-1], value[-1:]
+    if not digits or len(digits) > _TIMEOUT_MAX_DIGITS or not digits.isdigit() or unit not in _TIMEOUT_UNITS:
+        raise ValueError(f"malformed grpc-timeout {value!r}")
+    return int(digits) * _TIMEOUT_UNITS[unit]
+
+
+def message_prefix(length: int) -> bytes:
+    return b"\x00" + length.to_bytes(4, "big")
+
+
+def _metadata_fields(metadata: Optional[Sequence[tuple[str, Any]]]) -> list[tuple[bytes, bytes]]:
+    fields = []
+    for key, value in metadata or ():
+        name = key.lower().encode("ascii")
+        if name.endswith(b"-bin"):
+            data = value if isinstance(value, bytes) else str(value).encode()
+            fields.append((name, base64.b64encode(data).rstrip(b"=")))
+        else:
+            fields.append((name, value if isinstance(value, bytes) else str(value).encode("utf-8")))
+    return fields
+
+
+def status_fields(code: grpc.StatusCode, details: str,
+                  metadata: Optional[Sequence[tuple[str, Any]]] = None) -> bytes:
+    if code is grpc.StatusCode.OK and not details and not metadata:
+        return _OK_TRAILERS
+    fields = [(b"grpc-status", str(code.value[0]).encode())]
+    if details:
+        fields.append((b"grpc-message", percent_encode(details)))
+    fields += _metadata_fields(metadata)
+    return hpack.encode_headers(fields)
+
+
+def decode_metadata(headers: list[tuple[bytes, bytes]]) -> tuple[Metadatum, ...]:
+    out = []
+    for name, value in headers:
+        if name[:1] == b":" or name in _TRANSPORT_HEADERS:
+            continue
+        key = name.decode("ascii", "replace")
+        if key.endswith("-bin"):
+            try:
+                out.append(Metadatum(key, base64.b64decode(value + b"=" * (-len(value) % 4))))
+            except ValueError:
+                continue  # a value that is not base64 is dropped, as grpc does
+        else:
+            out.append(Metadatum(key, value.decode("utf-8", "replace")))
+    return tuple(out)
+
+
+class MessageReader:
+    """Splits a stream's DATA bytes into gRPC messages, enforcing flags and size."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.buf
+        buf += data
+        messages = []
+        while len(buf) >= MESSAGE_PREFIX_LEN:
+            flag = buf[0]
+            length = int.from_bytes(buf[1:5], "big")
+            if flag == 1:
+                raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED,
+                                 "compressed message received but this server supports no compression")
+            if flag != 0:
+                raise RpcFailure(grpc.StatusCode.INTERNAL, f"invalid message compression flag {flag}")
+            if length > self.max_size:
+                raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"Received message larger than max ({length} vs. {self.max_size})")
+            end = MESSAGE_PREFIX_LEN + length
+            if len(buf) < end:
+                break
+            messages.append(bytes(buf[MESSAGE_PREFIX_LEN:end]))
+            del buf[:end]
+        return messages
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.buf)
+
+
+# ---------------------------------------------------------------- context
+class Context(grpc.ServicerContext):
+    """What servicers see as ``context``: grpcio's ServicerContext behaviour over our transport."""
+
+    def __init__(self, call: "Call", metadata: tuple[Metadatum, ...], deadline: Optional[float]) -> None:
+        self._call = call
+        self._metadata = metadata
+        self._deadline = deadline
+        self._code: Optional[grpc.StatusCode] = None
+        self._details: Optional[str] = None
+        self._trailing: Optional[Sequence[tuple[str, Any]]] = None
+        self._aborted = False
+        self._callbacks: list[Callable[[], Any]] = []
+        self._lock = threading.Lock()
+        self._done = False
+
+    # -- request side
+    def invocation_metadata(self) -> tuple[Metadatum, ...]:
+        return self._metadata
+
+    def peer(self) -> str:
+        return self._call.conn.peer
+
+    def peer_identities(self) -> None:
+        return None
+
+    def peer_identity_key(self) -> None:
+        return None
+
+    def auth_context(self) -> dict:
+        return {}
+
+    def time_remaining(self) -> Optional[float]:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
+    def is_active(self) -> bool:
+        return not self._done
+
+    def cancel(self) -> None:
+        self._call.cancel_from_app()
+
+    def add_callback(self, callback: Callable[[], Any]) -> bool:
+        with self._lock:
+            if self._done:
+                return False
+            self._callbacks.append(callback)
+            return True
+
+    def _terminate(self) -> None:
+        """The call is over (finished, cancelled or timed out): run the callbacks once."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:  # noqa: BLE001 - a failing callback must not hurt the transport
+                log.warning("call termination callback failed: %s", exc)
+
+    # -- response side
+    def set_compression(self, compression: Any) -> None:
+        pass  # we never compress; the client accepts identity
+
+    def disable_next_message_compression(self) -> None:
+        pass
+
+    def send_initial_metadata(self, initial_metadata: Sequence[tuple[str, Any]]) -> None:
+        self._call.send_initial_metadata(initial_metadata)
+
+    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, Any]]) -> None:
+        self._trailing = tuple(trailing_metadata)
+
+    def trailing_metadata(self) -> Optional[Sequence[tuple[str, Any]]]:
+        return self._trailing
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        if code is grpc.StatusCode.OK:
+            log.error("abort() called with StatusCode.OK; returning UNKNOWN")
+            code, details = grpc.StatusCode.UNKNOWN, ""
+        self._code = code
+        self._details = details
+        self._aborted = True
+        raise _Abort()
+
+    def abort_with_status(self, status: grpc.Status) -> None:
+        self.set_trailing_metadata(status.trailing_metadata or ())
+        self.abort(status.code, status.details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def code(self) -> Optional[grpc.StatusCode]:
+        return self._code
+
+    def details(self) -> Optional[str]:
+        return self._details
+
+    def _status_after(self, exc: Optional[BaseException]) -> tuple[grpc.StatusCode, str]:
+        """The status grpcio would send after the handler returned (exc None) or raised ``exc``."""
+        if exc is None:
+            return self._code or grpc.StatusCode.OK, self._details or ""
+        if self._aborted:
+            return self._code or grpc.StatusCode.UNKNOWN, self._details or ""
+        return (self._code or grpc.StatusCode.UNKNOWN,
+                self._details if self._details is not None else f"Exception calling application: {exc}")
+
+
+# ---------------------------------------------------------------- calls
+_END = object()
+_CANCELLED = object()
+
+
+class RequestIterator:
+    """Client-streaming requests as the handler's iterator; fed from the loop thread."""
+
+    def __init__(self, call: "Call", deserializer: Optional[Callable[[bytes], Any]]) -> None:
+        self._call = call
+        self._deserialize = deserializer
+        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+
+    def put(self, item: Any) -> None:
+        self._queue.put(item)
+
+    def __iter__(self) -> "RequestIterator":
+        return self
+
+    def __next__(self) -> Any:
+        item = self._queue.get()
+        if item is _END:
+            self._queue.put(_END)  # a second next() also ends
+            raise StopIteration
+        if item is _CANCELLED:
+            self._queue.put(_CANCELLED)
+            raise _Abort()
+        return self._call.deserialize(item)
+
+    next = __next__
+
+
+class Call:
+    """One RPC on one HTTP/2 stream. Loop-thread methods are marked; the rest run in the pool."""
+
+    def __init__(self, dispatcher: Any, conn: Any, stream: Any, method: str, handler: Any,
+                 headers: list[tuple[bytes, bytes]], inline: bool, deadline: Optional[float]) -> None:
+        self.dispatcher = dispatcher
+        self.conn = conn
+        self.stream = stream
+        self.method = method
+        self.handler = handler
+        self.inline = inline
+        self.context = Context(self, decode_metadata(headers), deadline)
+        self.reader = MessageReader(dispatcher.max_recv)
+        self.request: Optional[bytes] = None
+        self.request_count = 0
+        self.requests: Optional[RequestIterator] = None
+        self.finished = False
+        self.headers_sent = False
+        self.timer: Any = None
+        # producer-side flow control for streamed responses: bytes handed to the
+        # loop and not yet written; guarded by ``cond``
+        self.cond = threading.Condition()
+        self.unsent = 0
+        if handler.request_streaming:
+            self.requests = RequestIterator(self, handler.request_deserializer)
+            self._submit(self._run_request_streaming)
+        if deadline is not None:
+            self.timer = conn.loop.call_at(conn.loop.time() + (deadline - time.monotonic()), self._expire)
+
+    # -- loop thread: input from the connection
+    def on_data(self, data: bytes) -> None:
+        if self.finished:
+            return
+        try:
+            messages = self.reader.feed(data)
+        except RpcFailure as exc:
+            self.fail(exc.code, exc.details)
+            return
+        for message in messages:
+            if self.requests is not None:
+                self.requests.put(message)
+            else:
+                self.request_count += 1
+                self.request = message
+
+    def on_end(self) -> None:
+        if self.finished:
+            return
+        if self.reader.partial:
+            self.fail(grpc.StatusCode.INTERNAL, "stream ended inside a message")
+            return
+        if self.requests is not None:
+            self.requests.put(_END)
+            return
+        if self.request_count != 1:
+            self.fail(grpc.StatusCode.UNIMPLEMENTED if self.request_count > 1 else grpc.StatusCode.INTERNAL,
+                      f"expected exactly one request message for {self.method}, got {self.request_count}")
+            return
+        if self.handler.response_streaming:
+            self._submit(self._run_response_streaming)
+        elif self.inline:
+            self._respond_unary(*self._unary())
+        else:
+            self._submit(self._run_unary_in_pool)
+
+    def on_reset(self) -> None:
+        """The client cancelled (RST_STREAM) or the connection went away."""
+        if self.finished:
+            return
+        self.finished = True
+        self._cancel_timer()
+        if self.requests is not None:
+            self.requests.put(_CANCELLED)
+        with self.cond:
+            self.cond.notify_all()
+        self.context._terminate()
+
+    def _expire(self) -> None:
+        self.timer = None
+        if not self.finished:
+            self.fail(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            self.conn.reset_stream(self.stream, 0x8)  # CANCEL: the client may still be sending
+            self.conn.flush()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    # -- either thread: running the handler
+    def deserialize(self, raw: bytes) -> Any:
+        deserializer = self.handler.request_deserializer
+        if deserializer is None:
+            return raw
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # noqa: BLE001 - becomes the call's status
+            log.debug("cannot deserialize request for %s: %s", self.method, exc)
+            raise RpcFailure(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
+
+    def serialize(self, response: Any) -> bytes:
+        serializer = self.handler.response_serializer
+        try:
+            data = serializer(response) if serializer is not None else response
+        except Exception as exc:  # noqa: BLE001
+            log.error("cannot serialize the response of %s: %s", self.method, exc)
+            raise RpcFailure(grpc.StatusCode.INTERNAL, "Exception serializing response!") from None
+        if len(data) > self.dispatcher.max_send:
+            raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"Sent message larger than max ({len(data)} vs. {self.dispatcher.max_send})")
+        return data
+
+    def _unary(self) -> tuple[Optional[bytes], grpc.StatusCode, str]:
+        """Run a unary-unary handler: (serialized response or None, code, details)."""
+        ctx = self.context
+        try:
+            request = self.deserialize(self.request)  # type: ignore[arg-type]
+            behavior = self.handler.unary_unary
+            try:
+                response = behavior(request, ctx)
+            except RpcFailure:
+                raise
+            except Exception as exc:  # noqa: BLE001 - grpcio semantics: the status says what happened
+                code, details = ctx._status_after(exc)
+                if not ctx._aborted:
+                    log.error("%s raised: %s", self.method, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                return None, code, details
+            code, details = ctx._status_after(None)
+            return self.serialize(response), code, details
+        except RpcFailure as exc:
+            return None, exc.code, exc.details
+
+    def _run_unary_in_pool(self) -> None:
+        result = self._unary()
+        self.conn.call_soon_threadsafe(self._respond_unary, *result)
+
+    def _run_response_streaming(self) -> None:
+        try:
+            request = self.deserialize(self.request)  # type: ignore[arg-type]
+        except RpcFailure as exc:
+            self.conn.call_soon_threadsafe(self.fail, exc.code, exc.details)
+            return
+        self._drain(lambda: self.handler.unary_stream(request, self.context))
+
+    def _run_request_streaming(self) -> None:
+        assert self.requests is not None
+        if self.handler.response_streaming:
+            self._drain(lambda: self.handler.stream_stream(self.requests, self.context))
+            return
+        ctx = self.context
+        try:
+            response = self.handler.stream_unary(self.requests, ctx)
+            code, details = ctx._status_after(None)
+            result = (self.serialize(response), code, details)
+        except RpcFailure as exc:
+            result = (None, exc.code, exc.details)
+        except Exception as exc:  # noqa: BLE001
+            result = (None, *ctx._status_after(exc))
+        self.conn.call_soon_threadsafe(self._respond_unary, *result)
+
+    def _drain(self, start: Callable[[], Any]) -> None:
+        """Pool thread: iterate a streaming handler, sending each message under flow control."""
+        ctx = self.context
+        iterator = None
+        try:
+            iterator = start()
+            if iterator is not None:
+                for response in iterator:
+                    if not ctx.is_active():
+                        break
+                    data = self.serialize(response)
+                    if not self._send_from_thread(data):
+                        break
+            code, details = ctx._status_after(None)
+        except RpcFailure as exc:
+            code, details = exc.code, exc.details
+        except Exception as exc:  # noqa: BLE001
+            code, details = ctx._status_after(exc)
+            if not ctx._aborted and ctx.is_active():
+                log.error("%s raised: %s", self.method, exc)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - the generator's own cleanup failed; nothing to tell the client
+                    pass
+        self.conn.call_soon_threadsafe(self.finish, code, details)
+
+    def _send_from_thread(self, data: bytes) -> bool:
+        """Queue one message for the loop; wait while too much is unsent. False once the call is over."""
+        limit = self.dispatcher.stream_high_water
+        with self.cond:
+            while self.unsent > limit and not self.finished:
+                self.cond.wait(1.0)
+            if self.finished:
+                return False
+            self.unsent += len(data) + MESSAGE_PREFIX_LEN
+        self.conn.call_soon_threadsafe(self.send_message, data)
+        return True
+
+    def _submit(self, fn: Callable[[], None]) -> None:
+        try:
+            self.dispatcher.executor.submit(fn)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self.fail(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+
+    # -- loop thread: output
+    def _send_headers_once(self) -> None:
+        if not self.headers_sent:
+            self.headers_sent = True
+            self.conn.send_headers(self.stream, RESPONSE_HEADERS, end_stream=False)
+
+    def send_initial_metadata(self, metadata: Sequence[tuple[str, Any]]) -> None:
+        block = RESPONSE_HEADERS + hpack.encode_headers(_metadata_fields(metadata))
+
+        def send() -> None:
+            if not self.headers_sent and not self.finished:
+                self.headers_sent = True
+                self.conn.send_headers(self.stream, block, end_stream=False)
+        if self.conn.on_loop_thread():
+            send()
+        else:
+            self.conn.call_soon_threadsafe(send)
+
+    def send_message(self, data: bytes) -> None:
+        """Loop thread: one response message (prefix + payload) onto the stream."""
+        if self.finished:
+            return
+        self._send_headers_once()
+        self.conn.send_data(self.stream, message_prefix(len(data)), data)
+
+    def on_sent(self, nbytes: int) -> None:
+        """Loop thread: the connection wrote ``nbytes`` of our DATA; wake a waiting producer."""
+        if self.requests is None and not self.handler.response_streaming:
+            return
+        with self.cond:
+            self.unsent -= nbytes
+            self.cond.notify_all()
+
+    def _respond_unary(self, data: Optional[bytes], code: grpc.StatusCode, details: str) -> None:
+        if self.finished:
+            return
+        if data is not None:
+            if not self.headers_sent and self.conn.can_send_now(self.stream, len(data) + MESSAGE_PREFIX_LEN):
+                # the common case in one write: headers, the message, the status
+                self.headers_sent = True
+                self.finished = True
+                self._cancel_timer()
+                trailers = status_fields(code, details, self.context._trailing)
+                self.conn.send_unary_response(self.stream, RESPONSE_HEADERS, message_prefix(len(data)) + data,
+                                              trailers)
+                self.context._terminate()
+                return
+            self.send_message(data)
+        self.finish(code, details)
+
+    def fail(self, code: grpc.StatusCode, details: str) -> None:
+        self.finish(code, details)
+
+    def finish(self, code: grpc.StatusCode, details: str) -> None:
+        """Loop thread: end the call with this status (Trailers-Only if nothing was sent)."""
+        if self.finished:
+            return
+        self.finished = True
+        self._cancel_timer()
+        trailers = status_fields(code, details, self.context._trailing)
+        if self.headers_sent:
+            self.conn.send_trailers(self.stream, trailers)
+        else:
+            self.headers_sent = True
+            self.conn.send_headers(self.stream, RESPONSE_HEADERS + trailers, end_stream=True)
+        if self.requests is not None:
+            self.requests.put(_CANCELLED)
+        with self.cond:
+            self.cond.notify_all()
+        self.context._terminate()
+
+    def cancel_from_app(self) -> None:
+        def cancel() -> None:
+            if not self.finished:
+                self.finish(grpc.StatusCode.CANCELLED, "Cancelled")
+        if self.conn.on_loop_thread():
+            cancel()
+        else:
+            self.conn.call_soon_threadsafe(cancel)
+
+
+def iter_requests(requests: Iterator[Any]) -> Iterator[Any]:
+    return requests

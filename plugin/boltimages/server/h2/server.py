@@ -1,0 +1,296 @@
+"""Our own gRPC server: listeners, method registry and dispatch, graceful stop.
+
+It presents the part of ``grpc.Server`` that generated ``add_*Servicer_to_server``
+functions, grpc_health and grpc_reflection use, so the servicers run unchanged.
+
+Threading: one asyncio loop thread owns every socket. Cheap read-only unary
+methods run inline on that thread (see ``INLINE_METHODS``); everything else
+runs in a ThreadPoolExecutor and hands its answer back with
+call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent import futures
+from typing import Any, Iterable, Optional
+
+import grpc
+
+from . import hpack
+from .connection import H2Connection, Stream
+from .grpc_call import CONTENT_TYPE, Call, RESPONSE_HEADERS, status_fields, parse_timeout
+
+log = logging.getLogger("boltimages.server.h2")
+
+#: Methods run on the loop thread itself. A thread hand-off costs more than
+#: these calls do: they only read (short read transactions, mostly in C with
+#: the GIL released, never waiting for a commit's fsync) or touch no store at
+#: all. Writes wait for the group commit, and streams live long, so those go
+#: to the pool; anything not listed here does too.
+INLINE_METHODS = frozenset((
+    "/containerd.services.images.v1.Images/Get",
+    "/containerd.services.images.v1.Images/List",
+    "/containerd.services.namespaces.v1.Namespaces/Get",
+    "/containerd.services.namespaces.v1.Namespaces/List",
+    "/containerd.services.version.v1.Version/Version",
+    "/containerd.services.introspection.v1.Introspection/Plugins",
+    "/containerd.services.introspection.v1.Introspection/Server",
+    "/containerd.services.introspection.v1.Introspection/PluginInfo",
+    "/containerd.services.leases.v1.Leases/List",
+    "/containerd.services.leases.v1.Leases/ListResources",
+    "/containerd.services.content.v1.Content/Info",
+    "/containerd.services.snapshots.v1.Snapshots/Stat",
+    "/grpc.health.v1.Health/Check",
+))
+
+#: a streaming producer waits once this many response bytes are queued but unsent
+STREAM_HIGH_WATER = 1 << 20
+
+
+class _HandlerCallDetails(grpc.HandlerCallDetails):
+    def __init__(self, method: str, invocation_metadata: Any) -> None:
+        self.method = method
+        self.invocation_metadata = invocation_metadata
+
+
+class _Rejected:
+    """Stands in for a call we answered at once (unknown method, bad request)."""
+
+    def on_data(self, data: bytes) -> None:
+        pass
+
+    def on_end(self) -> None:
+        pass
+
+    def on_reset(self) -> None:
+        pass
+
+    def on_sent(self, nbytes: int) -> None:
+        pass
+
+
+_REJECTED = _Rejected()
+_HTTP_415 = hpack.encode_headers([(b":status", b"415"), (b"content-type", b"text/plain")])
+
+
+class NativeServer:
+    """Subset of grpc.Server: add_*_handlers, add_insecure_port, start, stop."""
+
+    def __init__(self, executor: futures.ThreadPoolExecutor, max_receive_message_length: int = 16 << 20,
+                 max_send_message_length: int = 16 << 20, inline_methods: Iterable[str] = INLINE_METHODS,
+                 log_calls: bool = False) -> None:
+        self.executor = executor
+        self.max_recv = max_receive_message_length
+        self.max_send = max_send_message_length
+        self.stream_high_water = STREAM_HIGH_WATER
+        self.inline_methods = frozenset(inline_methods)
+        self.log_calls = log_calls
+        self._methods: dict[str, grpc.RpcMethodHandler] = {}
+        self._generic: list[grpc.GenericRpcHandler] = []
+        self._sockets: list[socket.socket] = []
+        self._servers: list[asyncio.AbstractServer] = []
+        self._connections: set[H2Connection] = set()
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._started = False
+        self._stopping = False
+
+    # ------------------------------------------------------------ registration (grpc.Server API)
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        for handler in generic_rpc_handlers:
+            # method_handlers_generic_handler keeps its table: copy it out so
+            # dispatch is one dict lookup rather than a call per handler
+            table = getattr(handler, "_method_handlers", None)
+            if isinstance(table, dict) and all(isinstance(k, str) for k in table):
+                self._methods.update(table)
+            else:
+                self._generic.append(handler)
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None:
+        for method, handler in method_handlers.items():
+            self._methods[f"/{service_name}/{method}"] = handler
+
+    def add_insecure_port(self, address: str) -> int:
+        """Bind now (so the caller's umask applies to a unix socket); returns the TCP port, or 1."""
+        if self._started:
+            raise RuntimeError("cannot add ports after start()")
+        if address.startswith("unix:"):
+            path = address[len("unix:"):]
+            if path.startswith("//"):
+                path = path[2:]
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(path)
+                sock.listen(1024)
+            except OSError as exc:
+                sock.close()
+                raise RuntimeError(f"cannot bind {path}: {exc.strerror or exc}") from None
+            self._sockets.append(sock)
+            return 1
+        host, _, port = address.rpartition(":")
+        host = host[1:-1] if host.startswith("[") else host
+        try:
+            infos = socket.getaddrinfo(host or "127.0.0.1", int(port), type=socket.SOCK_STREAM)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"cannot resolve {address}: {exc}") from None
+        family, kind, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(1024)
+        except OSError as exc:
+            sock.close()
+            return 0 if exc.errno == 98 else self._bind_failed(address, exc)
+        self._sockets.append(sock)
+        return sock.getsockname()[1]
+
+    @staticmethod
+    def _bind_failed(address: str, exc: OSError) -> int:
+        raise RuntimeError(f"cannot bind {address}: {exc.strerror or exc}")
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self.loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                for sock in self._sockets:
+                    sock.setblocking(False)
+                    server = loop.run_until_complete(loop.create_server(self._protocol, sock=sock))
+                    self._servers.append(server)
+            except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="h2-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise RuntimeError(f"cannot start the server: {failure[0]}")
+        self._started = True
+
+    def _protocol(self) -> H2Connection:
+        assert self.loop is not None
+        conn = H2Connection(self, self.loop, self._connections.discard)
+        self._connections.add(conn)
+        return conn
+
+    def stop(self, grace: Optional[float]) -> threading.Event:
+        """Refuse new calls now; cancel what is left after ``grace`` seconds. Set when all is done."""
+        done = threading.Event()
+        loop = self.loop
+        if loop is None or self._stopping:
+            if self._stopping and self._thread is not None:
+                threading.Thread(target=lambda: (self._thread.join(), done.set()), daemon=True).start()
+            else:
+                done.set()
+            return done
+        self._stopping = True
+
+        async def shutdown() -> None:
+            for server in self._servers:
+                server.close()
+            for conn in list(self._connections):
+                conn.begin_shutdown()
+            deadline = time.monotonic() + (grace or 0.0)
+            while self._connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            for conn in list(self._connections):
+                conn.abort_all()
+            await asyncio.sleep(0)  # let the transports close
+            loop.stop()
+
+        def stopper() -> None:
+            asyncio.ensure_future(shutdown())
+
+        loop.call_soon_threadsafe(stopper)
+
+        def join() -> None:
+            assert self._thread is not None
+            self._thread.join()
+            for sock in self._sockets:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+            done.set()
+
+        threading.Thread(target=join, name="h2-stop", daemon=True).start()
+        return done
+
+    def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    # ------------------------------------------------------------ dispatch (loop thread)
+    def _lookup(self, method: str, metadata: Any) -> Optional[grpc.RpcMethodHandler]:
+        handler = self._methods.get(method)
+        if handler is None and self._generic:
+            details = _HandlerCallDetails(method, metadata)
+            for generic in self._generic:
+                handler = generic.service(details)
+                if handler is not None:
+                    break
+        return handler
+
+    def new_call(self, conn: H2Connection, stream: Stream, headers: list[tuple[bytes, bytes]]) -> Any:
+        method = content_type = timeout = None
+        http_method = None
+        for name, value in headers:
+            if name == b":path":
+                method = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"grpc-timeout":
+                timeout = value
+            elif name == b":method":
+                http_method = value
+        if http_method != b"POST" or method is None:
+            conn.send_headers(stream, hpack.encode_headers([(b":status", b"405")]), end_stream=True)
+            return _REJECTED
+        if content_type is None or not (content_type == CONTENT_TYPE or content_type.startswith(b"application/grpc+")
+                                        or content_type.startswith(b"application/grpc;")):
+            conn.send_headers(stream, _HTTP_415 + status_fields(grpc.StatusCode.INTERNAL,
+                                                               f"invalid gRPC request content-type {content_type!r}"),
+                              end_stream=True)
+            return _REJECTED
+        path = method.decode("utf-8", "replace")
+        deadline = None
+        if timeout is not None:
+            try:
+                deadline = time.monotonic() + parse_timeout(timeout)
+            except ValueError as exc:
+                return self._reject(conn, stream, grpc.StatusCode.INTERNAL, str(exc))
+        handler = self._lookup(path, None)
+        if self.log_calls:
+            namespace = next((v.decode("utf-8", "replace") for k, v in headers if k == b"containerd-namespace"), "-")
+            log.debug("call", extra={"method": path, "ns": namespace})
+        if handler is None:
+            return self._reject(conn, stream, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        if self._stopping:
+            return self._reject(conn, stream, grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+        return Call(self, conn, stream, path, handler, headers, path in self.inline_methods, deadline)
+
+    @staticmethod
+    def _reject(conn: H2Connection, stream: Stream, code: grpc.StatusCode, details: str) -> _Rejected:
+        conn.send_headers(stream, RESPONSE_HEADERS + status_fields(code, details), end_stream=True)
+        return _REJECTED
