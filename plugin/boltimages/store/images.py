@@ -25,7 +25,7 @@ Behaviour copied from containerd's metadata image store (1.6, plus the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 from ..errors import AlreadyExists, DataCorruption, InvalidArgument, NotFound, go_quote
@@ -58,6 +58,9 @@ class Image:
     created_at: Optional[codec.Timestamp] = None
     updated_at: Optional[codec.Timestamp] = None
 
+
+#: Go's zero time.Time: what containerd writes for a time its record lacked
+_GO_ZERO_TIME = codec.Timestamp(-codec.UNIX_TO_GO_INTERNAL, 0)
 
 # --- validation ------------------------------------------------------------
 
@@ -119,21 +122,6 @@ def _read_map(bucket: "bolt.Bucket", name: bytes) -> Optional[dict[str, str]]:
             for k, v in sub.items()}
 
 
-def _write_map(bucket: "bolt.Bucket", name: bytes, values: Optional[dict[str, str]]) -> None:
-    if bucket.bucket(name) is not None:
-        bucket.delete_bucket(name)
-    if not values:
-        return
-    sub = bucket.create_bucket(name)
-    for key in list(values):
-        if values[key] == "":
-            # containerd never stores an empty value and drops it from the
-            # object it returns
-            del values[key]
-            continue
-        sub.put(key.encode(), values[key].encode())
-
-
 def read_image(name: str, bucket: "bolt.Bucket") -> Image:
     image = Image(name=name)
     for key, attr in ((layout.CREATED_AT_KEY, "created_at"), (layout.UPDATED_AT_KEY, "updated_at")):
@@ -162,15 +150,64 @@ def read_image(name: str, bucket: "bolt.Bucket") -> Image:
 
 
 def write_image(bucket: "bolt.Bucket", image: Image) -> None:
-    assert image.created_at is not None and image.updated_at is not None
-    bucket.put(layout.CREATED_AT_KEY, codec.encode_time(image.created_at))
-    bucket.put(layout.UPDATED_AT_KEY, codec.encode_time(image.updated_at))
-    _write_map(bucket, layout.LABELS_BUCKET, image.labels)
-    _write_map(bucket, layout.ANNOTATIONS_BUCKET, image.target.annotations)
-    target = bucket.create_bucket_if_not_exists(layout.TARGET_BUCKET)
-    target.put(layout.DIGEST_KEY, image.target.digest.encode())
-    target.put(layout.MEDIA_TYPE_KEY, image.target.media_type.encode())
-    target.put(layout.SIZE_KEY, codec.encode_varint(image.target.size))
+    """Store ``image`` into an existing record bucket, whatever it holds."""
+    _write_record(bucket, image, None, fresh=False)
+
+
+def _write_map(record: "bolt.Bucket", name: bytes, values: Optional[dict[str, str]],
+               present: Optional[bool]) -> None:
+    """containerd's writeMap: delete the labels/annotations bucket, recreate it
+    when ``values`` is not empty, store the non-empty values. Empty values
+    are dropped from ``values`` too (containerd drops them from the object it
+    returns), although the bucket is still created when all were empty.
+    ``present``: whether the bucket is there now (None: look it up)."""
+    if present is None:
+        present = record.bucket(name) is not None
+    if present:
+        record.delete_bucket(name)
+    if not values:
+        return
+    put = record.create_bucket(name).put
+    for key, value in list(values.items()):
+        if value == "":
+            del values[key]
+        else:
+            put(key.encode(), value.encode())
+
+
+def _write_record(record: "bolt.Bucket", image: Image, stored: Optional[RawImage], *, fresh: bool) -> None:
+    """Write ``image`` the way containerd's writeImage leaves the record.
+
+    ``fresh``: the record bucket was created in this transaction (so it is
+    empty). ``stored``: the record as read in this transaction, which lets
+    the writer skip lookups it already knows the answer to and puts that
+    would store the bytes already there (the stored tree ends up the same).
+    """
+    created = codec.encode_time(image.created_at or _GO_ZERO_TIME)
+    updated = created if image.updated_at == image.created_at and image.updated_at is not None \
+        else codec.encode_time(image.updated_at or _GO_ZERO_TIME)
+    if stored is None or stored.created != created:
+        record.put(layout.CREATED_AT_KEY, created)
+    record.put(layout.UPDATED_AT_KEY, updated)
+    _write_map(record, layout.LABELS_BUCKET, image.labels,
+               False if fresh else None if stored is None else stored.labels is not None)
+    _write_map(record, layout.ANNOTATIONS_BUCKET, image.target.annotations,
+               False if fresh else None if stored is None else stored.annotations is not None)
+    target = image.target
+    digest = target.digest.encode()
+    media_type = target.media_type.encode()
+    size = codec.encode_varint(target.size)
+    if fresh:
+        bucket = record.create_bucket(layout.TARGET_BUCKET)
+    elif stored is not None and stored.has_target:
+        if stored.digest == digest and stored.media_type == media_type and stored.size == size:
+            return  # target unchanged: the three puts would rewrite the same bytes
+        bucket = record.bucket(layout.TARGET_BUCKET)
+    else:
+        bucket = record.create_bucket_if_not_exists(layout.TARGET_BUCKET)
+    bucket.put(layout.DIGEST_KEY, digest)
+    bucket.put(layout.MEDIA_TYPE_KEY, media_type)
+    bucket.put(layout.SIZE_KEY, size)
 
 
 def image_adaptor(image: Image):  # type: ignore[no-untyped-def]
@@ -216,16 +253,29 @@ def _bucket_path(tx: "bolt.Tx", path: Iterable[bytes]) -> Optional["bolt.Bucket"
 
 
 def _create_path(tx: "bolt.Tx", path: Iterable[bytes]) -> "bolt.Bucket":
+    # A lookup is cheaper than create-if-not-exists and the buckets on the
+    # way almost always exist; create only from the first one missing.
     bucket: Any = tx
     for name in path:
-        bucket = bucket.create_bucket_if_not_exists(name)
+        child = bucket.bucket(name)
+        bucket = child if child is not None else bucket.create_bucket_if_not_exists(name)
     return bucket  # type: ignore[no-any-return]
 
 
 def _copy(image: Image) -> Image:
-    return replace(image, labels=None if image.labels is None else dict(image.labels),
-                   target=replace(image.target, annotations=None if image.target.annotations is None
-                                  else dict(image.target.annotations)))
+    """A copy whose maps the store may change (it drops empty values)."""
+    target = image.target
+    annotations = target.annotations
+    labels = image.labels
+    return Image(name=image.name, labels=None if labels is None else dict(labels),
+                 target=Descriptor(media_type=target.media_type, digest=target.digest, size=target.size,
+                                   annotations=None if annotations is None else dict(annotations)),
+                 created_at=image.created_at, updated_at=image.updated_at)
+
+
+def _now(epoch: Optional[codec.Timestamp]) -> codec.Timestamp:
+    """The time a write stamps: the 2.x source_date_epoch in UTC, else now."""
+    return epoch.utc() if epoch is not None else codec.Timestamp.now()
 
 
 # --- the store -------------------------------------------------------------
@@ -299,19 +349,22 @@ class ImageStore:
     def create(self, namespace: Optional[str], image: Image, *, epoch: Optional[codec.Timestamp] = None,
                lease: Optional[str] = None) -> Image:
         ns = namespace_required(namespace)
+        from .. import bolt  # the engine's errors; loaded with the engine itself
 
         def write(tx: "bolt.Tx") -> Image:
             created = _copy(image)
             validate_image(created)
             images = _create_path(tx, layout.images_path(ns))
             _add_image_lease(tx, ns, lease, created.name, created.labels)
-            if images.bucket(created.name.encode()) is not None:
-                raise AlreadyExists(f"image {go_quote(created.name)}")
-            record = images.create_bucket(created.name.encode())
-            now = (epoch or codec.Timestamp.now()).utc()
-            created.created_at = now
-            created.updated_at = now
-            write_image(record, created)
+            key = created.name.encode()
+            try:
+                # containerd's CreateBucket: an existing record is the only
+                # failure it turns into AlreadyExists
+                record = images.create_bucket(key)
+            except bolt.BucketExists:
+                raise AlreadyExists(f"image {go_quote(created.name)}") from None
+            created.created_at = created.updated_at = _now(epoch)
+            _write_record(record, created, None, fresh=True)
             return created
         return self._write(write)
 
@@ -323,24 +376,27 @@ class ImageStore:
 
         def write(tx: "bolt.Tx") -> Image:
             images = _create_path(tx, layout.images_path(ns))
-            record = images.bucket(image.name.encode())
+            key = image.name.encode()
+            record = images.bucket(key)
             if record is None:
                 raise NotFound(f"image {go_quote(image.name)}")
-            updated = image_records.read_one(image.name.encode(), record).to_image()
+            stored = image_records.read_one(key, record)
+            updated = stored.to_image()
             created_at = updated.created_at
             given = _copy(image)
             if fieldpaths:
                 for path in fieldpaths:
                     if path.startswith("labels."):
-                        key = path[len("labels."):]
+                        label = path[len("labels."):]
                         if updated.labels is None:
                             updated.labels = {}
-                        updated.labels[key] = (given.labels or {}).get(key, "")
+                        updated.labels[label] = (given.labels or {}).get(label, "")
                     elif path.startswith("annotations."):
-                        key = path[len("annotations."):]
+                        annotation = path[len("annotations."):]
                         if updated.target.annotations is None:
                             updated.target.annotations = {}
-                        updated.target.annotations[key] = (given.target.annotations or {}).get(key, "")
+                        updated.target.annotations[annotation] = \
+                            (given.target.annotations or {}).get(annotation, "")
                     elif path == "labels":
                         updated.labels = given.labels
                     elif path == "target":
@@ -355,28 +411,36 @@ class ImageStore:
             validate_image(updated)
             _add_image_lease(tx, ns, lease, updated.name, updated.labels)
             updated.created_at = created_at
-            updated.updated_at = (epoch or codec.Timestamp.now()).utc()
-            write_image(record, updated)
+            updated.updated_at = _now(epoch)
+            _write_record(record, updated, stored, fresh=False)
             return updated
         return self._write(write)
 
     def delete(self, namespace: Optional[str], name: str, *, target_digest: Optional[str] = None,
                lease: Optional[str] = None) -> None:
         ns = namespace_required(namespace)
+        from .. import bolt  # the engine's errors; loaded with the engine itself
 
         def write(tx: "bolt.Tx") -> None:
             images = _bucket_path(tx, layout.images_path(ns))
             if images is None:
                 raise NotFound(f"image {go_quote(name)}")
             _remove_image_lease(tx, ns, lease, name)
-            record = images.bucket(name.encode()) if name else None
-            if record is None:
+            if not name:
                 raise NotFound(f"image {go_quote(name)}")
+            key = name.encode()
             if target_digest:
-                current = image_records.read_one(name.encode(), record).to_image().target.digest
+                record = images.bucket(key)
+                if record is None:
+                    raise NotFound(f"image {go_quote(name)}")
+                current = image_records.read_one(key, record).to_image().target.digest
                 if current != target_digest:
                     raise NotFound(f"image {go_quote(name)} has target {current}, not {target_digest}")
-            images.delete_bucket(name.encode())
+            try:
+                images.delete_bucket(key)
+            except (bolt.BucketNotFound, bolt.IncompatibleValue):
+                # a plain key where the record belongs reads as no image
+                raise NotFound(f"image {go_quote(name)}") from None
         self._write(write)
 
 
