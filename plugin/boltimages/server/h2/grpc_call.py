@@ -69,7 +69,7 @@ def percent_decode(raw: bytes) -> str:
     out = bytearray()
     i = 0
     while i < len(raw):
-        if raw[i] == 0x25 and i + 2 < len(raw) + 0 and _is_hex(raw[i + 1:i + 3]):
+        if raw[i] == 0x25 and _is_hex(raw[i + 1:i + 3]):
             out.append(int(raw[i + 1:i + 3], 16))
             i += 3
         else:
@@ -171,9 +171,10 @@ class MessageReader:
 class Context(grpc.ServicerContext):
     """What servicers see as ``context``: grpcio's ServicerContext behaviour over our transport."""
 
-    def __init__(self, call: "Call", metadata: tuple[Metadatum, ...], deadline: Optional[float]) -> None:
+    def __init__(self, call: "Call", headers: list[tuple[bytes, bytes]], deadline: Optional[float]) -> None:
         self._call = call
-        self._metadata = metadata
+        self._headers = headers
+        self._metadata: Optional[tuple[Metadatum, ...]] = None
         self._deadline = deadline
         self._code: Optional[grpc.StatusCode] = None
         self._details: Optional[str] = None
@@ -185,6 +186,8 @@ class Context(grpc.ServicerContext):
 
     # -- request side
     def invocation_metadata(self) -> tuple[Metadatum, ...]:
+        if self._metadata is None:
+            self._metadata = decode_metadata(self._headers)
         return self._metadata
 
     def peer(self) -> str:
@@ -324,7 +327,7 @@ class Call:
         self.method = method
         self.handler = handler
         self.inline = inline
-        self.context = Context(self, decode_metadata(headers), deadline)
+        self.context = Context(self, headers, deadline)
         self.reader = MessageReader(dispatcher.max_recv)
         self.request: Optional[bytes] = None
         self.request_count = 0
@@ -333,8 +336,9 @@ class Call:
         self.headers_sent = False
         self.timer: Any = None
         # producer-side flow control for streamed responses: bytes handed to the
-        # loop and not yet written; guarded by ``cond``
-        self.cond = threading.Condition()
+        # loop and not yet written; guarded by ``cond`` (only streams need one)
+        self.streaming = handler.request_streaming or handler.response_streaming
+        self.cond = threading.Condition() if self.streaming else None
         self.unsent = 0
         if handler.request_streaming:
             self.requests = RequestIterator(self, handler.request_deserializer)
@@ -386,9 +390,13 @@ class Call:
         self._cancel_timer()
         if self.requests is not None:
             self.requests.put(_CANCELLED)
-        with self.cond:
-            self.cond.notify_all()
+        self._wake_producer()
         self.context._terminate()
+
+    def _wake_producer(self) -> None:
+        if self.cond is not None:
+            with self.cond:
+                self.cond.notify_all()
 
     def _expire(self) -> None:
         self.timer = None
@@ -505,6 +513,7 @@ class Call:
     def _send_from_thread(self, data: bytes) -> bool:
         """Queue one message for the loop; wait while too much is unsent. False once the call is over."""
         limit = self.dispatcher.stream_high_water
+        assert self.cond is not None
         with self.cond:
             while self.unsent > limit and not self.finished:
                 self.cond.wait(1.0)
@@ -547,7 +556,7 @@ class Call:
 
     def on_sent(self, nbytes: int) -> None:
         """Loop thread: the connection wrote ``nbytes`` of our DATA; wake a waiting producer."""
-        if self.requests is None and not self.handler.response_streaming:
+        if self.cond is None:
             return
         with self.cond:
             self.unsent -= nbytes
@@ -587,8 +596,7 @@ class Call:
             self.conn.send_headers(self.stream, RESPONSE_HEADERS + trailers, end_stream=True)
         if self.requests is not None:
             self.requests.put(_CANCELLED)
-        with self.cond:
-            self.cond.notify_all()
+        self._wake_producer()
         self.context._terminate()
 
     def cancel_from_app(self) -> None:
@@ -600,6 +608,3 @@ class Call:
         else:
             self.conn.call_soon_threadsafe(cancel)
 
-
-def iter_requests(requests: Iterator[Any]) -> Iterator[Any]:
-    return requests

@@ -226,8 +226,14 @@ class Decoder:
         self.max_header_list_size = max_header_list_size
         self.dynamic: deque[tuple[bytes, bytes]] = deque()
         self.size = 0
+        # A client repeating a call sends the very same block once every field
+        # sits in the dynamic table (all indexed references). Such a block means
+        # the same headers until the table changes; ``generation`` counts changes.
+        self.generation = 0
+        self._indexed_cache: dict[bytes, tuple[int, list[tuple[bytes, bytes]]]] = {}
 
     def _evict(self) -> None:
+        self.generation += 1
         while self.size > self.table_size_limit:
             name, value = self.dynamic.pop()
             self.size -= len(name) + len(value) + ENTRY_OVERHEAD
@@ -238,6 +244,7 @@ class Decoder:
             # RFC 7541 4.4: an entry larger than the table empties it and is not added
             self.dynamic.clear()
             self.size = 0
+            self.generation += 1
             return
         self.dynamic.appendleft((name, value))
         self.size += cost
@@ -254,6 +261,18 @@ class Decoder:
         return self.dynamic[dyn]
 
     def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        hit = self._indexed_cache.get(data)
+        if hit is not None and hit[0] == self.generation:
+            return list(hit[1])
+        generation = self.generation
+        headers = self._decode(data)
+        if generation == self.generation and len(data) <= 64 and all(b & 0x80 for b in data):
+            if len(self._indexed_cache) >= 64:
+                self._indexed_cache.clear()
+            self._indexed_cache[data] = (generation, list(headers))
+        return headers
+
+    def _decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
         headers: list[tuple[bytes, bytes]] = []
         pos = 0
         end = len(data)
