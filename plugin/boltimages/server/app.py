@@ -34,6 +34,7 @@ from .config import ServerConfig, check_loopback
 from .content_service import ContentServicer, default_content_root
 from .event_bus import EventBus
 from .events_service import EventsServicer
+from .h2 import NativeServer
 from .introspection_service import IntrospectionServicer, default_plugins, store_uuid
 from .leases_service import LeasesServicer
 from .listen import SocketClaim
@@ -104,7 +105,7 @@ class Server:
         self.config = config
         self.db: Optional[MetadataDB] = None
         self.bus = EventBus()
-        self.grpc: Optional[grpc.Server] = None
+        self.grpc: Any = None  # grpc.Server or h2.NativeServer (same methods)
         self.claim: Optional[SocketClaim] = None
         self.health: Optional[health.HealthServicer] = None
         self.tcp_port: Optional[int] = None
@@ -126,7 +127,7 @@ class Server:
             raise
         self._sweeper = threading.Thread(target=self._sweep_loop, name="lease-expiry", daemon=True)
         self._sweeper.start()
-        log.info("serving", extra={"address": cfg.address, "tcp_address": cfg.tcp_address or "-",
+        log.info("serving", extra={"transport": cfg.transport, "address": cfg.address, "tcp_address": cfg.tcp_address or "-",
                                    "db": cfg.db_path, "version": version_string(), "revision": revision()})
 
     def _open_db(self) -> MetadataDB:
@@ -143,7 +144,7 @@ class Server:
             code = EXIT_LOCKED if _held_by_another_process(cfg.db_path) else 1
             raise ServeError(str(exc), code) from None
 
-    def _build_server(self) -> grpc.Server:
+    def _build_server(self) -> Any:
         cfg = self.config
         db = self.db
         assert db is not None
@@ -152,9 +153,17 @@ class Server:
                    # the port is claimed by us (see listen.py); never share it
                    ("grpc.so_reuseport", 0)]
         self.executor = futures.ThreadPoolExecutor(max_workers=cfg.worker_count(), thread_name_prefix="grpc")
-        interceptors = [_CallLogger()] if log.isEnabledFor(logging.DEBUG) else []
-        server = grpc.server(self.executor, options=options, interceptors=interceptors,
-                             maximum_concurrent_rpcs=None)
+        server: Any
+        if cfg.transport == "native":
+            # our own HTTP/2 transport: cheap reads answered on its loop thread
+            # without grpcio's per-call thread hand-offs (see server/h2/server.py)
+            server = NativeServer(self.executor, max_receive_message_length=cfg.max_recv_message_size,
+                                  max_send_message_length=cfg.max_send_message_size,
+                                  log_calls=log.isEnabledFor(logging.DEBUG))
+        else:
+            interceptors = [_CallLogger()] if log.isEnabledFor(logging.DEBUG) else []
+            server = grpc.server(self.executor, options=options, interceptors=interceptors,
+                                 maximum_concurrent_rpcs=None)
         publish = self.publish
         names = []
         images = _images_servicer(db, publish)

@@ -11,6 +11,7 @@ thing, so an operator can reuse what they know::
       max_send_message_size = 16777216
       uid = 0
       gid = 0
+      transport = "native"                   # or "grpcio"
     [metadata]
       path = "/var/lib/boltimages/meta.db"
       content_root = ""                       # containerd content dir, for Content/Read
@@ -37,6 +38,8 @@ except ModuleNotFoundError:  # pragma: no cover - older Pythons use the backport
 DEFAULT_MESSAGE_SIZE = 16 << 20
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
 LOG_FORMATS = ("text", "json")
+#: gRPC server transports: our own HTTP/2 server (server/h2) or grpcio's
+TRANSPORTS = ("native", "grpcio")
 
 
 class ConfigError(Exception):
@@ -80,6 +83,7 @@ class ServerConfig:
     workers: int = 0  # 0: chosen from the CPU count
     grace_period: float = 10.0
     read_only: bool = False
+    transport: str = "native"
 
     def validate(self) -> None:
         if not self.address:
@@ -94,6 +98,8 @@ class ServerConfig:
             raise ConfigError(f"debug.level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"debug.format must be text or json, got {self.log_format!r}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"grpc.transport must be native or grpcio, got {self.transport!r}")
         if self.workers < 0:
             raise ConfigError("workers must not be negative")
         if self.grace_period < 0:
@@ -156,7 +162,8 @@ def load_file(path: str, config: ServerConfig) -> ServerConfig:
     for key, attr, kind in (("address", "address", str), ("tcp_address", "tcp_address", str),
                             ("max_recv_message_size", "max_recv_message_size", int),
                             ("max_send_message_size", "max_send_message_size", int),
-                            ("uid", "socket_uid", int), ("gid", "socket_gid", int)):
+                            ("uid", "socket_uid", int), ("gid", "socket_gid", int),
+                            ("transport", "transport", str)):
         if key in grpc:
             setattr(config, attr, _typed(grpc, key, kind, f"{path} [grpc]"))
     metadata = _section(data, "metadata", path)
