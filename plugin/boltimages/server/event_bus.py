@@ -28,6 +28,8 @@ Matcher = Callable[[events_pb2.Envelope], bool]
 
 #: envelopes buffered per subscriber before it counts as stuck and is dropped
 SUBSCRIBER_QUEUE = 4096
+#: namespaces and topics remembered as valid, so a publish checks each once
+_VALID_CACHE_MAX = 1024
 _CLOSED = object()
 
 
@@ -129,20 +131,41 @@ class EventBus:
         self._lock = threading.Lock()
         self._subscribers: list[Subscription] = []
         self._closed = False
+        self._valid_namespaces: set[str] = set()
+        self._valid_topics: set[str] = set()
 
-    def publish(self, namespace: str, topic: str, event: pb_message.Message | any_pb2.Any) -> events_pb2.Envelope:
-        """Stamp and broadcast an event in ``namespace`` (the servicers' publish hook)."""
-        try:
-            validate_identifier(namespace)
-        except InvalidArgument as exc:
-            raise exc.wrap("failed publishing event: namespace validation") from None
-        validate_topic(topic)
+    def publish(self, namespace: str, topic: str,
+                event: pb_message.Message | any_pb2.Any) -> Optional[events_pb2.Envelope]:
+        """Stamp and broadcast an event in ``namespace`` (the servicers' publish hook).
+
+        The namespace and topic are always checked (a bad one is the
+        publisher's error, subscribers or not); the envelope is only built
+        when someone subscribes, so a write nobody listens to pays for no
+        serialisation. Returns the envelope, None when nobody received it.
+        """
+        if namespace not in self._valid_namespaces:
+            try:
+                validate_identifier(namespace)
+            except InvalidArgument as exc:
+                raise exc.wrap("failed publishing event: namespace validation") from None
+            self._remember(self._valid_namespaces, namespace)
+        if topic not in self._valid_topics:
+            validate_topic(topic)
+            self._remember(self._valid_topics, topic)
+        if not self._subscribers:
+            return None
         now_ns = time.time_ns()
         envelope = events_pb2.Envelope(
             timestamp=timestamp_pb2.Timestamp(seconds=now_ns // 1_000_000_000, nanos=now_ns % 1_000_000_000),
             namespace=namespace, topic=topic, event=pack_event(event))
         self._broadcast(envelope)
         return envelope
+
+    @staticmethod
+    def _remember(valid: set[str], value: str) -> None:
+        if len(valid) >= _VALID_CACHE_MAX:
+            valid.clear()  # many distinct names: start over rather than grow
+        valid.add(value)
 
     def forward(self, envelope: events_pb2.Envelope) -> None:
         validate_envelope(envelope)
@@ -180,5 +203,6 @@ class EventBus:
             subs = list(self._subscribers)
         for sub in subs:
             sub.offer(envelope)
-        log.debug("event published", extra={"topic": envelope.topic, "ns": envelope.namespace,
-                                             "type": envelope.event.type_url})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event published", extra={"topic": envelope.topic, "ns": envelope.namespace,
+                                                 "type": envelope.event.type_url})

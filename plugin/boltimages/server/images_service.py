@@ -150,6 +150,15 @@ def _timestamp(tag: bytes, raw: RawImage, stored: Optional[bytes]) -> bytes:
 def _encode(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], media_type: Optional[bytes],
             digest: Optional[bytes], size: int, annotations: Optional[list[tuple[bytes, bytes]]],
             created: bytes, updated: bytes) -> bytes:
+    head, rest = _encode_parts(name, labels, media_type, digest, size, annotations, created, updated)
+    return head + rest
+
+
+def _encode_parts(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], media_type: Optional[bytes],
+                  digest: Optional[bytes], size: int, annotations: Optional[list[tuple[bytes, bytes]]],
+                  created: bytes, updated: bytes) -> tuple[bytes, bytes]:
+    """An Image's wire bytes in two parts: name and labels (fields 1 and 2,
+    which are also the whole of an ImageCreate/ImageUpdate event), then the rest."""
     target: list[bytes] = []
     if media_type:
         target += (b"\x0a", _uvarint(len(media_type)), media_type)
@@ -160,11 +169,10 @@ def _encode(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], media_type
     if annotations:
         _map_entries(b"\x2a", annotations, target)
     target_bytes = b"".join(target)
-    out = [b"\x0a", _uvarint(len(name)), name]
+    head = [b"\x0a", _uvarint(len(name)), name]
     if labels:
-        _map_entries(b"\x12", labels, out)
-    out += (b"\x1a", _uvarint(len(target_bytes)), target_bytes, created, updated)
-    return b"".join(out)
+        _map_entries(b"\x12", labels, head)
+    return b"".join(head), b"".join((b"\x1a", _uvarint(len(target_bytes)), target_bytes, created, updated))
 
 
 def encode_image(raw: RawImage) -> bytes:
@@ -183,16 +191,22 @@ def _time_field(tag: bytes, ts: Optional[codec.Timestamp]) -> bytes:
     return tag + _SMALL[len(body)] + body
 
 
-def image_response(cls: Any, image: Image) -> Any:
-    """A Create/Update response (its Image is field 1) parsed from wire bytes built in one go."""
+def image_response(cls: Any, image: Image, event_cls: Any = None) -> tuple[Any, Any]:
+    """A Create/Update response (its Image is field 1) parsed from wire bytes
+    built in one go, and, when ``event_cls`` is given, the event naming the
+    image and its labels, parsed from the same bytes (its fields 1 and 2 are
+    the Image's)."""
     try:
         target = image.target
-        wire = _encode(image.name.encode(), _pairs(image.labels), target.media_type.encode(),
-                       target.digest.encode(), target.size, _pairs(target.annotations),
-                       _time_field(b"\x3a", image.created_at), _time_field(b"\x42", image.updated_at))
-        return cls.FromString(b"\x0a" + _uvarint(len(wire)) + wire)
+        head, rest = _encode_parts(image.name.encode(), _pairs(image.labels), target.media_type.encode(),
+                                   target.digest.encode(), target.size, _pairs(target.annotations),
+                                   _time_field(b"\x3a", image.created_at), _time_field(b"\x42", image.updated_at))
+        response = cls.FromString(b"\x0a" + _uvarint(len(head) + len(rest)) + head + rest)
+        return response, None if event_cls is None else event_cls.FromString(head)
     except (UnicodeEncodeError, DecodeError):  # not UTF-8 (a stored label): field by field
-        return cls(image=image_to_proto(image))
+        response = cls(image=image_to_proto(image))
+        event = None if event_cls is None else event_cls(name=response.image.name, labels=response.image.labels)
+        return response, event
 
 
 def _framed(raw: RawImage) -> bytes:
@@ -240,8 +254,7 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
                              response_cls: Any, image: Any, event_cls: Any, topic: str) -> Any:
         """The stored image as ``response_cls``, after publishing ``event_cls``
         with its name and labels (Create and Update answer alike)."""
-        response = image_response(response_cls, image)
-        event = event_cls(name=response.image.name, labels=response.image.labels)
+        response, event = image_response(response_cls, image, event_cls)
         self._publish(context, namespace or "", topic, event)
         return response
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 _HEADER = struct.Struct("=IIII")
 _HEADER_SIZE = _HEADER.size
 _TIME_BODY = struct.Struct(">qi")
+_TIME_V1 = struct.Struct(">xqih")  # the 15-byte form containerd writes
 _NANOS = 1_000_000_000
 
 # which sub-bucket of a record the walk is inside
@@ -75,6 +76,12 @@ class RawImage:
             raise DataCorruption(f"image {go_quote(self.text_name())}: unable to read target bucket")
 
     def _time(self, raw: bytes) -> codec.Timestamp:
+        if len(raw) == 15 and raw[0] == 1:
+            # the common form, decoded here as codec.decode_time would
+            sec, nanos, offset_min = _TIME_V1.unpack(raw)
+            if 0 <= nanos < _NANOS:
+                return codec.Timestamp(sec - codec.UNIX_TO_GO_INTERNAL, nanos,
+                                       None if offset_min == -1 else offset_min * 60)
         try:
             return codec.decode_time(raw)
         except codec.CodecError as exc:

@@ -273,6 +273,13 @@ def _copy(image: Image) -> Image:
                  created_at=image.created_at, updated_at=image.updated_at)
 
 
+def _engine() -> Any:
+    """The engine module, for its error classes (imported on first failure:
+    the store module itself is used without a file, by filters and tests)."""
+    from .. import bolt
+    return bolt
+
+
 def _now(epoch: Optional[codec.Timestamp]) -> codec.Timestamp:
     """The time a write stamps: the 2.x source_date_epoch in UTC, else now."""
     return epoch.utc() if epoch is not None else codec.Timestamp.now()
@@ -349,7 +356,6 @@ class ImageStore:
     def create(self, namespace: Optional[str], image: Image, *, epoch: Optional[codec.Timestamp] = None,
                lease: Optional[str] = None) -> Image:
         ns = namespace_required(namespace)
-        from .. import bolt  # the engine's errors; loaded with the engine itself
 
         def write(tx: "bolt.Tx") -> Image:
             created = _copy(image)
@@ -358,11 +364,13 @@ class ImageStore:
             _add_image_lease(tx, ns, lease, created.name, created.labels)
             key = created.name.encode()
             try:
-                # containerd's CreateBucket: an existing record is the only
-                # failure it turns into AlreadyExists
                 record = images.create_bucket(key)
-            except bolt.BucketExists:
-                raise AlreadyExists(f"image {go_quote(created.name)}") from None
+            except Exception as exc:
+                # as containerd's CreateBucket: an existing record is the only
+                # failure that becomes AlreadyExists
+                if isinstance(exc, _engine().BucketExists):
+                    raise AlreadyExists(f"image {go_quote(created.name)}") from None
+                raise
             created.created_at = created.updated_at = _now(epoch)
             _write_record(record, created, None, fresh=True)
             return created
@@ -419,7 +427,6 @@ class ImageStore:
     def delete(self, namespace: Optional[str], name: str, *, target_digest: Optional[str] = None,
                lease: Optional[str] = None) -> None:
         ns = namespace_required(namespace)
-        from .. import bolt  # the engine's errors; loaded with the engine itself
 
         def write(tx: "bolt.Tx") -> None:
             images = _bucket_path(tx, layout.images_path(ns))
@@ -438,9 +445,12 @@ class ImageStore:
                     raise NotFound(f"image {go_quote(name)} has target {current}, not {target_digest}")
             try:
                 images.delete_bucket(key)
-            except (bolt.BucketNotFound, bolt.IncompatibleValue):
+            except Exception as exc:
+                engine = _engine()
                 # a plain key where the record belongs reads as no image
-                raise NotFound(f"image {go_quote(name)}") from None
+                if isinstance(exc, (engine.BucketNotFound, engine.IncompatibleValue)):
+                    raise NotFound(f"image {go_quote(name)}") from None
+                raise
         self._write(write)
 
 
