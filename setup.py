@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pathlib
 import re
+import runpy
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -61,6 +62,14 @@ class BuildPy(build_py):
             generate_protos(pathlib.Path(self.build_lib))
 
 
+def unpack_extension() -> Extension:
+    """boltimages._unpack: cuts packed engine batches into Python objects
+    (cffi cannot create those from C). Same flags as the engine."""
+    flags = runpy.run_path(str(ROOT / "native" / "build_bolt.py"))
+    return Extension("boltimages._unpack", sources=["native/pyext/unpack.c"],
+                     extra_compile_args=flags["compile_args"](), extra_link_args=flags["link_args"]())
+
+
 def main() -> None:
     setup(
         name="boltimages",
@@ -70,6 +79,7 @@ def main() -> None:
         package_dir={"": "plugin"},
         packages=find_packages(where="plugin", exclude=["boltimages.api", "boltimages.api.*"]),
         cffi_modules=["native/build_bolt.py:ffibuilder"],
+        ext_modules=[unpack_extension()],
         install_requires=[
             "cffi>=1.15",
             "grpcio>=1.60",

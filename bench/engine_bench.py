@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import os
 import pathlib
 import random
@@ -195,9 +196,12 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
                 with db.begin() as tx:
                     b = tx.bucket(bench)
                     if batch:
-                        for k, v in b.items():
-                            n += 1
-                            acc += k[0] + v[0]
+                        # Bucket.chunks hands out (keys, values) lists; the
+                        # per-item work runs in builtins, as list code does.
+                        first = operator.itemgetter(0)
+                        for keys, values in b.chunks():
+                            n += len(keys)
+                            acc += sum(map(first, keys)) + sum(map(first, values))
                     else:
                         c = b.cursor()
                         item = c.first()
@@ -264,23 +268,19 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
             with db.begin() as tx:
                 allb = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
                 if batch:
-                    # One C call copies the whole images subtree (Bucket.walk).
-                    section = b""
-                    for depth, key, value in allb.walk(max_depth=2):
-                        if depth == 0:
-                            if value is None:
-                                n_images += 1
-                                total += len(key)
-                        elif depth == 1:
-                            if value is None:
-                                section = key
-                            elif key in (b"createdat", b"updatedat"):
-                                total += len(value)
-                        elif section == b"labels":
-                            n_labels += 1
-                            total += len(key) + len(value)
-                        elif section == b"target":
-                            total += len(value)
+                    # One C call copies the whole images subtree and
+                    # Bucket.tree builds the nested dicts in C.
+                    for name, image in allb.tree(max_depth=2).items():
+                        if not isinstance(image, dict):
+                            continue
+                        n_images += 1
+                        total += len(name) + len(image[b"createdat"]) + len(image[b"updatedat"])
+                        labels = image.get(b"labels")
+                        if labels:
+                            n_labels += len(labels)
+                            total += sum(map(len, labels)) + sum(map(len, labels.values()))
+                        target = image[b"target"]
+                        total += len(target[b"digest"]) + len(target[b"mediatype"]) + len(target[b"size"])
                 else:
                     c = allb.cursor()
                     item = c.first()

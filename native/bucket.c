@@ -156,6 +156,37 @@ static int bucket_open_value(struct bolt_bucket *parent, const uint8_t *name, si
     return BOLT_OK;
 }
 
+int bucket_child_view(struct bolt_bucket *b, const uint8_t *name, size_t len, const uint8_t *v, size_t vlen,
+                      struct bolt_bucket *scratch, struct bolt_bucket **out)
+{
+    struct bolt_bucket *cached = cached_child(b, name, len);
+    if (cached) {
+        /* An open handle may hold this tx's changes (its nodes), which the
+         * parent's stored value does not show until commit. */
+        *out = cached;
+        return BOLT_OK;
+    }
+    if (b->depth + 1 > MAX_BUCKET_DEPTH)
+        return tx_fail(b->tx, set_err(BOLT_ERR_CORRUPT, "buckets nested deeper than %d levels (corrupt or cyclic)",
+                                      MAX_BUCKET_DEPTH));
+    if (!v || vlen < BUCKET_HEADER_SIZE)
+        return tx_fail(b->tx, set_err(BOLT_ERR_CORRUPT, "bucket value of %zu bytes is shorter than its header", vlen));
+    memset(scratch, 0, sizeof *scratch);
+    scratch->tx = b->tx;
+    scratch->parent = b;
+    scratch->name = (uint8_t *)name; /* borrowed: the view never outlives the caller's key */
+    scratch->name_len = len;
+    scratch->depth = b->depth + 1;
+    scratch->root = le64(v);
+    scratch->sequence = le64(v + 8);
+    if (scratch->root == 0) {
+        scratch->inline_page = v + BUCKET_HEADER_SIZE;
+        scratch->inline_len = vlen - BUCKET_HEADER_SIZE;
+    }
+    *out = scratch;
+    return BOLT_OK;
+}
+
 int bucket_child(struct bolt_bucket *b, const uint8_t *name, size_t len, struct bolt_bucket **out)
 {
     struct bolt_bucket *cached = cached_child(b, name, len);

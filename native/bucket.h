@@ -31,6 +31,13 @@ struct bolt_bucket {
 int bucket_root_page(struct bolt_bucket *b, bpage *out);
 int bucket_root_node(struct bolt_bucket *b, node **out);
 int bucket_child(struct bolt_bucket *b, const uint8_t *name, size_t len, struct bolt_bucket **out);
+/* A sub-bucket for reading only, without registering a handle with the tx:
+ * the open handle when there is one, else `scratch` filled from the stored
+ * value v. Why: walking thousands of small buckets (one per image) spent
+ * most of its time creating handles that nobody would use again. The view
+ * borrows `name` and must not outlive the call that asked for it. */
+int bucket_child_view(struct bolt_bucket *b, const uint8_t *name, size_t len, const uint8_t *v, size_t vlen,
+                      struct bolt_bucket *scratch, struct bolt_bucket **out);
 int bucket_create_child(struct bolt_bucket *b, const uint8_t *name, size_t len, int if_not_exists,
                         struct bolt_bucket **out);
 int bucket_delete_child(struct bolt_bucket *b, const uint8_t *name, size_t len);

@@ -21,7 +21,8 @@ def _cdef_source() -> str:
     return "\n".join(line for line in lines if not line.lstrip().startswith("#"))
 
 
-def _compile_args() -> list[str]:
+def compile_args() -> list[str]:
+    """Flags for every C file we build (the engine and native/pyext)."""
     args = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-fvisibility=hidden"]
     if os.environ.get("BOLTIMAGES_WERROR"):
         args.append("-Werror")
@@ -34,7 +35,7 @@ def _compile_args() -> list[str]:
     return args
 
 
-def _link_args() -> list[str]:
+def link_args() -> list[str]:
     if os.environ.get("BOLTIMAGES_SANITIZE"):
         return ["-fsanitize=address,undefined"]
     return []
@@ -45,10 +46,11 @@ ffibuilder.cdef(_cdef_source())
 ffibuilder.set_source(
     "boltimages._bolt",
     '#include "bolt.h"',
+    # the engine is every .c file here; native/pyext holds CPython extensions
     sources=sorted(str(p.relative_to(HERE.parent)) for p in HERE.glob("*.c")),
     include_dirs=[str(HERE.relative_to(HERE.parent))],
-    extra_compile_args=_compile_args(),
-    extra_link_args=_link_args(),
+    extra_compile_args=compile_args(),
+    extra_link_args=link_args(),
     libraries=["pthread"],
 )
 

@@ -46,5 +46,7 @@ int cur_node(struct bolt_cursor *c, node **out, uint32_t *index);
 int cur_current(struct bolt_cursor *c, bolt_kv *out);
 /* Descend to where key is or would go; *found and out describe an exact match. */
 int cur_locate(struct bolt_cursor *c, const uint8_t *key, size_t klen, int *found, bolt_kv *out);
+/* The on-page value under the cursor (a nested bucket's header and inline page included). */
+int cur_raw_value(struct bolt_cursor *c, const uint8_t **v, uint32_t *vl);
 
 #endif

@@ -20,12 +20,11 @@ threads keep running while the engine searches pages or waits for fsync.
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from bisect import bisect_left
-from itertools import accumulate
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
+from . import _unpack
 from ._bolt import ffi, lib
 
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -34,9 +33,10 @@ T = TypeVar("T")
 # Iteration asks C for a few items first (most buckets in containerd's layout
 # hold a handful of keys) and for large packed batches after that.
 _SCAN_FIRST = 16
-_SCAN_CHUNK = 512
+_SCAN_CHUNK = 1024
 _PACK_BYTES = 256 << 10
-_WALK_HEADER = struct.Struct("=IIII")
+# bolt_bucket_walk descends at most this deep whatever it is asked (native/packed.c)
+_WALK_MAX_DEPTH = 64
 
 __all__ = [
     "open", "DB", "Tx", "Bucket", "Cursor", "compact", "check_file", "os_page_size",
@@ -217,6 +217,16 @@ class _Scratch(threading.local):
         p.max = min(items, self.packed_items)
         return p
 
+    def pairs(self, n: int) -> tuple[list[bytes], list[Optional[bytes]]]:
+        """The n cursor items of the last packed batch as (keys, values)."""
+        p = self.packed
+        return _unpack.pairs(ffi.buffer(p.buf, p.used), ffi.buffer(p.lens, 8 * n), ffi.buffer(p.flags, n), n)
+
+    def values(self, n: int) -> list[Optional[bytes]]:
+        """The n values of the last packed get batch (None: missing or a bucket)."""
+        p = self.packed
+        return _unpack.values(ffi.buffer(p.buf, p.used), ffi.buffer(p.lens, 4 * n), ffi.buffer(p.flags, n), n)
+
 
 _scratch = _Scratch()
 
@@ -228,25 +238,6 @@ def _kv_pair(kv: Any) -> Optional[tuple[bytes, Optional[bytes]]]:
     if kv.flags & 1:
         return key, None
     return key, ffi.buffer(kv.value, kv.value_len)[:]
-
-
-def _split(data: bytes, lens: list[int]) -> list[bytes]:
-    """`data` cut into consecutive pieces of the given lengths.
-
-    map/slice/accumulate keep the per-piece loop in C: decoding a packed batch
-    costs about a tenth of a microsecond per piece instead of a Python loop step.
-    """
-    ends = list(accumulate(lens))
-    return list(map(data.__getitem__, map(slice, [0, *ends[:-1]], ends)))
-
-
-def _none_where_flagged(values: list[Optional[bytes]], flags: bytes) -> None:
-    """Replace the entries whose flag byte is set (nested buckets, missing keys) by None."""
-    if flags.count(0) == len(flags):
-        return
-    for i, flag in enumerate(flags):
-        if flag:
-            values[i] = None
 
 
 def _prefix_end(prefix: bytes) -> Optional[bytes]:
@@ -572,9 +563,7 @@ class Bucket:
             if done == 0 and need:
                 _scratch.grow_packed(need, _SCAN_CHUNK)
                 continue
-            values: list[Optional[bytes]] = _split(ffi.buffer(p.buf, p.used)[:], ffi.unpack(p.lens, done))
-            _none_where_flagged(values, ffi.buffer(p.flags, done)[:])
-            result += values
+            result += _scratch.values(done)
             pos += done
         return result
 
@@ -600,6 +589,14 @@ class Bucket:
 
         `start` is inclusive, `stop` exclusive; `prefix` keeps keys that start with it.
         """
+        for keys, values in self.chunks(start, stop, prefix):
+            yield from zip(keys, values)
+
+    def chunks(self, start: Optional[BytesLike] = None, stop: Optional[BytesLike] = None,
+               prefix: Optional[BytesLike] = None) -> Iterator[tuple[list[bytes], list[Optional[bytes]]]]:
+        """The items of :meth:`items` as (keys, values) lists of up to a few
+        thousand each: for callers that handle many items with list-at-a-time
+        code (map, sum, dict(zip(...))) rather than one loop step per item."""
         if prefix is not None:
             prefix = bytes(prefix)
             if start is None or bytes(start) < prefix:
@@ -631,15 +628,14 @@ class Bucket:
                 _scratch.grow_packed(need, batch)
                 include_current = 1
                 continue
-            pieces = _split(ffi.buffer(p.buf, p.used)[:], ffi.unpack(p.lens, 2 * n))
-            keys = pieces[0::2]
-            values: list[Optional[bytes]] = pieces[1::2]
-            _none_where_flagged(values, ffi.buffer(p.flags, n)[:])
+            keys, values = _scratch.pairs(n)
             if stop is not None and keys and keys[-1] >= stop:
                 cut = bisect_left(keys, stop)
-                yield from zip(keys[:cut], values[:cut])
+                if cut:
+                    yield keys[:cut], values[:cut]
                 return
-            yield from zip(keys, values)
+            if keys:
+                yield keys, values
             if end:
                 return
             # Stopped early on a full buffer: the cursor rests on the next item.
@@ -651,12 +647,18 @@ class Bucket:
         four native-endian u32 (depth, flags, key length, value length) then
         the key and value bytes. For callers that parse many records in one
         loop of their own."""
+        return self._walk_decoded(max_depth, lambda data: data[:])
+
+    def _walk_decoded(self, max_depth: int, decode: Callable[[Any], T]) -> T:
+        """decode() applied to the subtree's walk buffer while C still owns it
+        (so the records are copied once, straight into Python objects)."""
         out = _scratch.walk_out
         _check(lib.bolt_bucket_walk(self._b, max_depth, out, _scratch.size))
+        data = out[0]
         try:
-            return ffi.buffer(out[0], _scratch.size[0])[:] if out[0] != ffi.NULL else b""
+            return decode(ffi.buffer(data, _scratch.size[0]) if data != ffi.NULL else b"")
         finally:
-            lib.bolt_free(out[0])
+            lib.bolt_free(data)
 
     def walk(self, max_depth: int = 64) -> Iterator[tuple[int, bytes, Optional[bytes]]]:
         """Every entry of this bucket's subtree, depth first: (depth, key, value),
@@ -665,34 +667,12 @@ class Bucket:
         One C call copies the whole subtree, so reading a bucket of many small
         records costs one crossing instead of one per record.
         """
-        data = self.walk_bytes(max_depth)
-        unpack = _WALK_HEADER.unpack_from
-        off = 0
-        end = len(data)
-        while off < end:
-            depth, flags, klen, vlen = unpack(data, off)
-            off += 16
-            key = data[off:off + klen]
-            off += klen
-            if flags & 1:
-                yield depth, key, None
-            else:
-                yield depth, key, data[off:off + vlen]
-                off += vlen
+        return iter(self._walk_decoded(max_depth, _unpack.records))
 
     def tree(self, max_depth: int = 64) -> dict[bytes, Any]:
         """This bucket's subtree as nested dicts: values are bytes, nested buckets dicts."""
-        root: dict[bytes, Any] = {}
-        stack = [root]
-        for depth, key, value in self.walk(max_depth):
-            del stack[depth + 1:]
-            if value is None:
-                child: dict[bytes, Any] = {}
-                stack[depth][key] = child
-                stack.append(child)
-            else:
-                stack[depth][key] = value
-        return root
+        limit = min(max_depth, _WALK_MAX_DEPTH)
+        return self._walk_decoded(max_depth, lambda data: _unpack.tree(data, limit))
 
     def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
         return self.items()

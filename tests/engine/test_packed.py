@@ -138,3 +138,46 @@ def test_oversize_item_right_after_a_full_batch(db, small, megabytes):
         items = list(tx.bucket(b"b").items())
     assert [k for k, _ in items] == [b"a%04d" % i for i in range(small)] + [b"z-big", b"z-tail"]
     assert dict(items)[b"z-big"] == big
+
+
+def test_chunks_cover_items_with_bounds(db):
+    # enough items, of mixed sizes, that batches end both on the item count and
+    # on a full buffer (where the cursor is put back with a seek)
+    rng = random.Random(7)
+    data = {b"k%06d" % i: rng.randbytes(rng.choice([0, 10, 300, 9000])) for i in range(6000)}
+    with db.begin(write=True) as tx:
+        bucket = tx.create_bucket(b"b")
+        bucket.put_many(sorted(data.items()))
+        bucket.create_bucket(b"k003000x")
+    expected = sorted([*data.items(), (b"k003000x", None)])
+    with db.begin() as tx:
+        bucket = tx.bucket(b"b")
+        chunks = list(bucket.chunks())
+        assert all(keys and len(keys) == len(values) for keys, values in chunks)
+        assert [kv for keys, values in chunks for kv in zip(keys, values)] == expected
+        assert list(bucket.items(prefix=b"k0030")) == [kv for kv in expected if kv[0].startswith(b"k0030")]
+        lo, hi = b"k001234", b"k004321"
+        assert [kv for keys, values in bucket.chunks(start=lo, stop=hi) for kv in zip(keys, values)] == \
+            [kv for kv in expected if lo <= kv[0] < hi]
+        assert list(bucket.chunks(start=b"z")) == []
+
+
+@pytest.mark.parametrize("call, args", [
+    # a length that runs past the data buffer
+    ("pairs", (b"abc", (4).to_bytes(4, "little") * 2, b"\x00", 1)),
+    ("values", (b"abc", (9).to_bytes(4, "little"), b"\x00", 1)),
+    # more items than the length and flag arrays hold
+    ("pairs", (b"abcdef", b"\x01\x00\x00\x00", b"\x00\x00", 2)),
+    ("values", (b"", b"", b"", 1)),
+    ("values", (b"", b"", b"", -1)),
+    # walk records: a header cut short, a body past the end, a depth jump
+    ("records", (b"\x00" * 15,)),
+    ("records", ((0).to_bytes(4, "little") * 2 + (5).to_bytes(4, "little") + (0).to_bytes(4, "little") + b"ab",)),
+    ("tree", ((1).to_bytes(4, "little") + b"\x00" * 12, 64)),
+])
+def test_unpack_refuses_inconsistent_buffers(call, args):
+    # The decoder trusts nothing it is given: lengths are checked against the
+    # buffers, so a wrong batch is a ValueError, never a read past the end.
+    from boltimages import _unpack
+    with pytest.raises(ValueError):
+        getattr(_unpack, call)(*args)

@@ -1,0 +1,390 @@
+/*
+ * pyext/unpack.c - the Python side of the packed batch format (module
+ * boltimages._unpack).
+ *
+ * Why a CPython extension next to the cffi binding: cffi hands C buffers to
+ * Python, but cannot create Python objects from C. Cutting a packed batch
+ * into bytes objects from Python costs a slice object, a method call and a
+ * list step per piece; here it is one allocation per piece. The module knows
+ * nothing of the engine: it only reads the layouts bolt.h documents for
+ * bolt_packed and bolt_bucket_walk, and it checks every length against the
+ * buffer it was given, so a wrong length is a ValueError, never a read past
+ * the end.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Building many containers (dicts, tuples) triggers the cyclic collector
+ * every few hundred allocations, and each run scans every container made so
+ * far: quadratic-looking cost for one large, acyclic result. Collection is
+ * paused while one is built and resumed (if it was on) right after. */
+static int gc_pause(void)
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    return PyGC_Disable();
+#else
+    return 0;
+#endif
+}
+
+static void gc_resume(int was_enabled)
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    if (was_enabled)
+        PyGC_Enable();
+#else
+    (void)was_enabled;
+#endif
+}
+
+/* A walk record header: u32 depth, u32 flags, u32 key length, u32 value length. */
+#define WALK_HEADER_SIZE 16
+#define WALK_FLAG_BUCKET 1u
+/* Flags of packed items (see bolt_packed in bolt.h): nonzero means no value. */
+#define PACKED_FLAG_VALUE 0u
+
+typedef struct views {
+    Py_buffer data, lens, flags;
+    int have_data, have_lens, have_flags;
+} views;
+
+static void views_release(views *v)
+{
+    if (v->have_data)
+        PyBuffer_Release(&v->data);
+    if (v->have_lens)
+        PyBuffer_Release(&v->lens);
+    if (v->have_flags)
+        PyBuffer_Release(&v->flags);
+}
+
+/* Take the three buffers and check that they hold `n` items with
+ * `lens_per_item` u32 lengths each. */
+static int views_get(views *v, PyObject *data, PyObject *lens, PyObject *flags, Py_ssize_t n,
+                     Py_ssize_t lens_per_item)
+{
+    memset(v, 0, sizeof *v);
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative item count");
+        return -1;
+    }
+    if (PyObject_GetBuffer(data, &v->data, PyBUF_SIMPLE) < 0)
+        return -1;
+    v->have_data = 1;
+    if (PyObject_GetBuffer(lens, &v->lens, PyBUF_SIMPLE) < 0)
+        return -1;
+    v->have_lens = 1;
+    if (PyObject_GetBuffer(flags, &v->flags, PyBUF_SIMPLE) < 0)
+        return -1;
+    v->have_flags = 1;
+    if (v->lens.len / (Py_ssize_t)sizeof(uint32_t) / lens_per_item < n || v->flags.len < n) {
+        PyErr_Format(PyExc_ValueError, "packed batch: %zd items do not fit the length and flag arrays", n);
+        return -1;
+    }
+    return 0;
+}
+
+static uint32_t len_at(const views *v, Py_ssize_t i)
+{
+    uint32_t x;
+    memcpy(&x, (const char *)v->lens.buf + (size_t)i * sizeof x, sizeof x);
+    return x;
+}
+
+/* Next piece of `len` bytes at *off as bytes; NULL with ValueError past the end. */
+static PyObject *take(const views *v, Py_ssize_t *off, uint32_t len)
+{
+    if ((Py_ssize_t)len > v->data.len - *off) {
+        PyErr_Format(PyExc_ValueError, "packed batch: a %u-byte piece runs past the %zd-byte buffer",
+                     len, v->data.len);
+        return NULL;
+    }
+    PyObject *b = PyBytes_FromStringAndSize((const char *)v->data.buf + *off, len);
+    *off += len;
+    return b;
+}
+
+PyDoc_STRVAR(pairs_doc,
+"pairs(data, lens, flags, n) -> (keys, values)\n\n"
+"Cut n cursor items out of a packed batch: lens holds 2*n u32 (key length,\n"
+"value length), flags n bytes (nonzero: a nested bucket, value None).");
+
+static PyObject *unpack_pairs(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *data, *lens, *flags;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OOOn:pairs", &data, &lens, &flags, &n))
+        return NULL;
+    views v;
+    PyObject *keys = NULL, *values = NULL;
+    if (views_get(&v, data, lens, flags, n, 2) < 0)
+        goto fail;
+    if (!(keys = PyList_New(n)) || !(values = PyList_New(n)))
+        goto fail;
+    Py_ssize_t off = 0;
+    const uint8_t *fl = v.flags.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = take(&v, &off, len_at(&v, 2 * i));
+        if (!k)
+            goto fail;
+        PyList_SET_ITEM(keys, i, k);
+        PyObject *val;
+        if (fl[i] != PACKED_FLAG_VALUE) {
+            val = Py_None;
+            Py_INCREF(val);
+            off += len_at(&v, 2 * i + 1); /* zero for buckets; skipped all the same */
+        } else if (!(val = take(&v, &off, len_at(&v, 2 * i + 1)))) {
+            goto fail;
+        }
+        PyList_SET_ITEM(values, i, val);
+    }
+    views_release(&v);
+    PyObject *out = PyTuple_Pack(2, keys, values);
+    Py_DECREF(keys);
+    Py_DECREF(values);
+    return out;
+fail:
+    views_release(&v);
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    return NULL;
+}
+
+PyDoc_STRVAR(values_doc,
+"values(data, lens, flags, n) -> list\n\n"
+"Cut n values out of a packed get batch: lens holds n u32 lengths, flags n\n"
+"bytes (nonzero: missing key or nested bucket, None).");
+
+static PyObject *unpack_values(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *data, *lens, *flags;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OOOn:values", &data, &lens, &flags, &n))
+        return NULL;
+    views v;
+    PyObject *out = NULL;
+    if (views_get(&v, data, lens, flags, n, 1) < 0)
+        goto fail;
+    if (!(out = PyList_New(n)))
+        goto fail;
+    Py_ssize_t off = 0;
+    const uint8_t *fl = v.flags.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *val;
+        if (fl[i] != PACKED_FLAG_VALUE) {
+            val = Py_None;
+            Py_INCREF(val);
+            off += len_at(&v, i);
+        } else if (!(val = take(&v, &off, len_at(&v, i)))) {
+            goto fail;
+        }
+        PyList_SET_ITEM(out, i, val);
+    }
+    views_release(&v);
+    return out;
+fail:
+    views_release(&v);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+/* One walk record header at off, checked against the buffer. */
+static int walk_header(const Py_buffer *b, Py_ssize_t off, uint32_t h[4])
+{
+    if (b->len - off < WALK_HEADER_SIZE) {
+        PyErr_Format(PyExc_ValueError, "walk buffer: record header cut short at byte %zd", off);
+        return -1;
+    }
+    memcpy(h, (const char *)b->buf + off, WALK_HEADER_SIZE);
+    uint64_t body = (uint64_t)h[2] + (h[1] & WALK_FLAG_BUCKET ? 0 : h[3]);
+    if (body > (uint64_t)(b->len - off - WALK_HEADER_SIZE)) {
+        PyErr_Format(PyExc_ValueError, "walk buffer: record at byte %zd runs past the end", off);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(records_doc,
+"records(data) -> list of (depth, key, value)\n\n"
+"Every record of a bolt_bucket_walk buffer; value None for a nested bucket.");
+
+/* Keys that repeat from record to record (createdat, labels, target, ... in
+ * every image) are made once per decode and shared: a small direct-mapped
+ * cache of recent short keys. Sharing also keeps their computed hash, so
+ * dict inserts skip rehashing them. */
+#define KEY_CACHE_SLOTS 64
+#define KEY_CACHE_MAX_LEN 24
+
+typedef struct key_cache {
+    PyObject *slot[KEY_CACHE_SLOTS];
+} key_cache;
+
+static PyObject *cached_key(key_cache *kc, const char *p, uint32_t len)
+{
+    if (len == 0 || len > KEY_CACHE_MAX_LEN)
+        return PyBytes_FromStringAndSize(p, len);
+    uint32_t h = 2166136261u;
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)p[i]) * 16777619u;
+    PyObject **at = &kc->slot[(h ^ (h >> 16)) % KEY_CACHE_SLOTS];
+    if (*at && PyBytes_GET_SIZE(*at) == (Py_ssize_t)len && memcmp(PyBytes_AS_STRING(*at), p, len) == 0) {
+        Py_INCREF(*at);
+        return *at;
+    }
+    PyObject *key = PyBytes_FromStringAndSize(p, len);
+    if (key) {
+        Py_XSETREF(*at, key);
+        Py_INCREF(key);
+    }
+    return key;
+}
+
+static void key_cache_clear(key_cache *kc)
+{
+    for (size_t i = 0; i < KEY_CACHE_SLOTS; i++)
+        Py_CLEAR(kc->slot[i]);
+}
+
+static PyObject *unpack_records(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    key_cache keys = {{NULL}};
+    PyObject *out = PyList_New(0);
+    Py_ssize_t off = 0;
+    const char *base = b.buf;
+    int gc_was = gc_pause();
+    while (out && off < b.len) {
+        uint32_t h[4];
+        if (walk_header(&b, off, h) < 0)
+            goto fail;
+        off += WALK_HEADER_SIZE;
+        PyObject *depth = PyLong_FromUnsignedLong(h[0]);
+        PyObject *key = cached_key(&keys, base + off, h[2]);
+        off += h[2];
+        PyObject *val;
+        if (h[1] & WALK_FLAG_BUCKET) {
+            val = Py_None;
+            Py_INCREF(val);
+        } else {
+            val = PyBytes_FromStringAndSize(base + off, h[3]);
+            off += h[3];
+        }
+        PyObject *rec = depth && key && val ? PyTuple_Pack(3, depth, key, val) : NULL;
+        Py_XDECREF(depth);
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+        if (!rec || PyList_Append(out, rec) < 0) {
+            Py_XDECREF(rec);
+            goto fail;
+        }
+        Py_DECREF(rec);
+    }
+    key_cache_clear(&keys);
+    gc_resume(gc_was);
+    PyBuffer_Release(&b);
+    return out;
+fail:
+    key_cache_clear(&keys);
+    gc_resume(gc_was);
+    PyBuffer_Release(&b);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(tree_doc,
+"tree(data, max_depth) -> dict\n\n"
+"A bolt_bucket_walk buffer as nested dicts: values are bytes, nested\n"
+"buckets dicts (empty past max_depth, where the walk stopped descending).");
+
+static PyObject *unpack_tree(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *arg;
+    unsigned int max_depth;
+    if (!PyArg_ParseTuple(args, "OI:tree", &arg, &max_depth))
+        return NULL;
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    /* stack[d] is the dict receiving records of depth d; borrowed from its parent. */
+    enum { MAX_STACK = 66 };
+    PyObject *stack[MAX_STACK];
+    key_cache keys = {{NULL}};
+    PyObject *root = PyDict_New();
+    Py_ssize_t depth = 0;
+    Py_ssize_t off = 0;
+    const char *base = b.buf;
+    int gc_was = gc_pause();
+    if (!root)
+        goto fail;
+    stack[0] = root;
+    while (off < b.len) {
+        uint32_t h[4];
+        if (walk_header(&b, off, h) < 0)
+            goto fail;
+        if ((Py_ssize_t)h[0] > depth || h[0] >= MAX_STACK - 1 || h[0] > max_depth) {
+            PyErr_Format(PyExc_ValueError, "walk buffer: record at byte %zd jumps to depth %u", off, h[0]);
+            goto fail;
+        }
+        off += WALK_HEADER_SIZE;
+        depth = h[0];
+        PyObject *key = cached_key(&keys, base + off, h[2]);
+        if (!key)
+            goto fail;
+        off += h[2];
+        PyObject *val;
+        if (h[1] & WALK_FLAG_BUCKET) {
+            val = PyDict_New();
+        } else {
+            val = PyBytes_FromStringAndSize(base + off, h[3]);
+            off += h[3];
+        }
+        if (!val || PyDict_SetItem(stack[depth], key, val) < 0) {
+            Py_DECREF(key);
+            Py_XDECREF(val);
+            goto fail;
+        }
+        Py_DECREF(key);
+        Py_DECREF(val); /* the parent dict holds it */
+        if (h[1] & WALK_FLAG_BUCKET) {
+            stack[depth + 1] = val;
+            depth++;
+        }
+    }
+    key_cache_clear(&keys);
+    gc_resume(gc_was);
+    PyBuffer_Release(&b);
+    return root;
+fail:
+    key_cache_clear(&keys);
+    gc_resume(gc_was);
+    PyBuffer_Release(&b);
+    Py_XDECREF(root);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"pairs", unpack_pairs, METH_VARARGS, pairs_doc},
+    {"values", unpack_values, METH_VARARGS, values_doc},
+    {"records", unpack_records, METH_O, records_doc},
+    {"tree", unpack_tree, METH_VARARGS, tree_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "boltimages._unpack",
+    "Packed engine batches cut into Python objects (see native/pyext/unpack.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__unpack(void)
+{
+    return PyModule_Create(&module);
+}
