@@ -10,6 +10,7 @@ lone-writer commit in the caller's thread.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -177,3 +178,54 @@ def test_lone_writer_commits_in_its_own_thread(meta_db: MetadataDB) -> None:
     meta_db.batch(lambda tx: seen.append(threading.get_ident()))
     assert seen == [caller]
     assert meta_db.batches_committed == before + 1
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_finished_writer_does_not_wait_for_the_next_batch(meta_db: MetadataDB) -> None:
+    """A queued writer whose call another leader committed returns at once;
+    it does not queue for the commit lock behind the next batch."""
+    first_started, in_a, in_c, release_c = (threading.Event() for _ in range(4))
+    results: dict[str, object] = {}
+
+    def slow_first(tx: bolt.Tx) -> None:  # lone writer: holds the lock while A and B queue
+        first_started.set()
+        assert _wait_for(lambda: len(meta_db._queue) >= 2)
+
+    def a(tx: bolt.Tx) -> str:  # leads the batch [A, B]; C queues meanwhile
+        in_a.set()
+        assert _wait_for(lambda: len(meta_db._queue) >= 1)
+        return "a"
+
+    def c(tx: bolt.Tx) -> str:
+        in_c.set()
+        release_c.wait(10)
+        return "c"
+
+    def run(name: str, fn) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.__setitem__(name, meta_db.batch(fn)))
+        thread.start()
+        return thread
+
+    t0 = run("first", slow_first)
+    assert first_started.wait(10)
+    ta = run("a", a)
+    assert _wait_for(lambda: len(meta_db._queue) == 1)
+    tb = run("b", lambda tx: "b")
+    assert in_a.wait(10)
+    tc = run("c", c)
+    assert in_c.wait(10)
+    # C's batch is running and cannot finish yet: B, committed with A, is back already
+    tb.join(5)
+    assert not tb.is_alive() and results.get("b") == "b"
+    release_c.set()
+    for thread in (t0, ta, tc):
+        thread.join(10)
+    assert results == {"first": None, "a": "a", "b": "b", "c": "c"}

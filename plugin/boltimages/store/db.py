@@ -45,14 +45,26 @@ NEWEST_KNOWN_DB_VERSION = 4
 
 
 class _Call:
-    __slots__ = ("fn", "done", "result", "error", "solo")
+    """One queued function and its outcome.
+
+    ``wake`` is set when the call is finished and also when its waiter should
+    try to lead the next batch (the commit lock was released while it was at
+    the head of the queue), so a waiter sleeps on one event for both.
+    """
+
+    __slots__ = ("fn", "wake", "finished", "result", "error", "solo")
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
-        self.done = threading.Event()
+        self.wake = threading.Event()
+        self.finished = False
         self.result: Any = None
         self.error: Optional[BaseException] = None
         self.solo = False
+
+    def finish(self) -> None:
+        self.finished = True
+        self.wake.set()
 
 
 class _Rollback(Exception):
@@ -163,8 +175,8 @@ class MetadataDB:
         if self.read_only:
             raise FailedPrecondition(f"{self.path} is open read-only")
         # A lone writer (nobody committing, nobody queued) runs at once in its
-        # own transaction: grouping only pays when callers overlap, and the
-        # queue's bookkeeping would only add latency to the one caller.
+        # own transaction, in its own thread: grouping only pays when callers
+        # overlap, and the queue's bookkeeping would only add latency.
         if not self._queue and self._commit_lock.acquire(blocking=False):
             try:
                 if not self._queue:
@@ -172,26 +184,42 @@ class MetadataDB:
                     self.batches_committed += 1
                     return result
             finally:
-                self._commit_lock.release()
+                self._release_commit()
         call = _Call(fn)
         with self._queue_lock:
             self._queue.append(call)
-        while not call.done.is_set():
-            # whoever holds the commit lock drains the queue; when we get it,
-            # our call may already have been committed by the previous leader
-            with self._commit_lock:
-                if call.done.is_set():
-                    break
-                with self._queue_lock:
-                    calls = self._queue[:self.max_batch_size]
-                    del self._queue[:len(calls)]
-                if calls:
-                    self._run_batch(calls)
+        while not call.finished:
+            # Lead a batch when the commit lock is free; otherwise sleep until
+            # our call is finished or the holder, releasing the lock, wakes us
+            # as the head of the queue. A caller whose call was committed
+            # returns at once, not after the next batch's commit.
+            if self._commit_lock.acquire(blocking=False):
+                try:
+                    with self._queue_lock:
+                        calls = self._queue[:self.max_batch_size]
+                        del self._queue[:len(calls)]
+                    if calls:
+                        self._run_batch(calls)
+                finally:
+                    self._release_commit()
+            else:
+                call.wake.wait()
+                call.wake.clear()
         if call.solo:
             return self.update(fn)
         if call.error is not None:
             raise call.error
         return call.result  # type: ignore[no-any-return]
+
+    def _release_commit(self) -> None:
+        """Release the commit lock and wake the head of the queue to lead
+        next. Every release with callers queued wakes one, so none is left
+        sleeping while the lock is free."""
+        self._commit_lock.release()
+        if self._queue:
+            with self._queue_lock:
+                if self._queue:
+                    self._queue[0].wake.set()
 
     def _run_batch(self, calls: list[_Call]) -> None:
         pending = list(calls)
@@ -213,15 +241,15 @@ class MetadataDB:
                 # the failure was caused by a neighbour)
                 bad = pending.pop(failed.index)
                 bad.solo = True
-                bad.done.set()
+                bad.finish()
                 continue
             except BaseException as exc:  # commit itself failed: all share it
                 for call in pending:
                     call.error = exc
-                    call.done.set()
+                    call.finish()
                 return
             self.batches_committed += 1
             for call, result in zip(pending, results):
                 call.result = result
-                call.done.set()
+                call.finish()
             return
