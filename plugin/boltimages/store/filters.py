@@ -753,11 +753,27 @@ def _go_quote_bytes(text: bytes) -> str:
     return go_quote(_text(text))
 
 
+# Parsed filters by text. Clients repeat the same few filters (often with a
+# regex whose translation and compilation cost far more than the List), and
+# a parsed Filter is never changed by matching (a selector only fills in its
+# own compiled regex, the same for every caller), so requests share them.
+_PARSED: dict[str, Filter] = {}
+_PARSED_MAX = 256
+
+
 def parse(text: str) -> Optional[Filter]:
     """One filter string; None means "always matches" (the empty string)."""
     if text == "":
         return None
-    return _Parser(text).parse()
+    cached = _PARSED.get(text)
+    if cached is not None:
+        return cached
+    parsed = _Parser(text).parse()
+    if parsed is not None:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()  # many distinct filters: start over rather than grow
+        _PARSED[text] = parsed
+    return parsed
 
 
 def parse_all(texts: Sequence[str]) -> AnyFilter:
