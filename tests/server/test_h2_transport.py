@@ -219,7 +219,13 @@ def response(raw: Raw, sid: int, auto_window: bool = False) -> tuple[bytes, dict
             if auto_window and payload:
                 raw.send(f.window_update(0, len(payload)) + f.window_update(sid, len(payload)))
         elif ftype == f.HEADERS:
-            for name, value in decoder.decode(payload):
+            block = payload
+            while not flags & f.FLAG_END_HEADERS:  # the rest of the block follows in CONTINUATION frames
+                more = raw.frame()
+                assert more is not None and more[0] == f.CONTINUATION and more[2] == sid
+                block += more[3]
+                flags = (flags & f.FLAG_END_STREAM) | more[1]
+            for name, value in decoder.decode(block):
                 trailers[name] = value
             if flags & f.FLAG_END_STREAM:
                 return data, trailers, sizes
@@ -480,6 +486,15 @@ def test_abort_details_survive_percent_encoding(served: Running, details: str) -
         served.method("Abort")(details.encode(), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert err.value.details() == details
+
+
+def test_trailers_larger_than_a_frame_use_continuation(served: Running) -> None:
+    details = "ü" * 4000  # 24,000 bytes once percent-encoded: more than one 16 KiB frame
+    raw = Raw(served.path)
+    raw.request(1, "Abort", details.encode())
+    data, trailers, _ = response(raw, 1)
+    assert trailers[b"grpc-status"] == b"5" and percent_decode(trailers[b"grpc-message"]) == details
+    raw.close()
 
 
 def test_percent_decode_tolerates_bad_escapes() -> None:

@@ -263,13 +263,13 @@ class Decoder:
     def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
         hit = self._indexed_cache.get(data)
         if hit is not None and hit[0] == self.generation:
-            return list(hit[1])
+            return hit[1]  # shared: callers only read header lists
         generation = self.generation
         headers = self._decode(data)
         if generation == self.generation and len(data) <= 64 and all(b & 0x80 for b in data):
             if len(self._indexed_cache) >= 64:
                 self._indexed_cache.clear()
-            self._indexed_cache[data] = (generation, list(headers))
+            self._indexed_cache[data] = (generation, headers)
         return headers
 
     def _decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
