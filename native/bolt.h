@@ -223,6 +223,13 @@ int bolt_cursor_next_packed(bolt_cursor *c, int include_current, bolt_packed *p)
  * buffer is full: continue with the remaining keys. */
 int bolt_bucket_get_packed(bolt_bucket *b, size_t n, const uint8_t *keys, const uint32_t *key_lens,
                            bolt_packed *p);
+/* Sort n keys packed back to back: order[i] = input index of the i-th
+ * smallest (ties keep their input order); sorted_keys and sorted_lens (same
+ * sizes as the input; both NULL to skip) receive the keys in that order.
+ * Looking keys up in sorted order visits each page once instead of once per
+ * key, so large batches of random keys are served from cache. */
+int bolt_keys_sort(size_t n, const uint8_t *keys, const uint32_t *key_lens, uint32_t *order,
+                   uint8_t *sorted_keys, uint32_t *sorted_lens);
 /* Depth-first copy of a bucket's whole subtree (nested buckets down to
  * max_depth levels) into a malloc'd buffer, freed with bolt_free. Records:
  * u32 depth, u32 flags (1 = nested bucket), u32 key_len, u32 value_len, then

@@ -192,6 +192,46 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(scatter_doc,
+"scatter(items, order) -> list\n\n"
+"out[order[i]] = items[i] for a permutation `order` of u32 (a buffer):\n"
+"puts answers computed in sorted key order back in the caller's order.");
+
+static PyObject *unpack_scatter(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *items, *order_obj;
+    if (!PyArg_ParseTuple(args, "O!O:scatter", &PyList_Type, &items, &order_obj))
+        return NULL;
+    Py_buffer order;
+    if (PyObject_GetBuffer(order_obj, &order, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *out = NULL;
+    if (order.len / (Py_ssize_t)sizeof(uint32_t) != n) {
+        PyErr_Format(PyExc_ValueError, "scatter: %zd items but %zd order entries", n,
+                     order.len / (Py_ssize_t)sizeof(uint32_t));
+        goto done;
+    }
+    if (!(out = PyList_New(n)))
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t to;
+        memcpy(&to, (const char *)order.buf + (size_t)i * sizeof to, sizeof to);
+        if ((Py_ssize_t)to >= n || PyList_GET_ITEM(out, to) != NULL) {
+            PyErr_Format(PyExc_ValueError, "scatter: order is not a permutation (entry %zd)", i);
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyObject *item = PyList_GET_ITEM(items, i);
+        Py_INCREF(item);
+        PyList_SET_ITEM(out, to, item);
+    }
+done:
+    PyBuffer_Release(&order);
+    return out;
+}
+
 /* One walk record header at off, checked against the buffer. */
 static int walk_header(const Py_buffer *b, Py_ssize_t off, uint32_t h[4])
 {
@@ -374,6 +414,7 @@ static PyMethodDef methods[] = {
     {"pairs", unpack_pairs, METH_VARARGS, pairs_doc},
     {"values", unpack_values, METH_VARARGS, values_doc},
     {"records", unpack_records, METH_O, records_doc},
+    {"scatter", unpack_scatter, METH_VARARGS, scatter_doc},
     {"tree", unpack_tree, METH_VARARGS, tree_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -174,6 +174,10 @@ def test_chunks_cover_items_with_bounds(db):
     ("records", (b"\x00" * 15,)),
     ("records", ((0).to_bytes(4, "little") * 2 + (5).to_bytes(4, "little") + (0).to_bytes(4, "little") + b"ab",)),
     ("tree", ((1).to_bytes(4, "little") + b"\x00" * 12, 64)),
+    # scatter: an order that is not a permutation of the items
+    ("scatter", ([b"a", b"b"], (1).to_bytes(4, "little") * 2)),
+    ("scatter", ([b"a"], (5).to_bytes(4, "little"))),
+    ("scatter", ([b"a", b"b"], (0).to_bytes(4, "little"))),
 ])
 def test_unpack_refuses_inconsistent_buffers(call, args):
     # The decoder trusts nothing it is given: lengths are checked against the
@@ -181,3 +185,39 @@ def test_unpack_refuses_inconsistent_buffers(call, args):
     from boltimages import _unpack
     with pytest.raises(ValueError):
         getattr(_unpack, call)(*args)
+
+
+def test_get_many_large_batches_answer_in_the_callers_order(db):
+    # Large batches are looked up in sorted order and scattered back; the
+    # keys share long prefixes (ties in the sort's first pass), repeat, miss,
+    # and name nested buckets.
+    rng = random.Random(11)
+    stored = {b"prefix-shared/" + rng.randbytes(rng.randint(0, 6)): rng.randbytes(rng.choice([0, 5, 700]))
+              for _ in range(5000)}
+    with db.begin(write=True) as tx:
+        bucket = tx.create_bucket(b"b")
+        bucket.put_many(sorted(stored.items()))
+        bucket.create_bucket(b"prefix-shared/nested")
+    asked = list(stored) * 2 + [b"prefix-shared/nested", b"prefix-shared", b"p", b"zzzz" * 9]
+    rng.shuffle(asked)
+    with db.begin() as tx:
+        bucket = tx.bucket(b"b")
+        assert bucket.get_many(asked) == [bucket.get(k) for k in asked]
+
+
+def test_keys_sort_matches_python_order():
+    from boltimages._bolt import ffi, lib
+    rng = random.Random(3)
+    keys = [rng.randbytes(rng.choice([0, 1, 7, 8, 9, 30])) for _ in range(3000)] + [b"same"] * 5
+    rng.shuffle(keys)
+    n = len(keys)
+    blob = b"".join(keys)
+    order = ffi.new("uint32_t[]", n)
+    sorted_keys = ffi.new("uint8_t[]", len(blob))
+    sorted_lens = ffi.new("uint32_t[]", n)
+    assert lib.bolt_keys_sort(n, blob, ffi.new("uint32_t[]", [len(k) for k in keys]), order,
+                              sorted_keys, sorted_lens) == 0
+    expected = sorted(range(n), key=lambda i: (keys[i], i))  # stable: ties keep input order
+    assert list(order) == expected
+    assert ffi.buffer(sorted_keys)[:] == b"".join(keys[i] for i in expected)
+    assert list(sorted_lens) == [len(keys[i]) for i in expected]
