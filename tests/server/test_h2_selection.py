@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+import signal
+import time
 
 import grpc
 import pytest
@@ -11,6 +13,16 @@ from google.protobuf import empty_pb2
 from boltimages.api.containerd.services.version.v1 import version_pb2_grpc
 from boltimages.server import config as config_mod
 from tests.server.conftest import run_serve
+
+
+def _log_shows(served, text: str, timeout: float = 10.0) -> bool:
+    """The server logs "serving" just after it starts answering: poll rather than race it."""
+    deadline = time.monotonic() + timeout
+    while text not in served.log():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_default_is_native_and_file_or_flag_choose(tmp_path: pathlib.Path) -> None:
@@ -39,11 +51,44 @@ def test_each_transport_serves_and_logs_its_name(serve, transport: str) -> None:
         with pytest.raises(grpc.RpcError) as err:
             channel.unary_unary("/no.Such/Method")(b"", timeout=10)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert f"transport={transport}" in served.log()
+    assert _log_shows(served, f"transport={transport}")
 
 
 def test_debug_level_logs_each_call_with_native(serve) -> None:
     served = serve("--log-level", "debug", "--transport", "native")
     with served.channel() as channel:
         version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10)
-    assert "method=/containerd.services.version.v1.Version/Version" in served.log()
+    assert _log_shows(served, "method=/containerd.services.version.v1.Version/Version")
+
+
+def test_health_watch_streams_and_ends_on_shutdown(serve) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    served = serve("--grace-period", "2")
+    with served.channel() as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=60)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        # SIGTERM: NOT_SERVING reaches the watcher, then the stream ends when the grace period runs out
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError):
+            next(watch)
+        assert time.monotonic() - started < 8
+    assert served.stop() == 0
+
+
+def test_cancelled_watch_frees_its_worker(serve) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    served = serve("--workers", "2")
+    with served.channel() as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(5):  # more watches than workers, one after another
+            watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+        # a pooled call still gets a worker
+        from boltimages.api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
+        namespace_pb2_grpc.NamespacesStub(channel).Create(
+            namespace_pb2.CreateNamespaceRequest(namespace=namespace_pb2.Namespace(name="after-watch")), timeout=10)
