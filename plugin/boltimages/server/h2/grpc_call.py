@@ -133,6 +133,25 @@ def decode_metadata(headers: list[tuple[bytes, bytes]]) -> tuple[Metadatum, ...]
     return tuple(out)
 
 
+#: header list (by identity) -> its metadata. The HPACK decoder hands out the
+#: same list for a repeated all-indexed block, so a client's repeated calls
+#: decode their metadata once. The list is kept in the value so its id stays
+#: unique while cached.
+_METADATA_CACHE: dict[int, tuple[list, tuple[Metadatum, ...]]] = {}
+_METADATA_CACHE_MAX = 256
+
+
+def _metadata_for(headers: list[tuple[bytes, bytes]]) -> tuple[Metadatum, ...]:
+    hit = _METADATA_CACHE.get(id(headers))
+    if hit is not None and hit[0] is headers:
+        return hit[1]
+    metadata = decode_metadata(headers)
+    if len(_METADATA_CACHE) >= _METADATA_CACHE_MAX:
+        _METADATA_CACHE.clear()
+    _METADATA_CACHE[id(headers)] = (headers, metadata)
+    return metadata
+
+
 class MessageReader:
     """Splits a stream's DATA bytes into gRPC messages, enforcing flags and size."""
 
@@ -187,7 +206,7 @@ class Context(grpc.ServicerContext):
     # -- request side
     def invocation_metadata(self) -> tuple[Metadatum, ...]:
         if self._metadata is None:
-            self._metadata = decode_metadata(self._headers)
+            self._metadata = _metadata_for(self._headers)
         return self._metadata
 
     def peer(self) -> str:

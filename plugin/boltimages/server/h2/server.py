@@ -107,7 +107,7 @@ class NativeServer:
             # method_handlers_generic_handler keeps its table: copy it out so
             # dispatch is one dict lookup rather than a call per handler
             table = getattr(handler, "_method_handlers", None)
-            if isinstance(table, dict) and all(isinstance(k, str) for k in table):
+            if isinstance(table, dict) and all(isinstance(k, str) and k.startswith("/") for k in table):
                 self._methods.update(table)
             else:
                 self._generic.append(handler)
