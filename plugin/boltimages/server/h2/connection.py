@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 from . import frames as f
-from .frames import ConnectionError_, StreamError
+from .frames import H2ConnectionError, StreamError
 from .hpack import Decoder, HPACKError
 
 log = logging.getLogger("boltimages.server.h2")
@@ -108,7 +108,7 @@ class H2Connection(asyncio.Protocol):
                 used = self._process(data)
                 if used < len(data):
                     self.inbuf += data[used:]
-        except ConnectionError_ as exc:
+        except H2ConnectionError as exc:
             self.fail(exc.code, str(exc))
         except HPACKError as exc:
             self.fail(f.COMPRESSION_ERROR, str(exc))
@@ -301,10 +301,10 @@ class H2Connection(asyncio.Protocol):
             n = len(f.CLIENT_PREFACE)
             if len(buf) < n:
                 if not f.CLIENT_PREFACE.startswith(bytes(buf)):
-                    raise ConnectionError_(f.PROTOCOL_ERROR, "connection does not start with the HTTP/2 preface")
+                    raise H2ConnectionError(f.PROTOCOL_ERROR, "connection does not start with the HTTP/2 preface")
                 return 0
             if bytes(buf[:n]) != f.CLIENT_PREFACE:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "connection does not start with the HTTP/2 preface")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "connection does not start with the HTTP/2 preface")
             self.preface_seen = True
             pos = n
         end = len(buf)
@@ -318,7 +318,7 @@ class H2Connection(asyncio.Protocol):
             ftype = word & 0xFF
             sid &= f.STREAM_ID_MASK
             if length > f.DEFAULT_MAX_FRAME_SIZE:
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds our maximum "
+                raise H2ConnectionError(f.FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds our maximum "
                                                            f"{f.DEFAULT_MAX_FRAME_SIZE}")
             start = pos + header_len
             if end - start < length:
@@ -327,10 +327,10 @@ class H2Connection(asyncio.Protocol):
             pos = start + length
             if not self.settings_seen:
                 if ftype != f.SETTINGS or flags & f.FLAG_ACK:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, "first frame is not SETTINGS")
+                    raise H2ConnectionError(f.PROTOCOL_ERROR, "first frame is not SETTINGS")
                 self.settings_seen = True
             if self.continuation is not None and (ftype != f.CONTINUATION or sid != self.continuation[0]):
-                raise ConnectionError_(f.PROTOCOL_ERROR, "header block interrupted by another frame")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "header block interrupted by another frame")
             handler = handlers.get(ftype)
             if handler is None:
                 continue  # unknown frame types are ignored (RFC 9113 4.1)
@@ -348,10 +348,10 @@ class H2Connection(asyncio.Protocol):
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "DATA on stream 0")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "DATA on stream 0")
         n = len(payload)
         if n > self.recv_window:
-            raise ConnectionError_(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+            raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         self.recv_window -= n
         if self.recv_window <= LOCAL_CONNECTION_WINDOW // WINDOW_REFILL_DIVISOR:
             self.wbuf.append(f.window_update(0, LOCAL_CONNECTION_WINDOW - self.recv_window))
@@ -360,7 +360,7 @@ class H2Connection(asyncio.Protocol):
         stream = self.streams.get(sid)
         if stream is None:
             if sid > self.last_stream_id:
-                raise ConnectionError_(f.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             return  # a stream we already finished or reset: ignore what was in flight
         if stream.remote_closed:
             raise StreamError(sid, f.STREAM_CLOSED, "DATA after END_STREAM")
@@ -380,11 +380,11 @@ class H2Connection(asyncio.Protocol):
 
     def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "HEADERS on stream 0")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "HEADERS on stream 0")
         block = f.strip_padding(payload, flags, "HEADERS")
         if flags & f.FLAG_PRIORITY:
             if len(block) < f.PRIORITY_LEN:
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
+                raise H2ConnectionError(f.FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
             if f.read_u32(block) & f.STREAM_ID_MASK == sid:
                 raise StreamError(sid, f.PROTOCOL_ERROR, "stream depends on itself")
             block = block[f.PRIORITY_LEN:]
@@ -395,11 +395,11 @@ class H2Connection(asyncio.Protocol):
 
     def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
         if self.continuation is None:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "CONTINUATION without a header block in progress")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "CONTINUATION without a header block in progress")
         _, first_flags, block = self.continuation
         block += payload
         if len(block) > MAX_HEADER_BLOCK:
-            raise ConnectionError_(f.ENHANCE_YOUR_CALM, f"header block larger than {MAX_HEADER_BLOCK} bytes")
+            raise H2ConnectionError(f.ENHANCE_YOUR_CALM, f"header block larger than {MAX_HEADER_BLOCK} bytes")
         if flags & f.FLAG_END_HEADERS:
             self.continuation = None
             self._header_block(sid, first_flags, bytes(block))
@@ -418,9 +418,9 @@ class H2Connection(asyncio.Protocol):
             stream.call.on_end()
             return
         if sid % 2 == 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, f"client opened even stream {sid}")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, f"client opened even stream {sid}")
         if sid <= self.last_stream_id:
-            raise ConnectionError_(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
+            raise H2ConnectionError(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         self.last_stream_id = sid
         if self.goaway_sent:
             self.wbuf.append(f.rst_stream(sid, f.REFUSED_STREAM))
@@ -434,17 +434,17 @@ class H2Connection(asyncio.Protocol):
 
     def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "PRIORITY on stream 0")
         if len(payload) != f.PRIORITY_LEN:
             raise StreamError(sid, f.FRAME_SIZE_ERROR, "PRIORITY frame of the wrong size")
 
     def _on_rst_stream(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
         if len(payload) != f.RST_STREAM_LEN:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "RST_STREAM frame of the wrong size")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "RST_STREAM frame of the wrong size")
         if sid > self.last_stream_id:
-            raise ConnectionError_(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
         stream = self.streams.pop(sid, None)
         if stream is not None:
             self.blocked.pop(sid, None)
@@ -455,29 +455,29 @@ class H2Connection(asyncio.Protocol):
 
     def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:
         if sid != 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "SETTINGS on a stream")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & f.FLAG_ACK:
             if payload:
-                raise ConnectionError_(f.FRAME_SIZE_ERROR, "SETTINGS ack with a payload")
+                raise H2ConnectionError(f.FRAME_SIZE_ERROR, "SETTINGS ack with a payload")
             return
         grew = False
         for ident, value in f.parse_settings(payload):
             if ident == f.SETTINGS_ENABLE_PUSH:
                 if value > 1:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
+                    raise H2ConnectionError(f.PROTOCOL_ERROR, f"SETTINGS_ENABLE_PUSH {value}")
             elif ident == f.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW_SIZE:
-                    raise ConnectionError_(f.FLOW_CONTROL_ERROR, f"SETTINGS_INITIAL_WINDOW_SIZE {value}")
+                    raise H2ConnectionError(f.FLOW_CONTROL_ERROR, f"SETTINGS_INITIAL_WINDOW_SIZE {value}")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
                     if stream.send_window > f.MAX_WINDOW_SIZE:
-                        raise ConnectionError_(f.FLOW_CONTROL_ERROR, "stream window overflow")
+                        raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "stream window overflow")
                 grew = grew or delta > 0
             elif ident == f.SETTINGS_MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME_SIZE <= value <= f.MAX_MAX_FRAME_SIZE:
-                    raise ConnectionError_(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
+                    raise H2ConnectionError(f.PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
                 self.peer_max_frame = value
             # header table size: our encoder never indexes, so any size suits us;
             # others (max concurrent streams, header list size) only limit what we never do
@@ -488,21 +488,21 @@ class H2Connection(asyncio.Protocol):
                     self._flush_stream(stream)
 
     def _on_push_promise(self, flags: int, sid: int, payload: bytes) -> None:
-        raise ConnectionError_(f.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
+        raise H2ConnectionError(f.PROTOCOL_ERROR, "clients must not send PUSH_PROMISE")
 
     def _on_ping(self, flags: int, sid: int, payload: bytes) -> None:
         if sid != 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "PING on a stream")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "PING on a stream")
         if len(payload) != f.PING_LEN:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "PING frame of the wrong size")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "PING frame of the wrong size")
         if not flags & f.FLAG_ACK:
             self.wbuf.append(f.ping_ack(payload))
 
     def _on_goaway(self, flags: int, sid: int, payload: bytes) -> None:
         if sid != 0:
-            raise ConnectionError_(f.PROTOCOL_ERROR, "GOAWAY on a stream")
+            raise H2ConnectionError(f.PROTOCOL_ERROR, "GOAWAY on a stream")
         if len(payload) < f.GOAWAY_MIN_LEN:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "GOAWAY frame too short")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "GOAWAY frame too short")
         # the client opens no more streams; ours finish, then we close
         self.goaway_sent = True
         if not self.streams:
@@ -510,14 +510,14 @@ class H2Connection(asyncio.Protocol):
 
     def _on_window_update(self, flags: int, sid: int, payload: bytes) -> None:
         if len(payload) != f.WINDOW_UPDATE_LEN:
-            raise ConnectionError_(f.FRAME_SIZE_ERROR, "WINDOW_UPDATE frame of the wrong size")
+            raise H2ConnectionError(f.FRAME_SIZE_ERROR, "WINDOW_UPDATE frame of the wrong size")
         increment = f.read_u32(payload) & f.STREAM_ID_MASK
         if sid == 0:
             if increment == 0:
-                raise ConnectionError_(f.PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
             self.send_window += increment
             if self.send_window > f.MAX_WINDOW_SIZE:
-                raise ConnectionError_(f.FLOW_CONTROL_ERROR, "connection window overflow")
+                raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "connection window overflow")
             blocked, self.blocked = self.blocked, {}
             for stream in blocked.values():
                 self._flush_stream(stream)
@@ -525,7 +525,7 @@ class H2Connection(asyncio.Protocol):
         stream = self.streams.get(sid)
         if stream is None:
             if sid > self.last_stream_id:
-                raise ConnectionError_(f.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+                raise H2ConnectionError(f.PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
             return
         if increment == 0:
             raise StreamError(sid, f.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")

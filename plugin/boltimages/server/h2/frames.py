@@ -79,7 +79,7 @@ _U32_PAIR = struct.Struct(">II")
 _SETTING = struct.Struct(">HI")
 
 
-class ConnectionError_(Exception):
+class H2ConnectionError(Exception):
     """The peer broke the protocol: the whole connection ends with GOAWAY(code)."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -121,7 +121,7 @@ SETTINGS_ACK = frame(SETTINGS, FLAG_ACK, 0)
 
 def parse_settings(payload: bytes) -> list[tuple[int, int]]:
     if len(payload) % SETTING_LEN:
-        raise ConnectionError_(FRAME_SIZE_ERROR, f"SETTINGS payload of {len(payload)} bytes is not a multiple of 6")
+        raise H2ConnectionError(FRAME_SIZE_ERROR, f"SETTINGS payload of {len(payload)} bytes is not a multiple of 6")
     return [_SETTING.unpack_from(payload, i) for i in range(0, len(payload), SETTING_LEN)]
 
 
@@ -150,8 +150,8 @@ def strip_padding(payload: bytes, flags: int, ftype_name: str) -> bytes:
     if not flags & FLAG_PADDED:
         return payload
     if not payload:
-        raise ConnectionError_(FRAME_SIZE_ERROR, f"padded {ftype_name} frame has no pad length")
+        raise H2ConnectionError(FRAME_SIZE_ERROR, f"padded {ftype_name} frame has no pad length")
     pad = payload[0]
     if pad >= len(payload):
-        raise ConnectionError_(PROTOCOL_ERROR, f"{ftype_name} padding ({pad}) is not shorter than the payload")
+        raise H2ConnectionError(PROTOCOL_ERROR, f"{ftype_name} padding ({pad}) is not shorter than the payload")
     return payload[1:len(payload) - pad]

@@ -12,8 +12,8 @@ call_soon_threadsafe.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
-import os
 import socket
 import threading
 import time
@@ -142,18 +142,17 @@ class NativeServer:
         family, kind, proto, _, sockaddr = infos[0]
         sock = socket.socket(family, kind, proto)
         try:
+            # SO_REUSEADDR only lets us rebind past TIME_WAIT; a live listener still refuses us
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
             sock.listen(1024)
         except OSError as exc:
             sock.close()
-            return 0 if exc.errno == 98 else self._bind_failed(address, exc)
+            if exc.errno == errno.EADDRINUSE:
+                return 0  # grpcio's answer for a port in use; the caller words the error
+            raise RuntimeError(f"cannot bind {address}: {exc.strerror or exc}") from None
         self._sockets.append(sock)
         return sock.getsockname()[1]
-
-    @staticmethod
-    def _bind_failed(address: str, exc: OSError) -> int:
-        raise RuntimeError(f"cannot bind {address}: {exc.strerror or exc}")
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
