@@ -437,6 +437,37 @@ def test_client_may_push_beyond_the_initial_window(served: Running) -> None:
     assert updates[1] > 0 and updates[0] > 0
 
 
+def test_data_beyond_our_windows_is_a_flow_control_error(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # with our real 16 MiB windows a 16 KiB frame can never overrun them (they are
+    # topped up at half), so shrink them to where one frame can
+    from boltimages.server.h2 import connection
+    monkeypatch.setattr(connection, "LOCAL_INITIAL_WINDOW", 10000)
+    running = Running(str(tmp_path))
+    try:
+        raw = Raw(running.path)
+        raw.send(f.frame(f.HEADERS, f.FLAG_END_HEADERS, 1, _headers_block(b"/t.T/Size")))
+        raw.send(f.frame(f.DATA, 0, 1, b"\x00" * 10001))  # stream window: 10000
+        while True:
+            fr = raw.frame()
+            assert fr is not None, "no RST_STREAM"
+            if fr[0] == f.RST_STREAM:
+                assert fr[2] == 1 and struct.unpack(">I", fr[3])[0] == f.FLOW_CONTROL_ERROR
+                break
+        raw.close()
+        # the connection window: with no grant beyond the initial 65,535 and frames
+        # allowed to be that big, one frame of 65,536 overruns it
+        monkeypatch.setattr(connection, "LOCAL_CONNECTION_WINDOW", f.DEFAULT_INITIAL_WINDOW_SIZE)
+        monkeypatch.setattr(connection, "LOCAL_INITIAL_WINDOW", 1 << 20)
+        monkeypatch.setattr(f, "DEFAULT_MAX_FRAME_SIZE", 1 << 17)
+        raw = Raw(running.path)
+        raw.send(f.frame(f.HEADERS, f.FLAG_END_HEADERS, 1, _headers_block(b"/t.T/Size"))
+                 + f.frame(f.DATA, 0, 1, b"\x00" * (f.DEFAULT_INITIAL_WINDOW_SIZE + 1)))
+        assert raw.goaway_code() == f.FLOW_CONTROL_ERROR
+        raw.close()
+    finally:
+        running.stop()
+
+
 # ---------------------------------------------------------------- gRPC semantics via grpcio
 def test_twelve_mib_response_and_request(served: Running) -> None:
     body = served.method("Big")(str(12 * MiB).encode(), timeout=30)

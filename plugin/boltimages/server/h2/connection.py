@@ -70,7 +70,8 @@ class H2Connection(asyncio.Protocol):
         self.peer_initial_window = f.DEFAULT_INITIAL_WINDOW_SIZE
         self.peer_max_frame = f.DEFAULT_MAX_FRAME_SIZE
         self.send_window = f.DEFAULT_INITIAL_WINDOW_SIZE
-        self.recv_window = LOCAL_CONNECTION_WINDOW
+        self.recv_window = LOCAL_CONNECTION_WINDOW if LOCAL_CONNECTION_WINDOW > f.DEFAULT_INITIAL_WINDOW_SIZE \
+            else f.DEFAULT_INITIAL_WINDOW_SIZE
         self.blocked: dict[int, Stream] = {}  # streams with data waiting for the connection window
         self.continuation: Optional[tuple[int, int, bytearray]] = None  # (stream, HEADERS flags, block)
         self.goaway_sent = False
@@ -93,7 +94,8 @@ class H2Connection(asyncio.Protocol):
             f.SETTINGS_INITIAL_WINDOW_SIZE: LOCAL_INITIAL_WINDOW,
             f.SETTINGS_MAX_HEADER_LIST_SIZE: LOCAL_MAX_HEADER_LIST,
         }))
-        self.wbuf.append(f.window_update(0, LOCAL_CONNECTION_WINDOW - f.DEFAULT_INITIAL_WINDOW_SIZE))
+        if LOCAL_CONNECTION_WINDOW > f.DEFAULT_INITIAL_WINDOW_SIZE:
+            self.wbuf.append(f.window_update(0, LOCAL_CONNECTION_WINDOW - f.DEFAULT_INITIAL_WINDOW_SIZE))
         self.flush()
 
     def data_received(self, data: bytes) -> None:
