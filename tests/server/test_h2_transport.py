@@ -90,10 +90,30 @@ def _handlers(probe: Probe) -> grpc.GenericRpcHandler:
     def total(requests: Iterator[bytes], context: Any) -> bytes:
         return str(sum(len(r) for r in requests)).encode()
 
+    def with_status(request: bytes, context: Any) -> bytes:
+        class Status(grpc.Status):
+            code = grpc.StatusCode.FAILED_PRECONDITION
+            details = "precondition"
+            trailing_metadata = (("why-bin", b"\x00\x01"), ("who", "test"))
+        context.abort_with_status(Status())
+        return b""
+
+    def meta(request: bytes, context: Any) -> bytes:
+        md = dict(context.invocation_metadata())
+        context.send_initial_metadata((("initial", md.get("x-echo", "")),))
+        context.set_trailing_metadata((("trailing", "t"),))
+        remaining = context.time_remaining()
+        assert remaining is not None and 0 < remaining <= 31  # clients round the timeout up
+        assert context.peer().startswith("unix:") and context.is_active()
+        if request == b"code":
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            context.set_details("set, not raised")
+        return b"meta"
+
     uu = grpc.unary_unary_rpc_method_handler
     return grpc.method_handlers_generic_handler(SERVICE, {
         "Echo": uu(echo), "Big": uu(big), "Size": uu(size), "Boom": uu(boom), "Abort": uu(abort),
-        "Slow": uu(slow), "Together": uu(together),
+        "Slow": uu(slow), "Together": uu(together), "WithStatus": uu(with_status), "Meta": uu(meta),
         "Forever": grpc.unary_stream_rpc_method_handler(forever),
         "Chunks": grpc.unary_stream_rpc_method_handler(chunks),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
@@ -526,6 +546,31 @@ def test_trailers_larger_than_a_frame_use_continuation(served: Running) -> None:
     data, trailers, _ = response(raw, 1)
     assert trailers[b"grpc-status"] == b"5" and percent_decode(trailers[b"grpc-message"]) == details
     raw.close()
+
+
+def test_abort_with_status_carries_trailing_metadata(served: Running) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        served.method("WithStatus")(b"", timeout=5)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and err.value.details() == "precondition"
+    trailing = dict(err.value.trailing_metadata())
+    assert trailing["why-bin"] == b"\x00\x01" and trailing["who"] == "test"
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_metadata_both_ways_and_set_code(tmp_path: Any, inline: bool) -> None:
+    running = Running(str(tmp_path))
+    if inline:
+        running.server.inline_methods = frozenset([f"/{SERVICE}/Meta"])
+    try:
+        reply, call = running.method("Meta").with_call(b"", timeout=30, metadata=(("x-echo", "hi"),))
+        assert reply == b"meta"
+        assert dict(call.initial_metadata())["initial"] == "hi"
+        assert dict(call.trailing_metadata())["trailing"] == "t"
+        with pytest.raises(grpc.RpcError) as err:
+            running.method("Meta")(b"code", timeout=30)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and err.value.details() == "set, not raised"
+    finally:
+        running.stop()
 
 
 def test_percent_decode_tolerates_bad_escapes() -> None:
