@@ -638,3 +638,41 @@ def test_stop_after_grace_ends_streams(tmp_path: Any) -> None:
     assert running.probe.stream_ended.wait(5)
     running.channel.close()
     running.executor.shutdown(wait=True)
+
+
+@pytest.mark.slow
+def test_soak_mixed_calls_cancels_and_deadlines(served: Running) -> None:
+    """Many clients at once mixing every call shape with cancels and deadlines: all end, none hangs."""
+    rounds = slow_budget(30)
+    channels = [grpc.insecure_channel("unix://" + served.path) for _ in range(4)]
+    rng = random.Random(99)
+
+    def one(i: int) -> str:
+        ch = channels[i % len(channels)]
+        kind = rng.randrange(6)
+        try:
+            if kind == 0:
+                assert ch.unary_unary(f"/{SERVICE}/Echo")(b"e%d" % i, timeout=10) == b"e%d" % i
+            elif kind == 1:
+                ch.unary_unary(f"/{SERVICE}/Slow")(b"0.3", timeout=0.05)
+            elif kind == 2:
+                call = ch.unary_stream(f"/{SERVICE}/Forever")(b"", timeout=10)
+                next(call)
+                call.cancel()
+            elif kind == 3:
+                got = list(ch.unary_stream(f"/{SERVICE}/Chunks")(b"20,70000", timeout=20))
+                assert len(got) == 20
+            elif kind == 4:
+                assert list(ch.stream_stream(f"/{SERVICE}/Bidi")(iter([b"x"] * 5), timeout=10)) == [b"X"] * 5
+            else:
+                assert len(ch.unary_unary(f"/{SERVICE}/Big")(b"300000", timeout=10)) == 300000
+        except grpc.RpcError as exc:
+            assert exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED), exc
+        return "done"
+
+    with futures.ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one, range(rounds * 12), timeout=300))
+    assert results == ["done"] * (rounds * 12)
+    for ch in channels:
+        ch.close()
+    assert served.method("Echo")(b"end", timeout=5) == b"end"
