@@ -26,7 +26,7 @@ log = logging.getLogger("boltimages.server.h2")
 #: what we advertise: clients may push a 16 MiB request without waiting for us
 LOCAL_INITIAL_WINDOW = 16 << 20
 LOCAL_CONNECTION_WINDOW = 64 << 20
-#: replenish a receive window once this share of it is used up
+#: top a receive window up to full once it has fallen to 1/DIVISOR of that
 WINDOW_REFILL_DIVISOR = 2
 #: header blocks (HEADERS + CONTINUATION) bigger than this end the connection
 MAX_HEADER_BLOCK = 1 << 20
@@ -36,6 +36,8 @@ _unpack_header = struct.Struct(">IBI").unpack_from  # see frames.parse_header; l
 
 
 class Stream:
+    """HTTP/2 state of one stream: windows, half-closed flags, DATA waiting for window."""
+
     __slots__ = ("id", "recv_window", "send_window", "remote_closed", "local_closed", "call",
                  "out", "out_len", "trailers")
 
@@ -52,6 +54,8 @@ class Stream:
 
 
 class H2Connection(asyncio.Protocol):
+    """Server side of one client connection; ``dispatcher.new_call`` turns request headers into calls."""
+
     def __init__(self, dispatcher: Any, loop: asyncio.AbstractEventLoop, on_closed: Callable[["H2Connection"], None]) -> None:
         self.dispatcher = dispatcher
         self.loop = loop
@@ -70,8 +74,7 @@ class H2Connection(asyncio.Protocol):
         self.peer_initial_window = f.DEFAULT_INITIAL_WINDOW_SIZE
         self.peer_max_frame = f.DEFAULT_MAX_FRAME_SIZE
         self.send_window = f.DEFAULT_INITIAL_WINDOW_SIZE
-        self.recv_window = LOCAL_CONNECTION_WINDOW if LOCAL_CONNECTION_WINDOW > f.DEFAULT_INITIAL_WINDOW_SIZE \
-            else f.DEFAULT_INITIAL_WINDOW_SIZE
+        self.recv_window = max(LOCAL_CONNECTION_WINDOW, f.DEFAULT_INITIAL_WINDOW_SIZE)
         self.blocked: dict[int, Stream] = {}  # streams with data waiting for the connection window
         self.continuation: Optional[tuple[int, int, bytearray]] = None  # (stream, HEADERS flags, block)
         self.goaway_sent = False
