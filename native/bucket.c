@@ -10,9 +10,9 @@
 #include "err.h"
 #include "tx.h"
 
-static int name_eq(const struct bolt_bucket *c, const uint8_t *name, size_t len)
+static int name_eq(const struct bolt_bucket *c, const uint8_t *name, size_t len, size_t hash)
 {
-    return c->name_len == len && (len == 0 || memcmp(c->name, name, len) == 0);
+    return c->name_hash == hash && c->name_len == len && (len == 0 || memcmp(c->name, name, len) == 0);
 }
 
 static size_t name_hash(const uint8_t *name, size_t len)
@@ -30,12 +30,13 @@ static struct bolt_bucket *cached_child(struct bolt_bucket *b, const uint8_t *na
     if (!b->chash_cap)
         return NULL;
     size_t mask = b->chash_cap - 1;
-    for (size_t i = name_hash(name, len) & mask;; i = (i + 1) & mask) {
+    size_t hash = name_hash(name, len);
+    for (size_t i = hash & mask;; i = (i + 1) & mask) {
         uint32_t slot = b->chash[i];
         if (!slot)
             return NULL;
         struct bolt_bucket *c = b->children[slot - 1];
-        if (!c->deleted && name_eq(c, name, len))
+        if (!c->deleted && name_eq(c, name, len, hash))
             return c;
     }
 }
@@ -44,7 +45,7 @@ static void hash_insert(struct bolt_bucket *b, size_t idx)
 {
     struct bolt_bucket *c = b->children[idx];
     size_t mask = b->chash_cap - 1;
-    size_t i = name_hash(c->name, c->name_len) & mask;
+    size_t i = c->name_hash & mask;
     while (b->chash[i])
         i = (i + 1) & mask;
     b->chash[i] = (uint32_t)(idx + 1);
@@ -115,27 +116,26 @@ static int bucket_open_value(struct bolt_bucket *parent, const uint8_t *name, si
                                    MAX_BUCKET_DEPTH));
     if (!v || vlen < BUCKET_HEADER_SIZE)
         return tx_fail(tx, set_err(BOLT_ERR_CORRUPT, "bucket value of %zu bytes is shorter than its header", vlen));
-    struct bolt_bucket *c = calloc(1, sizeof *c);
+    if (len > SIZE_MAX - sizeof(struct bolt_bucket))
+        return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "bucket name of %zu bytes is too large", len));
+    /* The name lives in the same allocation: one malloc and one free per handle. */
+    struct bolt_bucket *c = calloc(1, sizeof *c + len);
     if (!c)
         return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "out of memory"));
-    c->name = malloc(len ? len : 1);
-    if (!c->name) {
-        free(c);
-        return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "out of memory"));
-    }
     if (parent->nchildren == parent->capchildren) {
         size_t nc = parent->capchildren ? parent->capchildren * 2 : 4;
         struct bolt_bucket **nv = realloc(parent->children, nc * sizeof *nv);
         if (!nv) {
-            free(c->name);
             free(c);
             return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "out of memory"));
         }
         parent->children = nv;
         parent->capchildren = nc;
     }
+    c->name = (uint8_t *)(c + 1);
     memcpy(c->name, name, len);
     c->name_len = len;
+    c->name_hash = name_hash(name, len);
     c->tx = tx;
     c->parent = parent;
     c->depth = parent->depth + 1;
@@ -176,6 +176,7 @@ int bucket_child_view(struct bolt_bucket *b, const uint8_t *name, size_t len, co
     scratch->parent = b;
     scratch->name = (uint8_t *)name; /* borrowed: the view never outlives the caller's key */
     scratch->name_len = len;
+    scratch->name_hash = name_hash(name, len);
     scratch->depth = b->depth + 1;
     scratch->root = le64(v);
     scratch->sequence = le64(v + 8);
@@ -541,7 +542,6 @@ void bucket_free_handle(struct bolt_bucket *b)
 {
     free(b->chash);
     free(b->children);
-    free(b->name);
     free(b);
 }
 

@@ -12,8 +12,9 @@
 struct bolt_bucket {
     struct bolt_tx *tx;
     struct bolt_bucket *parent;
-    uint8_t *name;
+    uint8_t *name;              /* stored right after the handle (one allocation) */
     size_t name_len;
+    size_t name_hash;           /* kept so the parent's index never rehashes names */
     uint64_t root;              /* 0: inline, see inline_page */
     uint64_t sequence;
     const uint8_t *inline_page; /* the leaf page image inside the bucket value */

@@ -280,8 +280,10 @@ static void tx_release_memory(bolt_tx *tx)
         free(tx->arena);
         tx->arena = n;
     }
-    for (struct bolt_bucket *b = tx->buckets; b; b = b->next_all)
-        b->root_node = NULL;
+    /* Only a write tx materialises nodes; a reader's handles never point at one. */
+    if (tx->writable)
+        for (struct bolt_bucket *b = tx->buckets; b; b = b->next_all)
+            b->root_node = NULL;
 }
 
 /* Unregister from the db: readers list, writer slot, mapping ref. */
