@@ -311,9 +311,8 @@ _CANCELLED = object()
 class RequestIterator:
     """Client-streaming requests as the handler's iterator; fed from the loop thread."""
 
-    def __init__(self, call: "Call", deserializer: Optional[Callable[[bytes], Any]]) -> None:
+    def __init__(self, call: "Call") -> None:
         self._call = call
-        self._deserialize = deserializer
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
 
     def put(self, item: Any) -> None:
@@ -360,7 +359,7 @@ class Call:
         self.cond = threading.Condition() if self.streaming else None
         self.unsent = 0
         if handler.request_streaming:
-            self.requests = RequestIterator(self, handler.request_deserializer)
+            self.requests = RequestIterator(self)
             self._submit(self._run_request_streaming)
         if deadline is not None:
             self.timer = conn.loop.call_at(conn.loop.time() + (deadline - time.monotonic()), self._expire)
