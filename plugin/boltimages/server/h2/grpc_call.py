@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import grpc
 
-from . import hpack
+from . import frames, hpack
 
 log = logging.getLogger("boltimages.server.h2")
 
@@ -420,7 +420,7 @@ class Call:
         self.timer = None
         if not self.finished:
             self.fail(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            self.conn.reset_stream(self.stream, 0x8)  # CANCEL: the client may still be sending
+            self.conn.reset_stream(self.stream, frames.CANCEL)  # the client may still be sending
             self.conn.flush()
 
     def _cancel_timer(self) -> None:
