@@ -147,18 +147,12 @@ def _timestamp(tag: bytes, raw: RawImage, stored: Optional[bytes]) -> bytes:
     return field
 
 
-def _encode(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], media_type: Optional[bytes],
-            digest: Optional[bytes], size: int, annotations: Optional[list[tuple[bytes, bytes]]],
-            created: bytes, updated: bytes) -> bytes:
-    head, rest = _encode_parts(name, labels, media_type, digest, size, annotations, created, updated)
-    return head + rest
-
-
-def _encode_parts(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], media_type: Optional[bytes],
-                  digest: Optional[bytes], size: int, annotations: Optional[list[tuple[bytes, bytes]]],
-                  created: bytes, updated: bytes) -> tuple[bytes, bytes]:
-    """An Image's wire bytes in two parts: name and labels (fields 1 and 2,
-    which are also the whole of an ImageCreate/ImageUpdate event), then the rest."""
+def _encode_pieces(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], media_type: Optional[bytes],
+                   digest: Optional[bytes], size: int, annotations: Optional[list[tuple[bytes, bytes]]],
+                   created: bytes, updated: bytes) -> tuple[list[bytes], int]:
+    """An Image's wire bytes as pieces to join, and how many of them make the
+    name and labels (fields 1 and 2, which are also the whole of an
+    ImageCreate/ImageUpdate event)."""
     target: list[bytes] = []
     if media_type:
         target += (b"\x0a", _uvarint(len(media_type)), media_type)
@@ -169,16 +163,19 @@ def _encode_parts(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], medi
     if annotations:
         _map_entries(b"\x2a", annotations, target)
     target_bytes = b"".join(target)
-    head = [b"\x0a", _uvarint(len(name)), name]
+    out = [b"\x0a", _uvarint(len(name)), name]
     if labels:
-        _map_entries(b"\x12", labels, head)
-    return b"".join(head), b"".join((b"\x1a", _uvarint(len(target_bytes)), target_bytes, created, updated))
+        _map_entries(b"\x12", labels, out)
+    head = len(out)
+    out += (b"\x1a", _uvarint(len(target_bytes)), target_bytes, created, updated)
+    return out, head
 
 
 def encode_image(raw: RawImage) -> bytes:
     """Wire bytes of one images_pb2.Image for a stored record (already checked)."""
-    return _encode(raw.name, raw.labels, raw.media_type, raw.digest, raw.size_value(), raw.annotations,
-                   _timestamp(b"\x3a", raw, raw.created), _timestamp(b"\x42", raw, raw.updated))
+    pieces, _ = _encode_pieces(raw.name, raw.labels, raw.media_type, raw.digest, raw.size_value(), raw.annotations,
+                               _timestamp(b"\x3a", raw, raw.created), _timestamp(b"\x42", raw, raw.updated))
+    return b"".join(pieces)
 
 
 def _pairs(values: Optional[dict[str, str]]) -> Optional[list[tuple[bytes, bytes]]]:
@@ -198,11 +195,12 @@ def image_response(cls: Any, image: Image, event_cls: Any = None) -> tuple[Any, 
     the Image's)."""
     try:
         target = image.target
-        head, rest = _encode_parts(image.name.encode(), _pairs(image.labels), target.media_type.encode(),
-                                   target.digest.encode(), target.size, _pairs(target.annotations),
-                                   _time_field(b"\x3a", image.created_at), _time_field(b"\x42", image.updated_at))
-        response = cls.FromString(b"\x0a" + _uvarint(len(head) + len(rest)) + head + rest)
-        return response, None if event_cls is None else event_cls.FromString(head)
+        pieces, head = _encode_pieces(image.name.encode(), _pairs(image.labels), target.media_type.encode(),
+                                      target.digest.encode(), target.size, _pairs(target.annotations),
+                                      _time_field(b"\x3a", image.created_at), _time_field(b"\x42", image.updated_at))
+        wire = b"".join(pieces)
+        response = cls.FromString(b"\x0a" + _uvarint(len(wire)) + wire)
+        return response, None if event_cls is None else event_cls.FromString(b"".join(pieces[:head]))
     except (UnicodeEncodeError, DecodeError):  # not UTF-8 (a stored label): field by field
         response = cls(image=image_to_proto(image))
         event = None if event_cls is None else event_cls(name=response.image.name, labels=response.image.labels)
