@@ -106,6 +106,51 @@ static PyObject *take(const views *v, Py_ssize_t *off, uint32_t len)
     return b;
 }
 
+/* Cut n items of `per_item` pieces each (lens: per_item u32 per item) into
+ * the lists out[0..per_item-1]. An item's last piece is its value: None when
+ * its flag byte is set. Returns 0, or -1 with an exception set. */
+static int cut_items(const views *v, Py_ssize_t n, Py_ssize_t per_item, PyObject **out)
+{
+    Py_ssize_t off = 0;
+    const uint8_t *fl = v->flags.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        for (Py_ssize_t j = 0; j < per_item; j++) {
+            uint32_t len = len_at(v, per_item * i + j);
+            PyObject *piece;
+            if (j == per_item - 1 && fl[i] != PACKED_FLAG_VALUE) {
+                piece = Py_None;
+                Py_INCREF(piece);
+                off += len; /* zero for buckets and missing keys; skipped all the same */
+            } else if (!(piece = take(v, &off, len))) {
+                return -1;
+            }
+            PyList_SET_ITEM(out[j], i, piece);
+        }
+    }
+    return 0;
+}
+
+/* Parse (data, lens, flags, n), take the buffers and cut per_item lists. */
+static int cut_call(PyObject *args, const char *format, Py_ssize_t per_item, PyObject **out)
+{
+    PyObject *data, *lens, *flags;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, format, &data, &lens, &flags, &n))
+        return -1;
+    views v;
+    int rc = views_get(&v, data, lens, flags, n, per_item);
+    for (Py_ssize_t j = 0; rc == 0 && j < per_item; j++)
+        if (!(out[j] = PyList_New(n)))
+            rc = -1;
+    if (rc == 0)
+        rc = cut_items(&v, n, per_item, out);
+    views_release(&v);
+    if (rc < 0)
+        for (Py_ssize_t j = 0; j < per_item; j++)
+            Py_CLEAR(out[j]);
+    return rc;
+}
+
 PyDoc_STRVAR(pairs_doc,
 "pairs(data, lens, flags, n) -> (keys, values)\n\n"
 "Cut n cursor items out of a packed batch: lens holds 2*n u32 (key length,\n"
@@ -114,43 +159,13 @@ PyDoc_STRVAR(pairs_doc,
 static PyObject *unpack_pairs(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *data, *lens, *flags;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OOOn:pairs", &data, &lens, &flags, &n))
+    PyObject *lists[2] = {NULL, NULL};
+    if (cut_call(args, "OOOn:pairs", 2, lists) < 0)
         return NULL;
-    views v;
-    PyObject *keys = NULL, *values = NULL;
-    if (views_get(&v, data, lens, flags, n, 2) < 0)
-        goto fail;
-    if (!(keys = PyList_New(n)) || !(values = PyList_New(n)))
-        goto fail;
-    Py_ssize_t off = 0;
-    const uint8_t *fl = v.flags.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *k = take(&v, &off, len_at(&v, 2 * i));
-        if (!k)
-            goto fail;
-        PyList_SET_ITEM(keys, i, k);
-        PyObject *val;
-        if (fl[i] != PACKED_FLAG_VALUE) {
-            val = Py_None;
-            Py_INCREF(val);
-            off += len_at(&v, 2 * i + 1); /* zero for buckets; skipped all the same */
-        } else if (!(val = take(&v, &off, len_at(&v, 2 * i + 1)))) {
-            goto fail;
-        }
-        PyList_SET_ITEM(values, i, val);
-    }
-    views_release(&v);
-    PyObject *out = PyTuple_Pack(2, keys, values);
-    Py_DECREF(keys);
-    Py_DECREF(values);
+    PyObject *out = PyTuple_Pack(2, lists[0], lists[1]);
+    Py_DECREF(lists[0]);
+    Py_DECREF(lists[1]);
     return out;
-fail:
-    views_release(&v);
-    Py_XDECREF(keys);
-    Py_XDECREF(values);
-    return NULL;
 }
 
 PyDoc_STRVAR(values_doc,
@@ -161,35 +176,10 @@ PyDoc_STRVAR(values_doc,
 static PyObject *unpack_values(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *data, *lens, *flags;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OOOn:values", &data, &lens, &flags, &n))
+    PyObject *list = NULL;
+    if (cut_call(args, "OOOn:values", 1, &list) < 0)
         return NULL;
-    views v;
-    PyObject *out = NULL;
-    if (views_get(&v, data, lens, flags, n, 1) < 0)
-        goto fail;
-    if (!(out = PyList_New(n)))
-        goto fail;
-    Py_ssize_t off = 0;
-    const uint8_t *fl = v.flags.buf;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *val;
-        if (fl[i] != PACKED_FLAG_VALUE) {
-            val = Py_None;
-            Py_INCREF(val);
-            off += len_at(&v, i);
-        } else if (!(val = take(&v, &off, len_at(&v, i)))) {
-            goto fail;
-        }
-        PyList_SET_ITEM(out, i, val);
-    }
-    views_release(&v);
-    return out;
-fail:
-    views_release(&v);
-    Py_XDECREF(out);
-    return NULL;
+    return list;
 }
 
 PyDoc_STRVAR(scatter_doc,
