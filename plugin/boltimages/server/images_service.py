@@ -195,9 +195,10 @@ def image_response(cls: Any, image: Image, event_cls: Any = None) -> tuple[Any, 
     the Image's)."""
     try:
         target = image.target
-        pieces, head = _encode_pieces(image.name.encode(), _pairs(image.labels), target.media_type.encode(),
-                                      target.digest.encode(), target.size, _pairs(target.annotations),
-                                      _time_field(b"\x3a", image.created_at), _time_field(b"\x42", image.updated_at))
+        pieces, head = _encode_pieces(
+            image.name.encode(), _pairs(image.labels), target.media_type.encode(), target.digest.encode(),
+            target.size, _pairs(target.annotations),
+            _time_field(b"\x3a", image.created_at), _time_field(b"\x42", image.updated_at))
         wire = b"".join(pieces)
         response = cls.FromString(b"\x0a" + _uvarint(len(wire)) + wire)
         return response, None if event_cls is None else event_cls.FromString(b"".join(pieces[:head]))
