@@ -195,6 +195,8 @@ class _Scratch(threading.local):
         self.u64 = ffi.new("uint64_t *")
         self.size = ffi.new("size_t *")
         self.walk_out = ffi.new("uint8_t **")
+        self.tx_out = ffi.new("bolt_tx **")
+        self.bucket_out = ffi.new("bolt_bucket **")
         # Packed batches are copied out right after each C call, so one set of
         # buffers per thread serves every iterator on that thread.
         self.packed = ffi.new("bolt_packed *")
@@ -327,11 +329,11 @@ class DB:
     # -- transactions
     def begin(self, write: bool = False) -> "Tx":
         """Start a transaction. A write transaction waits for the current writer to finish."""
-        out = ffi.new("bolt_tx **")
+        out = _scratch.tx_out
         status = lib.bolt_begin(self._handle(), int(write), out)
         if status:
             raise _error(status, self.path)
-        return Tx(self, ffi.gc(out[0], lib.bolt_tx_free))
+        return Tx(self, ffi.gc(out[0], lib.bolt_tx_free), bool(write))
 
     def view(self, fn: Callable[["Tx"], T]) -> T:
         with self.begin(write=False) as tx:
@@ -392,14 +394,30 @@ class Tx:
     """A transaction. As a context manager, a write transaction commits when the
     block ends normally and rolls back on an exception; a read one just ends."""
 
-    def __init__(self, db: DB, handle: Any) -> None:
+    __slots__ = ("db", "_tx", "writable", "_id", "_root")
+
+    def __init__(self, db: DB, handle: Any, writable: bool) -> None:
         self.db = db
         self._tx = handle
-        self.writable = bool(lib.bolt_tx_writable(handle))
-        self.id = int(lib.bolt_tx_id(handle))
-        root = ffi.new("bolt_bucket **")
-        _check(lib.bolt_tx_root(handle, root))
-        self.root = Bucket(self, root[0])
+        self.writable = writable
+        # Fetched on first use: a short transaction (one Get) should pay for
+        # the calls it makes, not for ones it never needs.
+        self._id: Optional[int] = None
+        self._root: Optional[Bucket] = None
+
+    @property
+    def id(self) -> int:
+        if self._id is None:
+            self._id = int(lib.bolt_tx_id(self._tx))
+        return self._id
+
+    @property
+    def root(self) -> "Bucket":
+        if self._root is None:
+            out = _scratch.bucket_out
+            _check(lib.bolt_tx_root(self._tx, out))
+            self._root = Bucket(self, out[0])
+        return self._root
 
     @property
     def closed(self) -> bool:
@@ -419,12 +437,14 @@ class Tx:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self.closed:
-            return
+        # Ending a transaction that is already closed (committed inside the
+        # block, or by DB.close) is not an error here.
         if exc_type is None and self.writable:
-            self.commit()
+            status = lib.bolt_tx_commit(self._tx)
         else:
-            self.rollback()
+            status = lib.bolt_tx_rollback(self._tx)
+        if status and status != lib.BOLT_ERR_TX_CLOSED:
+            raise _error(status, "commit" if exc_type is None and self.writable else "rollback")
 
     # Top-level buckets are nested buckets of the root bucket.
     def bucket(self, name: BytesLike) -> Optional["Bucket"]:
@@ -479,13 +499,13 @@ class Bucket:
 
     # -- nested buckets
     def _child(self, name: BytesLike) -> "Bucket":
-        out = ffi.new("bolt_bucket **")
+        out = _scratch.bucket_out
         _check(lib.bolt_bucket_bucket(self._b, _bytes("name", name), len(name), out))
         return Bucket(self.tx, out[0])
 
     def bucket(self, name: BytesLike) -> Optional["Bucket"]:
         """The nested bucket `name`, or None when there is none (or it holds a value)."""
-        out = ffi.new("bolt_bucket **")
+        out = _scratch.bucket_out
         status = lib.bolt_bucket_bucket(self._b, _bytes("name", name), len(name), out)
         if status == lib.BOLT_ERR_BUCKET_NOT_FOUND or status == lib.BOLT_ERR_INCOMPATIBLE:
             return None
@@ -493,7 +513,7 @@ class Bucket:
         return Bucket(self.tx, out[0])
 
     def _create(self, name: BytesLike, if_not_exists: int) -> "Bucket":
-        out = ffi.new("bolt_bucket **")
+        out = _scratch.bucket_out
         _check(lib.bolt_bucket_create(self._b, _bytes("name", name), len(name), if_not_exists, out),
                f"bucket {bytes(name)!r}")
         return Bucket(self.tx, out[0])
