@@ -305,8 +305,17 @@ static int ref_search(struct bolt_cursor *c, cursor_ref *r, const uint8_t *key, 
     }
     uint32_t lo = 0, hi = r->count;
     *exact = 0;
+    /* A point lookup in a cold tree waits on memory at every probe. Both
+     * possible next probes' element headers are hinted into the cache while
+     * this probe's key is compared, so the two waits overlap. */
+    size_t elem = r->leaf ? LEAF_ELEM_SIZE : BRANCH_ELEM_SIZE;
+    const uint8_t *elems = r->p.data + PAGE_HEADER_SIZE;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
+        if (hi - lo > 2 && PAGE_HEADER_SIZE + (size_t)hi * elem <= r->p.span) {
+            __builtin_prefetch(elems + (size_t)(lo + (mid - lo) / 2) * elem);
+            __builtin_prefetch(elems + (size_t)(mid + 1 + (hi - mid - 1) / 2) * elem);
+        }
         const uint8_t *k; uint32_t kl;
         int rc = ref_kv(c, r, mid, &k, &kl, NULL, NULL, NULL);
         if (rc)
