@@ -47,6 +47,9 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"boltimages serve: {exc}", file=sys.stderr)
         return 2
     logs.setup(cfg.log_level, cfg.log_format)
+    # before any worker thread exists, so none gets an arena of its own
+    from .memory import limit_malloc_arenas
+    limit_malloc_arenas()
     # imported late: the server pulls in grpc and the engine, which --help does not need
     from .app import ServeError, run
     from .listen import SocketInUse
