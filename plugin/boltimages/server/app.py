@@ -52,6 +52,8 @@ LEASE_SWEEP_SECONDS = 60.0
 
 #: exit status when the metadata file is locked (same as the offline commands)
 EXIT_LOCKED = 3
+#: longest a SIGTERM/SIGINT that slipped past an interrupted wait stays unhandled (see Server.wait)
+SIGNAL_POLL_SECONDS = 0.5
 
 
 class ServeError(Exception):
@@ -247,7 +249,13 @@ class Server:
 
     # -- stop -----------------------------------------------------------------
     def wait(self) -> None:
-        self._stop.wait()
+        # Never one untimed wait: Python runs signal handlers only when the
+        # main thread comes back to the interpreter. A signal that lands just
+        # before the thread blocks (likely while other threads hold the GIL,
+        # i.e. under load) interrupts nothing, and an untimed wait would then
+        # sleep through SIGTERM for good. Each timeout lets a pending handler run.
+        while not self._stop.wait(SIGNAL_POLL_SECONDS):
+            pass
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -298,4 +306,11 @@ def run(config: ServerConfig) -> int:
     server.start()
     server.wait()
     server.shutdown()
+    # Stopped cleanly; only the interpreter's own exit is left. Python puts
+    # SIGTERM/SIGINT back to their default (kill) while finalizing, so a
+    # repeated signal in that window (a supervisor or `kill` sending it again)
+    # would turn this exit 0 into death by signal. Ignored dispositions are
+    # left alone by finalization.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0

@@ -31,6 +31,9 @@ WINDOW_REFILL_DIVISOR = 2
 #: header blocks (HEADERS + CONTINUATION) bigger than this end the connection
 MAX_HEADER_BLOCK = 1 << 20
 LOCAL_MAX_HEADER_LIST = 1 << 20
+#: once we have written a connection's last frame and half-closed it, how long
+#: the client gets to read that and close its end before we close ours
+LINGER_SECONDS = 1.0
 
 _unpack_header = struct.Struct(">IBI").unpack_from  # see frames.parse_header; local for speed
 
@@ -78,6 +81,8 @@ class H2Connection(asyncio.Protocol):
         self.blocked: dict[int, Stream] = {}  # streams with data waiting for the connection window
         self.continuation: Optional[tuple[int, int, bytearray]] = None  # (stream, HEADERS flags, block)
         self.goaway_sent = False
+        self.linger: Optional[asyncio.TimerHandle] = None
+        self.lost = False
         self.thread_id = threading.get_ident()
 
     # ------------------------------------------------------------ asyncio callbacks
@@ -124,6 +129,10 @@ class H2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
+        self.lost = True
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
         streams, self.streams = self.streams, {}
         self.blocked.clear()
         for stream in streams.values():
@@ -286,17 +295,54 @@ class H2Connection(asyncio.Protocol):
     def _close_idle(self) -> None:
         if not self.streams and not self.closed and self.transport is not None:
             self.flush()
-            self.closed = True
-            self.transport.close()
+            self.end_writing()
+
+    def end_writing(self) -> None:
+        """Our last frame is written: half-close, and let the client close the connection.
+
+        Closing the socket outright would race the client: whatever it writes
+        meanwhile (a WINDOW_UPDATE, a PING, a request that crossed our GOAWAY)
+        then fails with EPIPE or meets a reset, and grpc-core fails every call
+        on that connection as UNAVAILABLE "Stream removed", even one whose
+        trailers are already in its receive buffer, unread. After
+        shutdown(SHUT_WR) the client reads all we sent, then EOF, and closes;
+        we discard what it still sends and close on its EOF (eof_received),
+        or after LINGER_SECONDS if it never does.
+        """
+        self.flush()
+        self.closed = True
+        transport = self.transport
+        if transport is None or self.lost or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        if self.linger is None:
+            self.linger = self.loop.call_later(LINGER_SECONDS, self.hard_close)
+
+    def hard_close(self, drop_unsent: bool = False) -> None:
+        """Close now, whatever the client is doing (linger over, or the server is stopping).
+
+        ``close()`` still writes what the transport holds, which never ends
+        for a client that stopped reading; ``drop_unsent`` discards it.
+        """
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        self.closed = True
+        if self.transport is not None and not self.lost:
+            if drop_unsent:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def abort_all(self) -> None:
-        """Grace period over: cancel what is still running and drop the connection."""
+        """Grace period over: cancel what is still running and end the connection."""
         for stream in list(self.streams.values()):
             self.reset_stream(stream, f.CANCEL)
-        self.flush()
-        if not self.closed and self.transport is not None:
-            self.closed = True
-            self.transport.close()
+        # the RST_STREAMs reach the client like any last frame: half-close, not close
+        self.end_writing()
 
     # ------------------------------------------------------------ reading
     def _process(self, buf: bytes | bytearray) -> int:

@@ -52,6 +52,11 @@ INLINE_METHODS = frozenset((
 
 #: a streaming producer waits once this many response bytes are queued but unsent
 STREAM_HIGH_WATER = 1 << 20
+#: after the grace period: how long clients get to read their cancellations and
+#: close before we close their connections ourselves
+STOP_DRAIN_SECONDS = 0.5
+#: then how long a close may wait for a client that does not read before we drop its data
+STOP_CLOSE_SECONDS = 0.2
 
 
 class _HandlerCallDetails(grpc.HandlerCallDetails):
@@ -209,12 +214,20 @@ class NativeServer:
                 server.close()
             for conn in list(self._connections):
                 conn.begin_shutdown()
-            deadline = time.monotonic() + (grace or 0.0)
-            while self._connections and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            # a connection leaves the set only once its socket is closed, i.e.
+            # after its last frames were written and the client closed its end
+            await self._connections_gone(time.monotonic() + (grace or 0.0))
             for conn in list(self._connections):
                 conn.abort_all()
-            await asyncio.sleep(0)  # let the transports close
+            # stopping the loop with transports still open would drop what
+            # they have not written yet (the cancellations): let them drain
+            await self._connections_gone(time.monotonic() + STOP_DRAIN_SECONDS)
+            for conn in list(self._connections):
+                conn.hard_close()
+            await self._connections_gone(time.monotonic() + STOP_CLOSE_SECONDS)
+            for conn in list(self._connections):
+                conn.hard_close(drop_unsent=True)
+            await asyncio.sleep(0)  # connection_lost runs one iteration after abort()
             loop.stop()
 
         def stopper() -> None:
@@ -234,6 +247,10 @@ class NativeServer:
 
         threading.Thread(target=join, name="h2-stop", daemon=True).start()
         return done
+
+    async def _connections_gone(self, deadline: float) -> None:
+        while self._connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
         if self._thread is not None:
