@@ -640,6 +640,70 @@ def test_stop_after_grace_ends_streams(tmp_path: Any) -> None:
     running.executor.shutdown(wait=True)
 
 
+def _registered(raw: Raw) -> None:
+    """Frames are handled in order: once our PING is answered, the requests sent before it are open streams."""
+    raw.send(f.frame(f.PING, 0, 0, b"in-order"))
+    while True:
+        fr = raw.frame()
+        assert fr is not None, "no PING ack"
+        if fr[0] == f.PING and fr[1] & f.FLAG_ACK:
+            return
+
+
+def _late_frames_then_eof(raw: Raw) -> None:
+    """The client still writes after the server's last frame, as grpc-core does (WINDOW_UPDATE, PING).
+
+    The server must have half-closed, not closed: a closed socket answers
+    these writes with EPIPE, and grpc-core then fails every call on the
+    connection as UNAVAILABLE, even those whose trailers it had not read yet.
+    """
+    time.sleep(0.2)  # long enough for a server that closes at once to have done so
+    raw.send(f.window_update(0, 1000) + f.frame(f.PING, 0, 0, b"late-one"))
+    rest = b""
+    while True:
+        chunk = raw.sock.recv(65536)  # EOF, not a reset
+        if not chunk:
+            break
+        rest += chunk
+    assert rest == b"", "the server answered after its last frame"
+
+
+def test_graceful_stop_half_closes_after_the_last_stream(tmp_path: Any) -> None:
+    running = Running(str(tmp_path))
+    raw = Raw(running.path)
+    raw.request(1, "Slow", b"0.3")
+    _registered(raw)
+    done = running.server.stop(5.0)
+    data, trailers, _ = response(raw, 1)
+    assert data == b"\x00\x00\x00\x00\x04slow" and trailers[b"grpc-status"] == b"0"
+    _late_frames_then_eof(raw)
+    raw.close()
+    assert done.wait(10)
+    running.channel.close()
+    running.executor.shutdown(wait=True)
+
+
+def test_stop_after_grace_half_closes_after_the_cancellations(tmp_path: Any) -> None:
+    running = Running(str(tmp_path))
+    raw = Raw(running.path)
+    raw.request(1, "Forever", b"")
+    _registered(raw)
+    done = running.server.stop(0.3)
+    code = None
+    while code is None:
+        fr = raw.frame()
+        assert fr is not None, "connection ended before the stream was cancelled"
+        if fr[0] == f.RST_STREAM and fr[2] == 1:  # its tiny messages fit the default window
+            code = struct.unpack(">I", fr[3])[0]
+    assert code == f.CANCEL
+    _late_frames_then_eof(raw)
+    raw.close()
+    assert done.wait(10)
+    assert running.probe.stream_ended.wait(5)
+    running.channel.close()
+    running.executor.shutdown(wait=True)
+
+
 @pytest.mark.slow
 def test_soak_mixed_calls_cancels_and_deadlines(served: Running) -> None:
     """Many clients at once mixing every call shape with cancels and deadlines: all end, none hangs."""

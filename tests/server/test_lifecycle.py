@@ -187,6 +187,19 @@ def test_sigterm_lets_in_flight_calls_finish(serve, tmp_path):
     assert "stopped" in s.log()
 
 
+def test_repeated_sigterm_still_exits_zero(serve):
+    # a supervisor or an impatient user may signal again and again while we stop,
+    # right through the interpreter's exit: that is still a clean stop
+    s = serve("--grace-period", "1")
+    deadline = time.monotonic() + 20
+    while s.proc.poll() is None and time.monotonic() < deadline:
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.005)
+    assert s.proc.wait(5) == 0, s.log()
+    assert "stopped" in s.log()
+    assert not os.path.exists(s.socket)
+
+
 def test_sigint_also_stops_cleanly(serve):
     s = serve()
     assert s.stop(signal.SIGINT) == 0
