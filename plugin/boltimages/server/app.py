@@ -54,6 +54,8 @@ LEASE_SWEEP_SECONDS = 60.0
 EXIT_LOCKED = 3
 #: longest a SIGTERM/SIGINT that slipped past an interrupted wait stays unhandled (see Server.wait)
 SIGNAL_POLL_SECONDS = 0.5
+#: how much longer than the grace period shutdown waits for the transport to finish
+STOP_SLACK_SECONDS = 3.0
 
 
 class ServeError(Exception):
@@ -271,7 +273,9 @@ class Server:
             done = self.grpc.stop(grace)
             # event streams never end on their own; close them so the wait is not the full grace
             self.bus.close()
-            done.wait(grace + 1.0)
+            # the native transport's own bound is grace + its drain (under a
+            # second, see h2/server.py); the rest is slack for a loaded machine
+            done.wait(grace + STOP_SLACK_SECONDS)
         if self.executor is not None:
             # gRPC cancels calls still running after the grace period but their
             # handler threads run on; the file must outlive every one of them
