@@ -83,6 +83,7 @@ class H2Connection(asyncio.Protocol):
         self.goaway_sent = False
         self.linger: Optional[asyncio.TimerHandle] = None
         self.lost = False
+        self.more_input = False   # set while a frame is handled: more input follows it
         self.thread_id = threading.get_ident()
 
     # ------------------------------------------------------------ asyncio callbacks
@@ -376,6 +377,8 @@ class H2Connection(asyncio.Protocol):
                 break
             payload = bytes(buf[start:start + length]) if copy else buf[start:start + length]
             pos = start + length
+            # whether more of this client's input waits behind the frame being handled
+            self.more_input = end > pos
             if not self.settings_seen:
                 if ftype != f.SETTINGS or flags & f.FLAG_ACK:
                     raise H2ConnectionError(f.PROTOCOL_ERROR, "first frame is not SETTINGS")

@@ -397,8 +397,39 @@ class Call:
             self._submit(self._run_response_streaming)
         elif self.inline:
             self._respond_unary(*self._unary())
+        elif self._alone():
+            self._respond_unary(*self._unary())
+            d = self.dispatcher
+            d.last_inline_conn, d.last_inline_end = self.conn, self.conn.loop.time()
         else:
-            self._submit(self._run_unary_in_pool)
+            d = self.dispatcher
+            if d.pooled_in_flight:
+                d.last_concurrent = self.conn.loop.time()
+            d.pooled_in_flight += 1
+            if not self._submit(self._run_unary_in_pool):
+                d.pooled_in_flight -= 1
+
+    def _alone(self) -> bool:
+        """Whether this unary write may run on the loop thread.
+
+        Handing a call to a worker thread and back costs about as much as a
+        write's own work, and a lone writer gains nothing from the pool: its
+        commit is shared with nobody. But a write on the loop holds up every
+        other client for its commit, and writers that arrive together must
+        reach the store together to share one. So a write runs here only when
+        no call runs in the pool, no more input from its client waits behind
+        it, and calls have not been seen to overlap lately. Overlap shows as
+        a pooled call submitted while another runs, or as a write from
+        another connection arriving right after one ran here (it waited
+        through that commit)."""
+        d = self.dispatcher
+        now = self.conn.loop.time()
+        if (d.last_inline_conn is not None and d.last_inline_conn is not self.conn
+                and now - d.last_inline_end < d.concurrency_memory):
+            d.last_concurrent = now
+        return (d.pooled_in_flight == 0 and not self.conn.more_input
+                and now - d.last_concurrent > d.concurrency_memory
+                and self.method not in d.always_pooled)
 
     def on_reset(self) -> None:
         """The client cancelled (RST_STREAM) or the connection went away."""
@@ -473,7 +504,11 @@ class Call:
 
     def _run_unary_in_pool(self) -> None:
         result = self._unary()
-        self.conn.call_soon_threadsafe(self._respond_unary, *result)
+        self.conn.call_soon_threadsafe(self._pooled_done, *result)
+
+    def _pooled_done(self, data: Optional[bytes], code: grpc.StatusCode, details: str) -> None:
+        self.dispatcher.pooled_in_flight -= 1
+        self._respond_unary(data, code, details)
 
     def _run_response_streaming(self) -> None:
         try:
@@ -541,11 +576,13 @@ class Call:
         self.conn.call_soon_threadsafe(self.send_message, data)
         return True
 
-    def _submit(self, fn: Callable[[], None]) -> None:
+    def _submit(self, fn: Callable[[], None]) -> bool:
         try:
             self.dispatcher.executor.submit(fn)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self.fail(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+            return False
+        return True
 
     # -- loop thread: output
     def _send_headers_once(self) -> None:

@@ -35,6 +35,7 @@ log = logging.getLogger("boltimages.server.h2")
 #: to the pool; anything not listed here does too. Images/List stays pooled
 #: although it only reads: its cost grows with the namespace (about a second
 #: for 100,000 images), and on the loop it would stall every other client.
+#: (A unary write that arrives alone also runs on the loop: see Call._alone.)
 INLINE_METHODS = frozenset((
     "/containerd.services.images.v1.Images/Get",
     "/containerd.services.namespaces.v1.Namespaces/Get",
@@ -49,6 +50,15 @@ INLINE_METHODS = frozenset((
     "/containerd.services.snapshots.v1.Snapshots/Stat",
     "/grpc.health.v1.Health/Check",
 ))
+
+#: Unary methods that never run on the loop thread, even when nothing else is
+#: in flight: their cost has no small bound.
+ALWAYS_POOLED = frozenset((
+    "/containerd.services.images.v1.Images/List",
+))
+
+#: once calls are seen to overlap, writes stay in the pool for this long
+CONCURRENCY_MEMORY_SECONDS = 0.25
 
 #: a streaming producer waits once this many response bytes are queued but unsent
 STREAM_HIGH_WATER = 1 << 20
@@ -96,6 +106,13 @@ class NativeServer:
         self.max_send = max_send_message_length
         self.stream_high_water = STREAM_HIGH_WATER
         self.inline_methods = frozenset(inline_methods)
+        self.always_pooled = ALWAYS_POOLED
+        # loop-thread state for running lone writes inline (Call._alone)
+        self.pooled_in_flight = 0
+        self.last_concurrent = float("-inf")
+        self.concurrency_memory = CONCURRENCY_MEMORY_SECONDS
+        self.last_inline_conn: Any = None
+        self.last_inline_end = float("-inf")
         self.log_calls = log_calls
         self._methods: dict[str, grpc.RpcMethodHandler] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
