@@ -678,7 +678,7 @@ int bucket_stats_internal(struct bolt_bucket *b, bolt_bucket_stats *s)
 
 /* ---- public API ---- */
 
-static int enter(bolt_bucket *b, int write)
+int bucket_enter(bolt_bucket *b, int write)
 {
     if (!b)
         return set_err(BOLT_ERR_INVALID_ARG, "no bucket");
@@ -694,7 +694,7 @@ static int enter(bolt_bucket *b, int write)
 
 int bolt_bucket_bucket(bolt_bucket *b, const uint8_t *name, size_t name_len, bolt_bucket **out)
 {
-    int rc = enter(b, 0);
+    int rc = bucket_enter(b, 0);
     if (rc)
         return rc;
     rc = bucket_child(b, name, name_len, out);
@@ -704,7 +704,7 @@ int bolt_bucket_bucket(bolt_bucket *b, const uint8_t *name, size_t name_len, bol
 
 int bolt_bucket_create(bolt_bucket *b, const uint8_t *name, size_t name_len, int if_not_exists, bolt_bucket **out)
 {
-    int rc = enter(b, 1);
+    int rc = bucket_enter(b, 1);
     if (rc)
         return rc;
     rc = bucket_create_child(b, name, name_len, if_not_exists, out);
@@ -714,7 +714,7 @@ int bolt_bucket_create(bolt_bucket *b, const uint8_t *name, size_t name_len, int
 
 int bolt_bucket_delete_bucket(bolt_bucket *b, const uint8_t *name, size_t name_len)
 {
-    int rc = enter(b, 1);
+    int rc = bucket_enter(b, 1);
     if (rc)
         return rc;
     rc = bucket_delete_child(b, name, name_len);
@@ -726,7 +726,7 @@ int bolt_bucket_writable(bolt_bucket *b) { return b && b->tx->writable && !b->tx
 
 int bolt_bucket_get(bolt_bucket *b, const uint8_t *key, size_t key_len, bolt_kv *out)
 {
-    int rc = enter(b, 0);
+    int rc = bucket_enter(b, 0);
     if (rc)
         return rc;
     rc = bucket_get_internal(b, key, key_len, out);
@@ -736,7 +736,7 @@ int bolt_bucket_get(bolt_bucket *b, const uint8_t *key, size_t key_len, bolt_kv 
 
 int bolt_bucket_put(bolt_bucket *b, const uint8_t *key, size_t key_len, const uint8_t *value, size_t value_len)
 {
-    int rc = enter(b, 1);
+    int rc = bucket_enter(b, 1);
     if (rc)
         return rc;
     rc = bucket_put_internal(b, key, key_len, value, value_len);
@@ -746,7 +746,7 @@ int bolt_bucket_put(bolt_bucket *b, const uint8_t *key, size_t key_len, const ui
 
 int bolt_bucket_delete(bolt_bucket *b, const uint8_t *key, size_t key_len)
 {
-    int rc = enter(b, 1);
+    int rc = bucket_enter(b, 1);
     if (rc)
         return rc;
     rc = check_key(key, key_len);
@@ -760,7 +760,7 @@ int bolt_bucket_delete(bolt_bucket *b, const uint8_t *key, size_t key_len)
 
 int bolt_bucket_sequence(bolt_bucket *b, uint64_t *out)
 {
-    int rc = enter(b, 0);
+    int rc = bucket_enter(b, 0);
     if (rc)
         return rc;
     *out = b->sequence;
@@ -770,7 +770,7 @@ int bolt_bucket_sequence(bolt_bucket *b, uint64_t *out)
 
 int bolt_bucket_set_sequence(bolt_bucket *b, uint64_t seq)
 {
-    int rc = enter(b, 1);
+    int rc = bucket_enter(b, 1);
     if (rc)
         return rc;
     rc = bucket_set_seq_internal(b, seq);
@@ -780,7 +780,7 @@ int bolt_bucket_set_sequence(bolt_bucket *b, uint64_t seq)
 
 int bolt_bucket_next_sequence(bolt_bucket *b, uint64_t *out)
 {
-    int rc = enter(b, 1);
+    int rc = bucket_enter(b, 1);
     if (rc)
         return rc;
     if (b->sequence == UINT64_MAX)
@@ -793,7 +793,7 @@ int bolt_bucket_next_sequence(bolt_bucket *b, uint64_t *out)
 
 int bolt_bucket_stats_get(bolt_bucket *b, bolt_bucket_stats *out)
 {
-    int rc = enter(b, 0);
+    int rc = bucket_enter(b, 0);
     if (rc)
         return rc;
     rc = bucket_stats_internal(b, out);
@@ -806,7 +806,7 @@ int bolt_bucket_put_batch(bolt_bucket *b, size_t n, const uint8_t *data, const u
 {
     if (done)
         *done = 0;
-    int rc = enter(b, 1);
+    int rc = bucket_enter(b, 1);
     if (rc)
         return rc;
     size_t off = 0, i;
@@ -826,7 +826,7 @@ int bolt_bucket_put_batch(bolt_bucket *b, size_t n, const uint8_t *data, const u
 
 int bolt_bucket_get_batch(bolt_bucket *b, size_t n, const uint8_t *keys, const uint32_t *key_lens, bolt_kv *out)
 {
-    int rc = enter(b, 0);
+    int rc = bucket_enter(b, 0);
     if (rc)
         return rc;
     size_t off = 0;

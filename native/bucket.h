@@ -31,6 +31,8 @@ struct bolt_bucket {
 /* Load the root of the bucket as a page (root_node NULL) or the node. */
 int bucket_root_page(struct bolt_bucket *b, bpage *out);
 int bucket_root_node(struct bolt_bucket *b, node **out);
+/* Enter b's transaction (tx_enter) and refuse a deleted bucket; pair with tx_leave. */
+int bucket_enter(struct bolt_bucket *b, int write);
 int bucket_child(struct bolt_bucket *b, const uint8_t *name, size_t len, struct bolt_bucket **out);
 /* A sub-bucket for reading only, without registering a handle with the tx:
  * the open handle when there is one, else `scratch` filled from the stored

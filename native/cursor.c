@@ -526,14 +526,7 @@ static int cur_enter(bolt_cursor *c, int write)
 {
     if (!c || c->magic != CURSOR_MAGIC || !c->b)
         return set_err(BOLT_ERR_INVALID_ARG, "cursor is not initialised");
-    int rc = tx_enter(c->b->tx, write);
-    if (rc)
-        return rc;
-    if (c->b->deleted) {
-        tx_leave(c->b->tx);
-        return set_err(BOLT_ERR_BUCKET_NOT_FOUND, "bucket was deleted");
-    }
-    return BOLT_OK;
+    return bucket_enter(c->b, write);
 }
 
 size_t bolt_cursor_size(void) { return sizeof(struct bolt_cursor); }

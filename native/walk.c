@@ -100,13 +100,9 @@ int bolt_bucket_walk(bolt_bucket *b, uint32_t max_depth, uint8_t **out, size_t *
     *out_len = 0;
     if (max_depth > WALK_MAX_DEPTH)
         max_depth = WALK_MAX_DEPTH;
-    int rc = tx_enter(b->tx, 0);
+    int rc = bucket_enter(b, 0);
     if (rc)
         return rc;
-    if (b->deleted) {
-        tx_leave(b->tx);
-        return set_err(BOLT_ERR_BUCKET_NOT_FOUND, "bucket was deleted");
-    }
     /* One cursor and one view per level, each in one allocation. */
     struct bolt_cursor *cursors = malloc(sizeof *cursors * (max_depth + 1));
     struct bolt_bucket *views = malloc(sizeof *views * (max_depth + 1));

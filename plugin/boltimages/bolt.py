@@ -38,7 +38,7 @@ _SCAN_CHUNK = 1024
 _PACK_BYTES = 256 << 10
 # get_many sorts batches at least this large (smaller ones gain nothing from it)
 _SORTED_GET_MIN = 4096
-# bolt_bucket_walk descends at most this deep whatever it is asked (native/packed.c)
+# bolt_bucket_walk descends at most this deep whatever it is asked (native/walk.c)
 _WALK_MAX_DEPTH = 64
 
 __all__ = [
