@@ -219,6 +219,18 @@ typedef struct bolt_packed {
  * cursor stays on it: call again with include_current=1 (after growing the
  * buffer to at least `need` when nothing fit). Nested buckets have value_len 0. */
 int bolt_cursor_next_packed(bolt_cursor *c, int include_current, bolt_packed *p);
+/* Hands up to `max` items moving forward (the first is the current item when
+ * include_current is set) to fn, without copying them: key and value point
+ * into the file or the tx's memory and are valid only during the call. fn runs
+ * with the transaction locked, so it must not call the engine. It returns 0
+ * when it took the item, nonzero to stop: the cursor then stays on that item
+ * (call again with include_current=1). Nested buckets: value NULL, length 0,
+ * bucket 1. *n is how many items fn took; *end is set when the cursor passed
+ * the last item. */
+typedef int (*bolt_item_fn)(void *ctx, const uint8_t *key, uint32_t key_len, const uint8_t *value,
+                            uint32_t value_len, int bucket);
+int bolt_cursor_next_each(bolt_cursor *c, int include_current, size_t max, bolt_item_fn fn, void *ctx,
+                          size_t *n, int *end);
 /* Values of n packed keys; stops early (p->n < n, p->end == 0) when the
  * buffer is full: continue with the remaining keys. */
 int bolt_bucket_get_packed(bolt_bucket *b, size_t n, const uint8_t *keys, const uint32_t *key_lens,

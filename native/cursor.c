@@ -100,15 +100,14 @@ static int push_root(struct bolt_cursor *c)
  * system needs to bring the next page in when asked early. */
 #define PREFETCH_SPAN 4096u
 #define CACHE_LINE 64u
+#define PREFETCH_AHEAD 1u
 
 /* Hint the cache with the page after the one being entered under branch page
  * `top`. Only a hint: an id outside the snapshot is simply not prefetched. */
-static void prefetch_sibling(struct bolt_cursor *c, const cursor_ref *top)
+static void prefetch_page_at(struct bolt_cursor *c, const cursor_ref *top, uint32_t index)
 {
-    if (top->n || (uint32_t)top->index + 1 >= top->count)
-        return;
     const uint8_t *k; uint32_t kl; uint64_t next;
-    if (page_branch_elem(&top->p, top->index + 1, &k, &kl, &next))
+    if (index >= top->count || page_branch_elem(&top->p, index, &k, &kl, &next))
         return;
     const bolt_tx *tx = c->b->tx;
     uint64_t ps = tx->ps;
@@ -118,6 +117,16 @@ static void prefetch_sibling(struct bolt_cursor *c, const cursor_ref *top)
     size_t span = ps < PREFETCH_SPAN ? ps : PREFETCH_SPAN;
     for (size_t off = 0; off < span; off += CACHE_LINE)
         __builtin_prefetch(base + off);
+}
+
+static void prefetch_sibling(struct bolt_cursor *c, const cursor_ref *top)
+{
+    if (top->n)
+        return;
+    if (top->index == 0)
+        for (uint32_t d = 1; d < PREFETCH_AHEAD; d++)
+            prefetch_page_at(c, top, d);
+    prefetch_page_at(c, top, top->index + PREFETCH_AHEAD);
 }
 
 static int push_child(struct bolt_cursor *c)
@@ -518,11 +527,40 @@ int cur_locate(struct bolt_cursor *c, const uint8_t *key, size_t klen, int *foun
     return BOLT_OK;
 }
 
+/* ---- leaf runs for batch readers (packed.c) ---- */
+
+int cur_leaf_run(struct bolt_cursor *c, const bpage **leaf, uint32_t *index)
+{
+    /* The same conditions under which cur_next may step within the leaf
+     * without a resync: the path was built in this state of the tx. */
+    if (c->state != CUR_ON || c->depth == 0 || c->mod_seq != c->b->tx->mod_seq || c->resynced_ahead)
+        return 0;
+    const cursor_ref *top = &c->stack[c->depth - 1];
+    if (top->n || !top->leaf || top->index >= top->count)
+        return 0;
+    *leaf = &top->p;
+    *index = top->index;
+    return 1;
+}
+
+void cur_leaf_rest(struct bolt_cursor *c, uint32_t index, const uint8_t *key, size_t klen)
+{
+    c->stack[c->depth - 1].index = index;
+    c->key = key;
+    c->klen = klen;
+}
+
+int cur_leaf_move(struct bolt_cursor *c, uint32_t index, bolt_kv *out)
+{
+    c->stack[c->depth - 1].index = index;
+    return settle(c, 1, out, CUR_PAST_END);
+}
+
 /* ---- public API ---- */
 
 #include "tx.h"
 
-static int cur_enter(bolt_cursor *c, int write)
+int cur_enter(bolt_cursor *c, int write)
 {
     if (!c || c->magic != CURSOR_MAGIC || !c->b)
         return set_err(BOLT_ERR_INVALID_ARG, "cursor is not initialised");

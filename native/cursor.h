@@ -49,4 +49,21 @@ int cur_locate(struct bolt_cursor *c, const uint8_t *key, size_t klen, int *foun
 /* The on-page value under the cursor (a nested bucket's header and inline page included). */
 int cur_raw_value(struct bolt_cursor *c, const uint8_t **v, uint32_t *vl);
 
+/* Lock the cursor's transaction for a public call (checks the cursor and
+ * its bucket); undo with tx_leave(c->b->tx). */
+int cur_enter(struct bolt_cursor *c, int write);
+
+/* Leaf runs, for batch readers that copy many consecutive items: when the
+ * cursor is on an element of a committed leaf page and nothing in the tx has
+ * changed since it got there, cur_leaf_run gives that page and the element's
+ * index (returns 1; 0 when the caller must step with cur_next). The caller
+ * may then read the following elements itself (page_leaf_elem) and leave the
+ * cursor on one of them it read successfully with cur_leaf_rest, exactly as
+ * cur_next would have. cur_leaf_move steps there through the checked path
+ * (so an element that fails page_leaf_elem reports the corruption as a
+ * cursor step does). */
+int cur_leaf_run(struct bolt_cursor *c, const bpage **leaf, uint32_t *index);
+void cur_leaf_rest(struct bolt_cursor *c, uint32_t index, const uint8_t *key, size_t klen);
+int cur_leaf_move(struct bolt_cursor *c, uint32_t index, bolt_kv *out);
+
 #endif

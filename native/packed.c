@@ -4,24 +4,126 @@
  * Why: a binding pays per object it creates. Handing back one bolt_kv per
  * item costs a language runtime two buffer objects per item; copying the
  * items back to back lets it make one bytes object per batch and slice it.
- * Everything here is built on the public calls in bolt.h, so locking,
- * transaction state and corruption checks stay where they are.
+ * Multi-gets are built on the public calls in bolt.h, so locking,
+ * transaction state and corruption checks stay where they are. The cursor
+ * batch uses the cursor's internals (cursor.h) to copy whole runs of a leaf
+ * page per step; it takes the transaction lock once per call.
  */
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "bolt.h"
+#include "bucket.h"
+#include "cursor.h"
 #include "err.h"
+#include "tx.h"
 
 static int packed_fits(const bolt_packed *p, size_t need)
 {
     return need <= p->cap && p->used <= p->cap - need;
 }
 
-/* Items fetched from the cursor per locked call. Why: the transaction lock
- * is taken once per call, so fetching one item at a time paid it per item. */
-#define PACK_STEP 64
+/* Where a forward scan puts its items: take() returns 0 when it took the
+ * item, nonzero to stop on it (the cursor then stays on that item). */
+typedef struct scan_sink {
+    int (*take)(void *ctx, const uint8_t *k, uint32_t kl, const uint8_t *v, uint32_t vl, int bucket);
+    void *ctx;
+    size_t max;                 /* items to take at most */
+    size_t n;                   /* items taken */
+} scan_sink;
+
+static int sink_take(scan_sink *s, const uint8_t *k, uint32_t kl, const uint8_t *v, uint32_t vl, int bucket)
+{
+    if (s->take(s->ctx, k, kl, bucket ? NULL : v, bucket ? 0 : vl, bucket))
+        return 0;
+    s->n++;
+    return 1;
+}
+
+/* Hand the elements after the cursor's one on its leaf page straight from
+ * the page, when the cursor allows it (cur_leaf_run). Why: stepping with
+ * cur_next re-derived the path state and the item per element; here each
+ * element costs its bounds check (page_leaf_elem, the same check the cursor
+ * makes) and the sink. The cursor ends where cur_next would have left it:
+ * on the last item taken, or on the item the sink refused. */
+static int scan_leaf_run(struct bolt_cursor *c, scan_sink *s)
+{
+    const bpage *leaf;
+    uint32_t at;
+    if (!cur_leaf_run(c, &leaf, &at))
+        return BOLT_OK;
+    const uint8_t *rest_key = NULL;
+    uint32_t rest_at = at, rest_klen = 0;
+    for (uint32_t i = at + 1; i < leaf->count && s->n < s->max; i++) {
+        const uint8_t *k, *v;
+        uint32_t kl, vl, fl;
+        if (page_leaf_elem(leaf, i, &k, &kl, &v, &vl, &fl)) {
+            /* Step onto it the checked way, which reports it as corrupt. */
+            int rc = cur_leaf_move(c, i, NULL);
+            return rc ? rc : set_err(BOLT_ERR_CORRUPT, "page %llu: element %u lies outside the page",
+                                     (unsigned long long)leaf->id, i);
+        }
+        rest_at = i;
+        rest_key = k;
+        rest_klen = kl;
+        if (!sink_take(s, k, kl, v, vl, (fl & LEAF_FLAG_BUCKET) != 0))
+            break;
+    }
+    if (rest_key)
+        cur_leaf_rest(c, rest_at, rest_key, rest_klen);
+    return BOLT_OK;
+}
+
+/* Move forward handing items to the sink until it has max, refuses one, or
+ * the cursor passes the last item (*end). The tx lock is held by the caller. */
+static int scan_forward(struct bolt_cursor *c, int include_current, scan_sink *s, int *end)
+{
+    bolt_kv kv;
+    int rc, have = 0;
+    *end = 0;
+    if (include_current && s->max) {
+        if ((rc = cur_current(c, &kv)))
+            return rc;
+        c->resynced_ahead = 0; /* the successor is handed over right here */
+        have = kv.key != NULL;
+    }
+    while (s->n < s->max) {
+        if (!have && (rc = cur_next(c, &kv)))
+            return rc;
+        have = 0;
+        if (!kv.key) {
+            *end = 1;
+            return BOLT_OK;
+        }
+        if (!sink_take(s, kv.key, (uint32_t)kv.key_len, kv.value, (uint32_t)kv.value_len, kv.flags & 1))
+            return BOLT_OK;
+        if ((rc = scan_leaf_run(c, s)))
+            return rc;
+    }
+    return BOLT_OK;
+}
+
+static int packed_take(void *ctx, const uint8_t *k, uint32_t kl, const uint8_t *v, uint32_t vl, int bucket)
+{
+    bolt_packed *p = ctx;
+    size_t need = (size_t)kl + vl;
+    if (!packed_fits(p, need)) {
+        if (p->n == 0)
+            p->need = need;
+        return 1;
+    }
+    uint8_t *at = p->buf + p->used;
+    memcpy(at, k, kl);
+    if (vl)
+        memcpy(at + kl, v, vl);
+    p->used += need;
+    p->lens[2 * p->n] = kl;
+    p->lens[2 * p->n + 1] = vl;
+    p->flags[p->n] = (uint8_t)bucket;
+    p->n++;
+    return 0;
+}
 
 int bolt_cursor_next_packed(bolt_cursor *c, int include_current, bolt_packed *p)
 {
@@ -31,43 +133,30 @@ int bolt_cursor_next_packed(bolt_cursor *c, int include_current, bolt_packed *p)
     p->n = 0;
     p->need = 0;
     p->end = 0;
-    int current = include_current;
-    while (p->n < p->max) {
-        bolt_kv kv[PACK_STEP];
-        size_t want = p->max - p->n < PACK_STEP ? p->max - p->n : PACK_STEP;
-        size_t got = 0;
-        int rc = bolt_cursor_next_batch(c, current, want, kv, &got);
-        if (rc)
-            return rc;
-        current = 0;
-        for (size_t i = 0; i < got; i++) {
-            size_t vlen = kv[i].flags & 1 ? 0 : kv[i].value_len;
-            size_t need = kv[i].key_len + vlen;
-            if (!packed_fits(p, need)) {
-                /* The cursor ran ahead of the buffer: put it back on this
-                 * item (keys are unique, so seek finds exactly it) and let
-                 * the caller ask again with include_current set, after
-                 * growing the buffer if need says so. */
-                if (p->n == 0)
-                    p->need = need;
-                bolt_kv at;
-                return bolt_cursor_seek(c, kv[i].key, kv[i].key_len, &at);
-            }
-            memcpy(p->buf + p->used, kv[i].key, kv[i].key_len);
-            if (vlen)
-                memcpy(p->buf + p->used + kv[i].key_len, kv[i].value, vlen);
-            p->used += need;
-            p->lens[2 * p->n] = (uint32_t)kv[i].key_len;
-            p->lens[2 * p->n + 1] = (uint32_t)vlen;
-            p->flags[p->n] = (uint8_t)(kv[i].flags & 1);
-            p->n++;
-        }
-        if (got < want) {
-            p->end = 1;
-            break;
-        }
-    }
-    return BOLT_OK;
+    int rc = cur_enter(c, 0);
+    if (rc)
+        return rc;
+    scan_sink sink = {packed_take, p, p->max, 0};
+    rc = scan_forward(c, include_current, &sink, &p->end);
+    tx_leave(c->b->tx);
+    return rc;
+}
+
+int bolt_cursor_next_each(bolt_cursor *c, int include_current, size_t max, bolt_item_fn fn, void *ctx,
+                          size_t *n, int *end)
+{
+    if (!c || !fn || !n || !end)
+        return set_err(BOLT_ERR_INVALID_ARG, "cursor visit: missing callback or output");
+    *n = 0;
+    *end = 0;
+    int rc = cur_enter(c, 0);
+    if (rc)
+        return rc;
+    scan_sink sink = {fn, ctx, max, 0};
+    rc = scan_forward(c, include_current, &sink, end);
+    *n = sink.n;
+    tx_leave(c->b->tx);
+    return rc;
 }
 
 int bolt_bucket_get_packed(bolt_bucket *b, size_t n, const uint8_t *keys, const uint32_t *key_lens,

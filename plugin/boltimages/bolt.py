@@ -235,6 +235,11 @@ class _Scratch(threading.local):
 
 _scratch = _Scratch()
 
+# Bucket.chunks has _unpack build its bytes objects straight from the leaf
+# pages through the engine's bolt_cursor_next_each (see native/pyext/unpack.c).
+_unpack.bind_engine(int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_cursor_next_each"))),
+                    lib.bolt_cursor_size())
+
 
 def _kv_pair(kv: Any) -> Optional[tuple[bytes, Optional[bytes]]]:
     if kv.key == ffi.NULL:
@@ -656,21 +661,14 @@ class Bucket:
             _check(lib.bolt_cursor_seek(cursor._c, _bytes("start", start), len(start), kv))
         if kv.key == ffi.NULL:
             return
+        scan = _unpack.scan
+        mem = ffi.buffer(cursor._mem)
         include_current = 1
         batch = _SCAN_FIRST
         while True:
-            p = _scratch.request(batch)
-            status = lib.bolt_cursor_next_packed(cursor._c, include_current, p)
+            status, keys, values, end = scan(mem, include_current, batch)
             if status:
                 raise _error(status)
-            n, need, end = p.n, p.need, p.end
-            if n == 0 and need:
-                # The cursor now rests on an item larger than the buffer: grow
-                # it and take that item first, whatever the previous batch did.
-                _scratch.grow_packed(need, batch)
-                include_current = 1
-                continue
-            keys, values = _scratch.pairs(n)
             if stop is not None and keys and keys[-1] >= stop:
                 cut = bisect_left(keys, stop)
                 if cut:
@@ -680,8 +678,8 @@ class Bucket:
                 yield keys, values
             if end:
                 return
-            # Stopped early on a full buffer: the cursor rests on the next item.
-            include_current = 1 if n < batch else 0
+            # A full batch: the cursor rests on its last item.
+            include_current = 0
             batch = _SCAN_CHUNK
 
     def walk_bytes(self, max_depth: int = 64) -> bytes:
