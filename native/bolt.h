@@ -247,6 +247,15 @@ int bolt_keys_sort(size_t n, const uint8_t *keys, const uint32_t *key_lens, uint
  * u32 depth, u32 flags (1 = nested bucket), u32 key_len, u32 value_len, then
  * key and value bytes; a nested bucket is followed by its own entries. */
 int bolt_bucket_walk(bolt_bucket *b, uint32_t max_depth, uint8_t **out, size_t *out_len);
+/* The same walk handing each entry to fn instead of copying it: depth, key,
+ * value (NULL and 0 for a nested bucket, whose entries follow at depth + 1
+ * when depth < max_depth) and bucket (1 for a nested bucket). The pointers
+ * are valid only during the call. fn runs with the transaction locked, so it
+ * must not call the engine; nonzero from fn ends the walk early (the call
+ * still returns BOLT_OK: fn knows why it stopped). */
+typedef int (*bolt_walk_fn)(void *ctx, uint32_t depth, const uint8_t *key, uint32_t key_len,
+                            const uint8_t *value, uint32_t value_len, int bucket);
+int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, void *ctx);
 
 /* ---- whole-file tools ---- */
 /* Structural check equivalent to bbolt's Tx.Check, plus key order and header

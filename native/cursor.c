@@ -556,6 +556,25 @@ int cur_leaf_move(struct bolt_cursor *c, uint32_t index, bolt_kv *out)
     return settle(c, 1, out, CUR_PAST_END);
 }
 
+int cur_peek_next(struct bolt_cursor *c, const uint8_t **v, uint32_t *vl, uint32_t *flags)
+{
+    if (c->state != CUR_ON || c->depth == 0)
+        return 0;
+    const cursor_ref *top = &c->stack[c->depth - 1];
+    if (!top->leaf || top->index + 1 >= top->count)
+        return 0;
+    if (top->n) {
+        const inode *e = &top->n->in[top->index + 1];
+        *v = e->value;
+        *vl = e->vsize;
+        *flags = e->flags;
+        return 1;
+    }
+    const uint8_t *k;
+    uint32_t kl;
+    return page_leaf_elem(&top->p, top->index + 1, &k, &kl, v, vl, flags) == 0;
+}
+
 /* ---- public API ---- */
 
 #include "tx.h"

@@ -65,5 +65,9 @@ int cur_enter(struct bolt_cursor *c, int write);
 int cur_leaf_run(struct bolt_cursor *c, const bpage **leaf, uint32_t *index);
 void cur_leaf_rest(struct bolt_cursor *c, uint32_t index, const uint8_t *key, size_t klen);
 int cur_leaf_move(struct bolt_cursor *c, uint32_t index, bolt_kv *out);
+/* For read-ahead hints only: the stored value and flags of the element after
+ * the cursor's one on the same leaf (1), or 0 when there is none there or it
+ * fails its bounds check (the real step will report that). */
+int cur_peek_next(struct bolt_cursor *c, const uint8_t **v, uint32_t *vl, uint32_t *flags);
 
 #endif

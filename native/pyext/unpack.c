@@ -253,37 +253,64 @@ PyDoc_STRVAR(records_doc,
 /* Keys that repeat from record to record (createdat, labels, target, ... in
  * every image) are made once per decode and shared: a small direct-mapped
  * cache of recent short keys. Sharing also keeps their computed hash, so
- * dict inserts skip rehashing them. */
+ * dict inserts skip rehashing them. Short values that repeat (media types)
+ * get a cache of their own, so unique values (digests, label values) do not
+ * push the keys out. Bytes are immutable, so sharing is invisible. */
 #define KEY_CACHE_SLOTS 64
 #define KEY_CACHE_MAX_LEN 24
+#define VALUE_CACHE_SLOTS 64
+#define VALUE_CACHE_MAX_LEN 64
 
 typedef struct key_cache {
-    PyObject *slot[KEY_CACHE_SLOTS];
+    PyObject *slot[KEY_CACHE_SLOTS > VALUE_CACHE_SLOTS ? KEY_CACHE_SLOTS : VALUE_CACHE_SLOTS];
 } key_cache;
 
-static PyObject *cached_key(key_cache *kc, const char *p, uint32_t len)
+/* Slot hash from the length and the first and last (up to) 8 bytes: cheap,
+ * and enough to tell apart the few distinct short strings of one decode. */
+static uint32_t short_hash(const char *p, uint32_t len)
 {
-    if (len == 0 || len > KEY_CACHE_MAX_LEN)
-        return PyBytes_FromStringAndSize(p, len);
-    uint32_t h = 2166136261u;
-    for (uint32_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t)p[i]) * 16777619u;
-    PyObject **at = &kc->slot[(h ^ (h >> 16)) % KEY_CACHE_SLOTS];
+    uint64_t a = 0, b = 0;
+    if (len >= 8) {
+        memcpy(&a, p, 8);
+        memcpy(&b, p + len - 8, 8);
+    } else {
+        memcpy(&a, p, len);
+    }
+    uint64_t h = (a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ len;
+    return (uint32_t)(h >> 32) ^ (uint32_t)h;
+}
+
+static PyObject *cached_bytes(key_cache *kc, size_t slots, uint32_t max_len, const char *p, uint32_t len)
+{
+    if (len <= 1 || len > max_len)
+        return PyBytes_FromStringAndSize(p, len); /* CPython shares 0- and 1-byte bytes itself */
+    uint32_t h = short_hash(p, len);
+    PyObject **at = &kc->slot[(h ^ (h >> 16)) % slots];
     if (*at && PyBytes_GET_SIZE(*at) == (Py_ssize_t)len && memcmp(PyBytes_AS_STRING(*at), p, len) == 0) {
         Py_INCREF(*at);
         return *at;
     }
-    PyObject *key = PyBytes_FromStringAndSize(p, len);
-    if (key) {
-        Py_XSETREF(*at, key);
-        Py_INCREF(key);
+    PyObject *obj = PyBytes_FromStringAndSize(p, len);
+    if (obj) {
+        Py_XSETREF(*at, obj);
+        Py_INCREF(obj);
     }
-    return key;
+    return obj;
+}
+
+static PyObject *cached_key(key_cache *kc, const char *p, uint32_t len)
+{
+    return cached_bytes(kc, KEY_CACHE_SLOTS, KEY_CACHE_MAX_LEN, p, len);
+}
+
+static PyObject *cached_value(key_cache *vc, const char *p, uint32_t len)
+{
+    return cached_bytes(vc, VALUE_CACHE_SLOTS, VALUE_CACHE_MAX_LEN, p, len);
 }
 
 static void key_cache_clear(key_cache *kc)
 {
-    for (size_t i = 0; i < KEY_CACHE_SLOTS; i++)
+    for (size_t i = 0; i < sizeof kc->slot / sizeof kc->slot[0]; i++)
         Py_CLEAR(kc->slot[i]);
 }
 
@@ -354,7 +381,7 @@ static PyObject *unpack_tree(PyObject *self, PyObject *args)
     /* stack[d] is the dict receiving records of depth d; borrowed from its parent. */
     enum { MAX_STACK = 66 };
     PyObject *stack[MAX_STACK];
-    key_cache keys = {{NULL}};
+    key_cache keys = {{NULL}}, values = {{NULL}};
     PyObject *root = PyDict_New();
     Py_ssize_t depth = 0;
     Py_ssize_t off = 0;
@@ -381,7 +408,7 @@ static PyObject *unpack_tree(PyObject *self, PyObject *args)
         if (h[1] & WALK_FLAG_BUCKET) {
             val = PyDict_New();
         } else {
-            val = PyBytes_FromStringAndSize(base + off, h[3]);
+            val = cached_value(&values, base + off, h[3]);
             off += h[3];
         }
         if (!val || PyDict_SetItem(stack[depth], key, val) < 0) {
@@ -397,11 +424,13 @@ static PyObject *unpack_tree(PyObject *self, PyObject *args)
         }
     }
     key_cache_clear(&keys);
+    key_cache_clear(&values);
     gc_resume(gc_was);
     PyBuffer_Release(&b);
     return root;
 fail:
     key_cache_clear(&keys);
+    key_cache_clear(&values);
     gc_resume(gc_was);
     PyBuffer_Release(&b);
     Py_XDECREF(root);
@@ -413,27 +442,32 @@ fail:
 typedef int (*next_each_fn)(bolt_cursor *c, int include_current, size_t max, bolt_item_fn fn, void *ctx,
                             size_t *n, int *end);
 
+typedef int (*walk_each_fn)(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, void *ctx);
+
 /* Bound once by bind_engine(); NULL until then. */
 static next_each_fn engine_next_each;
+static walk_each_fn engine_walk_each;
 static Py_ssize_t engine_cursor_size;
 
 PyDoc_STRVAR(bind_engine_doc,
-"bind_engine(next_each_address, cursor_size) -> None\n\n"
-"Private to boltimages.bolt: the address of bolt_cursor_next_each in the\n"
-"engine module and bolt_cursor_size(), for scan().");
+"bind_engine(next_each_address, cursor_size, walk_each_address) -> None\n\n"
+"Private to boltimages.bolt: the addresses of bolt_cursor_next_each and\n"
+"bolt_bucket_walk_each in the engine module and bolt_cursor_size(), for\n"
+"scan() and walk_tree().");
 
 static PyObject *unpack_bind_engine(PyObject *self, PyObject *args)
 {
     (void)self;
-    unsigned long long address;
+    unsigned long long next_each, walk_each;
     Py_ssize_t cursor_size;
-    if (!PyArg_ParseTuple(args, "Kn:bind_engine", &address, &cursor_size))
+    if (!PyArg_ParseTuple(args, "KnK:bind_engine", &next_each, &cursor_size, &walk_each))
         return NULL;
-    if (!address || cursor_size <= 0) {
+    if (!next_each || !walk_each || cursor_size <= 0) {
         PyErr_SetString(PyExc_ValueError, "bind_engine: null function or empty cursor");
         return NULL;
     }
-    engine_next_each = (next_each_fn)(uintptr_t)address;
+    engine_next_each = (next_each_fn)(uintptr_t)next_each;
+    engine_walk_each = (walk_each_fn)(uintptr_t)walk_each;
     engine_cursor_size = cursor_size;
     Py_RETURN_NONE;
 }
@@ -526,6 +560,92 @@ done:
     return out;
 }
 
+/* ---- bucket trees straight from the engine ---- */
+
+#if PY_VERSION_HEX >= 0x030A0000
+/* Dicts are built inside the engine's walk with the transaction locked. A
+ * dict allocation may start the cyclic collector, whose finalizers could
+ * run Python code that calls the engine on this same transaction and
+ * deadlocks on its lock: so the collector is paused for the whole walk,
+ * which needs PyGC_Disable (3.10+); older versions keep the buffer path. */
+enum { TREE_MAX_STACK = 66 };
+
+typedef struct tree_build {
+    PyObject *stack[TREE_MAX_STACK]; /* stack[d] receives entries of depth d; borrowed */
+    uint32_t top;                    /* deepest depth an entry may have now */
+    uint32_t max_depth;
+    key_cache keys, values;
+} tree_build;
+
+/* Nonzero (with an exception set) stops the walk. */
+static int tree_take(void *ctx, uint32_t depth, const uint8_t *key, uint32_t key_len, const uint8_t *value,
+                     uint32_t value_len, int bucket)
+{
+    tree_build *t = ctx;
+    if (depth > t->top || depth > t->max_depth || depth >= TREE_MAX_STACK - 1) {
+        PyErr_Format(PyExc_ValueError, "bucket walk: an entry jumps to depth %u", depth);
+        return 1;
+    }
+    PyObject *k = cached_key(&t->keys, (const char *)key, key_len);
+    if (!k)
+        return 1;
+    PyObject *v = bucket ? PyDict_New() : cached_value(&t->values, (const char *)value, value_len);
+    int rc = v ? PyDict_SetItem(t->stack[depth], k, v) : -1;
+    Py_DECREF(k);
+    Py_XDECREF(v); /* on success the parent dict holds it */
+    if (rc < 0)
+        return 1;
+    t->top = depth;
+    if (bucket) {
+        t->stack[depth + 1] = v;
+        t->top = depth + 1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(walk_tree_doc,
+"walk_tree(bucket_address, max_depth) -> (status, dict)\n\n"
+"The bucket's subtree as nested dicts (values bytes, nested buckets dicts,\n"
+"empty past max_depth), built during the engine's walk. status is the\n"
+"engine's return code (0: ok). Private to boltimages.bolt.");
+
+static PyObject *unpack_walk_tree(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long address;
+    Py_ssize_t max_depth;
+    if (!PyArg_ParseTuple(args, "Kn:walk_tree", &address, &max_depth))
+        return NULL;
+    if (!engine_walk_each) {
+        PyErr_SetString(PyExc_RuntimeError, "walk_tree: the engine is not bound (bind_engine)");
+        return NULL;
+    }
+    if (!address || max_depth < 0 || max_depth > TREE_MAX_STACK - 2) {
+        PyErr_Format(PyExc_ValueError, "walk_tree: no bucket, or max_depth %zd outside 0..%d", max_depth,
+                     TREE_MAX_STACK - 2);
+        return NULL;
+    }
+    tree_build t;
+    memset(&t, 0, sizeof t);
+    t.max_depth = (uint32_t)max_depth;
+    PyObject *root = PyDict_New(); /* made before the lock is taken, like every container it can trigger GC */
+    if (!root)
+        return NULL;
+    t.stack[0] = root;
+    int gc_was = gc_pause();
+    int status = engine_walk_each((bolt_bucket *)(uintptr_t)address, t.max_depth, tree_take, &t);
+    gc_resume(gc_was);
+    key_cache_clear(&t.keys);
+    key_cache_clear(&t.values);
+    if (PyErr_Occurred()) {
+        Py_DECREF(root);
+        return NULL;
+    }
+    PyObject *out = Py_BuildValue("iN", status, root);
+    return out;
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"pairs", unpack_pairs, METH_VARARGS, pairs_doc},
     {"values", unpack_values, METH_VARARGS, values_doc},
@@ -534,6 +654,9 @@ static PyMethodDef methods[] = {
     {"tree", unpack_tree, METH_VARARGS, tree_doc},
     {"bind_engine", unpack_bind_engine, METH_VARARGS, bind_engine_doc},
     {"scan", unpack_scan, METH_VARARGS, scan_doc},
+#if PY_VERSION_HEX >= 0x030A0000
+    {"walk_tree", unpack_walk_tree, METH_VARARGS, walk_tree_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -237,8 +237,12 @@ _scratch = _Scratch()
 
 # Bucket.chunks has _unpack build its bytes objects straight from the leaf
 # pages through the engine's bolt_cursor_next_each (see native/pyext/unpack.c).
+# Bucket.tree likewise builds its dicts during the engine's walk
+# (bolt_bucket_walk_each) where _unpack has walk_tree (Python 3.10+).
 _unpack.bind_engine(int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_cursor_next_each"))),
-                    lib.bolt_cursor_size())
+                    lib.bolt_cursor_size(),
+                    int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_each"))))
+_walk_tree = getattr(_unpack, "walk_tree", None)
 
 
 def _kv_pair(kv: Any) -> Optional[tuple[bytes, Optional[bytes]]]:
@@ -712,6 +716,11 @@ class Bucket:
     def tree(self, max_depth: int = 64) -> dict[bytes, Any]:
         """This bucket's subtree as nested dicts: values are bytes, nested buckets dicts."""
         limit = min(max_depth, _WALK_MAX_DEPTH)
+        if _walk_tree is not None and limit >= 0:
+            status, tree = _walk_tree(int(ffi.cast("uintptr_t", self._b)), limit)
+            if status:
+                raise _error(status)
+            return tree
         return self._walk_decoded(max_depth, lambda data: _unpack.tree(data, limit))
 
     def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
