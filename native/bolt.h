@@ -153,6 +153,10 @@ uint64_t bolt_tx_id(bolt_tx *tx);
 int bolt_tx_writable(bolt_tx *tx);
 int bolt_tx_closed(bolt_tx *tx);
 uint64_t bolt_tx_size(bolt_tx *tx);   /* bytes: pgid * page size as this tx sees it */
+/* A number that grows with every change the tx makes (put, delete, bucket
+ * create/delete, sequence), and UINT64_MAX once the tx has failed or closed:
+ * equal readings before and after an operation mean it left the tx as it was. */
+uint64_t bolt_tx_changes(bolt_tx *tx);
 
 /* The root bucket: its keys are the top-level buckets. Put/Delete of plain
  * values on it fail with BOLT_ERR_INCOMPATIBLE, as bbolt's Tx API allows none. */

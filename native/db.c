@@ -669,6 +669,16 @@ uint64_t bolt_tx_size(bolt_tx *tx)
     return s;
 }
 
+uint64_t bolt_tx_changes(bolt_tx *tx)
+{
+    if (!tx)
+        return UINT64_MAX;
+    pthread_mutex_lock(&tx->mu);
+    uint64_t n = tx->closed || tx->failed ? UINT64_MAX : tx->mod_seq;
+    pthread_mutex_unlock(&tx->mu);
+    return n;
+}
+
 int bolt_tx_root(bolt_tx *tx, bolt_bucket **out)
 {
     int rc = tx_enter(tx, 0);

@@ -436,6 +436,13 @@ class Tx:
     def size(self) -> int:
         return int(lib.bolt_tx_size(self._tx))
 
+    @property
+    def changes(self) -> int:
+        """A count that grows with every change this transaction makes, and
+        is 2**64-1 once it has failed or closed: equal before and after an
+        operation means the operation left the transaction as it was."""
+        return int(lib.bolt_tx_changes(self._tx))
+
     def commit(self) -> None:
         _check(lib.bolt_tx_commit(self._tx), "commit")
 
