@@ -95,6 +95,17 @@ def _images_servicer(db: MetadataDB, publish: Callable[[str, str, Any], Any]) ->
             images_pb2.DESCRIPTOR.services_by_name["Images"].full_name)
 
 
+#: Writes that may share a write group on the native transport's loop thread
+#: (server/h2/write_groups.py). Their handlers write only through the store's
+#: batch() and publish only through App.publish, which both follow the group;
+#: a method that did anything else before the commit must not be listed.
+GROUPED_METHODS = (
+    "/containerd.services.images.v1.Images/Create",
+    "/containerd.services.images.v1.Images/Update",
+    "/containerd.services.images.v1.Images/Delete",
+)
+
+
 class _CallLogger(grpc.ServerInterceptor):
     """Debug level only: one line per incoming call (method and namespace)."""
 
@@ -164,6 +175,8 @@ class Server:
             server = NativeServer(self.executor, max_receive_message_length=cfg.max_recv_message_size,
                                   max_send_message_length=cfg.max_send_message_size,
                                   log_calls=log.isEnabledFor(logging.DEBUG))
+            if not cfg.read_only:
+                server.enable_write_groups(db.open_group, GROUPED_METHODS)
         else:
             interceptors = [_CallLogger()] if log.isEnabledFor(logging.DEBUG) else []
             server = grpc.server(self.executor, options=options, interceptors=interceptors,
@@ -228,7 +241,15 @@ class Server:
 
     # -- events and lease expiry ------------------------------------------------
     def publish(self, namespace: str, topic: str, event: Any) -> None:
-        """Hook handed to servicers; an event that cannot be sent never fails the write that caused it."""
+        """Hook handed to servicers; an event that cannot be sent never fails the write that caused it.
+
+        A write running in a group (see store.db.WriteGroup) is not committed
+        yet: its event waits for the commit, and is dropped if the group is
+        rolled back."""
+        group = self.db.active_group() if self.db is not None else None
+        if group is not None:
+            group.defer(lambda: self.publish(namespace, topic, event))
+            return
         try:
             self.bus.publish(namespace, topic, event)
         except Exception as exc:  # noqa: BLE001 - logged; the change itself is already committed

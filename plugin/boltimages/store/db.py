@@ -24,6 +24,12 @@ transaction roll back; the batch is then retried without it and the failing
 function is run alone, so every caller gets exactly the result it would
 have got running alone. Functions must therefore be safe to run more than
 once against a rolled-back transaction (pure functions of the tx are).
+
+A server that can hold its answers back uses :meth:`MetadataDB.open_group`
+instead: a :class:`WriteGroup` runs whole calls one after another on one
+thread, in one write transaction, and another thread commits it; nobody is
+answered before that commit. No caller waits in a thread of its own, which
+is what makes many concurrent writers cheap in Python.
 """
 
 from __future__ import annotations
@@ -75,6 +81,90 @@ class _Rollback(Exception):
         self.index = index
 
 
+class GroupPoisoned(BaseException):
+    """A function run in a :class:`WriteGroup` failed after changing the
+    shared transaction, so the whole group must be rolled back.
+
+    A BaseException so that servicers' ``except Exception`` error mapping
+    lets it through to whoever runs the group."""
+
+
+class WriteGroup:
+    """An open write transaction that several calls share, run on one thread.
+
+    While the group is active on a thread (``with group:``), every
+    :meth:`MetadataDB.batch` or :meth:`MetadataDB.update` from that thread
+    runs its function in the group's transaction, and :meth:`defer` holds
+    callbacks (event publishing) until the commit. A function that raises
+    without having changed the transaction just raises: its caller gets its
+    own error. One that raises after changing it poisons the group
+    (:class:`GroupPoisoned`): the runner must :meth:`abandon` it and run the
+    calls again, the failing one on its own.
+    """
+
+    def __init__(self, owner: "MetadataDB", tx: "bolt.Tx") -> None:
+        self._owner = owner
+        self.tx = tx
+        self._opened_at = tx.changes
+        self.calls = 0
+        self._after: list[Callable[[], None]] = []
+        self._ended = False
+
+    def __enter__(self) -> "WriteGroup":
+        self._owner._local.group = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._owner._local.group = None
+
+    def run(self, fn: Callable[["bolt.Tx"], T]) -> T:
+        before = self.tx.changes
+        try:
+            result = fn(self.tx)
+        except BaseException:
+            if self.tx.changes != before:
+                raise GroupPoisoned() from None
+            raise
+        self.calls += 1
+        return result
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was written (a commit would change the file)."""
+        return self.tx.changes != self._opened_at
+
+    def defer(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after a successful commit (see :meth:`finish`)."""
+        self._after.append(callback)
+
+    def commit(self) -> None:
+        """Commit (and fsync) the shared transaction; any thread may call it.
+        The commit lock is released whatever happens."""
+        try:
+            self.tx.commit()
+            self._owner.batches_committed += 1
+        finally:
+            self._end()
+
+    def abandon(self) -> None:
+        """Roll the shared transaction back (nothing of it is kept)."""
+        try:
+            self.tx.rollback()
+        finally:
+            self._end()
+
+    def finish(self) -> None:
+        """After a successful commit: run the deferred callbacks, in order."""
+        after, self._after = self._after, []
+        for callback in after:
+            callback()
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._owner._release_commit()
+
+
 class MetadataDB:
     """containerd's ``meta.db`` opened through our engine."""
 
@@ -109,6 +199,7 @@ class MetadataDB:
         self._queue: list[_Call] = []
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
+        self._local = threading.local()  # .group: the WriteGroup active on this thread
         self.batches_committed = 0  # observability for tests and metrics
         try:
             if not read_only:
@@ -164,7 +255,26 @@ class MetadataDB:
     def update(self, fn: Callable[["bolt.Tx"], T]) -> T:
         if self.read_only:
             raise FailedPrecondition(f"{self.path} is open read-only")
+        group = getattr(self._local, "group", None)
+        if group is not None:  # this thread already holds the write transaction
+            return group.run(fn)
         return self._db.update(fn)
+
+    def open_group(self) -> Optional[WriteGroup]:
+        """A :class:`WriteGroup` holding the write transaction, or None when
+        another writer commits or waits (then use :meth:`batch` as usual)."""
+        if self.read_only or self._queue or not self._commit_lock.acquire(blocking=False):
+            return None
+        try:
+            tx = self._db.begin(write=True)
+        except BaseException:
+            self._release_commit()
+            raise
+        return WriteGroup(self, tx)
+
+    def active_group(self) -> Optional[WriteGroup]:
+        """The group active on the calling thread, if any."""
+        return getattr(self._local, "group", None)
 
     def batch(self, fn: Callable[["bolt.Tx"], T]) -> T:
         """Run ``fn`` in a write transaction shared with concurrent callers.
@@ -174,6 +284,9 @@ class MetadataDB:
         """
         if self.read_only:
             raise FailedPrecondition(f"{self.path} is open read-only")
+        group = getattr(self._local, "group", None)
+        if group is not None:
+            return group.run(fn)
         # A lone writer (nobody committing, nobody queued) runs at once in its
         # own transaction, in its own thread: grouping only pays when callers
         # overlap, and the queue's bookkeeping would only add latency.

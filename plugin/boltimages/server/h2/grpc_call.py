@@ -203,6 +203,14 @@ class Context(grpc.ServicerContext):
         self._lock = threading.Lock()
         self._done = False
 
+    def _reset(self) -> None:
+        """Forget what a previous run of the handler set (a grouped write
+        that runs again after its group was rolled back)."""
+        self._code = None
+        self._details = None
+        self._trailing = None
+        self._aborted = False
+
     # -- request side
     def invocation_metadata(self) -> tuple[Metadatum, ...]:
         if self._metadata is None:
@@ -401,13 +409,33 @@ class Call:
             self._respond_unary(*self._unary())
             d = self.dispatcher
             d.last_inline_conn, d.last_inline_end = self.conn, self.conn.loop.time()
-        else:
+        elif self.dispatcher.groups is not None and self.method in self.dispatcher.groups.methods:
             d = self.dispatcher
-            if d.pooled_in_flight:
-                d.last_concurrent = self.conn.loop.time()
-            d.pooled_in_flight += 1
-            if not self._submit(self._run_unary_in_pool):
-                d.pooled_in_flight -= 1
+            d.last_concurrent = self.conn.loop.time()
+            d.groups.add(self)
+        else:
+            self.to_pool()
+
+    def to_pool(self) -> None:
+        """Loop thread: run this unary call on a worker thread."""
+        d = self.dispatcher
+        if d.pooled_in_flight:
+            d.last_concurrent = self.conn.loop.time()
+        d.pooled_in_flight += 1
+        if not self._submit(self._run_unary_in_pool):
+            d.pooled_in_flight -= 1
+
+    def run_grouped(self) -> tuple[Optional[bytes], grpc.StatusCode, str]:
+        """Loop thread, inside an active write group (see write_groups.py):
+        run the handler and return its answer for later. A BaseException
+        escaping from here means the group must be rolled back; the call
+        may then run again, so it starts from a clean context."""
+        self.context._reset()
+        return self._unary()
+
+    def respond_grouped(self, outcome: tuple[Optional[bytes], grpc.StatusCode, str]) -> None:
+        """Loop thread: the call's group committed; send its answer."""
+        self._respond_unary(*outcome)
 
     def _alone(self) -> bool:
         """Whether this unary write may run on the loop thread.
@@ -428,6 +456,7 @@ class Call:
                 and now - d.last_inline_end < d.concurrency_memory):
             d.last_concurrent = now
         return (d.pooled_in_flight == 0 and not self.conn.more_input
+                and (d.groups is None or not d.groups.pending())
                 and now - d.last_concurrent > d.concurrency_memory
                 and self.method not in d.always_pooled)
 

@@ -6,7 +6,9 @@ functions, grpc_health and grpc_reflection use, so the servicers run unchanged.
 Threading: one asyncio loop thread owns every socket. Cheap read-only unary
 methods run inline on that thread (see ``INLINE_METHODS``); everything else
 runs in a ThreadPoolExecutor and hands its answer back with
-call_soon_threadsafe.
+call_soon_threadsafe, except overlapping writes of the methods the
+application groups: those run on the loop thread in shared transactions
+(write_groups.py).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import socket
 import threading
 import time
 from concurrent import futures
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import grpc
 
 from . import hpack
 from .connection import H2Connection, Stream
 from .grpc_call import CONTENT_TYPE, Call, RESPONSE_HEADERS, status_fields, parse_timeout
+from .write_groups import WriteGroups
 
 log = logging.getLogger("boltimages.server.h2")
 
@@ -113,6 +116,8 @@ class NativeServer:
         self.concurrency_memory = CONCURRENCY_MEMORY_SECONDS
         self.last_inline_conn: Any = None
         self.last_inline_end = float("-inf")
+        #: grouped writes (write_groups.py), when the application enables them
+        self.groups: Optional[WriteGroups] = None
         self.log_calls = log_calls
         self._methods: dict[str, grpc.RpcMethodHandler] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
@@ -123,6 +128,13 @@ class NativeServer:
         self._thread: Optional[threading.Thread] = None
         self._started = False
         self._stopping = False
+
+    def enable_write_groups(self, open_group: Callable[[], Any], methods: Iterable[str]) -> None:
+        """Run these unary write methods in write groups when calls overlap
+        (see write_groups.py). ``open_group`` is the store's."""
+        if self._started:
+            raise RuntimeError("enable write groups before start()")
+        self.groups = WriteGroups(open_group, methods)
 
     # ------------------------------------------------------------ registration (grpc.Server API)
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]) -> None:
@@ -255,6 +267,8 @@ class NativeServer:
         def join() -> None:
             assert self._thread is not None
             self._thread.join()
+            if self.groups is not None:
+                self.groups.close()  # a commit in flight ends before the store closes
             for sock in self._sockets:
                 try:
                     sock.close()
