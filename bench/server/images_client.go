@@ -141,7 +141,8 @@ func main() {
 	concurrency := flag.Int("concurrency", 16, "clients for the concurrent Create")
 	nOps := flag.Int("ops", 2000, "calls for Get, Update, single-client Create and Delete")
 	listReps := flag.Int("list-reps", 10, "List calls per List step")
-	only := flag.String("only", "", "run only this step: rss-probe (Get + filtered List on an existing set)")
+	only := flag.String("only", "", "run only this step: rss-probe (Get + filtered List on an existing set), "+
+		"create-concurrent (the concurrent Create on an empty server, for profiling)")
 	flag.Parse()
 	if *socket == "" {
 		fail("-socket is required")
@@ -176,6 +177,15 @@ func main() {
 		steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, -1))
 		steps = append(steps, run("get", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
 			_, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: imageName((i * 7919) % *nImages)})
+			return err
+		}))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
+	}
+
+	if *only == "create-concurrent" {
+		steps = append(steps, run("create_concurrent", conns, *concurrency, 0, *nImages, func(c imagesapi.ImagesClient, i int) error {
+			_, err := c.Create(ctx, &imagesapi.CreateImageRequest{Image: newImage(i)})
 			return err
 		}))
 		_ = json.NewEncoder(os.Stdout).Encode(steps)
