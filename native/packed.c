@@ -31,12 +31,15 @@ typedef struct scan_sink {
     void *ctx;
     size_t max;                 /* items to take at most */
     size_t n;                   /* items taken */
+    int refused;                /* take() refused an item: the scan ends on it */
 } scan_sink;
 
 static int sink_take(scan_sink *s, const uint8_t *k, uint32_t kl, const uint8_t *v, uint32_t vl, int bucket)
 {
-    if (s->take(s->ctx, k, kl, bucket ? NULL : v, bucket ? 0 : vl, bucket))
+    if (s->take(s->ctx, k, kl, bucket ? NULL : v, bucket ? 0 : vl, bucket)) {
+        s->refused = 1;
         return 0;
+    }
     s->n++;
     return 1;
 }
@@ -100,6 +103,8 @@ static int scan_forward(struct bolt_cursor *c, int include_current, scan_sink *s
             return BOLT_OK;
         if ((rc = scan_leaf_run(c, s)))
             return rc;
+        if (s->refused)
+            return BOLT_OK;
     }
     return BOLT_OK;
 }
@@ -136,7 +141,7 @@ int bolt_cursor_next_packed(bolt_cursor *c, int include_current, bolt_packed *p)
     int rc = cur_enter(c, 0);
     if (rc)
         return rc;
-    scan_sink sink = {packed_take, p, p->max, 0};
+    scan_sink sink = {packed_take, p, p->max, 0, 0};
     rc = scan_forward(c, include_current, &sink, &p->end);
     tx_leave(c->b->tx);
     return rc;
@@ -152,7 +157,7 @@ int bolt_cursor_next_each(bolt_cursor *c, int include_current, size_t max, bolt_
     int rc = cur_enter(c, 0);
     if (rc)
         return rc;
-    scan_sink sink = {fn, ctx, max, 0};
+    scan_sink sink = {fn, ctx, max, 0, 0};
     rc = scan_forward(c, include_current, &sink, end);
     *n = sink.n;
     tx_leave(c->b->tx);
