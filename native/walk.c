@@ -87,7 +87,7 @@ static void prefetch_next_child(struct bolt_cursor *c)
 {
     const uint8_t *v;
     uint32_t vl, fl;
-    if (!cur_peek_next(c, &v, &vl, &fl) || !(fl & LEAF_FLAG_BUCKET) || vl < BUCKET_HEADER_SIZE)
+    if (!cur_peek_next(c, &v, &vl, &fl) || !(fl & LEAF_FLAG_BUCKET) || !v || vl < BUCKET_HEADER_SIZE)
         return;
     uint64_t root = le64(v);
     const bolt_tx *tx = c->b->tx;

@@ -222,11 +222,6 @@ class _Scratch(threading.local):
         p.max = min(items, self.packed_items)
         return p
 
-    def pairs(self, n: int) -> tuple[list[bytes], list[Optional[bytes]]]:
-        """The n cursor items of the last packed batch as (keys, values)."""
-        p = self.packed
-        return _unpack.pairs(ffi.buffer(p.buf, p.used), ffi.buffer(p.lens, 8 * n), ffi.buffer(p.flags, n), n)
-
     def values(self, n: int) -> list[Optional[bytes]]:
         """The n values of the last packed get batch (None: missing or a bucket)."""
         p = self.packed
