@@ -85,6 +85,48 @@ uint64_t fl_allocate(freelist *f, size_t n)
     return 0;
 }
 
+int fl_take_run(freelist *f, uint64_t first, size_t n)
+{
+    if (n == 0 || f->n < n)
+        return 0;
+    uint64_t *v = f->ids + f->head;
+    size_t lo = 0, hi = f->n;
+    while (lo < hi) { /* first index with v[i] >= first */
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < first)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo + n > f->n || v[lo] != first || v[lo + n - 1] != first + n - 1)
+        return 0; /* sorted and unique: first and last in place means all are */
+    memmove(v + lo, v + lo + n, (f->n - lo - n) * sizeof *v);
+    f->n -= n;
+    return 1;
+}
+
+size_t fl_find_run(const freelist *f, size_t want, uint64_t *start)
+{
+    const uint64_t *v = f->ids + f->head;
+    size_t best = 0, at = 0, from = 0;
+    for (size_t i = 1; i <= f->n; i++) {
+        if (i == f->n || v[i] != v[i - 1] + 1) {
+            size_t len = i - from;
+            if (len > best) {
+                best = len;
+                at = from;
+                if (best >= want)
+                    break;
+            }
+            from = i;
+        }
+    }
+    if (best == 0)
+        return 0;
+    *start = v[at];
+    return best < want ? best : want;
+}
+
 /* Merge sorted `add` (deduped) into the free ids. */
 static int merge_in(freelist *f, uint64_t *add, size_t na)
 {

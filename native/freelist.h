@@ -26,6 +26,13 @@ size_t fl_free_count(const freelist *f);
 size_t fl_pending_count(const freelist *f);
 /* First id of a run of n free pages, removed from the list; 0 when none. */
 uint64_t fl_allocate(freelist *f, size_t n);
+/* Take exactly the pages [first, first + n) if all of them are free: 1 when
+ * taken, 0 (and nothing changes) otherwise. */
+int fl_take_run(freelist *f, uint64_t first, size_t n);
+/* The first run of at least `want` contiguous free pages, else the longest
+ * one: its first id in *start and its length (at most `want`); 0 when the
+ * list is empty. Nothing is taken. */
+size_t fl_find_run(const freelist *f, size_t want, uint64_t *start);
 /* Page `pgid` and its overflow pages become pending for txid. */
 int fl_free(freelist *f, uint64_t txid, uint64_t pgid, uint32_t overflow);
 /* Pending lists of txids <= max_txid become reusable. */

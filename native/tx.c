@@ -13,6 +13,7 @@
 
 #include "bucket.h"
 #include "err.h"
+#include "runs.h"
 #include "tx.h"
 
 #define ARENA_CHUNK (256u * 1024u)
@@ -110,6 +111,18 @@ static int grow(bolt_tx *tx, void **arr, size_t *cap, size_t need, size_t elsize
     return BOLT_OK;
 }
 
+int tx_note_alloc(bolt_tx *tx, uint64_t id, uint64_t npages, size_t *index)
+{
+    int rc = grow(tx, (void **)&tx->allocs, &tx->capallocs, tx->nallocs + 2, sizeof *tx->allocs);
+    if (rc)
+        return rc;
+    if (index)
+        *index = tx->nallocs;
+    tx->allocs[tx->nallocs++] = id;
+    tx->allocs[tx->nallocs++] = npages;
+    return BOLT_OK;
+}
+
 int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out)
 {
     bolt_db *db = tx->db;
@@ -123,13 +136,17 @@ int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out)
     uint8_t *buf = calloc((size_t)npages, tx->ps);
     if (!buf)
         return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "out of memory for %llu dirty pages", (unsigned long long)npages));
-    pthread_mutex_lock(&db->mu);
-    uint64_t id = fl_allocate(&db->fl, (size_t)npages);
-    pthread_mutex_unlock(&db->mu);
-    if (id) {
-        tx->allocs[tx->nallocs++] = id;
-        tx->allocs[tx->nallocs++] = npages;
-    } else {
+    uint64_t id = 0;
+    if (!run_take(tx, npages, &id)) {
+        pthread_mutex_lock(&db->mu);
+        id = fl_allocate(&db->fl, (size_t)npages);
+        pthread_mutex_unlock(&db->mu);
+        if (id) {
+            tx->allocs[tx->nallocs++] = id;
+            tx->allocs[tx->nallocs++] = npages;
+        }
+    }
+    if (!id) {
         id = tx->pgid;
         if (id + npages > (UINT64_MAX / tx->ps) / 2) {
             free(buf);
@@ -419,7 +436,9 @@ int tx_commit_locked(bolt_tx *tx)
     for (size_t i = 0; i < tx->nunbalanced; i++)
         if ((rc = node_rebalance(tx, tx->unbalanced[i])))
             return tx_fail(tx, rc);
-    /* 2. write nodes into dirty pages, children before parents */
+    /* 2. write nodes into dirty pages, children before parents, into one
+     *    reserved run of pages where possible */
+    run_begin(tx);
     if ((rc = bucket_spill(tx->root)))
         return tx_fail(tx, rc);
     tx->meta.root = tx->root->root;
@@ -437,7 +456,11 @@ int tx_commit_locked(bolt_tx *tx)
                                    (unsigned long long)dup));
     if (db->persist_freelist) {
         dirty_page *d;
-        if ((rc = tx_allocate(tx, flbytes / tx->ps + 1, &d)))
+        /* the run's unused end joins the free ids written below */
+        size_t unused = (size_t)(tx->run_end - tx->run_next);
+        if ((rc = tx_allocate(tx, (flbytes + 8 * (unused + 1)) / tx->ps + 1, &d)))
+            return rc;
+        if ((rc = run_finish(tx)))
             return rc;
         pthread_mutex_lock(&db->mu);
         rc = fl_write(&db->fl, d->buf);
@@ -446,6 +469,8 @@ int tx_commit_locked(bolt_tx *tx)
             return tx_fail(tx, rc);
         tx->meta.freelist = d->pgid;
     } else {
+        if ((rc = run_finish(tx)))
+            return rc;
         tx->meta.freelist = PGID_NONE;
     }
     tx->meta.pgid = tx->pgid;

@@ -43,6 +43,13 @@ struct bolt_tx {
     dirty_page *dirty;
     size_t ndirty, capdirty;
     uint64_t *allocs;           /* ids taken from the freelist, given back on rollback */
+    /* The commit's current run of pages [run_next, run_end), served in
+     * order by tx_allocate (see runs.c); run_alloc is its entry in allocs,
+     * or SIZE_MAX when it was taken from the end of the file; run_want is
+     * how many more pages the commit is expected to take. */
+    uint64_t run_next, run_end, run_want;
+    size_t run_alloc;
+    int run_active;
     size_t nallocs, capallocs;
     arena_chunk *arena;
     uint64_t *freed;            /* hash set of pages freed by this tx: a page reached */
@@ -55,6 +62,9 @@ int tx_page(bolt_tx *tx, uint64_t pgid, bpage *out);
 /* Same, and the page must be a branch or a leaf (a B+tree page). */
 int tx_tree_page(bolt_tx *tx, uint64_t pgid, bpage *out);
 int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out);
+/* Record pages taken from the freelist (given back on rollback); *index
+ * (if not NULL) is where the record sits in tx->allocs. */
+int tx_note_alloc(bolt_tx *tx, uint64_t id, uint64_t npages, size_t *index);
 int tx_free_page(bolt_tx *tx, uint64_t pgid);
 void *tx_arena(bolt_tx *tx, size_t n);
 int tx_track_node(bolt_tx *tx, node *n);

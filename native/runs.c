@@ -1,0 +1,205 @@
+/*
+ * runs.c - a commit's pages, taken as few contiguous runs.
+ *
+ * Why: dirty pages reach the file as one pwritev per contiguous run of page
+ * ids, and fdatasync then sends the device one request per run. Taken one
+ * at a time from the freelist (lowest id first, as bbolt does), a small
+ * commit's pages land wherever free ids happen to be, so an image update
+ * wrote 6 or 7 separate runs. On the virtual disks most containerd nodes
+ * run on, syncing one run of 7 pages took about 2/3 of the wall time and
+ * CPU of syncing 7 scattered ones. So a commit estimates how many pages it
+ * will write, takes a run of free pages that long (or the longest there
+ * is, or the end of the file), hands pages out of it in order, moves to
+ * another run only when one is used up, and gives back what is left.
+ *
+ * Only which free ids are chosen changes: pages, freelist and meta are
+ * written exactly as before, and a rollback gives back every page taken.
+ */
+#include <stdlib.h>
+
+#include "err.h"
+#include "freelist.h"
+#include "runs.h"
+#include "tx.h"
+
+/* Commits expected to write more pages than this allocate as before. */
+#define RUN_MAX_PAGES 256u
+/* A freelist longer than this is not searched for runs (the search is
+ * linear in the number of free ids). */
+#define RUN_SCAN_MAX_IDS 65536u
+/* A run comes from the end of the file, when the freelist has none long
+ * enough, only while fewer free pages than this (or than the file's pages
+ * / RUN_FREE_SHARE) are left aside; past that, runs are cut from the free
+ * pages there are, however short, so the file gains at most that much for
+ * the sake of runs. */
+#define RUN_FREE_SLACK 256u
+#define RUN_FREE_SHARE 64u
+/* Pages a dirty node's bucket may add at spill: its parents' pages, whose
+ * nodes are made only then. */
+#define RUN_PARENT_PAGES 3u
+/* Shorter free runs than this are not worth taking as a run. */
+#define RUN_MIN_PAGES 2u
+
+/* Pages spilling this tx's nodes may write. A node that fits a page writes
+ * one; a bigger one is cut into pieces of at least half a page (bbolt's
+ * fill rule), each rounded up to whole pages. */
+static uint64_t commit_page_estimate(const bolt_tx *tx)
+{
+    uint64_t est = 0;
+    for (size_t i = 0; i < tx->nnodes; i++) {
+        const node *n = tx->nodes[i];
+        if (n->dead)
+            continue;
+        uint64_t pages = (n->size + tx->ps - 1) / tx->ps;
+        est += (pages <= 1 ? 1 : 3 * pages + 1) + RUN_PARENT_PAGES;
+    }
+    return est;
+}
+
+static int max_pages_ok(const bolt_tx *tx, uint64_t end)
+{
+    return end <= (UINT64_MAX / tx->ps) / 2;
+}
+
+/* Take a new run for about `want` pages (at least `need`). 1 when taken. */
+static int run_new(bolt_tx *tx, uint64_t want, uint64_t need)
+{
+    bolt_db *db = tx->db;
+    if (want < need)
+        want = need;
+    uint64_t start = 0;
+    pthread_mutex_lock(&db->mu);
+    size_t nfree = fl_free_count(&db->fl);
+    size_t len = nfree && nfree <= RUN_SCAN_MAX_IDS ? fl_find_run(&db->fl, (size_t)want, &start) : 0;
+    int from_end = len < want && (nfree < RUN_FREE_SLACK || nfree < tx->pgid / RUN_FREE_SHARE);
+    int took = 0;
+    if (!from_end && len >= need && len >= RUN_MIN_PAGES)
+        took = fl_take_run(&db->fl, start, len);
+    pthread_mutex_unlock(&db->mu);
+    if (took) {
+        size_t index;
+        if (tx_note_alloc(tx, start, len, &index)) {
+            /* the tx has failed; put the pages back so the freelist stays whole */
+            uint64_t *ids = malloc(len * sizeof *ids);
+            if (ids) {
+                for (size_t i = 0; i < len; i++)
+                    ids[i] = start + i;
+                pthread_mutex_lock(&db->mu);
+                (void)fl_give_back(&db->fl, ids, len);
+                pthread_mutex_unlock(&db->mu);
+                free(ids);
+            }
+            return 0;
+        }
+        tx->run_alloc = index;
+        tx->run_next = start;
+        tx->run_end = start + len;
+        return 1;
+    }
+    if (from_end && max_pages_ok(tx, tx->pgid + want)) {
+        tx->run_alloc = SIZE_MAX;
+        tx->run_next = tx->pgid;
+        tx->run_end = tx->pgid + want;
+        tx->pgid += want;
+        return 1;
+    }
+    return 0;
+}
+
+/* Give back [run_next, run_end) of the current run. */
+static int run_give_back_rest(bolt_tx *tx)
+{
+    uint64_t from = tx->run_next, to = tx->run_end;
+    size_t rec = tx->run_alloc;
+    tx->run_next = tx->run_end = 0;
+    tx->run_alloc = SIZE_MAX;
+    if (from >= to)
+        return BOLT_OK;
+    if (rec == SIZE_MAX) {
+        /* From the end of the file, and nothing was taken after it (a run
+         * from the end is only ever extended, never left): end the file
+         * earlier. */
+        if (to == tx->pgid)
+            tx->pgid = from;
+        return BOLT_OK;
+    }
+    tx->allocs[rec + 1] -= to - from; /* a rollback gives back only what was used */
+    size_t n = (size_t)(to - from);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    if (!ids)
+        return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "out of memory returning unused pages"));
+    for (size_t i = 0; i < n; i++)
+        ids[i] = from + i;
+    bolt_db *db = tx->db;
+    pthread_mutex_lock(&db->mu);
+    int rc = fl_give_back(&db->fl, ids, n);
+    pthread_mutex_unlock(&db->mu);
+    free(ids);
+    return rc ? tx_fail(tx, rc) : BOLT_OK;
+}
+
+/* Make room for `more` pages at the end of the current run, in place. */
+static int run_extend(bolt_tx *tx, uint64_t more)
+{
+    if (tx->run_alloc == SIZE_MAX) {
+        if (tx->run_end != tx->pgid || !max_pages_ok(tx, tx->pgid + more))
+            return 0;
+        tx->pgid += more;
+        tx->run_end += more;
+        return 1;
+    }
+    bolt_db *db = tx->db;
+    pthread_mutex_lock(&db->mu);
+    int took = fl_take_run(&db->fl, tx->run_end, (size_t)more);
+    pthread_mutex_unlock(&db->mu);
+    if (!took)
+        return 0;
+    tx->allocs[tx->run_alloc + 1] += more;
+    tx->run_end += more;
+    return 1;
+}
+
+void run_begin(bolt_tx *tx)
+{
+    tx->run_active = 0;
+    tx->run_next = tx->run_end = 0;
+    tx->run_alloc = SIZE_MAX;
+    uint64_t est = commit_page_estimate(tx);
+    if (est == 0 || est > RUN_MAX_PAGES)
+        return;
+    bolt_db *db = tx->db;
+    pthread_mutex_lock(&db->mu);
+    /* the freelist page(s), with room for the ids this commit frees */
+    est += (fl_page_bytes(&db->fl) + 16 * est) / tx->ps + 1;
+    pthread_mutex_unlock(&db->mu);
+    tx->run_want = est;
+    tx->run_active = run_new(tx, est, 1);
+}
+
+int run_take(bolt_tx *tx, uint64_t npages, uint64_t *id)
+{
+    if (!tx->run_active)
+        return 0;
+    uint64_t room = tx->run_end - tx->run_next;
+    if (npages > room && !run_extend(tx, npages - room)) {
+        if (run_give_back_rest(tx) || !run_new(tx, tx->run_want, npages)) {
+            tx->run_active = 0;
+            return 0;
+        }
+        if (npages > tx->run_end - tx->run_next && !run_extend(tx, npages - (tx->run_end - tx->run_next))) {
+            tx->run_active = 0;
+            (void)run_give_back_rest(tx);
+            return 0;
+        }
+    }
+    *id = tx->run_next;
+    tx->run_next += npages;
+    tx->run_want = tx->run_want > npages ? tx->run_want - npages : 0;
+    return 1;
+}
+
+int run_finish(bolt_tx *tx)
+{
+    tx->run_active = 0;
+    return run_give_back_rest(tx);
+}
