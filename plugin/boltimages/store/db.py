@@ -258,7 +258,13 @@ class MetadataDB:
         group = getattr(self._local, "group", None)
         if group is not None:  # this thread already holds the write transaction
             return group.run(fn)
-        return self._db.update(fn)
+        # Taken so that open_group (on the server's loop thread) sees this
+        # writer and steps aside instead of blocking the loop on the engine.
+        self._commit_lock.acquire()
+        try:
+            return self._db.update(fn)
+        finally:
+            self._release_commit()
 
     def open_group(self) -> Optional[WriteGroup]:
         """A :class:`WriteGroup` holding the write transaction, or None when

@@ -38,7 +38,9 @@ log = logging.getLogger("boltimages.server.h2")
 #: to the pool; anything not listed here does too. Images/List stays pooled
 #: although it only reads: its cost grows with the namespace (about a second
 #: for 100,000 images), and on the loop it would stall every other client.
-#: (A unary write that arrives alone also runs on the loop: see Call._alone.)
+#: (A unary write that arrives alone also runs on the loop: see Call._alone;
+#: so do overlapping writes of the methods the application groups, together
+#: in one transaction per group: see write_groups.py.)
 INLINE_METHODS = frozenset((
     "/containerd.services.images.v1.Images/Get",
     "/containerd.services.namespaces.v1.Namespaces/Get",
