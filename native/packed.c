@@ -8,6 +8,9 @@
  * transaction state and corruption checks stay where they are. The cursor
  * batch uses the cursor's internals (cursor.h) to copy whole runs of a leaf
  * page per step; it takes the transaction lock once per call.
+ * bolt_cursor_next_each is the same scan handing each item to a callback
+ * instead of a buffer, for a binding that makes its objects straight from
+ * the pages (one copy instead of two).
  */
 
 #include <stdlib.h>
