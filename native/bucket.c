@@ -568,13 +568,17 @@ static void stats_add(bolt_bucket_stats *s, const bolt_bucket_stats *o)
 static int stats_bucket(bolt_tx *tx, uint64_t root, const uint8_t *inl, size_t inl_len, int bdepth,
                         bolt_bucket_stats *s, uint64_t *budget);
 
-/* `budget` counts pages still allowed: a sound file reaches each page once,
- * so running out means shared subtrees or cycles, not a huge bucket. */
+/* `budget` counts page visits still allowed: a sound file reaches each of
+ * its pages once, so running out means shared subtrees or cycles, not a
+ * huge bucket. Inline pages are not counted: they have no id, a leaf can
+ * hold hundreds of them (containerd's labels and target buckets), and they
+ * are bounded anyway, as an inline page's own bucket entries are never
+ * followed. */
 static int stats_page(bolt_tx *tx, const bpage *p, int is_inline, int depth, int bdepth, bolt_bucket_stats *s,
                       bolt_bucket_stats *sub, uint64_t *budget)
 {
     int rc;
-    if ((*budget)-- == 0)
+    if (!is_inline && (*budget)-- == 0)
         return set_err(BOLT_ERR_CORRUPT, "page %llu: pages reached more than once (corrupt page graph)",
                        (unsigned long long)p->id);
     if (depth >= MAX_TREE_DEPTH)
@@ -671,8 +675,7 @@ static int stats_bucket(bolt_tx *tx, uint64_t root, const uint8_t *inl, size_t i
 
 int bucket_stats_internal(struct bolt_bucket *b, bolt_bucket_stats *s)
 {
-    uint64_t budget = b->tx->meta.pgid + 1; /* + inline pages, which have no id */
-    budget += budget; /* every inline bucket sits on a distinct leaf */
+    uint64_t budget = b->tx->meta.pgid + 1;
     return stats_bucket(b->tx, b->root, b->inline_page, b->inline_len, b->depth, s, &budget);
 }
 

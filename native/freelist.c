@@ -105,26 +105,45 @@ int fl_take_run(freelist *f, uint64_t first, size_t n)
     return 1;
 }
 
-size_t fl_find_run(const freelist *f, size_t want, uint64_t *start)
+int fl_find_run(const freelist *f, size_t want, uint64_t *start)
 {
     const uint64_t *v = f->ids + f->head;
-    size_t best = 0, at = 0, from = 0;
+    size_t best = SIZE_MAX, at = 0, from = 0;
+    if (want == 0)
+        return 0;
     for (size_t i = 1; i <= f->n; i++) {
         if (i == f->n || v[i] != v[i - 1] + 1) {
             size_t len = i - from;
-            if (len > best) {
+            if (len >= want && len < best) {
                 best = len;
                 at = from;
-                if (best >= want)
+                if (len == want)
                     break;
             }
             from = i;
         }
     }
-    if (best == 0)
+    if (best == SIZE_MAX)
         return 0;
     *start = v[at];
-    return best < want ? best : want;
+    return 1;
+}
+
+size_t fl_run_length(const freelist *f, uint64_t start, size_t max)
+{
+    const uint64_t *v = f->ids + f->head;
+    size_t lo = 0, hi = f->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t len = 0;
+    while (lo + len < f->n && len < max && v[lo + len] == start + len)
+        len++;
+    return len;
 }
 
 /* Merge sorted `add` (deduped) into the free ids. */

@@ -29,10 +29,13 @@ uint64_t fl_allocate(freelist *f, size_t n);
 /* Take exactly the pages [first, first + n) if all of them are free: 1 when
  * taken, 0 (and nothing changes) otherwise. */
 int fl_take_run(freelist *f, uint64_t first, size_t n);
-/* The first run of at least `want` contiguous free pages, else the longest
- * one: its first id in *start and its length (at most `want`); 0 when the
- * list is empty. Nothing is taken. */
-size_t fl_find_run(const freelist *f, size_t want, uint64_t *start);
+/* The shortest run of at least `want` contiguous free pages (best fit, so
+ * long runs stay whole for multi-page nodes): 1 with its first id in
+ * *start, 0 when there is none. Nothing is taken. */
+int fl_find_run(const freelist *f, size_t want, uint64_t *start);
+/* How many free ids follow `start` consecutively (start included), at most
+ * `max`; 0 when `start` is not free. */
+size_t fl_run_length(const freelist *f, uint64_t start, size_t max);
 /* Page `pgid` and its overflow pages become pending for txid. */
 int fl_free(freelist *f, uint64_t txid, uint64_t pgid, uint32_t overflow);
 /* Pending lists of txids <= max_txid become reusable. */

@@ -8,9 +8,10 @@
  * wrote 6 or 7 separate runs. On the virtual disks most containerd nodes
  * run on, syncing one run of 7 pages took about 2/3 of the wall time and
  * CPU of syncing 7 scattered ones. So a commit estimates how many pages it
- * will write, takes a run of free pages that long (or the longest there
- * is, or the end of the file), hands pages out of it in order, moves to
- * another run only when one is used up, and gives back what is left.
+ * will write, takes a run of free pages that long (the shortest that fits,
+ * so long runs stay whole for multi-page nodes; or the end of the file),
+ * hands pages out of it in order, moves to another run only when one is
+ * used up, and gives back what is left.
  *
  * Only which free ids are chosen changes: pages, freelist and meta are
  * written exactly as before, and a rollback gives back every page taken.
@@ -29,30 +30,33 @@
 #define RUN_SCAN_MAX_IDS 65536u
 /* A run comes from the end of the file, when the freelist has none long
  * enough, only while fewer free pages than this (or than the file's pages
- * / RUN_FREE_SHARE) are left aside; past that, runs are cut from the free
- * pages there are, however short, so the file gains at most that much for
- * the sake of runs. */
+ * / RUN_FREE_SHARE) are left aside; past that, a commit without a fitting
+ * free run takes its pages one by one as before, so the file gains at most
+ * that much for the sake of runs. */
 #define RUN_FREE_SLACK 256u
 #define RUN_FREE_SHARE 64u
 /* Pages a dirty node's bucket may add at spill: its parents' pages, whose
  * nodes are made only then. */
 #define RUN_PARENT_PAGES 3u
-/* Shorter free runs than this are not worth taking as a run. */
+/* A run taken for the rest of a commit is at least this long. */
 #define RUN_MIN_PAGES 2u
 
 /* Pages spilling this tx's nodes may write. A node that fits a page writes
  * one; a bigger one is cut into pieces of at least half a page (bbolt's
- * fill rule), each rounded up to whole pages. */
-static uint64_t commit_page_estimate(const bolt_tx *tx)
+ * fill rule), each rounded up to whole pages. *least: the pages the nodes
+ * known now write at the least (a run that short is still worth taking). */
+static uint64_t commit_page_estimate(const bolt_tx *tx, uint64_t *least)
 {
-    uint64_t est = 0;
+    uint64_t est = 0, lo = 0;
     for (size_t i = 0; i < tx->nnodes; i++) {
         const node *n = tx->nodes[i];
         if (n->dead)
             continue;
         uint64_t pages = (n->size + tx->ps - 1) / tx->ps;
         est += (pages <= 1 ? 1 : 3 * pages + 1) + RUN_PARENT_PAGES;
+        lo += pages ? pages : 1;
     }
+    *least = lo;
     return est;
 }
 
@@ -61,31 +65,35 @@ static int max_pages_ok(const bolt_tx *tx, uint64_t end)
     return end <= (UINT64_MAX / tx->ps) / 2;
 }
 
-/* Take a new run for about `want` pages (at least `need`). 1 when taken. */
-static int run_new(bolt_tx *tx, uint64_t want, uint64_t need)
+/* Take a new run for `want` pages, or at least `least`: the shortest free
+ * run of `want`, else of `least` (all of it), else the end of the file
+ * while that is allowed. 1 when taken. */
+static int run_new(bolt_tx *tx, uint64_t want, uint64_t least)
 {
     bolt_db *db = tx->db;
-    if (want < need)
-        want = need;
     uint64_t start = 0;
+    if (least > want)
+        least = want;
     pthread_mutex_lock(&db->mu);
     size_t nfree = fl_free_count(&db->fl);
-    size_t len = nfree && nfree <= RUN_SCAN_MAX_IDS ? fl_find_run(&db->fl, (size_t)want, &start) : 0;
-    int from_end = len < want && (nfree < RUN_FREE_SLACK || nfree < tx->pgid / RUN_FREE_SHARE);
-    int took = 0;
-    if (!from_end && len >= need && len >= RUN_MIN_PAGES)
-        took = fl_take_run(&db->fl, start, len);
+    int scan = nfree >= least && nfree <= RUN_SCAN_MAX_IDS;
+    int found = scan && fl_find_run(&db->fl, (size_t)want, &start);
+    if (!found && scan && least < want && fl_find_run(&db->fl, (size_t)least, &start)) {
+        found = 1;
+        want = fl_run_length(&db->fl, start, (size_t)want);
+    }
+    int took = found && fl_take_run(&db->fl, start, (size_t)want);
     pthread_mutex_unlock(&db->mu);
     if (took) {
         size_t index;
-        if (tx_note_alloc(tx, start, len, &index)) {
+        if (tx_note_alloc(tx, start, want, &index)) {
             /* the tx has failed; put the pages back so the freelist stays whole */
-            uint64_t *ids = malloc(len * sizeof *ids);
+            uint64_t *ids = malloc(want * sizeof *ids);
             if (ids) {
-                for (size_t i = 0; i < len; i++)
+                for (uint64_t i = 0; i < want; i++)
                     ids[i] = start + i;
                 pthread_mutex_lock(&db->mu);
-                (void)fl_give_back(&db->fl, ids, len);
+                (void)fl_give_back(&db->fl, ids, (size_t)want);
                 pthread_mutex_unlock(&db->mu);
                 free(ids);
             }
@@ -93,10 +101,10 @@ static int run_new(bolt_tx *tx, uint64_t want, uint64_t need)
         }
         tx->run_alloc = index;
         tx->run_next = start;
-        tx->run_end = start + len;
+        tx->run_end = start + want;
         return 1;
     }
-    if (from_end && max_pages_ok(tx, tx->pgid + want)) {
+    if ((nfree < RUN_FREE_SLACK || nfree < tx->pgid / RUN_FREE_SHARE) && max_pages_ok(tx, tx->pgid + want)) {
         tx->run_alloc = SIZE_MAX;
         tx->run_next = tx->pgid;
         tx->run_end = tx->pgid + want;
@@ -164,16 +172,19 @@ void run_begin(bolt_tx *tx)
     tx->run_active = 0;
     tx->run_next = tx->run_end = 0;
     tx->run_alloc = SIZE_MAX;
-    uint64_t est = commit_page_estimate(tx);
+    uint64_t least = 0;
+    uint64_t est = commit_page_estimate(tx, &least);
     if (est == 0 || est > RUN_MAX_PAGES)
         return;
     bolt_db *db = tx->db;
     pthread_mutex_lock(&db->mu);
     /* the freelist page(s), with room for the ids this commit frees */
-    est += (fl_page_bytes(&db->fl) + 16 * est) / tx->ps + 1;
+    uint64_t fl_pages = (fl_page_bytes(&db->fl) + 16 * est) / tx->ps + 1;
     pthread_mutex_unlock(&db->mu);
+    est += fl_pages;
+    least += fl_pages;
     tx->run_want = est;
-    tx->run_active = run_new(tx, est, 1);
+    tx->run_active = run_new(tx, est, least);
 }
 
 int run_take(bolt_tx *tx, uint64_t npages, uint64_t *id)
@@ -182,13 +193,14 @@ int run_take(bolt_tx *tx, uint64_t npages, uint64_t *id)
         return 0;
     uint64_t room = tx->run_end - tx->run_next;
     if (npages > room && !run_extend(tx, npages - room)) {
-        if (run_give_back_rest(tx) || !run_new(tx, tx->run_want, npages)) {
-            tx->run_active = 0;
+        /* A multi-page node that does not fit is allocated as before (the
+         * run stays for the pages after it); a single page moves on to a
+         * new run for the rest of the commit. */
+        if (npages > 1)
             return 0;
-        }
-        if (npages > tx->run_end - tx->run_next && !run_extend(tx, npages - (tx->run_end - tx->run_next))) {
+        uint64_t want = tx->run_want > RUN_MIN_PAGES ? tx->run_want : RUN_MIN_PAGES;
+        if (run_give_back_rest(tx) || !run_new(tx, want, RUN_MIN_PAGES)) {
             tx->run_active = 0;
-            (void)run_give_back_rest(tx);
             return 0;
         }
     }

@@ -59,9 +59,9 @@ def test_small_commits_write_few_runs(tmp_path) -> None:
     """Updates of random records in a containerd-shaped file: each commit
     rewrites a leaf, the branch above it, the bucket pages up to the root and
     the freelist, 6 or 7 pages. Taken one by one from the freelist they made
-    5 or 6 runs per commit; taken as runs, at most 2 on average (the
-    leaf stays live long after the pages above it are freed again, so the
-    free runs that come back are one page shorter than a whole commit)."""
+    5 or 6 runs per commit; taken as runs, at most 3 on average (the leaf
+    stays live long after the pages above it are freed again, so the free
+    runs that come back are often a page shorter than a whole commit)."""
     path = str(tmp_path / "runs.db")
     rng = random.Random(7)
     with bolt.open(path) as db:
@@ -78,9 +78,11 @@ def test_small_commits_write_few_runs(tmp_path) -> None:
             assert len(written) >= 5, written  # leaf, branch, the buckets above, freelist
             counts.append(_runs(written))
         _, _, hwm_after = _tree_pages(path)
-        assert sum(counts) / len(counts) <= 2.0, counts
-        # in steady state the file does not grow for the sake of runs
-        assert hwm_after <= hwm_before + 16
+        assert sum(counts) / len(counts) <= 3.0, counts
+        assert max(counts) <= 4, counts
+        # runs come from the end of the file only while fewer than 256 free
+        # pages are left aside (RUN_FREE_SLACK in native/runs.c)
+        assert hwm_after - hwm_before <= 256 + 32
         assert db.begin().check() == []
 
 

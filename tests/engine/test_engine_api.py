@@ -781,6 +781,24 @@ def test_stats_match_bbolt_semantics(make_db):
     assert st["depth"] == 3 and st["inline_bucket_inuse"] > 0
 
 
+def test_stats_of_a_bucket_holding_many_inline_buckets(make_db):
+    """containerd's layout: each image record is a bucket of its own holding
+    small inline buckets (labels, target), so a leaf page holds many inline
+    pages. Stats once took that for a page graph visited twice."""
+    db = make_db(page_size=4096)
+    with db.begin(write=True) as tx:
+        images = tx.create_bucket(b"images")
+        for i in range(3000):
+            record = images.create_bucket(b"docker.io/library/app%d:latest" % i)
+            record.put(b"createdat", bytes(15))
+            record.create_bucket(b"labels").put(b"group", b"%d" % (i % 10))
+            record.create_bucket(b"target").put(b"digest", b"sha256:" + b"ab" * 32)
+    st = _stats(db, b"images")
+    assert st["bucket_n"] == 1 + 3000 + 6000
+    assert st["inline_bucket_n"] == 6000
+    assert st["key_n"] == 3000 + 3000 * 3 + 6000
+
+
 def test_compact_copies_everything_in_chunks(make_db, tmp_path):
     db = make_db(page_size=1024)
     with db.begin(write=True) as tx:
