@@ -340,18 +340,31 @@ int fl_write(const freelist *f, uint8_t *buf)
 {
     size_t np = fl_pending_count(f);
     size_t n = f->n + np;
+    /* The free ids are kept sorted; only the (few) pending ones need a sort
+     * before the two are merged. Sorting everything on every commit cost
+     * ~10% of an image update once a file had a few thousand free pages. */
     uint64_t *all = malloc((n ? n : 1) * sizeof *all);
-    if (!all)
+    uint64_t *pend = malloc((np ? np : 1) * sizeof *pend);
+    if (!all || !pend) {
+        free(all);
+        free(pend);
         return set_err(BOLT_ERR_NOMEM, "freelist: out of memory writing %zu ids", n);
-    if (f->n)
-        copy_ids(all, f->ids + f->head, f->n);
-    size_t o = f->n;
+    }
+    size_t o = 0;
     for (size_t i = 0; i < f->npend; i++) {
-        copy_ids(all + o, f->pend[i].ids, f->pend[i].n);
+        copy_ids(pend + o, f->pend[i].ids, f->pend[i].n);
         o += f->pend[i].n;
     }
-    if (np)
-        sort_ids(all, n);
+    sort_ids(pend, np);
+    const uint64_t *free_ids = f->ids + f->head;
+    size_t a = 0, b = 0;
+    for (o = 0; o < n; o++) {
+        if (b >= np || (a < f->n && free_ids[a] <= pend[b]))
+            all[o] = free_ids[a++];
+        else
+            all[o] = pend[b++];
+    }
+    free(pend);
     put16(buf + PAGE_OFF_FLAGS, PAGE_FLAG_FREELIST);
     size_t off = PAGE_HEADER_SIZE;
     if (n >= FREELIST_COUNT_MARKER) {
