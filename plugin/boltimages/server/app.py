@@ -35,6 +35,7 @@ from .content_service import ContentServicer, default_content_root
 from .event_bus import EventBus
 from .events_service import EventsServicer
 from .h2 import NativeServer
+from .memory import settle_collector
 from .introspection_service import IntrospectionServicer, default_plugins, store_uuid
 from .leases_service import LeasesServicer
 from .listen import SocketClaim
@@ -329,6 +330,7 @@ def run(config: ServerConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
+    settle_collector()
     server.wait()
     server.shutdown()
     # Stopped cleanly; only the interpreter's own exit is left. Python puts

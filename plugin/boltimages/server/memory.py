@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger("boltimages.server")
@@ -22,6 +23,9 @@ log = logging.getLogger("boltimages.server")
 M_ARENA_MAX = -8
 #: arenas the server allows: the main one and one shared by all workers
 SERVER_ARENAS = 2
+#: the cyclic collector's youngest-generation threshold for the server
+#: (CPython's default is 700 allocations)
+SERVER_GC_THRESHOLD0 = 20_000
 
 
 def limit_malloc_arenas(arenas: int = SERVER_ARENAS) -> bool:
@@ -44,3 +48,22 @@ def limit_malloc_arenas(arenas: int = SERVER_ARENAS) -> bool:
         log.debug("mallopt(M_ARENA_MAX) refused; malloc arenas left at the default")
         return False
     return True
+
+
+def settle_collector(threshold0: int = SERVER_GC_THRESHOLD0) -> None:
+    """After start-up: take what start-up made out of the cyclic collector's
+    sight, and let the youngest generation grow larger between collections.
+
+    Why: every request allocates a few hundred container objects that die by
+    reference counting long before any collection; what a collection then
+    traverses is what survived, plus, for the oldest generation, every module,
+    protobuf descriptor and class loaded at start-up. gc.freeze() moves those
+    to the permanent generation (they live as long as the process anyway), and
+    a higher first threshold means fewer collections over the same survivors.
+    Measured on an image update: the collector took ~6% of its CPU before.
+    Cycles are still collected, just less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _, threshold1, threshold2 = gc.get_threshold()
+    gc.set_threshold(threshold0, threshold1, threshold2)
