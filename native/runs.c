@@ -124,11 +124,12 @@ static int run_give_back_rest(bolt_tx *tx)
     if (from >= to)
         return BOLT_OK;
     if (rec == SIZE_MAX) {
-        /* From the end of the file, and nothing was taken after it (a run
-         * from the end is only ever extended, never left): end the file
-         * earlier. */
-        if (to == tx->pgid)
-            tx->pgid = from;
+        /* From the end of the file, and nothing was taken after it: while
+         * such a run is current every allocation is served from it,
+         * extending it in place when it is too short. End the file earlier. */
+        if (to != tx->pgid)
+            return tx_fail(tx, set_err(BOLT_ERR_CORRUPT, "commit run left behind the end of the file"));
+        tx->pgid = from;
         return BOLT_OK;
     }
     tx->allocs[rec + 1] -= to - from; /* a rollback gives back only what was used */
