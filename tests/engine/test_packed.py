@@ -123,10 +123,12 @@ def test_packed_calls_after_the_transaction_ends(db):
 # larger than the previous case's: every case really exercises the growth path.
 @pytest.mark.parametrize("small,megabytes", [(16, 3), (16 + 512, 5), (5, 7)])
 def test_oversize_item_right_after_a_full_batch(db, small, megabytes):
-    """A batch that ends full leaves the cursor on its last item; when the next
-    item alone is larger than the buffer, the retry must still return it.
-    (Found by the torn-write test: a 1.5 MB value after 16 small keys vanished
-    from iteration.) 16 and 528 sit exactly on the first and second batch ends."""
+    """A value far larger than any batch right after a run of small keys must
+    still come out of iteration, in order. (Found by the torn-write test: a
+    1.5 MB value after 16 small keys vanished from iteration when items()
+    used packed batches; 16 and 528 sat on its first and second batch ends.
+    items() now makes its objects straight from the pages, and the packed
+    buffer's own growth is tested with the packed calls below.)"""
     big = b"B" * (megabytes << 20)
     with db.begin(write=True) as tx:
         bucket = tx.create_bucket(b"b")
