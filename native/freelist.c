@@ -60,6 +60,21 @@ static size_t dedupe(uint64_t *v, size_t n)
     return o;
 }
 
+/* Index (from head) of the first free id >= pgid; n when there is none. */
+static size_t lower_bound(const freelist *f, uint64_t pgid)
+{
+    const uint64_t *v = f->ids + f->head;
+    size_t lo = 0, hi = f->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v[mid] < pgid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 uint64_t fl_allocate(freelist *f, size_t n)
 {
     if (n == 0 || f->n < n)
@@ -90,14 +105,7 @@ int fl_take_run(freelist *f, uint64_t first, size_t n)
     if (n == 0 || f->n < n)
         return 0;
     uint64_t *v = f->ids + f->head;
-    size_t lo = 0, hi = f->n;
-    while (lo < hi) { /* first index with v[i] >= first */
-        size_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < first)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = lower_bound(f, first);
     if (lo + n > f->n || v[lo] != first || v[lo + n - 1] != first + n - 1)
         return 0; /* sorted and unique: first and last in place means all are */
     memmove(v + lo, v + lo + n, (f->n - lo - n) * sizeof *v);
@@ -132,14 +140,7 @@ int fl_find_run(const freelist *f, size_t want, uint64_t *start)
 size_t fl_run_length(const freelist *f, uint64_t start, size_t max)
 {
     const uint64_t *v = f->ids + f->head;
-    size_t lo = 0, hi = f->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < start)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = lower_bound(f, start);
     size_t len = 0;
     while (lo + len < f->n && len < max && v[lo + len] == start + len)
         len++;
@@ -176,16 +177,8 @@ static int merge_in(freelist *f, uint64_t *add, size_t na)
 
 int fl_is_free(const freelist *f, uint64_t pgid)
 {
-    const uint64_t *v = f->ids + f->head;
-    size_t lo = 0, hi = f->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v[mid] < pgid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < f->n && v[lo] == pgid;
+    size_t lo = lower_bound(f, pgid);
+    return lo < f->n && f->ids[f->head + lo] == pgid;
 }
 
 /* Make room for one more element in a growable array holding n of cap:
@@ -277,6 +270,18 @@ void fl_drop_pending(freelist *f, uint64_t txid)
             f->pend[k++] = f->pend[i];
     }
     f->npend = k;
+}
+
+int fl_give_back_run(freelist *f, uint64_t first, size_t n)
+{
+    uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids)
+        return set_err(BOLT_ERR_NOMEM, "freelist: out of memory returning %zu pages", n);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = first + i;
+    int rc = merge_in(f, ids, n); /* already sorted and unique */
+    free(ids);
+    return rc;
 }
 
 int fl_give_back(freelist *f, uint64_t *ids, size_t n)

@@ -44,6 +44,8 @@ int fl_release(freelist *f, uint64_t max_txid);
 void fl_drop_pending(freelist *f, uint64_t txid);
 /* Give back ids (sorted or not) handed out by fl_allocate. */
 int fl_give_back(freelist *f, uint64_t *ids, size_t n);
+/* Give back the pages [first, first + n) handed out by fl_allocate/fl_take_run. */
+int fl_give_back_run(freelist *f, uint64_t first, size_t n);
 /* Replace the free ids by `ids` (takes ownership; any order). */
 int fl_set(freelist *f, uint64_t *ids, size_t n);
 /* Load a freelist page; ids must be in [2, pgid_limit). */

@@ -16,7 +16,6 @@
  * Only which free ids are chosen changes: pages, freelist and meta are
  * written exactly as before, and a rollback gives back every page taken.
  */
-#include <stdlib.h>
 
 #include "err.h"
 #include "freelist.h"
@@ -88,15 +87,9 @@ static int run_new(bolt_tx *tx, uint64_t want, uint64_t least)
         size_t index;
         if (tx_note_alloc(tx, start, want, &index)) {
             /* the tx has failed; put the pages back so the freelist stays whole */
-            uint64_t *ids = malloc(want * sizeof *ids);
-            if (ids) {
-                for (uint64_t i = 0; i < want; i++)
-                    ids[i] = start + i;
-                pthread_mutex_lock(&db->mu);
-                (void)fl_give_back(&db->fl, ids, (size_t)want);
-                pthread_mutex_unlock(&db->mu);
-                free(ids);
-            }
+            pthread_mutex_lock(&db->mu);
+            (void)fl_give_back_run(&db->fl, start, (size_t)want);
+            pthread_mutex_unlock(&db->mu);
             return 0;
         }
         tx->run_alloc = index;
@@ -133,17 +126,10 @@ static int run_give_back_rest(bolt_tx *tx)
         return BOLT_OK;
     }
     tx->allocs[rec + 1] -= to - from; /* a rollback gives back only what was used */
-    size_t n = (size_t)(to - from);
-    uint64_t *ids = malloc(n * sizeof *ids);
-    if (!ids)
-        return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "out of memory returning unused pages"));
-    for (size_t i = 0; i < n; i++)
-        ids[i] = from + i;
     bolt_db *db = tx->db;
     pthread_mutex_lock(&db->mu);
-    int rc = fl_give_back(&db->fl, ids, n);
+    int rc = fl_give_back_run(&db->fl, from, (size_t)(to - from));
     pthread_mutex_unlock(&db->mu);
-    free(ids);
     return rc ? tx_fail(tx, rc) : BOLT_OK;
 }
 
