@@ -99,7 +99,6 @@ static int push_root(struct bolt_cursor *c)
  * is visited in a few microseconds, which is about the time the memory
  * system needs to bring the next page in when asked early. */
 #define PREFETCH_SPAN 4096u
-#define CACHE_LINE 64u
 #define PREFETCH_AHEAD 1u
 
 /* Hint the cache with the page after the one being entered under branch page
@@ -109,14 +108,7 @@ static void prefetch_page_at(struct bolt_cursor *c, const cursor_ref *top, uint3
     const uint8_t *k; uint32_t kl; uint64_t next;
     if (index >= top->count || page_branch_elem(&top->p, index, &k, &kl, &next))
         return;
-    const bolt_tx *tx = c->b->tx;
-    uint64_t ps = tx->ps;
-    if (next < 2 || next >= tx->meta.pgid || (next + 1) * ps > tx->map->len)
-        return;
-    const uint8_t *base = tx->map->data + next * ps;
-    size_t span = ps < PREFETCH_SPAN ? ps : PREFETCH_SPAN;
-    for (size_t off = 0; off < span; off += CACHE_LINE)
-        __builtin_prefetch(base + off);
+    tx_prefetch_page(c->b->tx, next, PREFETCH_SPAN);
 }
 
 static void prefetch_sibling(struct bolt_cursor *c, const cursor_ref *top)

@@ -77,4 +77,21 @@ void tx_leave(bolt_tx *tx);
 int tx_rollback_locked(bolt_tx *tx);
 int tx_commit_locked(bolt_tx *tx);
 
+/* Bytes of a cache line, the step of page prefetch hints. */
+#define TX_CACHE_LINE 64u
+
+/* Hint the first `bytes` of page pgid into the cache, ahead of a read that
+ * waits on memory. Only a hint: a page outside this tx's snapshot or past
+ * the mapping is simply not prefetched. */
+static inline void tx_prefetch_page(const bolt_tx *tx, uint64_t pgid, size_t bytes)
+{
+    uint64_t ps = tx->ps;
+    if (pgid < 2 || pgid >= tx->meta.pgid || (pgid + 1) * ps > tx->map->len)
+        return;
+    const uint8_t *base = tx->map->data + pgid * ps;
+    size_t span = ps < bytes ? ps : bytes;
+    for (size_t off = 0; off < span; off += TX_CACHE_LINE)
+        __builtin_prefetch(base + off);
+}
+
 #endif

@@ -79,7 +79,6 @@ static int walk_record(void *ctx, uint32_t depth, const uint8_t *key, uint32_t k
  * chain of cache misses (page header, element array, keys); asking for the
  * next image's page while this one is read overlaps those waits. */
 #define WALK_PREFETCH_BYTES 1024u
-#define WALK_CACHE_LINE 64u
 
 /* Hint the root page of the nested bucket after the cursor's item, if the
  * next item is one and its page lies inside the snapshot. Only a hint. */
@@ -89,15 +88,7 @@ static void prefetch_next_child(struct bolt_cursor *c)
     uint32_t vl, fl;
     if (!cur_peek_next(c, &v, &vl, &fl) || !(fl & LEAF_FLAG_BUCKET) || !v || vl < BUCKET_HEADER_SIZE)
         return;
-    uint64_t root = le64(v);
-    const bolt_tx *tx = c->b->tx;
-    uint64_t ps = tx->ps;
-    if (root < 2 || root >= tx->meta.pgid || (root + 1) * ps > tx->map->len)
-        return;
-    const uint8_t *base = tx->map->data + root * ps;
-    size_t span = ps < WALK_PREFETCH_BYTES ? ps : WALK_PREFETCH_BYTES;
-    for (size_t off = 0; off < span; off += WALK_CACHE_LINE)
-        __builtin_prefetch(base + off);
+    tx_prefetch_page(c->b->tx, le64(v), WALK_PREFETCH_BYTES);
 }
 
 typedef struct walk_visit {
