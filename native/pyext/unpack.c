@@ -159,23 +159,6 @@ static int cut_call(PyObject *args, const char *format, Py_ssize_t per_item, PyO
     return rc;
 }
 
-PyDoc_STRVAR(pairs_doc,
-"pairs(data, lens, flags, n) -> (keys, values)\n\n"
-"Cut n cursor items out of a packed batch: lens holds 2*n u32 (key length,\n"
-"value length), flags n bytes (nonzero: a nested bucket, value None).");
-
-static PyObject *unpack_pairs(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *lists[2] = {NULL, NULL};
-    if (cut_call(args, "OOOn:pairs", 2, lists) < 0)
-        return NULL;
-    PyObject *out = PyTuple_Pack(2, lists[0], lists[1]);
-    Py_DECREF(lists[0]);
-    Py_DECREF(lists[1]);
-    return out;
-}
-
 PyDoc_STRVAR(values_doc,
 "values(data, lens, flags, n) -> list\n\n"
 "Cut n values out of a packed get batch: lens holds n u32 lengths, flags n\n"
@@ -647,7 +630,6 @@ static PyObject *unpack_walk_tree(PyObject *self, PyObject *args)
 #endif
 
 static PyMethodDef methods[] = {
-    {"pairs", unpack_pairs, METH_VARARGS, pairs_doc},
     {"values", unpack_values, METH_VARARGS, values_doc},
     {"records", unpack_records, METH_O, records_doc},
     {"scatter", unpack_scatter, METH_VARARGS, scatter_doc},

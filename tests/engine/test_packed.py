@@ -166,10 +166,8 @@ def test_chunks_cover_items_with_bounds(db):
 
 @pytest.mark.parametrize("call, args", [
     # a length that runs past the data buffer
-    ("pairs", (b"abc", (4).to_bytes(4, "little") * 2, b"\x00", 1)),
     ("values", (b"abc", (9).to_bytes(4, "little"), b"\x00", 1)),
     # more items than the length and flag arrays hold
-    ("pairs", (b"abcdef", b"\x01\x00\x00\x00", b"\x00\x00", 2)),
     ("values", (b"", b"", b"", 1)),
     ("values", (b"", b"", b"", -1)),
     # walk records: a header cut short, a body past the end, a depth jump
