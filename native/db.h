@@ -8,6 +8,7 @@
 #include "bolt.h"
 #include "freelist.h"
 #include "meta.h"
+#include "runs.h"
 
 /* A read-only mapping of the file. A bigger file gets a new mapping; the old
  * one lives on while any transaction that began on it is open, so no reader
@@ -32,6 +33,7 @@ struct bolt_db {
     bmap *map;
     uint64_t file_size;
     freelist fl;                /* valid for writable databases */
+    run_memory runs;            /* the last commit's pages; used by writers only */
     int writer_active;
     pthread_t writer_thread;
     struct bolt_tx *writer;

@@ -376,7 +376,8 @@ static int spill_push(bolt_tx *tx, spill_vec *out, const uint8_t *k, uint32_t kl
     return BOLT_OK;
 }
 
-static int write_piece(bolt_tx *tx, const node *n, uint32_t start, uint32_t end, spill_vec *out)
+static int write_piece(bolt_tx *tx, const node *n, uint32_t start, uint32_t end, enum run_place place,
+                       spill_vec *out)
 {
     size_t size = PAGE_HEADER_SIZE;
     for (uint32_t i = start; i < end; i++)
@@ -384,7 +385,7 @@ static int write_piece(bolt_tx *tx, const node *n, uint32_t start, uint32_t end,
     if (end - start > 0xFFFFu)
         return tx_fail(tx, set_err(BOLT_ERR_INVALID_ARG, "too many elements for one page"));
     dirty_page *d;
-    int rc = tx_allocate(tx, (size + tx->ps - 1) / tx->ps, &d);
+    int rc = tx_allocate(tx, (size + tx->ps - 1) / tx->ps, place, &d);
     if (rc)
         return rc;
     write_range(&n->in[start], end - start, n->leaf, d->buf);
@@ -446,10 +447,12 @@ int node_spill(bolt_tx *tx, node *n, spill_vec *out)
             n->leaf = 1; /* every child vanished: an empty leaf is the honest image */
         recompute_size(n);
     }
+    /* decided by the page the node was read from, which is freed now */
+    enum run_place place = run_place_for(tx, n->pgid);
     if ((rc = node_free_page(tx, n)))
         return rc;
     if (n->n == 0)
-        return write_piece(tx, n, 0, 0, out);
+        return write_piece(tx, n, 0, 0, place, out);
     /* Cut into pages the way bbolt's splitTwo/splitIndex does. */
     size_t threshold = (size_t)tx->ps * FILL_PERCENT_NUM / FILL_PERCENT_DEN;
     uint32_t start = 0;
@@ -473,7 +476,7 @@ int node_spill(bolt_tx *tx, node *n, spill_vec *out)
             if (end <= start)
                 end = start + 1;
         }
-        if ((rc = write_piece(tx, n, start, end, out)))
+        if ((rc = write_piece(tx, n, start, end, place, out)))
             return rc;
         for (uint32_t i = start; i < end; i++)
             rest -= inode_size(n, &n->in[i]);

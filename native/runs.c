@@ -13,6 +13,19 @@
  * hands pages out of it in order, moves to another run only when one is
  * used up, and gives back what is left.
  *
+ * Not every page belongs in a run. A commit that changes one image writes
+ * two kinds of page: the few near the top of the tree (the root, v1 and
+ * namespace bucket pages, the images bucket's root branch, the freelist),
+ * which the next commit rewrites and frees again, and the record's own page
+ * and its leaf in the images bucket, which stay put until a later change
+ * happens to land on them. Put together, the long-lived pages punch holes
+ * into every run the moment the rest of it is freed, so after a while no
+ * free run is long enough and every page is taken alone. So a node read
+ * from a page the last commit did not write takes its new page alone, as
+ * bbolt would (filling the holes), and the rest - new nodes, and those the
+ * last commit wrote - share the runs, which the next commit but one frees
+ * whole and takes again.
+ *
  * Only which free ids are chosen changes: pages, freelist and meta are
  * written exactly as before, and a rollback gives back every page taken.
  */
@@ -34,16 +47,63 @@
  * that much for the sake of runs. */
 #define RUN_FREE_SLACK 256u
 #define RUN_FREE_SHARE 64u
+/* A run this short comes from the end of the file whenever no free run is
+ * long enough, however much free space lies about in shorter pieces: only
+ * new pages and pages the next commits rewrite go into runs, so such a run
+ * is freed whole soon and taken again, and the file grows by a few runs
+ * once, not by a run per commit. */
+#define RUN_END_SMALL_PAGES 16u
 /* Pages a dirty node's bucket may add at spill: its parents' pages, whose
  * nodes are made only then. */
 #define RUN_PARENT_PAGES 3u
 /* A run taken for the rest of a commit is at least this long. */
 #define RUN_MIN_PAGES 2u
 
-/* Pages spilling this tx's nodes may write. A node that fits a page writes
- * one; a bigger one is cut into pieces of at least half a page (bbolt's
- * fill rule), each rounded up to whole pages. *least: the pages the nodes
- * known now write at the least (a run that short is still worth taking). */
+/* A learned estimate (the pages the last commit took from runs) replaces
+ * the computed one only within this factor of it: a small commit after a
+ * bulk one should not go looking for a bulk-sized run, nor the reverse. */
+#define RUN_LEARNED_MAX_FACTOR 4u
+
+static int recent_has(const run_memory *m, uint64_t pgid)
+{
+    size_t lo = 0, hi = m->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->ids[mid] < pgid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m->n && m->ids[lo] == pgid;
+}
+
+enum run_place run_place_for(const bolt_tx *tx, uint64_t old_pgid)
+{
+    const run_memory *m = &tx->db->runs;
+    /* After a commit too big to remember, nothing is known to be cold. */
+    if (old_pgid == 0 || m->overflow || recent_has(m, old_pgid))
+        return RUN_PLACE_RUN;
+    return RUN_PLACE_SINGLE;
+}
+
+void run_remember(bolt_db *db, const bolt_tx *tx)
+{
+    run_memory *m = &db->runs;
+    m->hot_pages = tx->run_served;
+    m->overflow = tx->ndirty > RUN_RECENT_MAX;
+    m->n = 0;
+    if (m->overflow)
+        return;
+    for (size_t i = 0; i < tx->ndirty; i++)
+        m->ids[m->n++] = tx->dirty[i].pgid; /* write_dirty sorted them */
+}
+
+/* Pages spilling this tx's nodes may write into runs. A node that fits a
+ * page writes one; a bigger one is cut into pieces of at least half a page
+ * (bbolt's fill rule), each rounded up to whole pages; a node that takes
+ * its page alone adds only its parents. *least: the pages the nodes known
+ * now write into runs at the least (a run that short is still worth
+ * taking). */
 static uint64_t commit_page_estimate(const bolt_tx *tx, uint64_t *least)
 {
     uint64_t est = 0, lo = 0;
@@ -51,8 +111,11 @@ static uint64_t commit_page_estimate(const bolt_tx *tx, uint64_t *least)
         const node *n = tx->nodes[i];
         if (n->dead)
             continue;
+        est += RUN_PARENT_PAGES;
+        if (run_place_for(tx, n->pgid) != RUN_PLACE_RUN)
+            continue;
         uint64_t pages = (n->size + tx->ps - 1) / tx->ps;
-        est += (pages <= 1 ? 1 : 3 * pages + 1) + RUN_PARENT_PAGES;
+        est += pages <= 1 ? 1 : 3 * pages + 1;
         lo += pages ? pages : 1;
     }
     *least = lo;
@@ -77,7 +140,8 @@ static int run_new(bolt_tx *tx, uint64_t want, uint64_t least)
     size_t nfree = fl_free_count(&db->fl);
     int scan = nfree >= least && nfree <= RUN_SCAN_MAX_IDS;
     int found = scan && fl_find_run(&db->fl, (size_t)want, &start);
-    if (!found && scan && least < want && fl_find_run(&db->fl, (size_t)least, &start)) {
+    int small = want <= RUN_END_SMALL_PAGES;
+    if (!found && scan && !small && least < want && fl_find_run(&db->fl, (size_t)least, &start)) {
         found = 1;
         want = fl_run_length(&db->fl, start, (size_t)want);
     }
@@ -97,7 +161,7 @@ static int run_new(bolt_tx *tx, uint64_t want, uint64_t least)
         tx->run_end = start + want;
         return 1;
     }
-    if ((nfree < RUN_FREE_SLACK || nfree < tx->pgid / RUN_FREE_SHARE) && max_pages_ok(tx, tx->pgid + want)) {
+    if ((small || nfree < RUN_FREE_SLACK || nfree < tx->pgid / RUN_FREE_SHARE) && max_pages_ok(tx, tx->pgid + want)) {
         tx->run_alloc = SIZE_MAX;
         tx->run_next = tx->pgid;
         tx->run_end = tx->pgid + want;
@@ -159,6 +223,7 @@ void run_begin(bolt_tx *tx)
     tx->run_active = 0;
     tx->run_next = tx->run_end = 0;
     tx->run_alloc = SIZE_MAX;
+    tx->run_served = 0;
     uint64_t least = 0;
     uint64_t est = commit_page_estimate(tx, &least);
     if (est == 0 || est > RUN_MAX_PAGES)
@@ -170,6 +235,13 @@ void run_begin(bolt_tx *tx)
     pthread_mutex_unlock(&db->mu);
     est += fl_pages;
     least += fl_pages;
+    /* Near enough, what the last commit took is the better guess: the
+     * estimate counts parents every node may have, most of which are
+     * shared (the freelist pages are counted in both). */
+    uint64_t learned = db->runs.hot_pages;
+    if (learned && learned >= least && learned <= est * RUN_LEARNED_MAX_FACTOR &&
+        learned * RUN_LEARNED_MAX_FACTOR >= est)
+        est = learned;
     tx->run_want = est;
     tx->run_active = run_new(tx, est, least);
 }
@@ -193,6 +265,7 @@ int run_take(bolt_tx *tx, uint64_t npages, uint64_t *id)
     }
     *id = tx->run_next;
     tx->run_next += npages;
+    tx->run_served += npages;
     tx->run_want = tx->run_want > npages ? tx->run_want - npages : 0;
     return 1;
 }

@@ -5,6 +5,27 @@
 #include <stdint.h>
 
 struct bolt_tx;
+struct bolt_db;
+
+/* Pages of the last commit, remembered to tell a hot node (rewritten by
+ * nearly every commit: bucket roots and branches near the top of the tree,
+ * the freelist) from a cold one (a leaf deep in a large bucket, written
+ * again only when a change lands on it). */
+#define RUN_RECENT_MAX 64u
+typedef struct run_memory {
+    uint64_t ids[RUN_RECENT_MAX]; /* first page id of each page the last commit wrote, ascending */
+    size_t n;
+    int overflow;                 /* the last commit wrote more pages than ids[] holds */
+    uint64_t hot_pages;           /* pages the last commit took from its runs */
+} run_memory;
+
+/* Where a node's new page should come from. */
+enum run_place { RUN_PLACE_RUN, RUN_PLACE_SINGLE };
+/* RUN_PLACE_SINGLE for a node read from a page the last commit did not
+ * write; new and recently written nodes go into the runs. */
+enum run_place run_place_for(const struct bolt_tx *tx, uint64_t old_pgid);
+/* After a commit's pages are written (tx->dirty sorted by id). */
+void run_remember(struct bolt_db *db, const struct bolt_tx *tx);
 
 /* Before spilling: estimate the commit's pages and take a first run. */
 void run_begin(struct bolt_tx *tx);

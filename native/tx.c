@@ -123,7 +123,7 @@ int tx_note_alloc(bolt_tx *tx, uint64_t id, uint64_t npages, size_t *index)
     return BOLT_OK;
 }
 
-int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out)
+int tx_allocate(bolt_tx *tx, uint64_t npages, enum run_place place, dirty_page **out)
 {
     bolt_db *db = tx->db;
     if (npages == 0 || npages > (1ull << 32))
@@ -137,7 +137,7 @@ int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out)
     if (!buf)
         return tx_fail(tx, set_err(BOLT_ERR_NOMEM, "out of memory for %llu dirty pages", (unsigned long long)npages));
     uint64_t id = 0;
-    if (!run_take(tx, npages, &id)) {
+    if (place != RUN_PLACE_RUN || !run_take(tx, npages, &id)) {
         pthread_mutex_lock(&db->mu);
         id = fl_allocate(&db->fl, (size_t)npages);
         pthread_mutex_unlock(&db->mu);
@@ -146,6 +146,11 @@ int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out)
             tx->allocs[tx->nallocs++] = npages;
         }
     }
+    /* A page meant to go alone that the freelist cannot give comes from
+     * the end of the file; while a run sits there, it must come through
+     * the run, which owns the end until the commit gives it back. */
+    if (!id && place != RUN_PLACE_RUN && !run_take(tx, npages, &id))
+        id = 0;
     if (!id) {
         id = tx->pgid;
         if (id + npages > (UINT64_MAX / tx->ps) / 2) {
@@ -458,7 +463,7 @@ int tx_commit_locked(bolt_tx *tx)
         dirty_page *d;
         /* the run's unused end joins the free ids written below */
         size_t unused = (size_t)(tx->run_end - tx->run_next);
-        if ((rc = tx_allocate(tx, (flbytes + 8 * (unused + 1)) / tx->ps + 1, &d)))
+        if ((rc = tx_allocate(tx, (flbytes + 8 * (unused + 1)) / tx->ps + 1, RUN_PLACE_RUN, &d)))
             return rc;
         if ((rc = run_finish(tx)))
             return rc;
@@ -503,6 +508,7 @@ int tx_commit_locked(bolt_tx *tx)
         return tx_fail(tx, rc);
     /* 6. publish */
     pthread_mutex_lock(&db->mu);
+    run_remember(db, tx);
     db->meta = tx->meta;
     db->meta_slot = (int)slot;
     /* A failed remap is retried by the next begin; the commit stands. */

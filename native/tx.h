@@ -46,8 +46,9 @@ struct bolt_tx {
     /* The commit's current run of pages [run_next, run_end), served in
      * order by tx_allocate (see runs.c); run_alloc is its entry in allocs,
      * or SIZE_MAX when it was taken from the end of the file; run_want is
-     * how many more pages the commit is expected to take. */
-    uint64_t run_next, run_end, run_want;
+     * how many more pages the commit is expected to take, run_served how
+     * many it has taken from runs so far. */
+    uint64_t run_next, run_end, run_want, run_served;
     size_t run_alloc;
     int run_active;
     size_t nallocs, capallocs;
@@ -61,7 +62,9 @@ struct bolt_tx {
 int tx_page(bolt_tx *tx, uint64_t pgid, bpage *out);
 /* Same, and the page must be a branch or a leaf (a B+tree page). */
 int tx_tree_page(bolt_tx *tx, uint64_t pgid, bpage *out);
-int tx_allocate(bolt_tx *tx, uint64_t npages, dirty_page **out);
+/* A new dirty page of npages; place says whether it may come from the
+ * commit's runs (see runs.h). */
+int tx_allocate(bolt_tx *tx, uint64_t npages, enum run_place place, dirty_page **out);
 /* Record pages taken from the freelist (given back on rollback); *index
  * (if not NULL) is where the record sits in tx->allocs. */
 int tx_note_alloc(bolt_tx *tx, uint64_t id, uint64_t npages, size_t *index);
