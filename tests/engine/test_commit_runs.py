@@ -1,10 +1,11 @@
-"""A small commit writes its pages as one contiguous run, and the file does
-not grow for it.
+"""A small commit writes its pages as few contiguous runs, and the file
+does not grow for it.
 
 Why it matters: dirty pages reach the file as one pwritev per contiguous
 run and fdatasync issues one device request per run, so an image update
-that touched 7 scattered pages paid for 7 requests (see native/runs.c). Observed from the file itself: the pages a commit added to the
-tree, plus its freelist page, must be consecutive page ids.
+that touched 7 scattered pages paid for 7 requests (see native/runs.c).
+Observed from the file itself: the pages a commit added to the tree, plus
+its freelist page, are counted as runs of consecutive page ids.
 """
 
 from __future__ import annotations
