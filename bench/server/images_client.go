@@ -142,7 +142,8 @@ func main() {
 	nOps := flag.Int("ops", 2000, "calls for Get, Update, single-client Create and Delete")
 	listReps := flag.Int("list-reps", 10, "List calls per List step")
 	only := flag.String("only", "", "run only this step: rss-probe (Get + filtered List on an existing set), "+
-		"create-concurrent (the concurrent Create on an empty server, for profiling)")
+		"create-concurrent (the concurrent Create on an empty server, for profiling), "+
+		"update (Update on images an earlier create-concurrent made)")
 	flag.Parse()
 	if *socket == "" {
 		fail("-socket is required")
@@ -173,12 +174,29 @@ func main() {
 		return s
 	}
 
+	// Replaces one label on an existing image per call (the images from Create).
+	update := func() step {
+		return run("update", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
+			im := newImage((i * 7919) % *nImages)
+			im.Labels["bench.updated"] = fmt.Sprintf("%d", i)
+			_, err := c.Update(ctx, &imagesapi.UpdateImageRequest{Image: im,
+				UpdateMask: &ptypes.FieldMask{Paths: []string{"labels"}}})
+			return err
+		})
+	}
+
 	if *only == "rss-probe" {
 		steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, -1))
 		steps = append(steps, run("get", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
 			_, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: imageName((i * 7919) % *nImages)})
 			return err
 		}))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
+	}
+
+	if *only == "update" {
+		steps = append(steps, update())
 		_ = json.NewEncoder(os.Stdout).Encode(steps)
 		return
 	}
@@ -226,13 +244,7 @@ func main() {
 		}
 		return err
 	}))
-	steps = append(steps, run("update", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
-		im := newImage((i * 7919) % *nImages)
-		im.Labels["bench.updated"] = fmt.Sprintf("%d", i)
-		_, err := c.Update(ctx, &imagesapi.UpdateImageRequest{Image: im,
-			UpdateMask: &ptypes.FieldMask{Paths: []string{"labels"}}})
-		return err
-	}))
+	steps = append(steps, update())
 	steps = append(steps, run("create_single", one, 1, *nImages, *nOps, func(c imagesapi.ImagesClient, i int) error {
 		_, err := c.Create(ctx, &imagesapi.CreateImageRequest{Image: newImage(i)})
 		return err
