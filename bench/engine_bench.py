@@ -281,19 +281,19 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
             with db.begin() as tx:
                 allb = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
                 if batch:
-                    # One C call copies the whole images subtree and
-                    # Bucket.tree builds the nested dicts in C.
-                    for name, image in allb.tree(max_depth=2).items():
-                        if not isinstance(image, dict):
-                            continue
+                    # Bucket.rows: one C call during the engine's walk makes
+                    # one tuple per image with the fields named here (labels
+                    # as a dict); the loop still touches every field.
+                    for name, created, updated, labels, digest, media, size in allb.rows(
+                            b"createdat", b"updatedat", b"labels",
+                            (b"target", b"digest"), (b"target", b"mediatype"), (b"target", b"size")):
                         n_images += 1
-                        total += len(name) + len(image[b"createdat"]) + len(image[b"updatedat"])
-                        labels = image.get(b"labels")
+                        total += (len(name) + len(created) + len(updated)
+                                  + len(digest) + len(media) + len(size))
                         if labels:
                             n_labels += len(labels)
-                            total += sum(map(len, labels)) + sum(map(len, labels.values()))
-                        target = image[b"target"]
-                        total += len(target[b"digest"]) + len(target[b"mediatype"]) + len(target[b"size"])
+                            for key, value in labels.items():
+                                total += len(key) + len(value)
                 else:
                     c = allb.cursor()
                     item = c.first()

@@ -256,7 +256,13 @@ int bolt_bucket_walk(bolt_bucket *b, uint32_t max_depth, uint8_t **out, size_t *
  * when depth < max_depth) and bucket (1 for a nested bucket). The pointers
  * are valid only during the call. fn runs with the transaction locked, so it
  * must not call the engine; nonzero from fn ends the walk early (the call
- * still returns BOLT_OK: fn knows why it stopped). */
+ * still returns BOLT_OK: fn knows why it stopped), except BOLT_WALK_SKIP,
+ * which for a nested bucket means: go on without its entries (a visitor
+ * that wants a few fields of each record need not read the rest). */
+enum bolt_walk_reply {
+    BOLT_WALK_CONTINUE = 0,
+    BOLT_WALK_SKIP = -1
+};
 typedef int (*bolt_walk_fn)(void *ctx, uint32_t depth, const uint8_t *key, uint32_t key_len,
                             const uint8_t *value, uint32_t value_len, int bucket);
 int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, void *ctx);

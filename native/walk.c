@@ -108,12 +108,13 @@ static int walk_bucket(struct bolt_bucket *b, uint32_t depth, walk_visit *wv)
     int rc = cur_first(c, &kv);
     while (!rc && kv.key) {
         int bucket = kv.flags & 1;
-        if (wv->fn(wv->ctx, depth, kv.key, (uint32_t)kv.key_len, bucket ? NULL : kv.value,
-                   bucket ? 0 : (uint32_t)kv.value_len, bucket)) {
+        int reply = wv->fn(wv->ctx, depth, kv.key, (uint32_t)kv.key_len, bucket ? NULL : kv.value,
+                           bucket ? 0 : (uint32_t)kv.value_len, bucket);
+        if (reply != BOLT_WALK_CONTINUE && reply != BOLT_WALK_SKIP) {
             wv->stopped = 1;
             return BOLT_OK;
         }
-        if (bucket && depth < wv->max_depth) {
+        if (bucket && reply != BOLT_WALK_SKIP && depth < wv->max_depth) {
             const uint8_t *v;
             uint32_t vl;
             struct bolt_bucket *child;

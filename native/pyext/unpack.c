@@ -627,6 +627,237 @@ static PyObject *unpack_walk_tree(PyObject *self, PyObject *args)
     PyObject *out = Py_BuildValue("iN", status, root);
     return out;
 }
+
+/* ---- one row per record bucket, straight from the engine ---- */
+
+/* A table of records kept as one nested bucket per record (containerd's
+ * images: name -> {createdat, updatedat, labels, target}) is read far more
+ * cheaply as one tuple per record with the fields asked for than as a dict
+ * per record: no key objects, no hashing, no dict per level, and nothing
+ * built for fields nobody asked for. A field is a path of keys below the
+ * record's bucket; what it ends on becomes bytes (a value) or a dict of
+ * that bucket's subtree, as tree() builds it. */
+enum { ROWS_MAX_FIELDS = 64 };
+
+typedef struct rows_path {
+    const char *key;  /* borrowed from the bytes in the caller's paths tuple */
+    uint32_t len;
+} rows_path;
+
+typedef struct rows_build {
+    PyObject *out;                            /* list of finished rows */
+    PyObject *row[1 + ROWS_MAX_FIELDS];       /* the row being filled: name, fields; owned, NULL = none yet */
+    int in_row;
+    uint32_t nfields;
+    uint32_t top;                             /* deepest depth an entry may have now */
+    const rows_path *const *paths;            /* paths[f][i]: field f's key at depth i + 1 */
+    uint64_t ends_at[TREE_MAX_STACK];         /* fields whose path ends at this depth */
+    uint64_t want[TREE_MAX_STACK];            /* fields still matching the keys above this depth */
+    PyObject *into[TREE_MAX_STACK];           /* dict taking the entries of this depth, or NULL; borrowed */
+    key_cache keys, values;
+} rows_build;
+
+/* The current row as a tuple at the end of the list; missing fields None. */
+static int rows_flush(rows_build *t)
+{
+    if (!t->in_row)
+        return 0;
+    t->in_row = 0;
+    PyObject *row = PyTuple_New(1 + (Py_ssize_t)t->nfields);
+    if (!row)
+        return -1;
+    for (uint32_t i = 0; i <= t->nfields; i++) {
+        PyObject *item = t->row[i];
+        if (!item) {
+            item = Py_None;
+            Py_INCREF(item);
+        }
+        t->row[i] = NULL;
+        PyTuple_SET_ITEM(row, i, item);
+    }
+    int rc = PyList_Append(t->out, row);
+    Py_DECREF(row);
+    return rc;
+}
+
+static void rows_clear(rows_build *t)
+{
+    for (uint32_t i = 0; i <= t->nfields; i++)
+        Py_CLEAR(t->row[i]);
+    key_cache_clear(&t->keys);
+    key_cache_clear(&t->values);
+}
+
+/* Fields among `fields` whose key at this depth is `key`. */
+static uint64_t rows_match(const rows_build *t, uint64_t fields, uint32_t depth, const uint8_t *key,
+                           uint32_t key_len)
+{
+    uint64_t hit = 0;
+    while (fields) {
+        int f = __builtin_ctzll(fields);
+        fields &= fields - 1;
+        const rows_path *p = &t->paths[f][depth - 1];
+        if (p->len == key_len && memcmp(p->key, key, key_len) == 0)
+            hit |= 1ull << f;
+    }
+    return hit;
+}
+
+/* Nonzero other than BOLT_WALK_SKIP (with an exception set) stops the walk. */
+static int rows_take(void *ctx, uint32_t depth, const uint8_t *key, uint32_t key_len, const uint8_t *value,
+                     uint32_t value_len, int bucket)
+{
+    rows_build *t = ctx;
+    if (depth > t->top || depth >= TREE_MAX_STACK - 1) {
+        PyErr_Format(PyExc_ValueError, "bucket walk: an entry jumps to depth %u", depth);
+        return 1;
+    }
+    if (depth == 0) {
+        /* A record starts: the previous one is complete. Values beside
+         * the record buckets are not records and make no row. */
+        if (rows_flush(t) < 0)
+            return 1;
+        t->top = 0;
+        if (!bucket)
+            return BOLT_WALK_CONTINUE;
+        if (!(t->row[0] = PyBytes_FromStringAndSize((const char *)key, key_len)))
+            return 1;
+        t->in_row = 1;
+        if (!t->nfields)
+            return BOLT_WALK_SKIP;
+        t->want[1] = t->nfields == 64 ? ~0ull : (1ull << t->nfields) - 1;
+        t->into[1] = NULL;
+        t->top = 1;
+        return BOLT_WALK_CONTINUE;
+    }
+    uint64_t hit = rows_match(t, t->want[depth], depth, key, key_len);
+    uint64_t ends = hit & t->ends_at[depth];
+    PyObject *dict = t->into[depth];
+    PyObject *obj = NULL;
+    if (ends || dict) {
+        /* Short values repeat across records (a media type) and within one
+         * (updatedat equal to createdat until the record changes): shared,
+         * they cost neither an allocation nor fresh memory to fault in. */
+        obj = bucket ? PyDict_New() : cached_value(&t->values, (const char *)value, value_len);
+        if (!obj)
+            return 1;
+        if (dict) {
+            PyObject *k = cached_key(&t->keys, (const char *)key, key_len);
+            int rc = k ? PyDict_SetItem(dict, k, obj) : -1;
+            Py_XDECREF(k);
+            if (rc < 0) {
+                Py_DECREF(obj);
+                return 1;
+            }
+        }
+        while (ends) {
+            int f = __builtin_ctzll(ends);
+            ends &= ends - 1;
+            Py_INCREF(obj);
+            Py_XSETREF(t->row[1 + f], obj);
+        }
+        Py_DECREF(obj); /* the row or the parent dict holds it */
+    }
+    t->top = depth;
+    if (!bucket)
+        return BOLT_WALK_CONTINUE;
+    uint64_t deeper = hit & ~t->ends_at[depth];
+    if (!obj && !deeper)
+        return BOLT_WALK_SKIP;
+    t->want[depth + 1] = deeper;
+    t->into[depth + 1] = obj; /* a dict, or NULL when only longer paths go on below */
+    t->top = depth + 1;
+    return BOLT_WALK_CONTINUE;
+}
+
+PyDoc_STRVAR(walk_rows_doc,
+"walk_rows(bucket_address, paths) -> (status, list)\n\n"
+"One tuple per nested bucket of the bucket, in key order: its name, then\n"
+"for each path (a tuple of 1..62 keys below the record's bucket, at most\n"
+"64 paths) the value there as bytes, the bucket there as a dict of its\n"
+"subtree, or None. Built during the engine's walk; status is the engine's\n"
+"return code (0: ok). Private to boltimages.bolt.");
+
+static PyObject *unpack_walk_rows(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long address;
+    PyObject *paths;
+    if (!PyArg_ParseTuple(args, "KO!:walk_rows", &address, &PyTuple_Type, &paths))
+        return NULL;
+    if (!engine_walk_each) {
+        PyErr_SetString(PyExc_RuntimeError, "walk_rows: the engine is not bound (bind_engine)");
+        return NULL;
+    }
+    Py_ssize_t nfields = PyTuple_GET_SIZE(paths);
+    if (!address || nfields > ROWS_MAX_FIELDS) {
+        PyErr_Format(PyExc_ValueError, "walk_rows: no bucket, or %zd fields (at most %d)", nfields,
+                     ROWS_MAX_FIELDS);
+        return NULL;
+    }
+    rows_build *t = PyMem_Calloc(1, sizeof *t);
+    const rows_path **by_field = PyMem_Calloc((size_t)nfields + 1, sizeof *by_field);
+    rows_path *keys = NULL;
+    PyObject *out = NULL;
+    if (!t || !by_field) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Check every path before the walk, while raising is still cheap. */
+    Py_ssize_t total = 0;
+    for (Py_ssize_t f = 0; f < nfields; f++) {
+        PyObject *path = PyTuple_GET_ITEM(paths, f);
+        if (!PyTuple_Check(path) || PyTuple_GET_SIZE(path) < 1 || PyTuple_GET_SIZE(path) > TREE_MAX_STACK - 4) {
+            PyErr_Format(PyExc_ValueError, "walk_rows: field %zd is not a tuple of 1..%d keys", f,
+                         TREE_MAX_STACK - 4);
+            goto done;
+        }
+        total += PyTuple_GET_SIZE(path);
+    }
+    if (!(keys = PyMem_Calloc((size_t)total + 1, sizeof *keys))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    rows_path *at = keys;
+    for (Py_ssize_t f = 0; f < nfields; f++) {
+        PyObject *path = PyTuple_GET_ITEM(paths, f);
+        Py_ssize_t n = PyTuple_GET_SIZE(path);
+        by_field[f] = at;
+        for (Py_ssize_t i = 0; i < n; i++, at++) {
+            PyObject *key = PyTuple_GET_ITEM(path, i);
+            if (!PyBytes_Check(key) || (size_t)PyBytes_GET_SIZE(key) > UINT32_MAX) {
+                PyErr_Format(PyExc_TypeError, "walk_rows: key %zd of field %zd is not bytes", i, f);
+                goto done;
+            }
+            at->key = PyBytes_AS_STRING(key);
+            at->len = (uint32_t)PyBytes_GET_SIZE(key);
+        }
+        t->ends_at[n] |= 1ull << f;
+    }
+    t->nfields = (uint32_t)nfields;
+    t->paths = by_field;
+    /* Made before the walk locks the transaction, like every container that can trigger GC. */
+    if (!(t->out = PyList_New(0)))
+        goto done;
+    /* Below a field that ends on a bucket its whole subtree is read, so the
+     * walk may go as deep as it allows; BOLT_WALK_SKIP prunes the rest. */
+    int gc_was = gc_pause();
+    int status = engine_walk_each((bolt_bucket *)(uintptr_t)address, TREE_MAX_STACK - 2, rows_take, t);
+    if (!PyErr_Occurred())
+        rows_flush(t);
+    gc_resume(gc_was);
+    if (!PyErr_Occurred())
+        out = Py_BuildValue("iO", status, t->out);
+done:
+    if (t) {
+        rows_clear(t);
+        Py_XDECREF(t->out);
+    }
+    PyMem_Free(t);
+    PyMem_Free(by_field);
+    PyMem_Free(keys);
+    return out;
+}
 #endif
 
 static PyMethodDef methods[] = {
@@ -638,6 +869,7 @@ static PyMethodDef methods[] = {
     {"scan", unpack_scan, METH_VARARGS, scan_doc},
 #if PY_VERSION_HEX >= 0x030A0000
     {"walk_tree", unpack_walk_tree, METH_VARARGS, walk_tree_doc},
+    {"walk_rows", unpack_walk_rows, METH_VARARGS, walk_rows_doc},
 #endif
     {NULL, NULL, 0, NULL},
 };

@@ -238,6 +238,39 @@ _unpack.bind_engine(int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_cursor_ne
                     lib.bolt_cursor_size(),
                     int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_each"))))
 _walk_tree = getattr(_unpack, "walk_tree", None)
+_walk_rows = getattr(_unpack, "walk_rows", None)
+# Bucket.rows: fields and keys per field the C builder takes (native/pyext/unpack.c)
+_ROWS_MAX_FIELDS = 64
+_ROWS_MAX_KEYS = 62
+
+
+def _rows_path(index: int, field: Any) -> tuple[bytes, ...]:
+    """A Bucket.rows field as a tuple of bytes keys, checked."""
+    keys = (field,) if isinstance(field, (bytes, bytearray, memoryview)) else field
+    if not isinstance(keys, (tuple, list)):
+        raise TypeError(f"rows: field {index} is a {type(field).__name__}, not a bytes key or a tuple of keys")
+    if not 1 <= len(keys) <= _ROWS_MAX_KEYS:
+        raise ValueError(f"rows: field {index} has {len(keys)} keys, not 1..{_ROWS_MAX_KEYS}")
+    for key in keys:
+        if not isinstance(key, (bytes, bytearray, memoryview)):
+            raise TypeError(f"rows: field {index} has a key of type {type(key).__name__}, not bytes")
+    return tuple(bytes(key) for key in keys)
+
+
+def _rows_from_tree(tree: dict[bytes, Any], paths: tuple[tuple[bytes, ...], ...]) -> list[tuple[Any, ...]]:
+    """Bucket.rows where _unpack has no walk_rows (Python before 3.10)."""
+    out = []
+    for name, record in tree.items():
+        if not isinstance(record, dict):
+            continue
+        row: list[Any] = [name]
+        for path in paths:
+            node: Any = record
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            row.append(node)
+        out.append(tuple(row))
+    return out
 
 
 def _kv_pair(kv: Any) -> Optional[tuple[bytes, Optional[bytes]]]:
@@ -724,6 +757,36 @@ class Bucket:
                 raise _error(status)
             return tree
         return self._walk_decoded(max_depth, lambda data: _unpack.tree(data, limit))
+
+    def rows(self, *fields: Union[BytesLike, tuple[BytesLike, ...], list[BytesLike]]) -> list[tuple[Any, ...]]:
+        """One tuple per nested bucket of this bucket, in key order, for tables
+        kept as one bucket per record (containerd's images, containers, ...):
+        ``(name, field_1, field_2, ...)``.
+
+        Each field is a key of the record's bucket, or a tuple of keys naming
+        a path through its nested buckets (``(b"target", b"digest")``). A
+        field's slot holds the value there as bytes, the bucket there as a
+        dict of its subtree (as :meth:`tree` builds it), or None when the
+        path leads nowhere. Plain values of this bucket (not records) make
+        no row. At most 64 fields of at most 62 keys each.
+
+        One C call builds every row during the engine's walk and reads only
+        what the fields name, so a List of all records costs a tuple per
+        record instead of a dict per record and level::
+
+            for name, created, labels, digest in images.rows(
+                    b"createdat", b"labels", (b"target", b"digest")):
+                ...
+        """
+        paths = tuple(_rows_path(i, field) for i, field in enumerate(fields))
+        if len(paths) > _ROWS_MAX_FIELDS:
+            raise ValueError(f"rows: {len(paths)} fields, at most {_ROWS_MAX_FIELDS}")
+        if _walk_rows is None:
+            return _rows_from_tree(self.tree(), paths)
+        status, rows = _walk_rows(int(ffi.cast("uintptr_t", self._b)), paths)
+        if status:
+            raise _error(status)
+        return rows
 
     def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
         return self.items()
