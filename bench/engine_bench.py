@@ -292,8 +292,8 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
                                   + len(digest) + len(media) + len(size))
                         if labels:
                             n_labels += len(labels)
-                            for key, value in labels.items():
-                                total += len(key) + len(value)
+                            for key in labels:
+                                total += len(key) + len(labels[key])
                 else:
                     c = allb.cursor()
                     item = c.first()

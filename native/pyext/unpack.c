@@ -241,7 +241,7 @@ PyDoc_STRVAR(records_doc,
  * push the keys out. Bytes are immutable, so sharing is invisible. */
 #define KEY_CACHE_SLOTS 64
 #define KEY_CACHE_MAX_LEN 24
-#define VALUE_CACHE_SLOTS 64
+#define VALUE_CACHE_SLOTS 256
 #define VALUE_CACHE_MAX_LEN 64
 
 typedef struct key_cache {
@@ -249,7 +249,10 @@ typedef struct key_cache {
 } key_cache;
 
 /* Slot hash from the length and the first and last (up to) 8 bytes: cheap,
- * and enough to tell apart the few distinct short strings of one decode. */
+ * and enough to tell apart the few distinct short strings of one decode.
+ * Keys that differ only in their last byte (label-0, label-1, ...) differ
+ * only in the top byte of `b`; a product carries differences upwards only,
+ * so the slot is taken from the top bits of the mixed product. */
 static uint32_t short_hash(const char *p, uint32_t len)
 {
     uint64_t a = 0, b = 0;
@@ -259,8 +262,8 @@ static uint32_t short_hash(const char *p, uint32_t len)
     } else {
         memcpy(&a, p, len);
     }
-    uint64_t h = (a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ len;
-    return (uint32_t)(h >> 32) ^ (uint32_t)h;
+    uint64_t x = a ^ ((b << 31) | (b >> 33)) ^ ((uint64_t)len << 56);
+    return (uint32_t)((x * 0x9E3779B97F4A7C15ull) >> 32);
 }
 
 static PyObject *cached_bytes(key_cache *kc, size_t slots, uint32_t max_len, const char *p, uint32_t len)
@@ -268,7 +271,7 @@ static PyObject *cached_bytes(key_cache *kc, size_t slots, uint32_t max_len, con
     if (len <= 1 || len > max_len)
         return PyBytes_FromStringAndSize(p, len); /* CPython shares 0- and 1-byte bytes itself */
     uint32_t h = short_hash(p, len);
-    PyObject **at = &kc->slot[(h ^ (h >> 16)) % slots];
+    PyObject **at = &kc->slot[(uint64_t)h * slots >> 32];
     if (*at && PyBytes_GET_SIZE(*at) == (Py_ssize_t)len && memcmp(PyBytes_AS_STRING(*at), p, len) == 0) {
         Py_INCREF(*at);
         return *at;
@@ -639,10 +642,14 @@ static PyObject *unpack_walk_tree(PyObject *self, PyObject *args)
  * that bucket's subtree, as tree() builds it. */
 enum { ROWS_MAX_FIELDS = 64 };
 
-typedef struct rows_path {
+/* One distinct key at one depth of the paths, with the fields whose path
+ * has it there: an entry is compared once per distinct key, not per field
+ * (three target fields share one "target"). */
+typedef struct rows_key {
     const char *key;  /* borrowed from the bytes in the caller's paths tuple */
     uint32_t len;
-} rows_path;
+    uint64_t fields;
+} rows_key;
 
 typedef struct rows_build {
     PyObject *out;                            /* list of finished rows */
@@ -650,7 +657,8 @@ typedef struct rows_build {
     int in_row;
     uint32_t nfields;
     uint32_t top;                             /* deepest depth an entry may have now */
-    const rows_path *const *paths;            /* paths[f][i]: field f's key at depth i + 1 */
+    const rows_key *keys_at[TREE_MAX_STACK];  /* the distinct keys the paths have at this depth */
+    uint32_t nkeys_at[TREE_MAX_STACK];
     uint64_t ends_at[TREE_MAX_STACK];         /* fields whose path ends at this depth */
     uint64_t want[TREE_MAX_STACK];            /* fields still matching the keys above this depth */
     PyObject *into[TREE_MAX_STACK];           /* dict taking the entries of this depth, or NULL; borrowed */
@@ -688,19 +696,16 @@ static void rows_clear(rows_build *t)
     key_cache_clear(&t->values);
 }
 
-/* Fields among `fields` whose key at this depth is `key`. */
-static uint64_t rows_match(const rows_build *t, uint64_t fields, uint32_t depth, const uint8_t *key,
+/* Fields among `want` whose key at this depth is `key`. Keys of one
+ * depth are distinct, so the first equal one is the only one. */
+static uint64_t rows_match(const rows_build *t, uint64_t want, uint32_t depth, const uint8_t *key,
                            uint32_t key_len)
 {
-    uint64_t hit = 0;
-    while (fields) {
-        int f = __builtin_ctzll(fields);
-        fields &= fields - 1;
-        const rows_path *p = &t->paths[f][depth - 1];
-        if (p->len == key_len && memcmp(p->key, key, key_len) == 0)
-            hit |= 1ull << f;
-    }
-    return hit;
+    const rows_key *k = t->keys_at[depth];
+    for (uint32_t i = 0, n = want ? t->nkeys_at[depth] : 0; i < n; i++, k++)
+        if ((k->fields & want) && k->len == key_len && memcmp(k->key, key, key_len) == 0)
+            return k->fields & want;
+    return 0;
 }
 
 /* Nonzero other than BOLT_WALK_SKIP (with an exception set) stops the walk. */
@@ -796,15 +801,14 @@ static PyObject *unpack_walk_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     rows_build *t = PyMem_Calloc(1, sizeof *t);
-    const rows_path **by_field = PyMem_Calloc((size_t)nfields + 1, sizeof *by_field);
-    rows_path *keys = NULL;
+    rows_key *keys = NULL;
     PyObject *out = NULL;
-    if (!t || !by_field) {
+    if (!t) {
         PyErr_NoMemory();
         goto done;
     }
     /* Check every path before the walk, while raising is still cheap. */
-    Py_ssize_t total = 0;
+    Py_ssize_t total = 0, longest = 0;
     for (Py_ssize_t f = 0; f < nfields; f++) {
         PyObject *path = PyTuple_GET_ITEM(paths, f);
         if (!PyTuple_Check(path) || PyTuple_GET_SIZE(path) < 1 || PyTuple_GET_SIZE(path) > TREE_MAX_STACK - 4) {
@@ -812,30 +816,48 @@ static PyObject *unpack_walk_rows(PyObject *self, PyObject *args)
                          TREE_MAX_STACK - 4);
             goto done;
         }
-        total += PyTuple_GET_SIZE(path);
-    }
-    if (!(keys = PyMem_Calloc((size_t)total + 1, sizeof *keys))) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    rows_path *at = keys;
-    for (Py_ssize_t f = 0; f < nfields; f++) {
-        PyObject *path = PyTuple_GET_ITEM(paths, f);
         Py_ssize_t n = PyTuple_GET_SIZE(path);
-        by_field[f] = at;
-        for (Py_ssize_t i = 0; i < n; i++, at++) {
+        for (Py_ssize_t i = 0; i < n; i++) {
             PyObject *key = PyTuple_GET_ITEM(path, i);
             if (!PyBytes_Check(key) || (size_t)PyBytes_GET_SIZE(key) > UINT32_MAX) {
                 PyErr_Format(PyExc_TypeError, "walk_rows: key %zd of field %zd is not bytes", i, f);
                 goto done;
             }
-            at->key = PyBytes_AS_STRING(key);
-            at->len = (uint32_t)PyBytes_GET_SIZE(key);
         }
         t->ends_at[n] |= 1ull << f;
+        total += n;
+        if (n > longest)
+            longest = n;
+    }
+    if (!(keys = PyMem_Calloc((size_t)total + 1, sizeof *keys))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Depth by depth, the distinct keys and the fields having each. */
+    rows_key *at = keys;
+    for (Py_ssize_t d = 1; d <= longest; d++) {
+        rows_key *first = at;
+        for (Py_ssize_t f = 0; f < nfields; f++) {
+            PyObject *path = PyTuple_GET_ITEM(paths, f);
+            if (PyTuple_GET_SIZE(path) < d)
+                continue;
+            PyObject *key = PyTuple_GET_ITEM(path, d - 1);
+            const char *k = PyBytes_AS_STRING(key);
+            uint32_t len = (uint32_t)PyBytes_GET_SIZE(key);
+            rows_key *same = first;
+            while (same < at && !(same->len == len && memcmp(same->key, k, len) == 0))
+                same++;
+            if (same == at) {
+                at->key = k;
+                at->len = len;
+                at++;
+            }
+            same->fields |= 1ull << f;
+        }
+        t->keys_at[d] = first;
+        t->nkeys_at[d] = (uint32_t)(at - first);
     }
     t->nfields = (uint32_t)nfields;
-    t->paths = by_field;
     /* Made before the walk locks the transaction, like every container that can trigger GC. */
     if (!(t->out = PyList_New(0)))
         goto done;
@@ -854,7 +876,6 @@ done:
         Py_XDECREF(t->out);
     }
     PyMem_Free(t);
-    PyMem_Free(by_field);
     PyMem_Free(keys);
     return out;
 }
