@@ -281,10 +281,11 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
             with db.begin() as tx:
                 allb = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
                 if batch:
-                    # Bucket.rows: one C call during the engine's walk makes
+                    # Bucket.iter_rows: C calls during the engine's walk make
                     # one tuple per image with the fields named here (labels
-                    # as a dict); the loop still touches every field.
-                    for name, created, updated, labels, digest, media, size in allb.rows(
+                    # as a dict), a few hundred images per call; the loop
+                    # still touches every field.
+                    for name, created, updated, labels, digest, media, size in allb.iter_rows(
                             b"createdat", b"updatedat", b"labels",
                             (b"target", b"digest"), (b"target", b"mediatype"), (b"target", b"size")):
                         n_images += 1

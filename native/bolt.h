@@ -266,6 +266,11 @@ enum bolt_walk_reply {
 typedef int (*bolt_walk_fn)(void *ctx, uint32_t depth, const uint8_t *key, uint32_t key_len,
                             const uint8_t *value, uint32_t value_len, int bucket);
 int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, void *ctx);
+/* bolt_bucket_walk_each from the first key >= start of b itself (start
+ * NULL: from its first key), so a caller that stopped the walk after a
+ * batch of entries can resume it at the next one. */
+int bolt_bucket_walk_from(bolt_bucket *b, const uint8_t *start, size_t start_len, uint32_t max_depth,
+                          bolt_walk_fn fn, void *ctx);
 
 /* ---- whole-file tools ---- */
 /* Structural check equivalent to bbolt's Tx.Check, plus key order and header

@@ -429,31 +429,35 @@ typedef int (*next_each_fn)(bolt_cursor *c, int include_current, size_t max, bol
                             size_t *n, int *end);
 
 typedef int (*walk_each_fn)(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, void *ctx);
+typedef int (*walk_from_fn)(bolt_bucket *b, const uint8_t *start, size_t start_len, uint32_t max_depth,
+                            bolt_walk_fn fn, void *ctx);
 
 /* Bound once by bind_engine(); NULL until then. */
 static next_each_fn engine_next_each;
 static walk_each_fn engine_walk_each;
+static walk_from_fn engine_walk_from;
 static Py_ssize_t engine_cursor_size;
 
 PyDoc_STRVAR(bind_engine_doc,
-"bind_engine(next_each_address, cursor_size, walk_each_address) -> None\n\n"
-"Private to boltimages.bolt: the addresses of bolt_cursor_next_each and\n"
-"bolt_bucket_walk_each in the engine module and bolt_cursor_size(), for\n"
-"scan() and walk_tree().");
+"bind_engine(next_each_address, cursor_size, walk_each_address, walk_from_address) -> None\n\n"
+"Private to boltimages.bolt: the addresses of bolt_cursor_next_each,\n"
+"bolt_bucket_walk_each and bolt_bucket_walk_from in the engine module and\n"
+"bolt_cursor_size(), for scan(), walk_tree() and walk_rows().");
 
 static PyObject *unpack_bind_engine(PyObject *self, PyObject *args)
 {
     (void)self;
-    unsigned long long next_each, walk_each;
+    unsigned long long next_each, walk_each, walk_from;
     Py_ssize_t cursor_size;
-    if (!PyArg_ParseTuple(args, "KnK:bind_engine", &next_each, &cursor_size, &walk_each))
+    if (!PyArg_ParseTuple(args, "KnKK:bind_engine", &next_each, &cursor_size, &walk_each, &walk_from))
         return NULL;
-    if (!next_each || !walk_each || cursor_size <= 0) {
+    if (!next_each || !walk_each || !walk_from || cursor_size <= 0) {
         PyErr_SetString(PyExc_ValueError, "bind_engine: null function or empty cursor");
         return NULL;
     }
     engine_next_each = (next_each_fn)(uintptr_t)next_each;
     engine_walk_each = (walk_each_fn)(uintptr_t)walk_each;
+    engine_walk_from = (walk_from_fn)(uintptr_t)walk_from;
     engine_cursor_size = cursor_size;
     Py_RETURN_NONE;
 }
@@ -655,6 +659,8 @@ typedef struct rows_build {
     PyObject *out;                            /* list of finished rows */
     PyObject *row[1 + ROWS_MAX_FIELDS];       /* the row being filled: name, fields; owned, NULL = none yet */
     int in_row;
+    Py_ssize_t nrows, max_rows;               /* rows finished; stop before the record past max_rows (0: none) */
+    PyObject *resume;                         /* name of the record the walk stopped at, or NULL */
     uint32_t nfields;
     uint32_t top;                             /* deepest depth an entry may have now */
     const rows_key *keys_at[TREE_MAX_STACK];  /* the distinct keys the paths have at this depth */
@@ -685,6 +691,7 @@ static int rows_flush(rows_build *t)
     }
     int rc = PyList_Append(t->out, row);
     Py_DECREF(row);
+    t->nrows++;
     return rc;
 }
 
@@ -692,6 +699,7 @@ static void rows_clear(rows_build *t)
 {
     for (uint32_t i = 0; i <= t->nfields; i++)
         Py_CLEAR(t->row[i]);
+    Py_CLEAR(t->resume);
     key_cache_clear(&t->keys);
     key_cache_clear(&t->values);
 }
@@ -727,6 +735,12 @@ static int rows_take(void *ctx, uint32_t depth, const uint8_t *key, uint32_t key
             return BOLT_WALK_CONTINUE;
         if (!(t->row[0] = PyBytes_FromStringAndSize((const char *)key, key_len)))
             return 1;
+        if (t->max_rows && t->nrows == t->max_rows) {
+            /* A full batch: this record starts the next one. */
+            t->resume = t->row[0];
+            t->row[0] = NULL;
+            return 1;
+        }
         t->in_row = 1;
         if (!t->nfields)
             return BOLT_WALK_SKIP;
@@ -776,22 +790,33 @@ static int rows_take(void *ctx, uint32_t depth, const uint8_t *key, uint32_t key
 }
 
 PyDoc_STRVAR(walk_rows_doc,
-"walk_rows(bucket_address, paths) -> (status, list)\n\n"
+"walk_rows(bucket_address, paths, start, max_rows) -> (status, list, resume)\n\n"
 "One tuple per nested bucket of the bucket, in key order: its name, then\n"
 "for each path (a tuple of 1..62 keys below the record's bucket, at most\n"
 "64 paths) the value there as bytes, the bucket there as a dict of its\n"
-"subtree, or None. Built during the engine's walk; status is the engine's\n"
-"return code (0: ok). Private to boltimages.bolt.");
+"subtree, or None. Built during the engine's walk, from the first key >=\n"
+"start (bytes, or None: from the first); with max_rows > 0 it stops after\n"
+"that many rows and resume is the name of the next record (else None).\n"
+"status is the engine's return code (0: ok). Private to boltimages.bolt.");
 
 static PyObject *unpack_walk_rows(PyObject *self, PyObject *args)
 {
     (void)self;
     unsigned long long address;
-    PyObject *paths;
-    if (!PyArg_ParseTuple(args, "KO!:walk_rows", &address, &PyTuple_Type, &paths))
+    PyObject *paths, *start;
+    Py_ssize_t max_rows;
+    if (!PyArg_ParseTuple(args, "KO!On:walk_rows", &address, &PyTuple_Type, &paths, &start, &max_rows))
         return NULL;
-    if (!engine_walk_each) {
+    if (!engine_walk_from) {
         PyErr_SetString(PyExc_RuntimeError, "walk_rows: the engine is not bound (bind_engine)");
+        return NULL;
+    }
+    if (start != Py_None && !PyBytes_Check(start)) {
+        PyErr_SetString(PyExc_TypeError, "walk_rows: start must be bytes or None");
+        return NULL;
+    }
+    if (max_rows < 0) {
+        PyErr_SetString(PyExc_ValueError, "walk_rows: negative max_rows");
         return NULL;
     }
     Py_ssize_t nfields = PyTuple_GET_SIZE(paths);
@@ -858,18 +883,22 @@ static PyObject *unpack_walk_rows(PyObject *self, PyObject *args)
         t->nkeys_at[d] = (uint32_t)(at - first);
     }
     t->nfields = (uint32_t)nfields;
+    t->max_rows = max_rows;
     /* Made before the walk locks the transaction, like every container that can trigger GC. */
     if (!(t->out = PyList_New(0)))
         goto done;
     /* Below a field that ends on a bucket its whole subtree is read, so the
      * walk may go as deep as it allows; BOLT_WALK_SKIP prunes the rest. */
     int gc_was = gc_pause();
-    int status = engine_walk_each((bolt_bucket *)(uintptr_t)address, TREE_MAX_STACK - 2, rows_take, t);
+    const uint8_t *from = start == Py_None ? NULL : (const uint8_t *)PyBytes_AS_STRING(start);
+    size_t from_len = start == Py_None ? 0 : (size_t)PyBytes_GET_SIZE(start);
+    int status = engine_walk_from((bolt_bucket *)(uintptr_t)address, from, from_len, TREE_MAX_STACK - 2,
+                                  rows_take, t);
     if (!PyErr_Occurred())
         rows_flush(t);
     gc_resume(gc_was);
     if (!PyErr_Occurred())
-        out = Py_BuildValue("iO", status, t->out);
+        out = Py_BuildValue("iOO", status, t->out, t->resume ? t->resume : Py_None);
 done:
     if (t) {
         rows_clear(t);

@@ -236,12 +236,17 @@ _scratch = _Scratch()
 # (bolt_bucket_walk_each) where _unpack has walk_tree (Python 3.10+).
 _unpack.bind_engine(int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_cursor_next_each"))),
                     lib.bolt_cursor_size(),
-                    int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_each"))))
+                    int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_each"))),
+                    int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_from"))))
 _walk_tree = getattr(_unpack, "walk_tree", None)
 _walk_rows = getattr(_unpack, "walk_rows", None)
 # Bucket.rows: fields and keys per field the C builder takes (native/pyext/unpack.c)
 _ROWS_MAX_FIELDS = 64
 _ROWS_MAX_KEYS = 62
+# Bucket.iter_rows: records per C call. Small enough that one batch's objects
+# stay in the CPU caches and are freed, and their memory reused, before the
+# next batch is built; large enough that the calls cost nothing.
+_ROWS_BATCH = 256
 
 
 def _rows_path(index: int, field: Any) -> tuple[bytes, ...]:
@@ -255,6 +260,13 @@ def _rows_path(index: int, field: Any) -> tuple[bytes, ...]:
         if not isinstance(key, (bytes, bytearray, memoryview)):
             raise TypeError(f"rows: field {index} has a key of type {type(key).__name__}, not bytes")
     return tuple(bytes(key) for key in keys)
+
+
+def _rows_paths(fields: tuple[Any, ...]) -> tuple[tuple[bytes, ...], ...]:
+    paths = tuple(_rows_path(i, field) for i, field in enumerate(fields))
+    if len(paths) > _ROWS_MAX_FIELDS:
+        raise ValueError(f"rows: {len(paths)} fields, at most {_ROWS_MAX_FIELDS}")
+    return paths
 
 
 def _rows_from_tree(tree: dict[bytes, Any], paths: tuple[tuple[bytes, ...], ...]) -> list[tuple[Any, ...]]:
@@ -778,15 +790,40 @@ class Bucket:
                     b"createdat", b"labels", (b"target", b"digest")):
                 ...
         """
-        paths = tuple(_rows_path(i, field) for i, field in enumerate(fields))
-        if len(paths) > _ROWS_MAX_FIELDS:
-            raise ValueError(f"rows: {len(paths)} fields, at most {_ROWS_MAX_FIELDS}")
+        paths = _rows_paths(fields)
         if _walk_rows is None:
             return _rows_from_tree(self.tree(), paths)
-        status, rows = _walk_rows(int(ffi.cast("uintptr_t", self._b)), paths)
+        status, rows, _ = _walk_rows(int(ffi.cast("uintptr_t", self._b)), paths, None, 0)
         if status:
             raise _error(status)
         return rows
+
+    def iter_rows(self, *fields: Union[BytesLike, tuple[BytesLike, ...], list[BytesLike]],
+                  batch: int = _ROWS_BATCH) -> Iterator[tuple[Any, ...]]:
+        """The rows of :meth:`rows`, built `batch` records at a time.
+
+        For reading a whole table once (a List): each batch is dropped
+        before the next is built, so the rows stay in the CPU caches while
+        the caller reads them and memory use stays flat however large the
+        table. Like :meth:`items`, later batches see changes this
+        transaction made in the meantime; they resume after the last name
+        returned.
+        """
+        paths = _rows_paths(fields)
+        if batch < 1:
+            raise ValueError(f"iter_rows: batch must be at least 1, not {batch}")
+        if _walk_rows is None:
+            yield from _rows_from_tree(self.tree(), paths)
+            return
+        start: Optional[bytes] = None
+        while True:
+            status, rows, start = _walk_rows(int(ffi.cast("uintptr_t", self._b)), paths, start, batch)
+            if status:
+                raise _error(status)
+            yield from rows
+            if start is None:
+                return
+            del rows  # freed before the next batch is built, so its memory is reused
 
     def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
         return self.items()

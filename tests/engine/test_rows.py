@@ -155,6 +155,44 @@ def test_rows_of_an_empty_bucket_and_of_the_root(db):
         assert tx.root.rows((b"k",)) == [(b"empty", None), (b"other", b"v")]
 
 
+@pytest.mark.parametrize("batch", [1, 2, 7, 100, 512, 5000])
+def test_iter_rows_in_batches_match_rows(db, batch):
+    model = _image_records(random.Random(batch), 450)
+    model.update({b"registry.example/app-00100:v2 plain": b"x", b"registry.example/app-00200:v4 plain": b""})
+    with db.begin(write=True) as tx:
+        _write(tx.create_bucket(b"images"), model)
+    with db.begin() as tx:
+        images = tx.bucket(b"images")
+        for fields in (IMAGE_FIELDS, (), (b"target",)):
+            expected = _expected(model, fields)
+            assert list(images.iter_rows(*fields, batch=batch)) == expected == images.rows(*fields)
+
+
+def test_iter_rows_resume_after_the_last_name_returned(db):
+    model = _image_records(random.Random(5), 100)
+    with db.begin(write=True) as tx:
+        _write(tx.create_bucket(b"images"), model)
+    with db.begin(write=True) as tx:
+        images = tx.bucket(b"images")
+        rows = images.iter_rows(b"createdat", batch=10)
+        seen = [next(rows) for _ in range(10)]
+        # changes between batches: a later record goes, another comes, an earlier one changes
+        images.delete_bucket(b"registry.example/app-00050:v1")
+        images.create_bucket(b"registry.example/app-00077:zz").put(b"createdat", b"new")
+        images.bucket(seen[0][0]).put(b"createdat", b"too late to be seen")
+        seen += list(rows)
+        del model[b"registry.example/app-00050:v1"]
+        model[b"registry.example/app-00077:zz"] = {b"createdat": b"new"}
+        first = _expected(model, (b"createdat",))
+        assert seen == first
+        tx.rollback()
+    with db.begin() as tx:
+        rows = tx.bucket(b"images").iter_rows(b"createdat", batch=10)
+        next(rows)
+    with pytest.raises(bolt.TxClosed):
+        list(rows)  # the next batch needs the transaction
+
+
 def test_rows_refuse_bad_fields(db):
     with db.begin(write=True) as tx:
         tx.create_bucket(b"b").create_bucket(b"r").put(b"k", b"v")
@@ -175,9 +213,17 @@ def test_rows_refuse_bad_fields(db):
         from boltimages import _unpack
         if hasattr(_unpack, "walk_rows"):
             with pytest.raises(ValueError):
-                _unpack.walk_rows(0, ())
+                _unpack.walk_rows(0, (), None, 0)
             with pytest.raises(TypeError):
-                _unpack.walk_rows(1, [(b"k",)])
+                _unpack.walk_rows(1, [(b"k",)], None, 0)
+            with pytest.raises(TypeError):
+                _unpack.walk_rows(1, (), "start", 0)
+            with pytest.raises(ValueError):
+                _unpack.walk_rows(1, (), None, -1)
+        with pytest.raises(ValueError, match="batch"):
+            next(b.iter_rows(b"k", batch=0))
+        with pytest.raises(TypeError, match="field 0"):
+            next(b.iter_rows("k"))
 
 
 def test_rows_after_the_transaction_ends(db):
