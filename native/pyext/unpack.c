@@ -14,8 +14,11 @@
  * bolt_cursor_next_each, which hands each item straight from the leaf page,
  * and makes the bytes objects there, so an item is copied once instead of
  * twice and the memory waits of the page walk overlap with the allocation
- * work. This module does not link against the engine (a separate shared
- * object); boltimages.bolt binds the function's address once at import.
+ * work. walk_tree() and walk_rows() do the same for bucket walks
+ * (bolt_bucket_walk_each / bolt_bucket_walk_from): nested dicts, or one
+ * tuple per record bucket with the fields asked for. This module does not
+ * link against the engine (a separate shared object); boltimages.bolt binds
+ * the functions' addresses once at import.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
