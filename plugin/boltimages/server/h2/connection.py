@@ -36,6 +36,7 @@ LOCAL_MAX_HEADER_LIST = 1 << 20
 LINGER_SECONDS = 1.0
 
 _unpack_header = struct.Struct(">IBI").unpack_from  # see frames.parse_header; local for speed
+_REQUEST_FRAMES = frozenset((f.DATA, f.HEADERS))
 
 
 class Stream:
@@ -83,7 +84,9 @@ class H2Connection(asyncio.Protocol):
         self.goaway_sent = False
         self.linger: Optional[asyncio.TimerHandle] = None
         self.lost = False
-        self.more_input = False   # set while a frame is handled: more input follows it
+        # while a frame is handled: the input buffer and where the rest of
+        # it starts and ends (see more_input)
+        self._rest: tuple[bytes | bytearray, int, int] = (b"", 0, 0)
         self.thread_id = threading.get_ident()
 
     # ------------------------------------------------------------ asyncio callbacks
@@ -377,8 +380,7 @@ class H2Connection(asyncio.Protocol):
                 break
             payload = bytes(buf[start:start + length]) if copy else buf[start:start + length]
             pos = start + length
-            # whether more of this client's input waits behind the frame being handled
-            self.more_input = end > pos
+            self._rest = (buf, pos, end)
             if not self.settings_seen:
                 if ftype != f.SETTINGS or flags & f.FLAG_ACK:
                     raise H2ConnectionError(f.PROTOCOL_ERROR, "first frame is not SETTINGS")
@@ -398,7 +400,26 @@ class H2Connection(asyncio.Protocol):
                     self.wbuf.append(f.rst_stream(exc.stream_id, exc.code))
             if self.closed:
                 break
+        self._rest = (b"", 0, 0)
         return pos
+
+    @property
+    def more_input(self) -> bool:
+        """Whether a request frame of this client waits behind the frame
+        being handled: a new call (HEADERS) or more of one (DATA). Control
+        frames do not count: clients send PINGs and WINDOW_UPDATEs along
+        with a request, and they carry no call that could share its commit.
+        A frame whose header has not fully arrived counts: it may be one."""
+        buf, pos, end = self._rest
+        header_len = f.FRAME_HEADER_LEN
+        while pos < end:
+            if end - pos < header_len:
+                return True
+            word = _unpack_header(buf, pos)[0]
+            if word & 0xFF in _REQUEST_FRAMES:
+                return True
+            pos += header_len + (word >> 8)
+        return False
 
     def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:

@@ -411,7 +411,11 @@ class Call:
             d.last_inline_conn, d.last_inline_end = self.conn, self.conn.loop.time()
         elif self.dispatcher.groups is not None and self.method in self.dispatcher.groups.methods:
             d = self.dispatcher
-            d.last_concurrent = self.conn.loop.time()
+            # Only overlap seen now renews the memory: a client that writes
+            # one call at a time after a burst must not keep itself off the
+            # loop thread by each of its calls landing in a group.
+            if self._overlapping():
+                d.last_concurrent = self.conn.loop.time()
             d.groups.add(self)
         else:
             self.to_pool()
@@ -455,10 +459,14 @@ class Call:
         if (d.last_inline_conn is not None and d.last_inline_conn is not self.conn
                 and now - d.last_inline_end < d.concurrency_memory):
             d.last_concurrent = now
-        return (d.pooled_in_flight == 0 and not self.conn.more_input
-                and (d.groups is None or not d.groups.pending())
+        return (not self._overlapping()
                 and now - d.last_concurrent > d.concurrency_memory
                 and self.method not in d.always_pooled)
+
+    def _overlapping(self) -> bool:
+        """Whether another call is under way or queued right now."""
+        d = self.dispatcher
+        return bool(d.pooled_in_flight or self.conn.more_input or (d.groups is not None and d.groups.pending()))
 
     def on_reset(self) -> None:
         """The client cancelled (RST_STREAM) or the connection went away."""
