@@ -19,6 +19,7 @@ threads keep running while the engine searches pages or waits for fsync.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from array import array  # typecode "I" is the C unsigned int: 32 bits on every platform we build for
@@ -813,17 +814,21 @@ class Bucket:
         if batch < 1:
             raise ValueError(f"iter_rows: batch must be at least 1, not {batch}")
         if _walk_rows is None:
-            yield from _rows_from_tree(self.tree(), paths)
-            return
+            return iter(_rows_from_tree(self.tree(), paths))
+        # chain steps through each batch's list in C (no generator frame per
+        # row) and lets go of a list as soon as it is used up.
+        return itertools.chain.from_iterable(self._row_batches(paths, batch))
+
+    def _row_batches(self, paths: tuple[tuple[bytes, ...], ...], batch: int) -> Iterator[list[tuple[Any, ...]]]:
         start: Optional[bytes] = None
         while True:
             status, rows, start = _walk_rows(int(ffi.cast("uintptr_t", self._b)), paths, start, batch)
             if status:
                 raise _error(status)
-            yield from rows
+            yield rows
+            rows = None  # freed before the next batch is built, so its memory is reused
             if start is None:
                 return
-            del rows  # freed before the next batch is built, so its memory is reused
 
     def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
         return self.items()
