@@ -128,9 +128,10 @@ class Running:
         inline = [f"/{SERVICE}/Echo", f"/{SERVICE}/Big", f"/{SERVICE}/Boom", f"/{SERVICE}/Abort"]
         self.server = NativeServer(self.executor, max_receive_message_length=max_recv,
                                    max_send_message_length=16 * MiB, inline_methods=inline)
-        # a handler that sleeps runs in the pool, as List does in the real
-        # server: on the loop thread it would hold up every other frame
-        self.server.always_pooled = frozenset((f"/{SERVICE}/Slow",))
+        # handlers that sleep or wait for each other run in the pool, as List
+        # does in the real server: on the loop thread they would hold up
+        # every other frame
+        self.server.always_pooled = frozenset((f"/{SERVICE}/Slow", f"/{SERVICE}/Together"))
         self.server.add_generic_rpc_handlers((_handlers(self.probe),))
         self.path = os.path.join(tmp, "h2.sock")
         self.server.add_insecure_port("unix:" + self.path)

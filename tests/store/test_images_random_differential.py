@@ -20,7 +20,7 @@ from google.protobuf import field_mask_pb2, json_format
 
 from boltimages import bolt
 from boltimages.api.containerd.services.images.v1 import images_pb2 as pb, images_pb2_grpc
-from boltimages.server.images_service import ImagesServicer
+from boltimages.server.images_service import ImagesServicer, add_to_server
 from boltimages.store.db import MetadataDB
 from tests.compat.daemons import DaemonError, containerd_daemon, containerd_meta_db
 from tests.helpers import require_root, require_tool, slow_budget
@@ -112,7 +112,7 @@ def test_random_sessions_match_containerd(tmp_path: pathlib.Path) -> None:
     ours_path = tmp_path / "ours.db"
     db = MetadataDB(ours_path)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    images_pb2_grpc.add_ImagesServicer_to_server(ImagesServicer(db, lambda *event: None), server)
+    add_to_server(ImagesServicer(db, lambda *event: None), server)
     server.add_insecure_port(f"unix://{tmp_path}/ours.sock")
     server.start()
     sessions = max(1, slow_budget(3))

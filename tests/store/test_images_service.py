@@ -13,7 +13,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from boltimages.api.containerd.events import image_pb2 as events_pb2
 from boltimages.api.containerd.services.images.v1 import images_pb2 as pb, images_pb2_grpc
-from boltimages.server.images_service import ImagesServicer
+from boltimages.server.images_service import ImagesServicer, add_to_server
 from boltimages.store.db import MetadataDB
 
 D1 = "sha256:" + "11" * 32
@@ -26,7 +26,7 @@ class Env:
         self.db = MetadataDB(tmp / "meta.db")
         self.events: list[tuple] = []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-        images_pb2_grpc.add_ImagesServicer_to_server(
+        add_to_server(
             ImagesServicer(self.db, lambda ns, topic, ev: self.events.append((ns, topic, ev))), self.server)
         sock = f"unix://{tmp}/images.sock"
         self.server.add_insecure_port(sock)

@@ -87,12 +87,12 @@ def _held_by_another_process(path: str) -> bool:
 def _images_servicer(db: MetadataDB, publish: Callable[[str, str, Any], Any]) -> Optional[tuple[Any, Any, str]]:
     """The images helper's servicer, if that module is present in this build."""
     try:
-        from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
-        from .images_service import ImagesServicer
+        from ..api.containerd.services.images.v1 import images_pb2
+        from .images_service import ImagesServicer, add_to_server
     except ImportError as exc:
         log.warning("images service not available: %s", exc)
         return None
-    return (ImagesServicer(db, publish), images_pb2_grpc.add_ImagesServicer_to_server,
+    return (ImagesServicer(db, publish), add_to_server,
             images_pb2.DESCRIPTOR.services_by_name["Images"].full_name)
 
 
