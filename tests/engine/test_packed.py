@@ -610,3 +610,35 @@ def test_scan_and_walk_tree_refuse_bad_arguments(db):
             with pytest.raises(ValueError):
                 _unpack.walk_tree(1, -1)
         assert tx.bucket(b"b").tree(max_depth=0) == {b"k": b"v"}
+
+
+def test_tree_and_rows_share_repeated_short_keys_and_values(db):
+    # Keys that differ only in their last byte (label-0 .. label-3) once all
+    # fell into one slot of the short-string cache and were never shared:
+    # 20,000 label keys cost 20,000 objects. The content is the real check;
+    # the object count guards the sharing.
+    media = b"application/vnd.oci.image.manifest.v1+json"
+    with db.begin(write=True) as tx:
+        images = tx.create_bucket(b"images")
+        for i in range(500):
+            image = images.create_bucket(b"registry/app-%04d:v1" % i)
+            image.put_many([(b"createdat", b"t%06d" % i), (b"updatedat", b"t%06d" % i)])
+            image.create_bucket(b"labels").put_many([(b"org.example.label-%d" % j, b"v%d-%d" % (i, j))
+                                                     for j in range(4)])
+            image.create_bucket(b"target").put(b"mediatype", media)
+    with db.begin() as tx:
+        images = tx.bucket(b"images")
+        tree = images.tree(max_depth=3)
+        rows = images.rows(b"labels", b"createdat", b"updatedat", (b"target", b"mediatype"))
+    for name, labels, created, updated, mediatype in rows:
+        assert labels == tree[name][b"labels"]
+        assert labels == {b"org.example.label-%d" % j: b"v%d-%d" % (int(name[13:17]), j) for j in range(4)}
+        assert created == updated == tree[name][b"createdat"] and mediatype == media
+    label_keys = {id(k) for _, labels, *_ in rows for k in labels}
+    assert len(label_keys) <= 8, f"{len(label_keys)} objects for 4 distinct label keys"
+    # tree() passes every key through the cache, so the image names (short
+    # enough to be cached too) evict a label key now and then.
+    tree_keys = {id(k) for image in tree.values() for k in image[b"labels"]}
+    assert len(tree_keys) <= 100, f"{len(tree_keys)} objects for 2000 label keys of 4 kinds"
+    assert len({id(row[4]) for row in rows}) <= 50, "one media type, an object per record"
+    assert sum(row[2] is row[3] for row in rows) >= 450, "equal createdat and updatedat not shared"
