@@ -234,7 +234,8 @@ _scratch = _Scratch()
 # Bucket.chunks has _unpack build its bytes objects straight from the leaf
 # pages through the engine's bolt_cursor_next_each (see native/pyext/unpack.c).
 # Bucket.tree likewise builds its dicts during the engine's walk
-# (bolt_bucket_walk_each) where _unpack has walk_tree (Python 3.10+).
+# (bolt_bucket_walk_each) where _unpack has walk_tree (Python 3.10+), and
+# Bucket.rows / iter_rows their tuples (bolt_bucket_walk_from, walk_rows).
 _unpack.bind_engine(int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_cursor_next_each"))),
                     lib.bolt_cursor_size(),
                     int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_each"))),
@@ -826,7 +827,7 @@ class Bucket:
             if status:
                 raise _error(status)
             yield rows
-            rows = None  # freed before the next batch is built, so its memory is reused
+            del rows  # freed before the next batch is built, so its memory is reused
             if start is None:
                 return
 
