@@ -20,11 +20,12 @@
  * and its leaf in the images bucket, which stay put until a later change
  * happens to land on them. Put together, the long-lived pages punch holes
  * into every run the moment the rest of it is freed, so after a while no
- * free run is long enough and every page is taken alone. So a node read
- * from a page the last commit did not write takes its new page alone, as
- * bbolt would (filling the holes), and the rest - new nodes, and those the
- * last commit wrote - share the runs, which the next commit but one frees
- * whole and takes again.
+ * free run is long enough and every page is taken alone. So only a node
+ * read from a page the last commit wrote goes into the runs, with the
+ * freelist, and the next commit but one frees that run whole and takes it
+ * again; a new node (a new record's page) and one the last commit did not
+ * write take their pages alone, as bbolt would, filling the holes. (After a
+ * commit too big to remember, every page goes into the runs, as before.)
  *
  * Only which free ids are chosen changes: pages, freelist and meta are
  * written exactly as before, and a rollback gives back every page taken.
@@ -81,7 +82,7 @@ enum run_place run_place_for(const bolt_tx *tx, uint64_t old_pgid)
 {
     const run_memory *m = &tx->db->runs;
     /* After a commit too big to remember, nothing is known to be cold. */
-    if (old_pgid == 0 || m->overflow || recent_has(m, old_pgid))
+    if (m->overflow || (old_pgid != 0 && recent_has(m, old_pgid)))
         return RUN_PLACE_RUN;
     return RUN_PLACE_SINGLE;
 }

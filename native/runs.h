@@ -21,8 +21,9 @@ typedef struct run_memory {
 
 /* Where a node's new page should come from. */
 enum run_place { RUN_PLACE_RUN, RUN_PLACE_SINGLE };
-/* RUN_PLACE_SINGLE for a node read from a page the last commit did not
- * write; new and recently written nodes go into the runs. */
+/* RUN_PLACE_RUN for a node read from a page the last commit wrote (or
+ * for any after a commit too big to remember); new nodes and the rest take
+ * their pages alone. */
 enum run_place run_place_for(const struct bolt_tx *tx, uint64_t old_pgid);
 /* After a commit's pages are written (tx->dirty sorted by id). */
 void run_remember(struct bolt_db *db, const struct bolt_tx *tx);
