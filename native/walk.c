@@ -91,6 +91,16 @@ static void prefetch_next_child(struct bolt_cursor *c)
     tx_prefetch_page(c->b->tx, le64(v), WALK_PREFETCH_BYTES);
 }
 
+/* The same hint for the nested bucket at element i of leaf page p. */
+static void prefetch_child_at(const bolt_tx *tx, const bpage *p, uint32_t i)
+{
+    const uint8_t *k, *v;
+    uint32_t kl, vl, fl;
+    if (page_leaf_elem(p, i, &k, &kl, &v, &vl, &fl) || !(fl & LEAF_FLAG_BUCKET) || vl < BUCKET_HEADER_SIZE)
+        return;
+    tx_prefetch_page(tx, le64(v), WALK_PREFETCH_BYTES);
+}
+
 /* What one level of the walk needs: its cursor, and the view of the
  * sub-bucket opened below it. */
 typedef struct walk_level {
@@ -111,10 +121,53 @@ typedef struct walk_visit {
     walk_level *levels[WALK_MAX_DEPTH + 1];
 } walk_visit;
 
+static int walk_bucket(struct bolt_bucket *b, uint32_t depth, walk_visit *wv);
+
+/* A bucket whose whole content is one leaf page (inline, or a root page
+ * that is a leaf) is read straight from that page. Why: an image's labels
+ * and target are such buckets, two per image, and setting up and stepping
+ * the general cursor (path stack, checks for writes made since) cost more
+ * than reading their three or four entries. Only for a bucket this
+ * transaction has not changed: its root is not materialised as a node. */
+static int walk_leaf(struct bolt_bucket *b, const bpage *p, uint32_t depth, walk_visit *wv)
+{
+    for (uint32_t i = 0; i < p->count; i++) {
+        const uint8_t *k, *v;
+        uint32_t kl, vl, fl;
+        if (page_leaf_elem(p, i, &k, &kl, &v, &vl, &fl))
+            return tx_fail(b->tx, set_err(BOLT_ERR_CORRUPT, "page %llu: element %u lies outside the page",
+                                          (unsigned long long)p->id, i));
+        int bucket = (fl & LEAF_FLAG_BUCKET) != 0;
+        int reply = wv->fn(wv->ctx, depth, k, kl, bucket ? NULL : v, bucket ? 0 : vl, bucket);
+        if (reply != BOLT_WALK_CONTINUE && reply != BOLT_WALK_SKIP) {
+            wv->stopped = 1;
+            return BOLT_OK;
+        }
+        if (bucket && reply != BOLT_WALK_SKIP && depth < wv->max_depth) {
+            struct bolt_bucket *child;
+            prefetch_child_at(b->tx, p, i + 1);
+            int rc = bucket_child_view(b, k, kl, v, vl, &wv->levels[depth]->view, &child);
+            if (!rc)
+                rc = walk_bucket(child, depth + 1, wv);
+            if (rc || wv->stopped)
+                return rc;
+        }
+    }
+    return BOLT_OK;
+}
+
 static int walk_bucket(struct bolt_bucket *b, uint32_t depth, walk_visit *wv)
 {
     if (!wv->levels[depth] && !(wv->levels[depth] = malloc(sizeof(walk_level))))
         return set_err(BOLT_ERR_NOMEM, "bucket walk: out of memory");
+    if (!b->root_node && !(depth == 0 && wv->start)) {
+        bpage root;
+        int rc = bucket_root_page(b, &root);
+        if (rc)
+            return rc;
+        if (root.flags == PAGE_FLAG_LEAF)
+            return walk_leaf(b, &root, depth, wv);
+    }
     struct bolt_cursor *c = &wv->levels[depth]->cursor;
     bolt_kv kv;
     cur_init(c, b);
