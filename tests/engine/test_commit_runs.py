@@ -50,6 +50,25 @@ def _update(db: "bolt.DB", name: bytes, n: int) -> None:
         record.create_bucket(b"labels").put(b"group", str(n).encode())
 
 
+def _fragment(db: "bolt.DB", names: list[bytes]) -> list[bytes]:
+    """Delete one record in four in one commit, leaving ~750 isolated free
+    pages as after months of churn; the names still there."""
+    doomed = set(names[::4])
+    with db.begin(write=True) as tx:
+        images = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
+        for name in doomed:
+            images.delete_bucket(name)
+    return [name for name in names if name not in doomed]
+
+
+def _written_by_update(db: "bolt.DB", path: str, name: bytes, n: int) -> list[int]:
+    """The pages an update of ``name`` added to the tree, plus its freelist page, sorted."""
+    before, _, _ = _tree_pages(path)
+    _update(db, name, n)
+    after, freelist, _ = _tree_pages(path)
+    return sorted((after - before) | {freelist})
+
+
 def _runs(ids: list[int]) -> int:
     """How many maximal runs of consecutive ids ``ids`` (sorted) holds."""
     return sum(1 for i, pgid in enumerate(ids) if i == 0 or pgid != ids[i - 1] + 1)
@@ -79,10 +98,7 @@ def test_small_commits_write_few_runs(tmp_path) -> None:
         _, _, hwm_before = _tree_pages(path)
         counts = []
         for n in range(60, 100):
-            before, _, _ = _tree_pages(path)
-            _update(db, rng.choice(names), n)
-            after, freelist, _ = _tree_pages(path)
-            written = sorted((after - before) | {freelist})
+            written = _written_by_update(db, path, rng.choice(names), n)
             assert len(written) >= 5, written  # leaf, branch, the buckets above, freelist
             counts.append(_runs(written))
         _, _, hwm_after = _tree_pages(path)
@@ -125,22 +141,14 @@ def test_runs_survive_a_fragmented_freelist(tmp_path) -> None:
     rng = random.Random(5)
     with bolt.open(path) as db:
         names = _containerd_like(db, 3000)
-        doomed = names[::4]
-        with db.begin(write=True) as tx:  # free one record page in four: ~750 isolated free pages
-            images = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
-            for name in doomed:
-                images.delete_bucket(name)
-        live = [name for name in names if name not in set(doomed)]
+        live = _fragment(db, names)
         for n in range(40):  # let the run of hot pages settle
             _update(db, rng.choice(live), n)
         _, _, hwm_before = _tree_pages(path)
         counts = []
         longest = []
         for n in range(40, 120):
-            before, _, _ = _tree_pages(path)
-            _update(db, rng.choice(live), n)
-            after, freelist, _ = _tree_pages(path)
-            written = sorted((after - before) | {freelist})
+            written = _written_by_update(db, path, rng.choice(live), n)
             counts.append(_runs(written))
             longest.append(_longest_run(written))
         _, _, hwm_after = _tree_pages(path)
@@ -162,11 +170,7 @@ def test_creating_records_does_not_strand_free_runs(tmp_path) -> None:
     pages stranded per created image."""
     path = str(tmp_path / "creates.db")
     with bolt.open(path) as db:
-        names = _containerd_like(db, 3000)
-        with db.begin(write=True) as tx:  # isolated free pages, as after churn
-            images = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
-            for name in names[::4]:
-                images.delete_bucket(name)
+        _fragment(db, _containerd_like(db, 3000))
         visited, _, hwm = _tree_pages(path)
         unused_before = hwm - len(visited)
         for n in range(200):

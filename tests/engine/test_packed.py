@@ -529,8 +529,9 @@ def _packed_items_raising(cursor: bolt.Cursor) -> None:
         include_current = 0
 
 
-def test_corrupt_element_in_a_walked_bucket_is_an_error(tmp_path):
-    path = tmp_path / "corrupt-walk.db"
+def _damaged_image_table(path) -> None:
+    """An ``images`` bucket of 40 records, each on its own pages, with one
+    record's leaf element pointing outside its page."""
     with bolt.open(path) as db, db.begin(write=True) as tx:
         images = tx.create_bucket(b"images")
         for i in range(40):
@@ -538,6 +539,11 @@ def test_corrupt_element_in_a_walked_bucket_is_an_error(tmp_path):
             image.create_bucket(b"target").put(b"digest", b"d" * 3000)  # not inline: own pages
             image.put_many([(b"w-%02d" % j, b"x" * 50) for j in range(12)])
     _corrupt_leaf_element(path, b"w-0")
+
+
+def test_corrupt_element_in_a_walked_bucket_is_an_error(tmp_path):
+    path = tmp_path / "corrupt-walk.db"
+    _damaged_image_table(path)
     with bolt.open(path, read_only=True) as db, db.begin() as tx:
         images = tx.bucket(b"images")
         walked = _error_of(lambda: images.walk_bytes(2))

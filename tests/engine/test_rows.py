@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from boltimages import bolt
-from tests.engine.test_packed import _corrupt_leaf_element, _error_of
+from tests.engine.test_packed import _damaged_image_table, _error_of
 
 MEDIA = b"application/vnd.oci.image.manifest.v1+json"
 IMAGE_FIELDS = (b"createdat", b"updatedat", b"labels",
@@ -237,13 +237,7 @@ def test_rows_after_the_transaction_ends(db):
 
 def test_corrupt_record_is_an_error_not_a_crash(tmp_path):
     path = tmp_path / "corrupt-rows.db"
-    with bolt.open(path) as db, db.begin(write=True) as tx:
-        images = tx.create_bucket(b"images")
-        for i in range(40):
-            image = images.create_bucket(b"img-%03d" % i)
-            image.create_bucket(b"target").put(b"digest", b"d" * 3000)  # not inline: own pages
-            image.put_many([(b"w-%02d" % j, b"x" * 50) for j in range(12)])
-    _corrupt_leaf_element(path, b"w-0")
+    _damaged_image_table(path)
     with bolt.open(path, read_only=True) as db, db.begin() as tx:
         images = tx.bucket(b"images")
         walked = _error_of(lambda: images.walk_bytes(2))
