@@ -141,16 +141,14 @@ int tx_allocate(bolt_tx *tx, uint64_t npages, enum run_place place, dirty_page *
         pthread_mutex_lock(&db->mu);
         id = fl_allocate(&db->fl, (size_t)npages);
         pthread_mutex_unlock(&db->mu);
-        if (id) {
-            tx->allocs[tx->nallocs++] = id;
-            tx->allocs[tx->nallocs++] = npages;
-        }
+        if (id)
+            (void)tx_note_alloc(tx, id, npages, NULL); /* cannot fail: room was made above */
     }
     /* A page meant to go alone that the freelist cannot give comes from
      * the end of the file; while a run sits there, it must come through
      * the run, which owns the end until the commit gives it back. */
-    if (!id && place != RUN_PLACE_RUN && !run_take(tx, npages, &id))
-        id = 0;
+    if (!id && place != RUN_PLACE_RUN)
+        (void)run_take(tx, npages, &id);
     if (!id) {
         id = tx->pgid;
         if (id + npages > (UINT64_MAX / tx->ps) / 2) {
@@ -441,8 +439,8 @@ int tx_commit_locked(bolt_tx *tx)
     for (size_t i = 0; i < tx->nunbalanced; i++)
         if ((rc = node_rebalance(tx, tx->unbalanced[i])))
             return tx_fail(tx, rc);
-    /* 2. write nodes into dirty pages, children before parents, into one
-     *    reserved run of pages where possible */
+    /* 2. write nodes into dirty pages, children before parents; pages the
+     *    next commit will rewrite go into contiguous runs (runs.c) */
     run_begin(tx);
     if ((rc = bucket_spill(tx->root)))
         return tx_fail(tx, rc);
