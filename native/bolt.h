@@ -108,6 +108,7 @@ typedef struct bolt_info {
     int freelist_persisted;           /* the mode writes will use */
     int read_only;
     uint32_t open_read_txs;
+    uint32_t last_commit_runs;        /* contiguous runs of pages the last commit wrote (one device request each) */
 } bolt_info;
 
 /* bbolt's BucketStats, same meaning field for field. */

@@ -599,6 +599,7 @@ int bolt_db_info(bolt_db *db, bolt_info *out)
     out->freelist_persisted = db->persist_freelist;
     out->read_only = db->read_only;
     out->open_read_txs = (uint32_t)db->nreaders;
+    out->last_commit_runs = db->last_commit_runs;
     pthread_mutex_unlock(&db->mu);
     return BOLT_OK;
 }

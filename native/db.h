@@ -33,7 +33,8 @@ struct bolt_db {
     bmap *map;
     uint64_t file_size;
     freelist fl;                /* valid for writable databases */
-    run_memory runs;            /* the last commit's pages; used by writers only */
+    run_memory runs;            /* the last commits' pages; used by writers only */
+    uint32_t last_commit_runs;  /* runs of pages the last commit wrote; under mu */
     int writer_active;
     pthread_t writer_thread;
     struct bolt_tx *writer;

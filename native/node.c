@@ -448,7 +448,7 @@ int node_spill(bolt_tx *tx, node *n, spill_vec *out)
         recompute_size(n);
     }
     /* decided by the page the node was read from, which is freed now */
-    enum run_place place = run_place_for(tx, n->pgid);
+    enum run_place place = run_place_for(tx, n);
     if ((rc = node_free_page(tx, n)))
         return rc;
     if (n->n == 0)

@@ -20,12 +20,20 @@
  * and its leaf in the images bucket, which stay put until a later change
  * happens to land on them. Put together, the long-lived pages punch holes
  * into every run the moment the rest of it is freed, so after a while no
- * free run is long enough and every page is taken alone. So only a node
+ * free run is long enough and every page is taken alone. So only a leaf
  * read from a page the last commit wrote goes into the runs, with the
  * freelist, and the next commit but one frees that run whole and takes it
  * again; a new node (a new record's page) and one the last commit did not
  * write take their pages alone, as bbolt would, filling the holes. (After a
  * commit too big to remember, every page goes into the runs, as before.)
+ * Branches are the exception: with 10,000 images the images bucket has a
+ * middle level of a dozen branches, one of which every update rewrites,
+ * and taken alone it cost a device request per commit. A branch written in
+ * one of the last RUN_RECENT_COMMITS commits goes into the run: it pins
+ * its place there for a few commits at most, and with one such branch per
+ * subtree the places pinned at once stay few. Leaves get no such grace: a
+ * leaf a few commits old is as likely a busy bucket's leaf that the next
+ * commits leave alone, pinning a run for hundreds of commits.
  *
  * Only which free ids are chosen changes: pages, freelist and meta are
  * written exactly as before, and a rollback gives back every page taken.
@@ -33,6 +41,7 @@
 
 #include "err.h"
 #include "freelist.h"
+#include "node.h"
 #include "runs.h"
 #include "tx.h"
 
@@ -65,26 +74,42 @@
  * bulk one should not go looking for a bulk-sized run, nor the reverse. */
 #define RUN_LEARNED_MAX_FACTOR 4u
 
-static int recent_has(const run_memory *m, uint64_t pgid)
+static int commit_wrote(const run_commit *c, uint64_t pgid)
 {
-    size_t lo = 0, hi = m->n;
+    size_t lo = 0, hi = c->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (m->ids[mid] < pgid)
+        if (c->ids[mid] < pgid)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < m->n && m->ids[lo] == pgid;
+    return lo < c->n && c->ids[lo] == pgid;
 }
 
-enum run_place run_place_for(const bolt_tx *tx, uint64_t old_pgid)
+static int recent_has(const run_memory *m, uint64_t pgid, unsigned commits)
+{
+    for (unsigned i = 0; i < commits; i++)
+        if (commit_wrote(&m->last[(m->newest + RUN_RECENT_COMMITS - i) % RUN_RECENT_COMMITS], pgid))
+            return 1;
+    return 0;
+}
+
+enum run_place run_place_for(const bolt_tx *tx, const node *n)
 {
     const run_memory *m = &tx->db->runs;
     /* After a commit too big to remember, nothing is known to be cold. */
-    if (m->overflow || (old_pgid != 0 && recent_has(m, old_pgid)))
+    if (m->overflow)
         return RUN_PLACE_RUN;
-    return RUN_PLACE_SINGLE;
+    if (n->pgid == 0)
+        return RUN_PLACE_SINGLE;
+    /* A leaf counts as hot only when the last commit wrote it too: a leaf
+     * a few commits old is, as often as not, a busy bucket's leaf that the
+     * next commits leave alone. A branch is rewritten whenever any leaf
+     * under it is, so one written in the last few commits is soon written
+     * again (the middle level of a large images bucket: one of its dozen
+     * branches in every update). */
+    return recent_has(m, n->pgid, n->leaf ? 1u : RUN_RECENT_COMMITS) ? RUN_PLACE_RUN : RUN_PLACE_SINGLE;
 }
 
 void run_remember(bolt_db *db, const bolt_tx *tx)
@@ -92,11 +117,18 @@ void run_remember(bolt_db *db, const bolt_tx *tx)
     run_memory *m = &db->runs;
     m->hot_pages = tx->run_served;
     m->overflow = tx->ndirty > RUN_RECENT_MAX;
-    m->n = 0;
-    if (m->overflow)
+    m->newest = (m->newest + 1) % RUN_RECENT_COMMITS;
+    run_commit *c = &m->last[m->newest];
+    c->n = 0;
+    if (m->overflow) {
+        /* Everything goes into runs for the next commit; the older
+         * commits' ids would only describe pages this one rewrote. */
+        for (unsigned i = 0; i < RUN_RECENT_COMMITS; i++)
+            m->last[i].n = 0;
         return;
+    }
     for (size_t i = 0; i < tx->ndirty; i++)
-        m->ids[m->n++] = tx->dirty[i].pgid; /* write_dirty sorted them */
+        c->ids[c->n++] = tx->dirty[i].pgid; /* write_dirty sorted them */
 }
 
 /* Pages spilling this tx's nodes may write into runs. A node that fits a
@@ -113,7 +145,7 @@ static uint64_t commit_page_estimate(const bolt_tx *tx, uint64_t *least)
         if (n->dead)
             continue;
         est += RUN_PARENT_PAGES;
-        if (run_place_for(tx, n->pgid) != RUN_PLACE_RUN)
+        if (run_place_for(tx, n) != RUN_PLACE_RUN)
             continue;
         uint64_t pages = (n->size + tx->ps - 1) / tx->ps;
         est += pages <= 1 ? 1 : 3 * pages + 1;

@@ -374,14 +374,15 @@ static int cmp_dirty(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Sorted, with contiguous pages written by one pwritev each. */
-static int write_dirty(bolt_tx *tx)
+/* Sorted, with contiguous pages written by one pwritev each (*nruns of them). */
+static int write_dirty(bolt_tx *tx, uint32_t *nruns)
 {
     bolt_db *db = tx->db;
     if (tx->ndirty > 1) /* an empty list may be a NULL array: qsort(NULL, 0) is undefined */
         qsort(tx->dirty, tx->ndirty, sizeof *tx->dirty, cmp_dirty);
     struct iovec iov[64];
     size_t i = 0;
+    uint32_t runs = 0;
     while (i < tx->ndirty) {
         size_t j = i, niov = 0;
         uint64_t next = tx->dirty[i].pgid;
@@ -395,6 +396,7 @@ static int write_dirty(bolt_tx *tx)
             j++;
         }
         off_t off = (off_t)(tx->dirty[i].pgid * tx->ps);
+        runs++;
         ssize_t w = pwritev(db->fd, iov, (int)niov, off);
         if (w != (ssize_t)bytes) {
             /* Short or failed: retry page by page so errors are precise. */
@@ -407,6 +409,7 @@ static int write_dirty(bolt_tx *tx)
         }
         i = j;
     }
+    *nruns = runs;
     return BOLT_OK;
 }
 
@@ -489,7 +492,8 @@ int tx_commit_locked(bolt_tx *tx)
         pthread_mutex_unlock(&db->mu);
     }
     /* 5. data pages, then sync, then the meta page, then sync */
-    if ((rc = write_dirty(tx)))
+    uint32_t nruns = 0;
+    if ((rc = write_dirty(tx, &nruns)))
         return rc;
     if (!db->no_sync && (rc = db_sync(db)))
         return tx_fail(tx, rc);
@@ -507,6 +511,7 @@ int tx_commit_locked(bolt_tx *tx)
     /* 6. publish */
     pthread_mutex_lock(&db->mu);
     run_remember(db, tx);
+    db->last_commit_runs = nruns;
     db->meta = tx->meta;
     db->meta_slot = (int)slot;
     /* A failed remap is retried by the next begin; the commit stands. */

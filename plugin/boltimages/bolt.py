@@ -368,7 +368,8 @@ class DB:
         _check(lib.bolt_db_info(self._handle(), out), self.path)
         return {name: getattr(out, name) for name in (
             "page_size", "txid", "pgid", "root_pgid", "freelist_pgid", "meta_slot", "file_size",
-            "free_count", "pending_count", "freelist_persisted", "read_only", "open_read_txs")}
+            "free_count", "pending_count", "freelist_persisted", "read_only", "open_read_txs",
+            "last_commit_runs")}
 
     @property
     def page_size(self) -> int:
