@@ -27,7 +27,8 @@ class Env:
         self.events: list[tuple] = []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         add_to_server(
-            ImagesServicer(self.db, lambda ns, topic, ev: self.events.append((ns, topic, ev))), self.server)
+            ImagesServicer(self.db, lambda ns, topic, ev: self.events.append((ns, topic, ev() if callable(ev) else ev))),
+            self.server)
         sock = f"unix://{tmp}/images.sock"
         self.server.add_insecure_port(sock)
         self.server.start()

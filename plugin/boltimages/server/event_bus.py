@@ -135,13 +135,16 @@ class EventBus:
         self._valid_topics: set[str] = set()
 
     def publish(self, namespace: str, topic: str,
-                event: pb_message.Message | any_pb2.Any) -> Optional[events_pb2.Envelope]:
+                event: pb_message.Message | any_pb2.Any | Callable[[], pb_message.Message]
+                ) -> Optional[events_pb2.Envelope]:
         """Stamp and broadcast an event in ``namespace`` (the servicers' publish hook).
 
         The namespace and topic are always checked (a bad one is the
         publisher's error, subscribers or not); the envelope is only built
         when someone subscribes, so a write nobody listens to pays for no
-        serialisation. Returns the envelope, None when nobody received it.
+        serialisation. ``event`` may be a function that makes the event, for
+        publishers whose event costs work to build: it is only called then.
+        Returns the envelope, None when nobody received it.
         """
         if namespace not in self._valid_namespaces:
             try:
@@ -154,6 +157,8 @@ class EventBus:
             self._remember(self._valid_topics, topic)
         if not self._subscribers:
             return None
+        if callable(event):  # a publisher that builds its event only for subscribers
+            event = event()
         now_ns = time.time_ns()
         envelope = events_pb2.Envelope(
             timestamp=timestamp_pb2.Timestamp(seconds=now_ns // 1_000_000_000, nanos=now_ns % 1_000_000_000),

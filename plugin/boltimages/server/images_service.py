@@ -20,7 +20,7 @@ from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.containerd.types import descriptor_pb2
 from ..store import codec
 from ..store.db import MetadataDB
-from ..store.image_records import RawImage
+from ..store.image_records import RawImage, text_map
 from ..store.images import Descriptor, Image, ImageStore
 from . import status
 
@@ -32,6 +32,8 @@ LEASE_HEADER = "containerd-lease"
 # Go's zero time.Time, which containerd returns for a record lacking a time
 _ZERO_TIME = codec.Timestamp(-codec.UNIX_TO_GO_INTERNAL, 0)
 
+#: The servicers' publish hook: (namespace, topic, event), where the event is
+#: a message or a function that makes it (called only if someone listens).
 Publisher = Callable[[str, str, Any], None]
 
 
@@ -261,10 +263,16 @@ def list_response(records: list[RawImage]) -> Any:
 
 def get_response(raw: RawImage) -> Any:
     """A GetImageResponse as wire bytes (a message when the record is not UTF-8)."""
+    return record_response(images_pb2.GetImageResponse, raw)
+
+
+def record_response(cls: Any, raw: RawImage) -> Any:
+    """A response whose field 1 is the Image ``raw`` holds (Get, Update), as
+    wire bytes; a ``cls`` message when a string of the record is not UTF-8."""
     framed = _framed(raw)
     if framed is not None:
         return framed
-    return images_pb2.GetImageResponse(image=image_to_proto(raw.to_image()))
+    return cls(image=image_to_proto(raw.to_image()))
 
 
 def _wire(response: Any) -> bytes:
@@ -360,12 +368,14 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
         epoch = _source_date_epoch(request)
         try:
-            updated = self.store.update(namespace, image_from_proto(request.image), paths, epoch=epoch,
-                                        lease=metadata_value(context, LEASE_HEADER))
+            written = self.store.update_record(namespace, image_from_proto(request.image), paths, epoch=epoch,
+                                               lease=metadata_value(context, LEASE_HEADER))
         except Exception as exc:
             abort_with(context, exc)
-        return self._respond_and_publish(context, namespace, images_pb2.UpdateImageResponse, updated,
-                                         events_pb2.ImageUpdate, "/images/update")
+        # the event is only built when someone subscribes (see EventBus.publish)
+        self._publish(context, namespace or "", "/images/update",
+                      lambda: events_pb2.ImageUpdate(name=written.text_name(), labels=text_map(written.labels)))
+        return record_response(images_pb2.UpdateImageResponse, written)
 
     def Delete(self, request: images_pb2.DeleteImageRequest, context: grpc.ServicerContext
                ) -> empty_pb2.Empty:

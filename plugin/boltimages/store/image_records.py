@@ -125,10 +125,10 @@ class RawImage:
             image.created_at = self._time(self.created)
         if self.updated is not None:
             image.updated_at = self._time(self.updated)
-        image.labels = _text_map(self.labels)
+        image.labels = text_map(self.labels)
         image.target = Descriptor(
             media_type=_text(self.media_type), digest=_text(self.digest), size=self.size_value(),
-            annotations=_text_map(self.annotations))
+            annotations=text_map(self.annotations))
         return image
 
     # -- filters -----------------------------------------------------------------
@@ -161,7 +161,8 @@ def _text(raw: Optional[bytes]) -> str:
     return "" if raw is None else raw.decode("utf-8", "surrogateescape")
 
 
-def _text_map(pairs: Optional[list[tuple[bytes, bytes]]]) -> Optional[dict[str, str]]:
+def text_map(pairs: Optional[list[tuple[bytes, bytes]]]) -> Optional[dict[str, str]]:
+    """Stored (key, value) pairs as the str map an Image carries."""
     if pairs is None:
         return None
     return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape") for k, v in pairs}
