@@ -511,6 +511,17 @@ def render(results: dict[str, dict[str, Any]], sizes: dict[str, int], facts: dic
             f"{benchlib.fmt_seconds(d_sum['with_checksum_cpu_seconds'])}, "
             f"{benchlib.fmt_ratio(d_ref['cpu_seconds'], d_sum['with_checksum_cpu_seconds'])}).",
         ]
+    d_core = results.get("core", {}).get("d", {})
+    if "per_item_seconds" in d_core and d_ref:
+        parts += [
+            "",
+            "Row d, C core: the timed scan is the engine's batch scan (bolt_cursor_next_each, 1,024 items "
+            "per call, adding each key's and value's first byte as Go does). One bolt_cursor_next call per "
+            f"item, on its own open of the file, takes {benchlib.fmt_seconds(d_core['per_item_seconds'])} "
+            f"({benchlib.fmt_ratio(d_ref['seconds'], d_core['per_item_seconds'])}; CPU "
+            f"{benchlib.fmt_seconds(d_core['per_item_cpu_seconds'])}, "
+            f"{benchlib.fmt_ratio(d_ref['cpu_seconds'], d_core['per_item_cpu_seconds'])}).",
+        ]
     parts += ["", benchlib.facts_markdown(facts)]
     if mismatches:
         parts += ["", "**CHECK MISMATCH** (drivers disagree on what was stored/read):"] + [f"- {m}" for m in mismatches]
