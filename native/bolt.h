@@ -138,6 +138,10 @@ int bolt_open(const char *path, const bolt_options *opts, bolt_db **out);
 int bolt_close(bolt_db *db);
 void bolt_db_free(bolt_db *db);
 int bolt_db_info(bolt_db *db, bolt_info *out);
+/* The txid of the last committed write: what a read tx begun now would see
+ * (0 for a NULL or closed db). One locked read, for callers that only need
+ * to know whether the file changed since they last looked. */
+uint64_t bolt_db_txid(bolt_db *db);
 int bolt_db_sync(bolt_db *db);
 uint32_t bolt_os_page_size(void);
 

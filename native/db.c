@@ -604,6 +604,16 @@ int bolt_db_info(bolt_db *db, bolt_info *out)
     return BOLT_OK;
 }
 
+uint64_t bolt_db_txid(bolt_db *db)
+{
+    if (!db)
+        return 0;
+    pthread_mutex_lock(&db->mu);
+    uint64_t txid = db->closed ? 0 : db->meta.txid;
+    pthread_mutex_unlock(&db->mu);
+    return txid;
+}
+
 int bolt_db_sync(bolt_db *db)
 {
     if (!db)

@@ -372,6 +372,12 @@ class DB:
             "last_commit_runs")}
 
     @property
+    def txid(self) -> int:
+        """The id of the last committed write transaction: the one a read
+        transaction begun now would see (cheaper than :meth:`info`)."""
+        return int(lib.bolt_db_txid(self._handle()))
+
+    @property
     def page_size(self) -> int:
         return int(self.info()["page_size"])
 

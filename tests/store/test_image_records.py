@@ -105,6 +105,25 @@ def test_snapshot_follows_every_commit(meta_db: MetadataDB) -> None:
     assert store.list("ns") == reference(meta_db)
 
 
+def test_get_from_a_current_snapshot_opens_no_transaction(meta_db: MetadataDB, monkeypatch) -> None:
+    """After a List, a Get answers from the snapshot while the file has not
+    changed; the first commit after it sends the Get back to the file."""
+    store = ImageStore(meta_db)
+    store.create("ns", image("a", v="1"))
+    listed = store.list_records("ns")
+    assert meta_db.committed_txid() == meta_db.view(lambda tx: tx.id)
+    real_view = meta_db.view
+    monkeypatch.setattr(meta_db, "view", lambda fn: pytest.fail("a transaction was opened"))
+    assert store.get_record("ns", "a") is listed[0]
+    with pytest.raises(NotFound):
+        store.get_record("ns", "missing")
+    monkeypatch.setattr(meta_db, "view", real_view)
+    # a change made below the store, straight through the engine
+    meta_db.update(lambda tx: images_bucket(tx).bucket(b"a").bucket(b"labels").put(b"v", b"2"))
+    assert meta_db.committed_txid() == meta_db.view(lambda tx: tx.id)
+    assert store.get("ns", "a").labels == {"v": "2"}
+
+
 def test_snapshots_are_per_namespace_and_bounded() -> None:
     snaps = image_records.Snapshots(budget=100)
     a, b = [image_records.RawImage(b"a")], [image_records.RawImage(b"b")]

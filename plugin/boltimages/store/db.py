@@ -249,6 +249,11 @@ class MetadataDB:
         return self._db.view(read)
 
     # -- transactions ---------------------------------------------------------
+    def committed_txid(self) -> int:
+        """The id of the last commit to the file: the id a read transaction
+        begun now would have."""
+        return self._db.txid
+
     def view(self, fn: Callable[["bolt.Tx"], T]) -> T:
         return self._db.view(fn)
 
