@@ -395,12 +395,6 @@ class ImageStore:
             return raw
 
         def read(tx: "bolt.Tx") -> RawImage:
-            snapshot = self._snapshots.current(ns, tx.id)
-            if snapshot is not None:
-                raw = snapshot.by_name().get(key)
-                if raw is None:
-                    raise NotFound(f"image {go_quote(name)}")
-                return raw
             images = _bucket_path(tx, layout.images_path(ns))
             record = images.bucket(key) if images is not None and name else None
             if record is None:
