@@ -20,7 +20,7 @@ from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.containerd.types import descriptor_pb2
 from ..store import codec
 from ..store.db import MetadataDB
-from ..store.image_records import RawImage, text_map
+from ..store.image_records import RawImage, is_utf8, text_map
 from ..store.images import Descriptor, Image, ImageStore
 from . import status
 
@@ -214,26 +214,16 @@ def image_response(cls: Any, image: Image, event_cls: Any = None) -> tuple[Any, 
         return response, event
 
 
-def _utf8(data: Optional[bytes]) -> bool:
-    if data is None or data.isascii():
-        return True
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def _strings_are_utf8(raw: RawImage) -> bool:
     """Whether every string field of the record is valid UTF-8, as protobuf
     requires (Python's strict decoder and protobuf's check agree: no
     surrogates, no overlong forms)."""
-    if not (_utf8(raw.name) and _utf8(raw.media_type) and _utf8(raw.digest)):
+    if not (is_utf8(raw.name) and is_utf8(raw.media_type) and is_utf8(raw.digest)):
         return False
     for pairs in (raw.labels, raw.annotations):
         if pairs:
             for key, value in pairs:
-                if not (_utf8(key) and _utf8(value)):
+                if not (is_utf8(key) and is_utf8(value)):
                     return False
     return True
 

@@ -161,6 +161,23 @@ def _text(raw: Optional[bytes]) -> str:
     return "" if raw is None else raw.decode("utf-8", "surrogateescape")
 
 
+def is_utf8(data: Optional[bytes]) -> bool:
+    """Whether stored bytes are valid UTF-8 (None counts: nothing to check)."""
+    if data is None or data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def plain_time(raw: Optional[bytes]) -> bool:
+    """Whether a stored time is in the 15-byte form containerd writes, with
+    its nanoseconds in range: the form that decodes and re-encodes to itself."""
+    return raw is not None and len(raw) == 15 and raw[0] == 1 and 0 <= _TIME_V1.unpack(raw)[1] < _NANOS
+
+
 def text_map(pairs: Optional[list[tuple[bytes, bytes]]]) -> Optional[dict[str, str]]:
     """Stored (key, value) pairs as the str map an Image carries."""
     if pairs is None:

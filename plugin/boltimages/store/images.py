@@ -239,20 +239,11 @@ def _plain_record(stored: RawImage) -> bool:
     in the 15-byte form (which decodes and re-encodes to itself), and a
     complete target whose size is the canonical varint and whose media type
     is text. Anything else takes the general path, which rewrites them."""
-    created, media_type, size = stored.created, stored.media_type, stored.size
-    return (created is not None and len(created) == 15 and created[0] == 1
-            and 0 <= int.from_bytes(created[9:13], "big", signed=True) < 1_000_000_000
+    media_type, size = stored.media_type, stored.size
+    return (image_records.plain_time(stored.created)
             and stored.digest is not None and media_type is not None and size is not None
             and codec.encode_varint(stored.size_value()) == size
-            and (media_type.isascii() or _is_utf8(media_type)))
-
-
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+            and image_records.is_utf8(media_type))
 
 
 def _update_labels(tx: "bolt.Tx", ns: str, lease: Optional[str], record: "bolt.Bucket", stored: RawImage,
