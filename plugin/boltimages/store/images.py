@@ -471,8 +471,8 @@ class ImageStore:
             if record is None:
                 raise NotFound(f"image {go_quote(image.name)}")
             stored = image_records.read_one(key, record)
-            stored.check()
             if labels_only and _plain_record(stored):
+                stored.check()  # the damage to_image() reports on the general path
                 return _update_labels(tx, ns, lease, record, stored, image, fieldpaths, epoch)
             updated = stored.to_image()
             created_at = updated.created_at
