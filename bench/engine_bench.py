@@ -506,10 +506,7 @@ def render(results: dict[str, dict[str, Any]], sizes: dict[str, int], facts: dic
             "",
             "Row d, Python batch: the timed scan hands every key and value to Python as bytes "
             "(Bucket.chunks). Adding each item's first byte in Python as well, as the Go and C loops "
-            f"do, takes {benchlib.fmt_seconds(d_sum['with_checksum_seconds'])} "
-            f"({benchlib.fmt_ratio(d_ref['seconds'], d_sum['with_checksum_seconds'])}; CPU "
-            f"{benchlib.fmt_seconds(d_sum['with_checksum_cpu_seconds'])}, "
-            f"{benchlib.fmt_ratio(d_ref['cpu_seconds'], d_sum['with_checksum_cpu_seconds'])}).",
+            f"do, takes {_beside(d_ref, d_sum['with_checksum_seconds'], d_sum['with_checksum_cpu_seconds'])}.",
         ]
     d_core = results.get("core", {}).get("d", {})
     if "per_item_seconds" in d_core and d_ref:
@@ -517,15 +514,20 @@ def render(results: dict[str, dict[str, Any]], sizes: dict[str, int], facts: dic
             "",
             "Row d, C core: the timed scan is the engine's batch scan (bolt_cursor_next_each, 1,024 items "
             "per call, adding each key's and value's first byte as Go does). One bolt_cursor_next call per "
-            f"item, on its own open of the file, takes {benchlib.fmt_seconds(d_core['per_item_seconds'])} "
-            f"({benchlib.fmt_ratio(d_ref['seconds'], d_core['per_item_seconds'])}; CPU "
-            f"{benchlib.fmt_seconds(d_core['per_item_cpu_seconds'])}, "
-            f"{benchlib.fmt_ratio(d_ref['cpu_seconds'], d_core['per_item_cpu_seconds'])}).",
+            f"item, on its own open of the file, takes "
+            f"{_beside(d_ref, d_core['per_item_seconds'], d_core['per_item_cpu_seconds'])}.",
         ]
     parts += ["", benchlib.facts_markdown(facts)]
     if mismatches:
         parts += ["", "**CHECK MISMATCH** (drivers disagree on what was stored/read):"] + [f"- {m}" for m in mismatches]
     return "\n".join(parts)
+
+
+def _beside(ref: dict[str, Any], seconds: float, cpu_seconds: float) -> str:
+    """A time measured beside a reference result, as the notes under the
+    tables print it: wall time (ratio; CPU time, ratio)."""
+    return (f"{benchlib.fmt_seconds(seconds)} ({benchlib.fmt_ratio(ref['seconds'], seconds)}; CPU "
+            f"{benchlib.fmt_seconds(cpu_seconds)}, {benchlib.fmt_ratio(ref['cpu_seconds'], cpu_seconds)})")
 
 
 def _table(results: dict[str, dict[str, Any]], sizes: dict[str, int], metric: str) -> str:
