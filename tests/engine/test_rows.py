@@ -61,6 +61,14 @@ def _write(bucket: bolt.Bucket, model: Model) -> None:
             bucket.put(key, value)
 
 
+def _stored_images(db: bolt.DB, seed: int, n: int) -> Model:
+    """n seeded image records, written into a new ``images`` bucket; their model."""
+    model = _image_records(random.Random(seed), n)
+    with db.begin(write=True) as tx:
+        _write(tx.create_bucket(b"images"), model)
+    return model
+
+
 def _resolve(record: Model, path: tuple[bytes, ...]) -> Any:
     node: Any = record
     for key in path:
@@ -91,9 +99,7 @@ FIELD_SETS = [
 
 @pytest.mark.parametrize("fields", FIELD_SETS, ids=[str(i) for i in range(len(FIELD_SETS))])
 def test_rows_match_what_was_written(db, fields):
-    model = _image_records(random.Random(len(fields)), 700)
-    with db.begin(write=True) as tx:
-        _write(tx.create_bucket(b"images"), model)
+    model = _stored_images(db, len(fields), 700)
     expected = _expected(model, fields)
     with db.begin() as tx:
         images = tx.bucket(b"images")
@@ -108,9 +114,7 @@ def test_rows_match_what_was_written(db, fields):
 
 
 def test_image_rows_give_bytes_and_dicts(db):
-    model = _image_records(random.Random(7), 60)
-    with db.begin(write=True) as tx:
-        _write(tx.create_bucket(b"images"), model)
+    model = _stored_images(db, 7, 60)
     with db.begin() as tx:
         rows = {row[0]: row[1:] for row in tx.bucket(b"images").rows(*IMAGE_FIELDS)}
     name = b"registry.example/app-00006:v6"
@@ -125,9 +129,7 @@ def test_image_rows_give_bytes_and_dicts(db):
 
 
 def test_rows_see_changes_of_the_same_write_transaction(db):
-    model = _image_records(random.Random(3), 200)
-    with db.begin(write=True) as tx:
-        _write(tx.create_bucket(b"images"), model)
+    model = _stored_images(db, 3, 200)
     with db.begin(write=True) as tx:
         images = tx.bucket(b"images")
         first = b"registry.example/app-00001:v1"
@@ -169,9 +171,7 @@ def test_iter_rows_in_batches_match_rows(db, batch):
 
 
 def test_iter_rows_resume_after_the_last_name_returned(db):
-    model = _image_records(random.Random(5), 100)
-    with db.begin(write=True) as tx:
-        _write(tx.create_bucket(b"images"), model)
+    model = _stored_images(db, 5, 100)
     with db.begin(write=True) as tx:
         images = tx.bucket(b"images")
         rows = images.iter_rows(b"createdat", batch=10)
