@@ -62,12 +62,15 @@ class BuildPy(build_py):
             generate_protos(pathlib.Path(self.build_lib))
 
 
-def unpack_extension() -> Extension:
-    """boltimages._unpack: cuts packed engine batches into Python objects
-    (cffi cannot create those from C). Same flags as the engine."""
+def pyext_extensions() -> list[Extension]:
+    """The CPython extensions in native/pyext/, with the engine's flags:
+    boltimages._unpack cuts packed engine batches into Python objects (cffi
+    cannot create those from C); boltimages._wire frames stored image
+    records as protobuf wire bytes."""
     flags = runpy.run_path(str(ROOT / "native" / "build_bolt.py"))
-    return Extension("boltimages._unpack", sources=["native/pyext/unpack.c"],
-                     extra_compile_args=flags["compile_args"](), extra_link_args=flags["link_args"]())
+    return [Extension(f"boltimages.{name}", sources=[f"native/pyext/{source}"],
+                      extra_compile_args=flags["compile_args"](), extra_link_args=flags["link_args"]())
+            for name, source in (("_unpack", "unpack.c"), ("_wire", "wire.c"))]
 
 
 def main() -> None:
@@ -79,7 +82,7 @@ def main() -> None:
         package_dir={"": "plugin"},
         packages=find_packages(where="plugin", exclude=["boltimages.api", "boltimages.api.*"]),
         cffi_modules=["native/build_bolt.py:ffibuilder"],
-        ext_modules=[unpack_extension()],
+        ext_modules=pyext_extensions(),
         install_requires=[
             "cffi>=1.15",
             "grpcio>=1.60",
