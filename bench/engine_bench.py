@@ -517,6 +517,16 @@ def render(results: dict[str, dict[str, Any]], sizes: dict[str, int], facts: dic
             f"item, on its own open of the file, takes "
             f"{_beside(d_ref, d_core['per_item_seconds'], d_core['per_item_cpu_seconds'])}.",
         ]
+    f_core = results.get("core", {}).get("f_read", {})
+    f_ref = results.get("bbolt", {}).get("f_read", {})
+    if "per_item_seconds" in f_core and f_ref:
+        parts += [
+            "",
+            "Row f read, C core: timed with the engine's subtree walk (bolt_bucket_walk_each over the images "
+            "bucket, two levels deep). Go's way, a cursor over the images with a bucket lookup and a get per "
+            f"field, on its own open of the file, takes "
+            f"{_beside(f_ref, f_core['per_item_seconds'], f_core['per_item_cpu_seconds'])}.",
+        ]
     parts += ["", benchlib.facts_markdown(facts)]
     if mismatches:
         parts += ["", "**CHECK MISMATCH** (drivers disagree on what was stored/read):"] + [f"- {m}" for m in mismatches]
