@@ -66,11 +66,12 @@ def pyext_extensions() -> list[Extension]:
     """The CPython extensions in native/pyext/, with the engine's flags:
     boltimages._unpack cuts packed engine batches into Python objects (cffi
     cannot create those from C); boltimages._wire frames stored image
-    records as protobuf wire bytes."""
+    records as protobuf wire bytes; boltimages._records cuts image records
+    out of a bucket walk copy."""
     flags = runpy.run_path(str(ROOT / "native" / "build_bolt.py"))
     return [Extension(f"boltimages.{name}", sources=[f"native/pyext/{source}"],
                       extra_compile_args=flags["compile_args"](), extra_link_args=flags["link_args"]())
-            for name, source in (("_unpack", "unpack.c"), ("_wire", "wire.c"))]
+            for name, source in (("_unpack", "unpack.c"), ("_wire", "wire.c"), ("_records", "records.c"))]
 
 
 def main() -> None:

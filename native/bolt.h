@@ -256,6 +256,12 @@ int bolt_keys_sort(size_t n, const uint8_t *keys, const uint32_t *key_lens, uint
  * u32 depth, u32 flags (1 = nested bucket), u32 key_len, u32 value_len, then
  * key and value bytes; a nested bucket is followed by its own entries. */
 int bolt_bucket_walk(bolt_bucket *b, uint32_t max_depth, uint8_t **out, size_t *out_len);
+/* The copy's record header: depth, flags, key length and value length, each
+ * a native-endian u32; flags is BOLT_WALK_FLAG_BUCKET for a nested bucket. */
+enum bolt_walk_layout {
+    BOLT_WALK_HEADER_SIZE = 16,
+    BOLT_WALK_FLAG_BUCKET = 1
+};
 /* The same walk handing each entry to fn instead of copying it: depth, key,
  * value (NULL and 0 for a nested bucket, whose entries follow at depth + 1
  * when depth < max_depth) and bucket (1 for a nested bucket). The pointers

@@ -24,8 +24,6 @@
 #include "err.h"
 #include "tx.h"
 
-/* Walk records start with four u32 fields: depth, flags, key length, value length. */
-#define WALK_HEADER_SIZE 16
 /* Nesting is bounded so a hostile file cannot make the walk recurse without end. */
 #define WALK_MAX_DEPTH 64
 /* First size of the output buffer; it doubles as needed. */
@@ -61,16 +59,16 @@ static int walk_record(void *ctx, uint32_t depth, const uint8_t *key, uint32_t k
 {
     walk_buf *w = ctx;
     size_t vlen = bucket ? 0 : value_len;
-    int rc = walk_reserve(w, WALK_HEADER_SIZE + (size_t)key_len + vlen);
+    int rc = walk_reserve(w, BOLT_WALK_HEADER_SIZE + (size_t)key_len + vlen);
     if (rc)
         return rc;
-    uint32_t header[4] = {depth, bucket ? 1u : 0u, key_len, (uint32_t)vlen};
+    uint32_t header[4] = {depth, bucket ? (uint32_t)BOLT_WALK_FLAG_BUCKET : 0u, key_len, (uint32_t)vlen};
     uint8_t *at = w->data + w->len;
-    memcpy(at, header, WALK_HEADER_SIZE);
-    memcpy(at + WALK_HEADER_SIZE, key, key_len);
+    memcpy(at, header, BOLT_WALK_HEADER_SIZE);
+    memcpy(at + BOLT_WALK_HEADER_SIZE, key, key_len);
     if (vlen)
-        memcpy(at + WALK_HEADER_SIZE + key_len, value, vlen);
-    w->len += WALK_HEADER_SIZE + key_len + vlen;
+        memcpy(at + BOLT_WALK_HEADER_SIZE + key_len, value, vlen);
+    w->len += BOLT_WALK_HEADER_SIZE + key_len + vlen;
     return BOLT_OK;
 }
 

@@ -26,33 +26,8 @@
 #include <string.h>
 
 #include "../bolt.h"
+#include "gc_pause.h"
 
-/* Building many containers (dicts, tuples) triggers the cyclic collector
- * every few hundred allocations, and each run scans every container made so
- * far: quadratic-looking cost for one large, acyclic result. Collection is
- * paused while one is built and resumed (if it was on) right after. */
-static int gc_pause(void)
-{
-#if PY_VERSION_HEX >= 0x030A0000
-    return PyGC_Disable();
-#else
-    return 0;
-#endif
-}
-
-static void gc_resume(int was_enabled)
-{
-#if PY_VERSION_HEX >= 0x030A0000
-    if (was_enabled)
-        PyGC_Enable();
-#else
-    (void)was_enabled;
-#endif
-}
-
-/* A walk record header: u32 depth, u32 flags, u32 key length, u32 value length. */
-#define WALK_HEADER_SIZE 16
-#define WALK_FLAG_BUCKET 1u
 /* Flags of packed items (see bolt_packed in bolt.h): nonzero means no value. */
 #define PACKED_FLAG_VALUE 0u
 
@@ -219,13 +194,13 @@ done:
 /* One walk record header at off, checked against the buffer. */
 static int walk_header(const Py_buffer *b, Py_ssize_t off, uint32_t h[4])
 {
-    if (b->len - off < WALK_HEADER_SIZE) {
+    if (b->len - off < BOLT_WALK_HEADER_SIZE) {
         PyErr_Format(PyExc_ValueError, "walk buffer: record header cut short at byte %zd", off);
         return -1;
     }
-    memcpy(h, (const char *)b->buf + off, WALK_HEADER_SIZE);
-    uint64_t body = (uint64_t)h[2] + (h[1] & WALK_FLAG_BUCKET ? 0 : h[3]);
-    if (body > (uint64_t)(b->len - off - WALK_HEADER_SIZE)) {
+    memcpy(h, (const char *)b->buf + off, BOLT_WALK_HEADER_SIZE);
+    uint64_t body = (uint64_t)h[2] + (h[1] & BOLT_WALK_FLAG_BUCKET ? 0 : h[3]);
+    if (body > (uint64_t)(b->len - off - BOLT_WALK_HEADER_SIZE)) {
         PyErr_Format(PyExc_ValueError, "walk buffer: record at byte %zd runs past the end", off);
         return -1;
     }
@@ -318,12 +293,12 @@ static PyObject *unpack_records(PyObject *self, PyObject *arg)
         uint32_t h[4];
         if (walk_header(&b, off, h) < 0)
             goto fail;
-        off += WALK_HEADER_SIZE;
+        off += BOLT_WALK_HEADER_SIZE;
         PyObject *depth = PyLong_FromUnsignedLong(h[0]);
         PyObject *key = cached_key(&keys, base + off, h[2]);
         off += h[2];
         PyObject *val;
-        if (h[1] & WALK_FLAG_BUCKET) {
+        if (h[1] & BOLT_WALK_FLAG_BUCKET) {
             val = Py_None;
             Py_INCREF(val);
         } else {
@@ -387,14 +362,14 @@ static PyObject *unpack_tree(PyObject *self, PyObject *args)
             PyErr_Format(PyExc_ValueError, "walk buffer: record at byte %zd jumps to depth %u", off, h[0]);
             goto fail;
         }
-        off += WALK_HEADER_SIZE;
+        off += BOLT_WALK_HEADER_SIZE;
         depth = h[0];
         PyObject *key = cached_key(&keys, base + off, h[2]);
         if (!key)
             goto fail;
         off += h[2];
         PyObject *val;
-        if (h[1] & WALK_FLAG_BUCKET) {
+        if (h[1] & BOLT_WALK_FLAG_BUCKET) {
             val = PyDict_New();
         } else {
             val = cached_value(&values, base + off, h[3]);
@@ -407,7 +382,7 @@ static PyObject *unpack_tree(PyObject *self, PyObject *args)
         }
         Py_DECREF(key);
         Py_DECREF(val); /* the parent dict holds it */
-        if (h[1] & WALK_FLAG_BUCKET) {
+        if (h[1] & BOLT_WALK_FLAG_BUCKET) {
             stack[depth + 1] = val;
             depth++;
         }

@@ -3,8 +3,9 @@
 Reading an image through the bucket API costs a C crossing and a Python
 object per bucket and key (about ten per image); List over thousands of
 images spent almost all its time there. Here one ``Bucket.walk`` copies the
-whole ``images`` bucket (or one record) in a single call and a flat loop
-slices it into :class:`RawImage` records that keep the stored bytes.
+whole ``images`` bucket (or one record) in a single call, and one C pass
+(native/pyext/records.c) cuts it into :class:`RawImage` records that keep
+the stored bytes.
 
 Nothing is decoded to ``str`` until someone asks: a List filter looks at
 one or two fields, and the server re-frames the bytes as protobuf without
@@ -19,6 +20,7 @@ import struct
 import threading
 from typing import TYPE_CHECKING, Optional, Sequence
 
+from .._records import parse as parse_walk
 from ..errors import DataCorruption, go_quote
 from . import codec, layout
 
@@ -27,18 +29,9 @@ if TYPE_CHECKING:
     from .filters import AnyFilter
     from .images import Image
 
-# bolt_bucket_walk record header: depth, flags (1 = nested bucket), key length, value length
-_HEADER = struct.Struct("=IIII")
-_HEADER_SIZE = _HEADER.size
 _TIME_BODY = struct.Struct(">qi")
 _TIME_V1 = struct.Struct(">xqih")  # the 15-byte form containerd writes
 _NANOS = 1_000_000_000
-
-# which sub-bucket of a record the walk is inside
-_IN_OTHER = 0
-_IN_LABELS = 1
-_IN_ANNOTATIONS = 2
-_IN_TARGET = 3
 
 
 class RawImage:
@@ -52,16 +45,20 @@ class RawImage:
     __slots__ = ("name", "created", "updated", "labels", "annotations", "has_target",
                  "digest", "media_type", "size", "wire")
 
-    def __init__(self, name: bytes) -> None:
+    def __init__(self, name: bytes, created: Optional[bytes] = None, updated: Optional[bytes] = None,
+                 labels: Optional[list[tuple[bytes, bytes]]] = None,
+                 annotations: Optional[list[tuple[bytes, bytes]]] = None, has_target: bool = False,
+                 digest: Optional[bytes] = None, media_type: Optional[bytes] = None,
+                 size: Optional[bytes] = None) -> None:
         self.name = name
-        self.created: Optional[bytes] = None
-        self.updated: Optional[bytes] = None
-        self.labels: Optional[list[tuple[bytes, bytes]]] = None
-        self.annotations: Optional[list[tuple[bytes, bytes]]] = None
-        self.has_target = False
-        self.digest: Optional[bytes] = None
-        self.media_type: Optional[bytes] = None
-        self.size: Optional[bytes] = None
+        self.created = created
+        self.updated = updated
+        self.labels = labels
+        self.annotations = annotations
+        self.has_target = has_target
+        self.digest = digest
+        self.media_type = media_type
+        self.size = size
         # the server's encoding of this record, kept while the record is cached
         self.wire: Optional[bytes] = None
 
@@ -200,70 +197,20 @@ def _find(path: Sequence[str], pairs: Optional[list[tuple[bytes, bytes]]]) -> tu
     return "", False
 
 
-def parse(data: bytes, top: int, first: Optional[RawImage] = None) -> list[RawImage]:
-    """Records in a ``bolt_bucket_walk`` copy.
+def parse(walk: bytes, top: int, name: Optional[bytes] = None) -> list[RawImage]:
+    """Records in a ``bolt_bucket_walk`` copy, in key order.
 
     ``top`` is the depth of the image-name entries (0 when walking the
-    ``images`` bucket); ``first`` is a record already started (walking one
-    record's own bucket: pass its RawImage and ``top=-1``). Plain keys where
-    an image bucket belongs are skipped, as the per-bucket reader skipped them.
+    ``images`` bucket), or -1 for a walk of one record's own bucket, whose
+    ``name`` is then given. What counts as a record and a field is what
+    containerd's reader takes: a plain key where an image bucket belongs is
+    skipped; createdat/updatedat are plain values; labels and annotations
+    keep their entries in key order (a nested bucket there reads as an
+    empty value, as ForEach sees it); the target's digest, mediatype and
+    size are plain values. The cutting is done in C (native/pyext/records.c:
+    the Python loop cost about 1.5 us per entry, 170 ms of a 10,000-image List).
     """
-    out: list[RawImage] = []
-    cur = first if first is not None else RawImage(b"")
-    if first is not None:
-        out.append(first)
-    fields = top + 1
-    inner = top + 2
-    sub = _IN_OTHER
-    pairs: list[tuple[bytes, bytes]] = []
-    unpack = _HEADER.unpack_from
-    off = 0
-    end = len(data)
-    while off < end:
-        depth, flags, klen, vlen = unpack(data, off)
-        off += _HEADER_SIZE
-        key = data[off:off + klen]
-        off += klen
-        if flags & 1:
-            value = None
-        else:
-            value = data[off:off + vlen]
-            off += vlen
-        # most entries are inside labels/target: test that level first
-        if depth == inner:
-            if sub == _IN_LABELS or sub == _IN_ANNOTATIONS:
-                pairs.append((key, b"" if value is None else value))
-            elif sub == _IN_TARGET and value is not None:
-                if key == b"digest":
-                    cur.digest = value
-                elif key == b"mediatype":
-                    cur.media_type = value
-                elif key == b"size":
-                    cur.size = value
-        elif depth == fields:
-            sub = _IN_OTHER
-            if value is not None:
-                if key == b"createdat":
-                    cur.created = value
-                elif key == b"updatedat":
-                    cur.updated = value
-            elif key == b"labels":
-                pairs = cur.labels = []
-                sub = _IN_LABELS
-            elif key == b"annotations":
-                pairs = cur.annotations = []
-                sub = _IN_ANNOTATIONS
-            elif key == b"target":
-                cur.has_target = True
-                sub = _IN_TARGET
-        elif depth == top:
-            sub = _IN_OTHER
-            cur = RawImage(key)
-            if value is None:
-                out.append(cur)
-            # else: containerd would fail on a plain key here; it is skipped
-            # (nothing follows a plain key at a deeper level)
-    return out
+    return parse_walk(walk, top, name, RawImage)  # type: ignore[no-any-return]
 
 
 def read_all(images: "bolt.Bucket") -> list[RawImage]:
@@ -273,9 +220,7 @@ def read_all(images: "bolt.Bucket") -> list[RawImage]:
 
 def read_one(name: bytes, record: "bolt.Bucket") -> RawImage:
     """One record from its own bucket."""
-    raw = RawImage(name)
-    parse(record.walk_bytes(1), -1, raw)
-    return raw
+    return parse(record.walk_bytes(1), -1, name)[0]
 
 
 def select(records: list[RawImage], matcher: "AnyFilter") -> list[RawImage]:

@@ -1,0 +1,228 @@
+"""The C cutter of image records (native/pyext/records.c, behind
+image_records.parse) against the Python loop it replaced, kept here as the
+reference.
+
+Seeded random images buckets, odd ones included (plain keys where images
+belong, buckets where values belong and the reverse, nested buckets inside
+labels, records without target or times, empty maps, long keys), are
+written as walk copies the way the engine writes them and cut by both; the
+records must be equal field for field. The same holds for walks the engine
+itself makes of a file, and a copy that does not parse is a ValueError.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any, Optional, Union
+
+import pytest
+
+from boltimages import _records, bolt
+from boltimages.store import image_records
+from boltimages.store.image_records import RawImage
+
+SEED = 1127
+
+_HEADER = struct.Struct("=IIII")
+Tree = dict[bytes, Union[bytes, "Tree"]]
+
+
+def reference_parse(data: bytes, top: int, name: Optional[bytes] = None) -> list[RawImage]:
+    """The record cutter as it was written in Python (the specification)."""
+    out: list[RawImage] = []
+    cur = RawImage(name if name is not None else b"")
+    if name is not None:
+        out.append(cur)
+    fields, inner = top + 1, top + 2
+    sub = "other"
+    pairs: list[tuple[bytes, bytes]] = []
+    off = 0
+    while off < len(data):
+        depth, flags, klen, vlen = _HEADER.unpack_from(data, off)
+        off += _HEADER.size
+        key = data[off:off + klen]
+        off += klen
+        value: Optional[bytes] = None
+        if not flags & 1:
+            value = data[off:off + vlen]
+            off += vlen
+        if depth == inner:
+            if sub in ("labels", "annotations"):
+                pairs.append((key, b"" if value is None else value))
+            elif sub == "target" and value is not None:
+                if key == b"digest":
+                    cur.digest = value
+                elif key == b"mediatype":
+                    cur.media_type = value
+                elif key == b"size":
+                    cur.size = value
+        elif depth == fields:
+            sub = "other"
+            if value is not None:
+                if key == b"createdat":
+                    cur.created = value
+                elif key == b"updatedat":
+                    cur.updated = value
+            elif key == b"labels":
+                pairs = cur.labels = []
+                sub = "labels"
+            elif key == b"annotations":
+                pairs = cur.annotations = []
+                sub = "annotations"
+            elif key == b"target":
+                cur.has_target = True
+                sub = "target"
+        elif depth == top:
+            sub = "other"
+            cur = RawImage(key)
+            if value is None:
+                out.append(cur)
+    return out
+
+
+def walk_copy(tree: Tree, max_depth: int, depth: int = 0) -> bytes:
+    """A tree as bolt_bucket_walk copies it: depth first, keys in order."""
+    out = bytearray()
+    for key in sorted(tree):
+        value = tree[key]
+        if isinstance(value, dict):
+            out += _HEADER.pack(depth, 1, len(key), 0) + key
+            if depth < max_depth:
+                out += walk_copy(value, max_depth, depth + 1)
+        else:
+            out += _HEADER.pack(depth, 0, len(key), len(value)) + key + value
+    return bytes(out)
+
+
+def _fields(raw: RawImage) -> tuple[Any, ...]:
+    return tuple(getattr(raw, slot) for slot in RawImage.__slots__ if slot != "wire")
+
+
+def _random_record(rng: random.Random) -> Tree:
+    def blob() -> bytes:
+        return bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 5, 20, 300])))
+
+    def pairs() -> Tree:
+        out: Tree = {}
+        for _ in range(rng.randrange(0, 5)):
+            key = rng.choice([b"a", b"b", b"org.example/x", blob() or b"k", b"x" * 400])
+            # a nested bucket among the entries reads as an empty value
+            out[key] = {b"deep": b"1"} if rng.random() < 0.1 else blob()
+        return out
+
+    record: Tree = {}
+    for key in (b"createdat", b"updatedat"):
+        roll = rng.random()
+        if roll < 0.8:
+            record[key] = blob()
+        elif roll < 0.9:
+            record[key] = {b"odd": b"bucket named like a time"}
+    for key in (b"labels", b"annotations"):
+        roll = rng.random()
+        if roll < 0.7:
+            record[key] = pairs()
+        elif roll < 0.8:
+            record[key] = b"a value named like a sub-bucket"
+    roll = rng.random()
+    if roll < 0.85:
+        target: Tree = {}
+        for key in (b"digest", b"mediatype", b"size", b"urls"):
+            if rng.random() < 0.9:
+                target[key] = {b"nested": b""} if rng.random() < 0.05 else blob()
+        record[b"target"] = target
+    elif roll < 0.9:
+        record[b"target"] = b"not a bucket"
+    if rng.random() < 0.1:
+        record[b"unknown-future-key"] = {b"x": b"y"}
+    return record
+
+
+def _random_images(rng: random.Random, n: int) -> Tree:
+    images: Tree = {}
+    for i in range(n):
+        name = f"registry.example/app-{i:05d}:v{rng.randrange(9)}".encode()
+        images[name] = b"a plain key where an image belongs" if rng.random() < 0.03 else _random_record(rng)
+    return images
+
+
+def test_the_c_cutter_gives_the_reference_records_for_random_buckets() -> None:
+    rng = random.Random(SEED)
+    for round_ in range(40):
+        images = _random_images(rng, rng.randrange(0, 60))
+        data = walk_copy(images, 2)
+        got = image_records.parse(data, 0)
+        want = reference_parse(data, 0)
+        assert [_fields(r) for r in got] == [_fields(r) for r in want], f"seed {SEED}, round {round_}"
+        assert len(got) == sum(1 for v in images.values() if isinstance(v, dict))
+
+
+def test_one_records_own_bucket_cuts_like_the_reference() -> None:
+    rng = random.Random(SEED + 1)
+    for round_ in range(200):
+        name = f"n{round_}".encode()
+        data = walk_copy(_random_record(rng), 1)
+        got = image_records.parse(data, -1, name)
+        want = reference_parse(data, -1, name)
+        assert len(got) == 1 and [_fields(r) for r in got] == [_fields(r) for r in want], f"round {round_}"
+
+
+def test_walks_the_engine_makes_cut_like_the_reference(tmp_path: Any) -> None:
+    rng = random.Random(SEED + 2)
+    images = _random_images(rng, 300)
+
+    def write(bucket: bolt.Bucket, tree: Tree) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                write(bucket.create_bucket(key), value)
+            else:
+                bucket.put(key, value)
+
+    with bolt.open(str(tmp_path / "r.db")) as db:
+        with db.begin(write=True) as tx:
+            write(tx.create_bucket(b"images"), images)
+        with db.begin() as tx:
+            bucket = tx.bucket(b"images")
+            data = bucket.walk_bytes(2)
+            assert data == walk_copy(images, 2)  # the copy the tests build is the engine's
+            got = image_records.parse(data, 0)
+            assert [_fields(r) for r in got] == [_fields(r) for r in reference_parse(data, 0)]
+            name = next(k for k, v in sorted(images.items()) if isinstance(v, dict))
+            one = image_records.read_one(name, bucket.bucket(name))
+            assert _fields(one) == _fields(got[0])
+
+
+@pytest.mark.parametrize("data", [
+    b"\x00" * 15,                                     # short of a header
+    _HEADER.pack(0, 1, 10, 0) + b"abc",               # a key past the end
+    _HEADER.pack(1, 0, 3, 50) + b"key" + b"v" * 10,   # a value past the end
+    _HEADER.pack(0, 1, 0xFFFFFFFF, 0),                # a length near 2**32
+])
+def test_a_copy_that_does_not_parse_is_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError, match="walk copy"):
+        image_records.parse(data, 0)
+
+
+def test_every_prefix_of_a_copy_parses_or_fails_cleanly() -> None:
+    data = walk_copy(_random_images(random.Random(SEED + 3), 5), 2)
+    for cut in range(len(data) + 1):
+        try:
+            image_records.parse(data[:cut], 0)
+        except ValueError:
+            pass
+
+
+def test_wrong_arguments_are_type_and_value_errors() -> None:
+    with pytest.raises(TypeError, match="name"):
+        _records.parse(b"", -1, None, RawImage)
+    with pytest.raises(TypeError, match="name"):
+        _records.parse(b"", 0, b"n", RawImage)
+    with pytest.raises(TypeError, match="callable"):
+        _records.parse(b"", 0, None, 5)
+    with pytest.raises(ValueError, match="top"):
+        _records.parse(b"", -2, None, RawImage)
+    with pytest.raises(TypeError):
+        _records.parse("text", 0, None, RawImage)
+    # an error from the factory comes through as it is
+    with pytest.raises(ZeroDivisionError):
+        _records.parse(walk_copy({b"i": {b"createdat": b"x"}}, 2), 0, None, lambda *fields: 1 // 0)
