@@ -138,3 +138,39 @@ def test_snapshots_are_per_namespace_and_bounded() -> None:
     assert snaps.current("z", 6) is None
     snaps.keep("y", 4, a, 10)  # an older reader does not replace a newer snapshot
     assert snaps.current("y", 6).records is b
+
+
+def test_selection_gives_what_the_generic_selector_gives() -> None:
+    """select() tests labels/annotations selectors on the stored bytes; every
+    filter must pick exactly the records Selector.match over lookup picks."""
+    import random
+
+    from boltimages.store.filters import parse_all
+    from boltimages.store.image_records import RawImage
+
+    rng = random.Random(7)
+    keys = [b"a", b"b", b"a.b", b"org.example/x", "é".encode(), b""]
+    values = [b"", b"1", b"3", b"x y", "ü".encode(), b"\xff\xfe"]
+
+    def pairs():
+        if rng.random() < 0.2:
+            return None
+        return sorted({rng.choice(keys): rng.choice(values) for _ in range(rng.randrange(0, 4))}.items())
+
+    records = [RawImage(f"img-{i}".encode(), labels=pairs(), annotations=pairs(), has_target=True,
+                        digest=b"sha256:" + b"ab" * 32, media_type=b"m") for i in range(400)]
+    filters = ["labels.a==1", "labels.a!=1", "labels.a", "labels.\"a.b\"==3", "labels.a.b==3",
+               "annotations.\"org.example/x\"==\"x y\"", "labels.\"é\"==ü", "labels.b==\"\"", "labels.b!=\"\"",
+               "labels.a==1,labels.b==3", "labels.a~=^[13]$", "name==img-5", "labels.a==1,name~=img-1",
+               "annotations.b", "labels.zzz!=q", "labels==1"]
+    checked = 0
+    for text in filters:
+        for combo in ([text], [text, rng.choice(filters)]):
+            try:
+                matcher = parse_all(combo)
+            except Exception:  # noqa: BLE001 - a filter the parser refuses is not this test's subject
+                continue
+            want = [raw for raw in records if matcher.match(raw.lookup)]
+            assert image_records.select(records, matcher) == want, combo
+            checked += 1
+    assert checked >= 25

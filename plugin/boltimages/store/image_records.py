@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .._records import parse as parse_walk
 from ..errors import DataCorruption, go_quote
@@ -26,7 +26,7 @@ from . import codec, layout
 
 if TYPE_CHECKING:
     from .. import bolt
-    from .filters import AnyFilter
+    from .filters import AnyFilter, Selector
     from .images import Image
 
 _TIME_BODY = struct.Struct(">qi")
@@ -225,8 +225,52 @@ def read_one(name: bytes, record: "bolt.Bucket") -> RawImage:
 
 def select(records: list[RawImage], matcher: "AnyFilter") -> list[RawImage]:
     """The records any of the request's filters matches."""
-    match = matcher.match
-    return [raw for raw in records if match(raw.lookup)]
+    tests = [[_selector_test(selector) for selector in f.selectors] for f in matcher.filters]
+    if len(tests) == 1 and len(tests[0]) == 1:
+        test = tests[0][0]  # one selector, as most Lists send: no loops around it
+        return [raw for raw in records if test(raw)]
+    return [raw for raw in records if any(all(test(raw) for test in each) for each in tests)]
+
+
+def _selector_test(selector: "Selector") -> Callable[[RawImage], bool]:
+    """One selector as a test of a record.
+
+    A List with a filter on a label tests every record of the namespace, and
+    the generic path (Selector.match over RawImage.lookup) joins and encodes
+    the key again for each of them: about 4 us a record, 40 ms of a filtered
+    List of 10,000 images. For ``labels.<key>`` and ``annotations.<key>``
+    with ``==``, ``!=`` or presence, the key and value are encoded once here
+    and compared with the stored bytes, which gives the same answer (filter
+    text never holds lone surrogates, so its UTF-8 equals the stored bytes
+    exactly when the decoded strings are equal). Everything else takes the
+    generic path.
+    """
+    from .filters import OP_EQUAL, OP_NOT_EQUAL, OP_PRESENT
+
+    path, operator = selector.fieldpath, selector.operator
+    if len(path) < 2 or path[0] not in ("labels", "annotations") or \
+            operator not in (OP_PRESENT, OP_EQUAL, OP_NOT_EQUAL):
+        match = selector.match
+        return lambda raw: match(raw.lookup)
+    try:
+        key = ".".join(path[1:]).encode("utf-8")
+        want = selector.value.encode("utf-8")
+    except UnicodeEncodeError:
+        match = selector.match
+        return lambda raw: match(raw.lookup)
+    labels = path[0] == "labels"
+
+    def value(raw: RawImage) -> Optional[bytes]:
+        for k, v in (raw.labels if labels else raw.annotations) or ():
+            if k == key:
+                return v
+        return None
+
+    if operator == OP_PRESENT:
+        return lambda raw: value(raw) is not None
+    if operator == OP_EQUAL:
+        return lambda raw: value(raw) == want
+    return lambda raw: (value(raw) or b"") != want
 
 
 class _Snapshot:
