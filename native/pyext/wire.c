@@ -47,6 +47,8 @@
 #define GO_TIME_V1_LEN 15
 #define GO_UNIX_TO_INTERNAL 62135596800LL
 #define NANOS_PER_SECOND 1000000000L
+/* Go's binary.MaxVarintLen64: the longest varint of a 64-bit value. */
+#define MAX_VARINT_LEN 10
 
 /* ------------------------------------------------------------ UTF-8 */
 
@@ -268,42 +270,27 @@ static unsigned char *put_time(unsigned char *out, unsigned char tag, const stam
 
 /* ------------------------------------------------------------ the record */
 
-PyDoc_STRVAR(frame_image_doc,
-"frame_image(name, labels, media_type, digest, size, annotations, created, updated)\n"
-"\n"
-"One Image as field 1 of a Get/List response: tag, length, message. name,\n"
-"media_type and digest are bytes (media_type/digest may be None); labels and\n"
-"annotations lists of (key, value) bytes pairs or None; size an int (written\n"
-"modulo 2**64, omitted when 0); created/updated stored Go times or None.\n"
-"Returns None when a string is not valid UTF-8, and NotImplemented when a\n"
-"time is not in the 15-byte version-1 form (frame it in Python then).");
+/* What frame_fields made of a record. */
+enum framed { FRAMED, FRAMED_NOT_UTF8, FRAMED_OTHER_TIME };
 
-static PyObject *frame_image(PyObject *self, PyObject *args)
+/* One Image as field 1 of a Get/List response, from the stored fields.
+ * Returns FRAMED with *out set, FRAMED_NOT_UTF8 or FRAMED_OTHER_TIME (no
+ * answer: see frame_image), or -1 with an exception set. */
+static int frame_fields(PyObject *name_o, PyObject *labels, PyObject *media_o, PyObject *digest_o, uint64_t size,
+                        PyObject *annotations, PyObject *created_o, PyObject *updated_o, PyObject **out)
 {
-    (void)self;
-    PyObject *name_o, *labels, *media_o, *digest_o, *size_o, *annotations, *created_o, *updated_o;
-    if (!PyArg_ParseTuple(args, "OOOOOOOO:frame_image", &name_o, &labels, &media_o, &digest_o, &size_o,
-                          &annotations, &created_o, &updated_o))
-        return NULL;
     int utf8_ok = 1;
     text name, media, digest;
     if (take_text(name_o, "name", 0, &name, &utf8_ok) < 0
         || take_text(media_o, "media_type", 1, &media, &utf8_ok) < 0
         || take_text(digest_o, "digest", 1, &digest, &utf8_ok) < 0)
-        return NULL;
-    if (!PyLong_Check(size_o)) {
-        PyErr_Format(PyExc_TypeError, "size must be an int, not %.100s", Py_TYPE(size_o)->tp_name);
-        return NULL;
-    }
-    uint64_t size = (uint64_t)PyLong_AsUnsignedLongLongMask(size_o);
-    if (size == (uint64_t)-1 && PyErr_Occurred())
-        return NULL;
+        return -1;
     stamp created, updated;
     int rc = take_time(created_o, "created", &created);
     if (rc == 0)
         rc = take_time(updated_o, "updated", &updated);
     if (rc < 0)
-        return NULL;
+        return -1;
 
     /* the target: a Descriptor with only the fields that are set */
     size_t target = 0;
@@ -316,23 +303,23 @@ static PyObject *frame_image(PyObject *self, PyObject *args)
     size_t label_bytes = 0;
     if (size_pairs(annotations, "annotations", &target, &utf8_ok) < 0
         || size_pairs(labels, "labels", &label_bytes, &utf8_ok) < 0)
-        return NULL;
+        return -1;
     if (!utf8_ok)
-        Py_RETURN_NONE;
+        return FRAMED_NOT_UTF8;
     if (rc == 1)
-        Py_RETURN_NOTIMPLEMENTED;
+        return FRAMED_OTHER_TIME;
 
     size_t image = field_len((size_t)name.n) + label_bytes + field_len(target)
         + field_len(created.body) + field_len(updated.body);
     size_t total = field_len(image);
     if (total > (size_t)PY_SSIZE_T_MAX) {
         PyErr_SetString(PyExc_OverflowError, "image record too large to frame");
-        return NULL;
+        return -1;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-    if (out == NULL)
-        return NULL;
-    unsigned char *start = (unsigned char *)PyBytes_AS_STRING(out), *w = start;
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (bytes == NULL)
+        return -1;
+    unsigned char *start = (unsigned char *)PyBytes_AS_STRING(bytes), *w = start;
     *w++ = TAG_RESPONSE_IMAGE;
     w = put_uvarint(w, image);
     w = put_bytes_field(w, TAG_IMAGE_NAME, name.p, (size_t)name.n);
@@ -352,11 +339,178 @@ static PyObject *frame_image(PyObject *self, PyObject *args)
     w = put_time(w, TAG_IMAGE_UPDATED, &updated);
     if ((size_t)(w - start) != total) {
         /* cannot happen: sizing and writing walk the same fields */
-        Py_DECREF(out);
-        PyErr_SetString(PyExc_SystemError, "frame_image: sized and written lengths differ");
+        Py_DECREF(bytes);
+        PyErr_SetString(PyExc_SystemError, "frame_fields: sized and written lengths differ");
+        return -1;
+    }
+    *out = bytes;
+    return FRAMED;
+}
+
+PyDoc_STRVAR(frame_image_doc,
+"frame_image(name, labels, media_type, digest, size, annotations, created, updated)\n"
+"\n"
+"One Image as field 1 of a Get/List response: tag, length, message. name,\n"
+"media_type and digest are bytes (media_type/digest may be None); labels and\n"
+"annotations lists of (key, value) bytes pairs or None; size an int (written\n"
+"modulo 2**64, omitted when 0); created/updated stored Go times or None.\n"
+"Returns None when a string is not valid UTF-8, and NotImplemented when a\n"
+"time is not in the 15-byte version-1 form (frame it in Python then).");
+
+static PyObject *frame_image(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *name_o, *labels, *media_o, *digest_o, *size_o, *annotations, *created_o, *updated_o;
+    if (!PyArg_ParseTuple(args, "OOOOOOOO:frame_image", &name_o, &labels, &media_o, &digest_o, &size_o,
+                          &annotations, &created_o, &updated_o))
+        return NULL;
+    if (!PyLong_Check(size_o)) {
+        PyErr_Format(PyExc_TypeError, "size must be an int, not %.100s", Py_TYPE(size_o)->tp_name);
         return NULL;
     }
-    return out;
+    uint64_t size = (uint64_t)PyLong_AsUnsignedLongLongMask(size_o);
+    if (size == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *out = NULL;
+    switch (frame_fields(name_o, labels, media_o, digest_o, size, annotations, created_o, updated_o, &out)) {
+    case FRAMED:
+        return out;
+    case FRAMED_NOT_UTF8:
+        Py_RETURN_NONE;
+    case FRAMED_OTHER_TIME:
+        Py_RETURN_NOTIMPLEMENTED;
+    default:
+        return NULL;
+    }
+}
+
+/* ------------------------------------------------------------ lists */
+
+/* A stored size as containerd reads it: Go's binary.Varint with the error
+ * ignored (a malformed or overlong value reads as 0), as two's complement;
+ * absent (None) is 0 too. Mirrors RawImage.size_value. */
+static int stored_size(PyObject *obj, uint64_t *out)
+{
+    *out = 0;
+    if (obj == Py_None)
+        return 0;
+    if (!PyBytes_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "size must be bytes or None, not %.100s", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(obj);
+    Py_ssize_t n = PyBytes_GET_SIZE(obj);
+    uint64_t zigzag = 0;
+    unsigned shift = 0;
+    for (Py_ssize_t i = 0; i < n && i < MAX_VARINT_LEN; i++) {
+        if (p[i] < 0x80) {
+            if (i == MAX_VARINT_LEN - 1 && p[i] > 1)
+                return 0; /* overflows 64 bits */
+            zigzag |= (uint64_t)p[i] << shift;
+            uint64_t magnitude = zigzag >> 1;
+            *out = zigzag & 1 ? ~magnitude : magnitude;
+            return 0;
+        }
+        zigzag |= (uint64_t)(p[i] & 0x7F) << shift;
+        shift += 7;
+    }
+    return 0; /* truncated, or too long */
+}
+
+/* Attribute names of RawImage read by frame_list, interned once. */
+enum attr { A_WIRE, A_NAME, A_LABELS, A_MEDIA_TYPE, A_DIGEST, A_SIZE, A_ANNOTATIONS, A_CREATED, A_UPDATED, A_COUNT };
+static const char *const attr_names[A_COUNT] = {"wire", "name", "labels", "media_type", "digest", "size",
+                                                "annotations", "created", "updated"};
+static PyObject *attr[A_COUNT];
+
+/* A record's answer: its kept wire, or one framed now and kept. Returns
+ * FRAMED with a new reference in *out, FRAMED_NOT_UTF8 / FRAMED_OTHER_TIME,
+ * or -1. */
+static int record_wire(PyObject *raw, PyObject **out)
+{
+    PyObject *v[A_COUNT] = {NULL};
+    int rc = -1;
+    for (int i = 0; i < A_COUNT; i++) {
+        if (!(v[i] = PyObject_GetAttr(raw, attr[i])))
+            goto done;
+        if (i == A_WIRE && v[i] != Py_None) {
+            /* kept: an empty wire marks a record that is not UTF-8 */
+            if (!PyBytes_Check(v[i])) {
+                PyErr_SetString(PyExc_TypeError, "a record's wire must be bytes or None");
+                goto done;
+            }
+            rc = PyBytes_GET_SIZE(v[i]) ? FRAMED : FRAMED_NOT_UTF8;
+            if (rc == FRAMED) {
+                *out = v[i];
+                v[i] = NULL;
+            }
+            goto done;
+        }
+    }
+    uint64_t size;
+    if (stored_size(v[A_SIZE], &size) < 0)
+        goto done;
+    rc = frame_fields(v[A_NAME], v[A_LABELS], v[A_MEDIA_TYPE], v[A_DIGEST], size, v[A_ANNOTATIONS], v[A_CREATED],
+                      v[A_UPDATED], out);
+    if (rc == FRAMED && PyObject_SetAttr(raw, attr[A_WIRE], *out) < 0) {
+        Py_CLEAR(*out);
+        rc = -1;
+    }
+done:
+    for (int i = 0; i < A_COUNT; i++)
+        Py_XDECREF(v[i]);
+    return rc;
+}
+
+PyDoc_STRVAR(frame_list_doc,
+"frame_list(records) -> bytes or None\n"
+"\n"
+"A whole ListImagesResponse: every record's kept wire, or one framed now\n"
+"(and kept in the record, as images_service._framed keeps it), joined.\n"
+"None when a record cannot be framed here (not UTF-8, or a time in another\n"
+"form): the caller then takes its per-record path, which handles both.");
+
+static PyObject *frame_list(PyObject *self, PyObject *records)
+{
+    (void)self;
+    if (!PyList_Check(records)) {
+        PyErr_Format(PyExc_TypeError, "frame_list() takes a list, not %.100s", Py_TYPE(records)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    PyObject *wires = PyList_New(n);
+    if (!wires)
+        return NULL;
+    PyObject *result = NULL;
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *wire = NULL;
+        int rc = record_wire(PyList_GET_ITEM(records, i), &wire);
+        if (rc < 0)
+            goto done;
+        if (rc != FRAMED) {
+            result = Py_None;
+            Py_INCREF(result);
+            goto done;
+        }
+        PyList_SET_ITEM(wires, i, wire);
+        total += (size_t)PyBytes_GET_SIZE(wire);
+    }
+    if (total > (size_t)PY_SSIZE_T_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "List answer too large");
+        goto done;
+    }
+    if (!(result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total)))
+        goto done;
+    char *w = PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *wire = PyList_GET_ITEM(wires, i);
+        memcpy(w, PyBytes_AS_STRING(wire), (size_t)PyBytes_GET_SIZE(wire));
+        w += PyBytes_GET_SIZE(wire);
+    }
+done:
+    Py_DECREF(wires); /* unset items are NULL, which list_dealloc skips */
+    return result;
 }
 
 PyDoc_STRVAR(utf8_doc, "utf8(data) -> bool: whether bytes are valid UTF-8 (Python's strict rules).");
@@ -373,6 +527,7 @@ static PyObject *utf8(PyObject *self, PyObject *arg)
 
 static PyMethodDef methods[] = {
     {"frame_image", frame_image, METH_VARARGS, frame_image_doc},
+    {"frame_list", frame_list, METH_O, frame_list_doc},
     {"utf8", utf8, METH_O, utf8_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -385,5 +540,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__wire(void)
 {
+    for (int i = 0; i < A_COUNT; i++)
+        if (!attr[i] && !(attr[i] = PyUnicode_InternFromString(attr_names[i])))
+            return NULL;
     return PyModule_Create(&module);
 }

@@ -172,3 +172,54 @@ def test_utf8_agrees_with_pythons_strict_decoder() -> None:
 def test_wrong_argument_types_are_type_errors(args: tuple, message: str) -> None:
     with pytest.raises(TypeError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         _wire.frame_image(*args)
+
+
+def test_a_whole_list_frames_like_its_records_one_by_one() -> None:
+    rng = random.Random(SEED + 2)
+    for round_ in range(200):
+        records = [_record(rng) for _ in range(rng.randrange(0, 12))]
+        expected = [svc.framed_in_python(raw) for raw in records]
+        if round_ % 3 == 0:
+            for raw, wire in zip(records, expected):
+                raw.wire = wire or None  # some answers already kept, as a snapshot keeps them
+        got = _wire.frame_list(records)
+        if all(expected) and all(raw.created is None or len(raw.created) == 15 for raw in records) \
+                and all(raw.updated is None or len(raw.updated) == 15 for raw in records):
+            assert got == b"".join(expected), f"seed {SEED + 2}, round {round_}"
+            assert all(raw.wire == wire for raw, wire in zip(records, expected))
+        elif not all(expected):
+            assert got is None  # a record that is not UTF-8: the servicer builds a message
+        if all(expected):
+            # framed in C or record by record (a 16-byte time), the same answer
+            for raw in records:
+                raw.wire = None
+            assert svc.list_response(records) == b"".join(expected)
+
+
+def test_list_framing_reads_sizes_as_containerd_does() -> None:
+    """A stored size as Go's binary.Varint reads it, errors as 0."""
+    def framed_size(stored: Optional[bytes]) -> int:
+        raw = RawImage(b"n", created=_time(0), updated=_time(0), has_target=True, digest=b"d", media_type=b"m",
+                       size=stored)
+        wire = _wire.frame_list([raw])
+        assert wire == svc.framed_in_python(raw)
+        return raw.size_value()
+
+    assert framed_size(None) == 0
+    assert framed_size(codec.encode_varint(-300)) == -300
+    assert framed_size(codec.encode_varint((1 << 63) - 1)) == (1 << 63) - 1
+    assert framed_size(codec.encode_varint(-(1 << 63))) == -(1 << 63)
+    assert framed_size(b"\x80") == 0                       # truncated
+    assert framed_size(b"\xff" * 9 + b"\x02") == 0         # overflows 64 bits
+    assert framed_size(b"\xff" * 11) == 0                  # too long
+    assert framed_size(b"\x04\xff\xff") == 2               # trailing bytes are ignored
+
+
+def test_frame_list_wants_a_list_of_records() -> None:
+    with pytest.raises(TypeError, match="list"):
+        _wire.frame_list(())
+    with pytest.raises(AttributeError):
+        _wire.frame_list([object()])
+    raw = RawImage(b"n", size=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="size must be bytes"):
+        _wire.frame_list([raw])

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError
 
-from .._wire import frame_image
+from .._wire import frame_image, frame_list
 from ..api.containerd.events import image_pb2 as events_pb2
 from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.containerd.types import descriptor_pb2
@@ -257,6 +257,10 @@ def _framed(raw: RawImage) -> Optional[bytes]:
 
 def list_response(records: list[RawImage]) -> Any:
     """A ListImagesResponse as wire bytes (a message when a record is not UTF-8)."""
+    # all of it in one C call, when every record can be framed there
+    wire = frame_list(records)
+    if wire is not None:
+        return wire
     framed = [_framed(raw) for raw in records]
     if None not in framed:
         return b"".join(framed)  # type: ignore[arg-type]
