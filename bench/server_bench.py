@@ -19,6 +19,9 @@ Steps, in order, in namespace "bench":
   list_filter        List with labels."bench.group"==3 (N/10 match)
   get                2,000 Gets by name
   update             2,000 Updates of the labels (field mask "labels")
+  list_after_write   List with no filter right after an Update, --list-reps
+                     times (only the List is timed): no List can reuse what
+                     an earlier one read
   create_single      2,000 Creates from one client
   delete             delete those 2,000 images, one client
 Then the RSS of each server holding 100,000 images: one database written
@@ -56,6 +59,7 @@ STEP_LABELS = {
     "list_filter": "List, {images} images, label filter → {match} (per List)",
     "get": "Get by name (per call)",
     "update": "Update labels (per call)",
+    "list_after_write": "List, {images} images, right after an Update (per List)",
     "create_single": "Create, 1 client (per call)",
     "delete": "Delete, 1 client (per call)",
 }

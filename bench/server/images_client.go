@@ -143,7 +143,8 @@ func main() {
 	listReps := flag.Int("list-reps", 10, "List calls per List step")
 	only := flag.String("only", "", "run only this step: rss-probe (Get + filtered List on an existing set), "+
 		"create-concurrent (the concurrent Create on an empty server, for profiling), "+
-		"update (Update on images an earlier create-concurrent made)")
+		"update (Update on images an earlier create-concurrent made), "+
+		"list-after-write (Update then List, on images an earlier create-concurrent made)")
 	flag.Parse()
 	if *socket == "" {
 		fail("-socket is required")
@@ -185,12 +186,48 @@ func main() {
 		})
 	}
 
+	// A List right after a write, as a client that lists after each pull or
+	// tag does: one Update (not timed) before each timed List, so no List
+	// can reuse what an earlier one read.
+	listAfterWrite := func() step {
+		var got int
+		lat := make([]time.Duration, *listReps)
+		var total time.Duration
+		for r := 0; r < *listReps; r++ {
+			im := newImage((r * 4801) % *nImages)
+			im.Labels["bench.listed"] = fmt.Sprintf("%d", r)
+			if _, err := one[0].Update(ctx, &imagesapi.UpdateImageRequest{Image: im,
+				UpdateMask: &ptypes.FieldMask{Paths: []string{"labels"}}}); err != nil {
+				fail("list_after_write: Update: %v", err)
+			}
+			t := time.Now()
+			resp, err := one[0].List(ctx, &imagesapi.ListImagesRequest{})
+			lat[r] = time.Since(t)
+			if err != nil {
+				fail("list_after_write: List: %v", err)
+			}
+			total += lat[r]
+			got = len(resp.Images)
+		}
+		if got != *nImages {
+			fail("list_after_write returned %d images, want %d", got, *nImages)
+		}
+		return step{Name: "list_after_write", Seconds: total.Seconds(), Ops: *listReps, Clients: 1,
+			P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99), Check: fmt.Sprintf("images=%d", got)}
+	}
+
 	if *only == "rss-probe" {
 		steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, -1))
 		steps = append(steps, run("get", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
 			_, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: imageName((i * 7919) % *nImages)})
 			return err
 		}))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
+	}
+
+	if *only == "list-after-write" {
+		steps = append(steps, listAfterWrite())
 		_ = json.NewEncoder(os.Stdout).Encode(steps)
 		return
 	}
@@ -245,6 +282,7 @@ func main() {
 		return err
 	}))
 	steps = append(steps, update())
+	steps = append(steps, listAfterWrite())
 	steps = append(steps, run("create_single", one, 1, *nImages, *nOps, func(c imagesapi.ImagesClient, i int) error {
 		_, err := c.Create(ctx, &imagesapi.CreateImageRequest{Image: newImage(i)})
 		return err
