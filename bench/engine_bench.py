@@ -508,25 +508,22 @@ def render(results: dict[str, dict[str, Any]], sizes: dict[str, int], facts: dic
             "(Bucket.chunks). Adding each item's first byte in Python as well, as the Go and C loops "
             f"do, takes {_beside(d_ref, d_sum['with_checksum_seconds'], d_sum['with_checksum_cpu_seconds'])}.",
         ]
-    d_core = results.get("core", {}).get("d", {})
-    if "per_item_seconds" in d_core and d_ref:
-        parts += [
-            "",
-            "Row d, C core: the timed scan is the engine's batch scan (bolt_cursor_next_each, 1,024 items "
-            "per call, adding each key's and value's first byte as Go does). One bolt_cursor_next call per "
-            f"item, on its own open of the file, takes "
-            f"{_beside(d_ref, d_core['per_item_seconds'], d_core['per_item_cpu_seconds'])}.",
-        ]
-    f_core = results.get("core", {}).get("f_read", {})
-    f_ref = results.get("bbolt", {}).get("f_read", {})
-    if "per_item_seconds" in f_core and f_ref:
-        parts += [
-            "",
-            "Row f read, C core: timed with the engine's subtree walk (bolt_bucket_walk_each over the images "
-            "bucket, two levels deep). Go's way, a cursor over the images with a bucket lookup and a get per "
-            f"field, on its own open of the file, takes "
-            f"{_beside(f_ref, f_core['per_item_seconds'], f_core['per_item_cpu_seconds'])}.",
-        ]
+    # rows where the C core is timed with its batch call and the loop that
+    # mirrors Go's is printed beside it (per_item_*)
+    core_notes = {
+        "d": "Row d, C core: the timed scan is the engine's batch scan (bolt_cursor_next_each, 1,024 items "
+             "per call, adding each key's and value's first byte as Go does). One bolt_cursor_next call per "
+             "item",
+        "f_read": "Row f read, C core: timed with the engine's subtree walk (bolt_bucket_walk_each over the "
+                  "images bucket, two levels deep). Go's way, a cursor over the images with a bucket lookup "
+                  "and a get per field",
+    }
+    for key, text in core_notes.items():
+        core = results.get("core", {}).get(key, {})
+        ref = results.get("bbolt", {}).get(key, {})
+        if "per_item_seconds" in core and ref:
+            parts += ["", f"{text}, on its own open of the file, takes "
+                          f"{_beside(ref, core['per_item_seconds'], core['per_item_cpu_seconds'])}."]
     parts += ["", benchlib.facts_markdown(facts)]
     if mismatches:
         parts += ["", "**CHECK MISMATCH** (drivers disagree on what was stored/read):"] + [f"- {m}" for m in mismatches]

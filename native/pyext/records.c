@@ -79,6 +79,18 @@ static void untrack(PyObject *obj)
         PyObject_GC_UnTrack(obj);
 }
 
+/* Append a new object (stealing the reference; NULL: an error already set)
+ * to one of the cutter's lists, untracked. */
+static int append_untracked(PyObject *list, PyObject *obj)
+{
+    if (!obj)
+        return -1;
+    untrack(obj);
+    int rc = PyList_Append(list, obj);
+    Py_DECREF(obj);
+    return rc;
+}
+
 static void record_clear(cutter *c)
 {
     for (int i = 0; i < SLOT_COUNT; i++)
@@ -103,12 +115,7 @@ static int record_finish(cutter *c)
     }
     PyObject *record = PyObject_Vectorcall(c->make, c->slots, SLOT_COUNT, NULL);
     record_clear(c);
-    if (!record)
-        return -1;
-    untrack(record);
-    int rc = PyList_Append(c->out, record);
-    Py_DECREF(record);
-    return rc;
+    return append_untracked(c->out, record);
 }
 
 static int record_start(cutter *c, const char *name, Py_ssize_t name_len, int keep)
@@ -174,12 +181,7 @@ static int add_pair(cutter *c, const char *key, uint32_t klen, const char *value
     PyObject *pair = v ? PyTuple_Pack(2, k, v) : NULL;
     Py_XDECREF(k);
     Py_XDECREF(v);
-    if (!pair)
-        return -1;
-    untrack(pair);
-    int rc = PyList_Append(c->pairs, pair);
-    Py_DECREF(pair);
-    return rc;
+    return append_untracked(c->pairs, pair);
 }
 
 static int target_field(cutter *c, const char *key, uint32_t klen, const char *value, uint32_t vlen)
