@@ -196,7 +196,7 @@ static int target_field(cutter *c, const char *key, uint32_t klen, const char *v
 }
 
 /* One walk entry at `depth` relative to the image names (0: a name). */
-static int take_entry(cutter *c, long depth, const char *key, uint32_t klen, const char *value, uint32_t vlen)
+static int take_entry(cutter *c, int64_t depth, const char *key, uint32_t klen, const char *value, uint32_t vlen)
 {
     if (depth == 0)
         return record_start(c, key, klen, value == NULL);
@@ -252,7 +252,7 @@ static int cut(cutter *c, const char *buf, Py_ssize_t len, long top)
         const char *key = buf + off;
         const char *value = bucket ? NULL : key + klen;
         off += need;
-        if (take_entry(c, (long)depth - top, key, klen, value, vlen) < 0)
+        if (take_entry(c, (int64_t)depth - top, key, klen, value, vlen) < 0)
             return -1;
     }
     return record_finish(c);
