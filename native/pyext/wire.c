@@ -477,15 +477,22 @@ static PyObject *frame_list(PyObject *self, PyObject *records)
         PyErr_Format(PyExc_TypeError, "frame_list() takes a list, not %.100s", Py_TYPE(records)->tp_name);
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(records);
-    PyObject *wires = PyList_New(n);
-    if (!wires)
+    /* Reading an attribute may run Python code (a property, for anything
+     * but a RawImage) that changes the list: walk a copy of it. */
+    PyObject *items = PyList_AsTuple(records);
+    if (!items)
         return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    PyObject *wires = PyList_New(n);
+    if (!wires) {
+        Py_DECREF(items);
+        return NULL;
+    }
     PyObject *result = NULL;
     size_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *wire = NULL;
-        int rc = record_wire(PyList_GET_ITEM(records, i), &wire);
+        int rc = record_wire(PyTuple_GET_ITEM(items, i), &wire);
         if (rc < 0)
             goto done;
         if (rc != FRAMED) {
@@ -510,6 +517,7 @@ static PyObject *frame_list(PyObject *self, PyObject *records)
     }
 done:
     Py_DECREF(wires); /* unset items are NULL, which list_dealloc skips */
+    Py_DECREF(items);
     return result;
 }
 

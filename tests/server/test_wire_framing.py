@@ -223,3 +223,27 @@ def test_frame_list_wants_a_list_of_records() -> None:
     raw = RawImage(b"n", size=5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="size must be bytes"):
         _wire.frame_list([raw])
+
+
+def test_frame_list_survives_a_record_that_changes_the_list() -> None:
+    """Reading a record's fields may run code (a property, for anything but
+    a RawImage); the list it changes must not be read past its end."""
+    records: list = []
+
+    class Shrinking:
+        wire = None
+        name = b"n"
+        labels = annotations = None
+        media_type = digest = None
+        size = None
+
+        @property
+        def created(self) -> None:
+            records.clear()
+            return None
+
+        updated = None
+
+    records.extend([Shrinking(), RawImage(b"a", has_target=True), RawImage(b"b", has_target=True)])
+    wire = _wire.frame_list(records)
+    assert wire is not None and wire.count(b"\x0a\x01n") == 1
