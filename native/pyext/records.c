@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "../bolt.h"
+#include "bytes_cache.h"
 #include "gc_pause.h"
 
 /* Where the entries being read belong, inside the current record. */
@@ -62,6 +63,10 @@ typedef struct cutter {
     int have_record;    /* slots hold a record that will be kept */
     enum section in;
     PyObject *pairs;    /* borrowed: the labels/annotations list being filled */
+    /* Label keys, media types, sizes and short label values repeat from
+     * image to image: each distinct one is made once per parse and shared
+     * (bytes_cache.h), so a List makes and later frees fewer objects. */
+    key_cache keys, values;
 } cutter;
 
 /* Take an object the cutter made out of the cyclic collector's sight.
@@ -131,6 +136,17 @@ static int record_start(cutter *c, const char *name, Py_ssize_t name_len, int ke
     return 0;
 }
 
+/* A label or annotation key: the long ones repeat as much as the short. */
+static PyObject *shared_key(cutter *c, const char *p, uint32_t len)
+{
+    return cached_bytes(&c->keys, VALUE_CACHE_SLOTS, VALUE_CACHE_MAX_LEN, p, len);
+}
+
+static PyObject *shared_value(cutter *c, const char *p, uint32_t len)
+{
+    return cached_value(&c->values, p, len);
+}
+
 /* Replace a slot with new bytes (later duplicates win, as in a dict). */
 static int set_bytes(cutter *c, enum slot s, const char *p, Py_ssize_t n)
 {
@@ -176,12 +192,21 @@ static int open_section(cutter *c, const char *key, uint32_t klen)
 
 static int add_pair(cutter *c, const char *key, uint32_t klen, const char *value, uint32_t vlen)
 {
-    PyObject *k = PyBytes_FromStringAndSize(key, klen);
-    PyObject *v = k ? PyBytes_FromStringAndSize(value, value ? vlen : 0) : NULL;
+    PyObject *k = shared_key(c, key, klen);
+    PyObject *v = k ? (value ? shared_value(c, value, vlen) : PyBytes_FromStringAndSize(NULL, 0)) : NULL;
     PyObject *pair = v ? PyTuple_Pack(2, k, v) : NULL;
     Py_XDECREF(k);
     Py_XDECREF(v);
     return append_untracked(c->pairs, pair);
+}
+
+static int set_shared(cutter *c, enum slot s, const char *p, uint32_t n)
+{
+    PyObject *b = shared_value(c, p, n);
+    if (!b)
+        return -1;
+    Py_XSETREF(c->slots[s], b);
+    return 0;
 }
 
 static int target_field(cutter *c, const char *key, uint32_t klen, const char *value, uint32_t vlen)
@@ -189,9 +214,9 @@ static int target_field(cutter *c, const char *key, uint32_t klen, const char *v
     if (key_is(key, klen, "digest"))
         return set_bytes(c, SLOT_DIGEST, value, vlen);
     if (key_is(key, klen, "mediatype"))
-        return set_bytes(c, SLOT_MEDIA_TYPE, value, vlen);
+        return set_shared(c, SLOT_MEDIA_TYPE, value, vlen);
     if (key_is(key, klen, "size"))
-        return set_bytes(c, SLOT_SIZE, value, vlen);
+        return set_shared(c, SLOT_SIZE, value, vlen);
     return 0;
 }
 
@@ -308,6 +333,8 @@ static PyObject *parse(PyObject *self, PyObject *args)
     }
 done:
     record_clear(&c);
+    key_cache_clear(&c.keys);
+    key_cache_clear(&c.values);
     Py_XDECREF(c.out);
     PyBuffer_Release(&walk);
     return result;

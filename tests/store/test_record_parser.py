@@ -244,3 +244,20 @@ def test_records_are_left_out_of_the_cyclic_collector() -> None:
     assert gone is None or gone() is None
     # a factory that makes objects of a type the collector does not know is fine
     assert _records.parse(data, 0, None, lambda *fields: len(fields)) == [9]
+
+
+def test_repeated_short_fields_are_shared_between_records() -> None:
+    """Label keys, media types and sizes repeat from image to image; a
+    parse makes each distinct one once (fewer objects to make and free)."""
+    long_key = b"org.opencontainers.image.source"
+    record = {b"labels": {long_key: b"https://example.com/x", b"tier": b"web"},
+              b"target": {b"mediatype": b"application/vnd.oci.image.manifest.v1+json", b"size": b"\x96\x01",
+                          b"digest": b"sha256:" + b"ab" * 32}}
+    data = walk_copy({b"a": record, b"b": record, b"c": record}, 2)
+    a, b, c = image_records.parse(data, 0)
+    assert a.media_type is b.media_type is c.media_type
+    assert a.size is b.size
+    assert a.labels is not None and b.labels is not None
+    assert a.labels[0][0] is b.labels[0][0] and a.labels[0][0] == long_key
+    assert a.labels[1][1] is b.labels[1][1]
+    assert _fields(a)[1:] == _fields(b)[1:] == _fields(c)[1:]
