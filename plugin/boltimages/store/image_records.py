@@ -40,6 +40,10 @@ class RawImage:
     ``labels``/``annotations`` are (key, value) pairs in key order, None when
     the sub-bucket is absent; a nested bucket inside them reads as an empty
     value, as containerd's ForEach-based reader sees it.
+
+    Records from :func:`parse` are left untracked by the cyclic collector
+    and share the bytes objects that repeat between them (records.c says
+    why): keep only bytes, tuples and lists of those in them.
     """
 
     __slots__ = ("name", "created", "updated", "labels", "annotations", "has_target",
