@@ -275,7 +275,7 @@ enum framed { FRAMED, FRAMED_NOT_UTF8, FRAMED_OTHER_TIME };
 
 /* One Image as field 1 of a Get/List response, from the stored fields.
  * Returns FRAMED with *out set, FRAMED_NOT_UTF8 or FRAMED_OTHER_TIME (no
- * answer: see frame_image), or -1 with an exception set. */
+ * answer: see frame_record), or -1 with an exception set. */
 static int frame_fields(PyObject *name_o, PyObject *labels, PyObject *media_o, PyObject *digest_o, uint64_t size,
                         PyObject *annotations, PyObject *created_o, PyObject *updated_o, PyObject **out)
 {
@@ -347,44 +347,7 @@ static int frame_fields(PyObject *name_o, PyObject *labels, PyObject *media_o, P
     return FRAMED;
 }
 
-PyDoc_STRVAR(frame_image_doc,
-"frame_image(name, labels, media_type, digest, size, annotations, created, updated)\n"
-"\n"
-"One Image as field 1 of a Get/List response: tag, length, message. name,\n"
-"media_type and digest are bytes (media_type/digest may be None); labels and\n"
-"annotations lists of (key, value) bytes pairs or None; size an int (written\n"
-"modulo 2**64, omitted when 0); created/updated stored Go times or None.\n"
-"Returns None when a string is not valid UTF-8, and NotImplemented when a\n"
-"time is not in the 15-byte version-1 form (frame it in Python then).");
-
-static PyObject *frame_image(PyObject *self, PyObject *args)
-{
-    (void)self;
-    PyObject *name_o, *labels, *media_o, *digest_o, *size_o, *annotations, *created_o, *updated_o;
-    if (!PyArg_ParseTuple(args, "OOOOOOOO:frame_image", &name_o, &labels, &media_o, &digest_o, &size_o,
-                          &annotations, &created_o, &updated_o))
-        return NULL;
-    if (!PyLong_Check(size_o)) {
-        PyErr_Format(PyExc_TypeError, "size must be an int, not %.100s", Py_TYPE(size_o)->tp_name);
-        return NULL;
-    }
-    uint64_t size = (uint64_t)PyLong_AsUnsignedLongLongMask(size_o);
-    if (size == (uint64_t)-1 && PyErr_Occurred())
-        return NULL;
-    PyObject *out = NULL;
-    switch (frame_fields(name_o, labels, media_o, digest_o, size, annotations, created_o, updated_o, &out)) {
-    case FRAMED:
-        return out;
-    case FRAMED_NOT_UTF8:
-        Py_RETURN_NONE;
-    case FRAMED_OTHER_TIME:
-        Py_RETURN_NOTIMPLEMENTED;
-    default:
-        return NULL;
-    }
-}
-
-/* ------------------------------------------------------------ lists */
+/* ------------------------------------------------------------ records and lists */
 
 /* A stored size as containerd reads it: Go's binary.Varint with the error
  * ignored (a malformed or overlong value reads as 0), as two's complement;
@@ -462,6 +425,30 @@ done:
     return rc;
 }
 
+PyDoc_STRVAR(frame_record_doc,
+"frame_record(record) -> bytes, None or NotImplemented\n"
+"\n"
+"One stored record (a RawImage) as field 1 of a Get/List response: its\n"
+"kept wire, or one framed now and kept in the record. None when a string\n"
+"of it is not valid UTF-8, NotImplemented when a time is not in the\n"
+"15-byte version-1 form (frame it in Python then).");
+
+static PyObject *frame_record(PyObject *self, PyObject *record)
+{
+    (void)self;
+    PyObject *wire = NULL;
+    switch (record_wire(record, &wire)) {
+    case FRAMED:
+        return wire;
+    case FRAMED_NOT_UTF8:
+        Py_RETURN_NONE;
+    case FRAMED_OTHER_TIME:
+        Py_RETURN_NOTIMPLEMENTED;
+    default:
+        return NULL;
+    }
+}
+
 PyDoc_STRVAR(frame_list_doc,
 "frame_list(records) -> bytes or None\n"
 "\n"
@@ -534,7 +521,7 @@ static PyObject *utf8(PyObject *self, PyObject *arg)
 }
 
 static PyMethodDef methods[] = {
-    {"frame_image", frame_image, METH_VARARGS, frame_image_doc},
+    {"frame_record", frame_record, METH_O, frame_record_doc},
     {"frame_list", frame_list, METH_O, frame_list_doc},
     {"utf8", utf8, METH_O, utf8_doc},
     {NULL, NULL, 0, NULL},

@@ -41,8 +41,7 @@ def _time(seconds: int, nanos: int = 0, offset: Optional[int] = None) -> bytes:
 
 
 def _c(raw: RawImage):  # type: ignore[no-untyped-def]
-    return _wire.frame_image(raw.name, raw.labels, raw.media_type, raw.digest, raw.size_value(),
-                             raw.annotations, raw.created, raw.updated)
+    return _wire.frame_record(raw)
 
 
 def _record(rng: random.Random) -> RawImage:
@@ -160,18 +159,20 @@ def test_utf8_agrees_with_pythons_strict_decoder() -> None:
         assert _wire.utf8(data)
 
 
-@pytest.mark.parametrize("args, message", [
-    (("n", None, None, None, 0, None, None, None), "name must be bytes"),
-    ((b"n", [(b"k",)], None, None, 0, None, None, None), "labels[0] must be a (key, value) tuple"),
-    ((b"n", [(b"k", "v")], None, None, 0, None, None, None), "a map value must be bytes"),
-    ((b"n", (), None, None, 0, None, None, None), "labels must be a list or None"),
-    ((b"n", None, "m", None, 0, None, None, None), "media_type must be bytes or None"),
-    ((b"n", None, None, None, 1.5, None, None, None), "size must be an int"),
-    ((b"n", None, None, None, 0, None, 15, None), "created must be bytes or None"),
+@pytest.mark.parametrize("field, value, message", [
+    ("name", "n", "name must be bytes"),
+    ("labels", [(b"k",)], "labels[0] must be a (key, value) tuple"),
+    ("labels", [(b"k", "v")], "a map value must be bytes"),
+    ("labels", (), "labels must be a list or None"),
+    ("media_type", "m", "media_type must be bytes or None"),
+    ("size", 1.5, "size must be bytes or None"),
+    ("created", 15, "created must be bytes or None"),
 ])
-def test_wrong_argument_types_are_type_errors(args: tuple, message: str) -> None:
+def test_wrong_field_types_are_type_errors(field: str, value: object, message: str) -> None:
+    raw = RawImage(b"n")
+    setattr(raw, field, value)
     with pytest.raises(TypeError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        _wire.frame_image(*args)
+        _wire.frame_record(raw)
 
 
 def test_a_whole_list_frames_like_its_records_one_by_one() -> None:

@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.message import DecodeError
 
-from .._wire import frame_image, frame_list
+from .._wire import frame_list, frame_record
 from ..api.containerd.events import image_pb2 as events_pb2
 from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.containerd.types import descriptor_pb2
@@ -230,7 +230,7 @@ def _strings_are_utf8(raw: RawImage) -> bool:
 
 
 def framed_in_python(raw: RawImage) -> bytes:
-    """What _wire.frame_image gives for ``raw``, in Python: the only path for
+    """What _wire.frame_record gives for ``raw``, in Python: the only path for
     a stored time in a form other than containerd's 15-byte one, and the
     reference the C framer is tested against. An empty result: not UTF-8."""
     if not _strings_are_utf8(raw):
@@ -245,13 +245,11 @@ def _framed(raw: RawImage) -> Optional[bytes]:
     Either answer is kept with the record (an empty wire: not UTF-8)."""
     wire = raw.wire
     if wire is None:
-        wire = frame_image(raw.name, raw.labels, raw.media_type, raw.digest, raw.size_value(), raw.annotations,
-                           raw.created, raw.updated)
+        wire = frame_record(raw)  # kept in the record when framed
         if wire is None:
-            wire = b""
+            wire = raw.wire = b""
         elif wire is NotImplemented:
-            wire = framed_in_python(raw)
-        raw.wire = wire
+            wire = raw.wire = framed_in_python(raw)
     return wire or None
 
 
