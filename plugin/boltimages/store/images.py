@@ -201,18 +201,15 @@ def _write_record(record: "bolt.Bucket", image: Image, stored: Optional[RawImage
     if stored is None or stored.created != created:
         record.put(layout.CREATED_AT_KEY, created)
     record.put(layout.UPDATED_AT_KEY, updated)
-    written = RawImage(image.name.encode())
-    written.created, written.updated = created, updated
-    written.labels = _write_map(record, layout.LABELS_BUCKET, image.labels,
-                                False if fresh else None if stored is None else stored.labels is not None)
-    written.annotations = _write_map(record, layout.ANNOTATIONS_BUCKET, image.target.annotations,
-                                     False if fresh else None if stored is None else stored.annotations is not None)
+    labels = _write_map(record, layout.LABELS_BUCKET, image.labels,
+                        False if fresh else None if stored is None else stored.labels is not None)
+    annotations = _write_map(record, layout.ANNOTATIONS_BUCKET, image.target.annotations,
+                             False if fresh else None if stored is None else stored.annotations is not None)
     target = image.target
     digest = target.digest.encode()
     media_type = target.media_type.encode()
     size = codec.encode_varint(target.size)
-    written.has_target = True
-    written.digest, written.media_type, written.size = digest, media_type, size
+    written = RawImage(image.name.encode(), created, updated, labels, annotations, True, digest, media_type, size)
     if fresh:
         bucket = record.create_bucket(layout.TARGET_BUCKET)
     elif stored is not None and stored.has_target:
@@ -269,16 +266,14 @@ def _update_labels(tx: "bolt.Tx", ns: str, lease: Optional[str], record: "bolt.B
     _validate(given.name, labels, digest, stored.size_value(),
               stored.media_type.decode())  # type: ignore[union-attr]
     _add_image_lease(tx, ns, lease, given.name, labels)
-    written = RawImage(stored.name)
-    written.created, written.updated = stored.created, codec.encode_time(_now(epoch))
-    record.put(layout.UPDATED_AT_KEY, written.updated)
-    written.labels = _write_map(record, layout.LABELS_BUCKET, labels, stored.labels is not None)
+    updated = codec.encode_time(_now(epoch))
+    record.put(layout.UPDATED_AT_KEY, updated)
+    pairs = _write_map(record, layout.LABELS_BUCKET, labels, stored.labels is not None)
     # containerd rewrites the annotations too: that drops empty values and nested buckets
-    written.annotations = _write_map(record, layout.ANNOTATIONS_BUCKET,
-                                     image_records.text_map(stored.annotations), stored.annotations is not None)
-    written.has_target = True
-    written.digest, written.media_type, written.size = stored.digest, stored.media_type, stored.size
-    return written
+    annotations = _write_map(record, layout.ANNOTATIONS_BUCKET, image_records.text_map(stored.annotations),
+                             stored.annotations is not None)
+    return RawImage(stored.name, stored.created, updated, pairs, annotations, True, stored.digest,
+                    stored.media_type, stored.size)
 
 
 def image_adaptor(image: Image):  # type: ignore[no-untyped-def]
