@@ -69,7 +69,9 @@ def pyext_extensions() -> list[Extension]:
     records as protobuf wire bytes; boltimages._records cuts image records
     out of a bucket walk copy."""
     flags = runpy.run_path(str(ROOT / "native" / "build_bolt.py"))
-    return [Extension(f"boltimages.{name}", sources=[f"native/pyext/{source}"],
+    # the headers they include: without them an edit to one rebuilds nothing
+    headers = ["native/bolt.h", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "native" / "pyext").glob("*.h"))]
+    return [Extension(f"boltimages.{name}", sources=[f"native/pyext/{source}"], depends=headers,
                       extra_compile_args=flags["compile_args"](), extra_link_args=flags["link_args"]())
             for name, source in (("_unpack", "unpack.c"), ("_wire", "wire.c"), ("_records", "records.c"))]
 
