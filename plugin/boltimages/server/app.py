@@ -30,6 +30,7 @@ from ..api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_
 from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 from ..store import leases as lease_store
 from ..store.db import MetadataDB
+from . import notify
 from .config import ServerConfig, check_loopback
 from .content_service import ContentServicer, default_content_root
 from .event_bus import EventBus
@@ -145,6 +146,7 @@ class Server:
         self._sweeper.start()
         log.info("serving", extra={"transport": cfg.transport, "address": cfg.address, "tcp_address": cfg.tcp_address or "-",
                                    "db": cfg.db_path, "version": version_string(), "revision": revision()})
+        notify.ready(f"serving {cfg.db_path} on {cfg.address}")
 
     def _open_db(self) -> MetadataDB:
         cfg = self.config
@@ -289,6 +291,7 @@ class Server:
         self._stop.set()
         grace = self.config.grace_period
         log.info("shutting down", extra={"grace_seconds": grace})
+        notify.stopping()
         if self.health is not None:
             self.health.enter_graceful_shutdown()
         if self.grpc is not None:
