@@ -26,6 +26,21 @@ The metadata file defaults to $BOLTIMAGES_DB or
 /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db."""
 
 
+class _PrintVersion(argparse.Action):
+    """``--version``: the version and the source revision, like ``containerd
+    --version``. Looked up only when asked (the revision may run git)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: Optional[str] = None) -> None:  # noqa: A002 - argparse's name
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: Optional[str] = None) -> None:
+        from .version import PRODUCT, package_version, revision
+        print(f"{PRODUCT} {package_version()} {revision()}")
+        parser.exit(0)
+
+
 def _default_db() -> str:
     return os.environ.get("BOLTIMAGES_DB", common.DEFAULT_DB)
 
@@ -56,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="boltimages", description="containerd images service on a bbolt-compatible engine, "
         "and offline tools for containerd's metadata file.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_PrintVersion, help="print the version and source revision, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     db, wr = _db_parent(), _write_parent()

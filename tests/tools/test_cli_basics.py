@@ -243,3 +243,21 @@ def test_serve_unavailable_is_one_line(monkeypatch, capsys):
     assert rc != 0
     assert "unavailable" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_version_prints_version_and_revision(cli):
+    from boltimages.version import package_version
+
+    res = cli("--version", env={"BOLTIMAGES_REVISION": "0123abcd"})
+    assert res.rc == 0, res.stderr
+    assert res.stdout == f"boltimages {package_version()} 0123abcd\n"
+    assert res.stderr == ""
+
+
+def test_version_without_packager_revision_names_the_checkout_or_unknown(cli):
+    res = cli("--version", env={"BOLTIMAGES_REVISION": ""})
+    assert res.rc == 0, res.stderr
+    product, version, rev = res.stdout.split()
+    assert product == "boltimages" and version
+    # a git checkout gives its 40-hex HEAD, an installed copy "unknown"
+    assert rev == "unknown" or (len(rev) == 40 and int(rev, 16) >= 0)

@@ -30,6 +30,7 @@ from ..api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_
 from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 from ..store import leases as lease_store
 from ..store.db import MetadataDB
+from ..version import revision, version_string
 from . import notify
 from .config import ServerConfig, check_loopback
 from .content_service import ContentServicer, default_content_root
@@ -42,7 +43,7 @@ from .leases_service import LeasesServicer
 from .listen import SocketClaim
 from .namespaces_service import NamespacesServicer
 from .snapshots_service import SnapshotsServicer
-from .version_service import VersionServicer, revision, version_string
+from .version_service import VersionServicer
 
 log = logging.getLogger("boltimages.server")
 
