@@ -21,6 +21,7 @@ import pytest
 from boltimages import _records, bolt
 from boltimages.store import image_records
 from boltimages.store.image_records import RawImage
+from tests.engine.test_rows import _write as write_tree
 
 SEED = 1127
 
@@ -171,16 +172,9 @@ def test_walks_the_engine_makes_cut_like_the_reference(tmp_path: Any) -> None:
     rng = random.Random(SEED + 2)
     images = _random_images(rng, 300)
 
-    def write(bucket: bolt.Bucket, tree: Tree) -> None:
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                write(bucket.create_bucket(key), value)
-            else:
-                bucket.put(key, value)
-
     with bolt.open(str(tmp_path / "r.db")) as db:
         with db.begin(write=True) as tx:
-            write(tx.create_bucket(b"images"), images)
+            write_tree(tx.create_bucket(b"images"), images)
         with db.begin() as tx:
             bucket = tx.bucket(b"images")
             data = bucket.walk_bytes(2)
