@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from boltimages.errors import FailedPrecondition, InvalidArgument, go_quote
-from boltimages.store.identifiers import namespace_required
+from boltimages.store.validation import namespace_required
 from boltimages.store.images import Descriptor, Image, validate_image
 
 D = "sha256:" + "2d" * 32
