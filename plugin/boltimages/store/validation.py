@@ -269,7 +269,9 @@ def image_record_problems(record: Any) -> list[str]:
             problems.append(f"target/size: {exc} (containerd reads {codec.decode_varint_lenient(raw_size)})")
             size = codec.decode_varint_lenient(raw_size)
     reason = digest_problem(digest)
-    if reason is not None:
+    if layout.DIGEST_KEY not in fields:
+        problems.append("target/digest: missing")
+    elif reason is not None:
         problems.append(f"target/digest: {go_quote(digest)} invalid: {reason}")
     if raw_size is not None and size <= 0:
         problems.append(f"target/size: {size}: must be greater than zero")
