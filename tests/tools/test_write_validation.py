@@ -193,3 +193,57 @@ def test_no_class_names_or_bytes_reprs_reach_the_user(cli, small_db, tmp_path):
         leaked = set(word.findall(text)) & classes
         assert not leaked, (args, leaked, text)
         assert len(res.stderr.strip().splitlines()) == 1, (args, res.stderr)
+
+
+def test_check_names_every_record_containerd_would_refuse_or_misread(cli, small_db):
+    """Records written underneath the tools (as a buggy writer or an old tool would):
+    each is reported with its bucket path, and check exits 4."""
+    with bolt.open(small_db) as db, db.begin(write=True) as tx:
+        v1 = tx.bucket(b"v1")
+        images = v1.bucket(b"default").bucket(b"images")
+        img = images.bucket(IMAGE["name"].encode())
+        img.bucket(b"labels").put(b"big", BIG_LABEL.encode())
+        img.put(b"createdat", b"")
+        img.bucket(b"target").put(b"digest", b"notadigest")
+        img.bucket(b"target").put(b"size", bytes([9]))  # zig-zag -5
+        img.bucket(b"annotations").create_bucket(b"nested")
+        no_target = images.create_bucket(b"no-target")
+        no_target.put(b"target", b"a value")
+        images.put(b"plain", b"a value")
+        bad_ns = v1.create_bucket(b"Bad NS")
+        bad_ns.create_bucket(b"labels").put(b"k", b"v" * 4096)
+        v1.create_bucket(LONG_NS.encode())
+        lease = v1.bucket(b"default").create_bucket(b"leases").create_bucket(b"l1")
+        lease.put(b"createdat", b"\x01short")
+    res = cli("check", "--db", str(small_db))
+    assert res.rc == 4, res.stdout + res.stderr
+    record = f"v1/default/images/{IMAGE['name']}"
+    expected = [
+        f"{record}: createdat: Time.UnmarshalBinary: no data",
+        f"{record}: labels/big: image.Labels: label key and value greater than maximum size (4096 bytes)",
+        f'{record}: target/digest: "notadigest" invalid: invalid checksum digest format',
+        f"{record}: target/size: -5: must be greater than zero",
+        f"{record}: annotations/nested: a bucket where containerd expects a value",
+        "v1/default/images/no-target: createdat: missing",
+        "v1/default/images/no-target: target: a value: containerd cannot read the image",
+        "v1/default/images/plain: a value where containerd expects an image bucket",
+        'v1/"Bad NS": namespace validation: identifier "Bad NS" must match',
+        'v1/"Bad NS"/labels/k: namespace.Labels: label key and value greater than maximum size',
+        f"v1/{LONG_NS}: namespace validation: identifier",
+        "v1/default/leases/l1: createdat: Time.UnmarshalBinary: invalid length",
+    ]
+    lines = res.stdout.splitlines()
+    for text in expected:
+        assert any(text in line for line in lines), (text, res.stdout)
+    assert f"containerd layout: {len(expected) + 1} problem(s)" in res.stdout  # + no-target's updatedat
+
+
+def test_compact_keeps_records_check_flags(cli, small_db, tmp_path):
+    """A record containerd would refuse is check's finding, not a failed compaction:
+    the copy holds it byte for byte, as the source did."""
+    with bolt.open(small_db) as db, db.begin(write=True) as tx:
+        img = tx.bucket(b"v1").bucket(b"default").bucket(b"images").bucket(IMAGE["name"].encode())
+        img.bucket(b"labels").put(b"big", BIG_LABEL.encode())
+    res = cli("compact", "--db", str(small_db), "-o", str(tmp_path / "out.db"))
+    assert res.rc == 0, res.stdout + res.stderr
+    assert cli("check", "--db", str(tmp_path / "out.db")).rc == 4

@@ -95,6 +95,16 @@ def _namespace_problems(ns: Any, where: str, name: bytes) -> list[str]:
                             "(it fails to list the namespace)")
             continue
         problems += [f"{path}: {p}" for p in validation.image_record_problems(images.bucket(key))]
+    leases = ns.bucket(layout.LEASES_BUCKET)
+    for key, value in leases.items() if leases is not None else ():
+        path = f"{where}/leases/{validation.show_key(key)}"
+        if value is not None:
+            problems.append(f"{path}: a value where containerd expects a lease bucket (it skips it)")
+            continue
+        lease = leases.bucket(key)
+        problem = validation.time_problem(lease.get(layout.CREATED_AT_KEY))
+        if problem is not None and problem != "missing":
+            problems.append(f"{path}: createdat: {problem} (containerd fails to list leases)")
     content = ns.bucket(layout.CONTENT_BUCKET)
     blobs = content.bucket(layout.BLOB_BUCKET) if content is not None else None
     for key, value in blobs.items() if blobs is not None else ():
