@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("import", "read JSON Lines written by export into the file (created if missing)", [db, wr],
             porting.run_import)
+    p.description += (". Every record must pass containerd's own checks (namespace name, labels, image "
+                      "name, target digest, size, media type, times) or nothing is written. A missing "
+                      "createdAt/updatedAt is stamped with the time of the import, as containerd stamps a "
+                      "new image (an image already stored under that name keeps its times).")
     p.add_argument("-i", "--input", help="file to read (default: stdin)")
     p.add_argument("-n", "--namespace", help="put every record into this namespace instead")
     p.add_argument("--on-conflict", choices=["skip", "overwrite", "fail"], default="fail",

@@ -247,3 +247,9 @@ def test_compact_keeps_records_check_flags(cli, small_db, tmp_path):
     res = cli("compact", "--db", str(small_db), "-o", str(tmp_path / "out.db"))
     assert res.rc == 0, res.stdout + res.stderr
     assert cli("check", "--db", str(tmp_path / "out.db")).rc == 4
+
+
+def test_import_help_says_what_is_checked_and_how_times_are_filled(cli):
+    text = " ".join(cli("import", "--help").stdout.split())
+    assert "must pass containerd's own checks" in text and "nothing is written" in text
+    assert "createdAt/updatedAt is stamped with the time of the import" in text
