@@ -31,7 +31,7 @@ def _structural_child(path: str, conn: Any) -> None:
         except bolt.BoltError as exc:
             conn.send(("error", str(exc)))
     except Exception as exc:  # anything else still becomes a message, not a hang
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", str(exc) or "the structural check failed unexpectedly"))
 
 
 def structural_problems(path: str) -> list[str]:
