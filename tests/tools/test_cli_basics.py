@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from boltimages.store import codec
 from boltimages.tools import records
-from tests.tools.conftest import IMAGE, write_jsonl
+from tests.tools.conftest import IMAGE
 
 COMMANDS = ["serve", "ls", "inspect", "check", "compact", "export", "import", "copy", "tag", "rm", "label",
             "salvage"]
