@@ -174,6 +174,13 @@ def _error(status: int, context: str = "") -> BoltError:
     return _ERRORS.get(status, BoltError)(message, status)
 
 
+def _shown(name: Any) -> str:
+    """A bucket name for an error message, quoted as Go quotes it (users never
+    see Python's b'...' form; bbolt's own messages carry no name at all)."""
+    from .errors import go_quote
+    return go_quote(bytes(name).decode("utf-8", "surrogateescape"))
+
+
 def _check(status: int, context: str = "") -> None:
     if status:
         raise _error(status, context)
@@ -580,7 +587,7 @@ class Bucket:
     def _create(self, name: BytesLike, if_not_exists: int) -> "Bucket":
         out = _scratch.bucket_out
         _check(lib.bolt_bucket_create(self._b, _bytes("name", name), len(name), if_not_exists, out),
-               f"bucket {bytes(name)!r}")
+               f"bucket {_shown(name)}")
         return Bucket(self.tx, out[0])
 
     def create_bucket(self, name: BytesLike) -> "Bucket":
@@ -591,7 +598,7 @@ class Bucket:
 
     def delete_bucket(self, name: BytesLike) -> None:
         _check(lib.bolt_bucket_delete_bucket(self._b, _bytes("name", name), len(name)),
-               f"bucket {bytes(name)!r}")
+               f"bucket {_shown(name)}")
 
     # -- values
     def get(self, key: BytesLike) -> Optional[bytes]:

@@ -18,7 +18,7 @@ import grpc
 
 from .. import bolt
 from ..errors import BoltImagesError
-from ..store.identifiers import namespace_required
+from ..store.validation import namespace_required
 
 log = logging.getLogger("boltimages.server")
 

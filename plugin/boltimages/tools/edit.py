@@ -10,12 +10,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import InvalidArgument
+from ..store import validation
 from . import records
-from .common import EXIT_FAILED, EXIT_OK, ToolError, note, writing
+from .common import EXIT_FAILED, EXIT_OK, ToolError, note, refused, writing
 
 
 def _prefix(args: argparse.Namespace) -> str:
     return "would " if args.dry_run else ""
+
+
+def _validated(namespace: str, name: str, labels: dict[str, str], img: records.Image) -> None:
+    """What containerd's Create/Update check before writing ``img`` as
+    ``name`` with ``labels``."""
+    try:
+        validation.validate_image(name, labels, img.digest, img.size, img.media_type)
+    except InvalidArgument as exc:
+        raise refused(f"image {name!r} in namespace {namespace!r}", exc) from None
 
 
 def _existing_image(tx: Any, namespace: str, name: str) -> tuple[Any, Any, records.Image]:
@@ -32,6 +43,9 @@ def run_tag(args: argparse.Namespace) -> int:
     with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup) as session:
         tx = session.tx
         images, _, img = _existing_image(tx, args.namespace, args.source)
+        for target in args.targets:
+            # the new record is the source's under another name: containerd's Create checks it
+            _validated(args.namespace, target, img.labels, img)
         for target in args.targets:
             if images.bucket(records.raw(target)) is not None and not args.force:
                 raise ToolError(f"image {target!r}: already exists (use --force); nothing written")
@@ -82,6 +96,8 @@ def run_label(args: argparse.Namespace) -> int:
                 labels[key] = value
             else:
                 labels.pop(key, None)
+        if labels != img.labels:
+            _validated(args.namespace, args.name, labels, img)
         if tx.writable and labels != img.labels:
             img.labels = labels
             img.updated = records.now_bytes()

@@ -8,6 +8,13 @@ One JSON object per line, ``"kind"`` first:
 Times keep all nine fraction digits and the zone Go stored ("Z" = UTC), so
 importing an export writes byte-identical records. The first line is a
 header {"kind": "boltimages-export", "version": 1, "dbVersion": N}.
+
+Import writes only what containerd itself would accept (store/validation.py):
+namespace names, labels, image names and targets are checked as containerd's
+Create checks them, and stored times must decode. A record without
+createdAt/updatedAt gets the time of the import, as containerd's Create
+stamps a new image (an existing image of that name keeps its own). The first
+refused record stops the import and nothing is written.
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import json
 import sys
 from typing import Any, Iterator, TextIO
 
-from ..store import layout
+from ..errors import InvalidArgument
+from ..store import layout, validation
 from . import records, selection
-from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, writing
+from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, refused, writing
 
 FORMAT_VERSION = 1
 
@@ -71,6 +79,11 @@ def read_lines(source: TextIO) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    if args.namespace is not None:
+        try:
+            validation.validate_namespace(args.namespace)
+        except InvalidArgument as exc:
+            raise refused("--namespace", exc) from None
     src: TextIO = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
     try:
         docs = list(read_lines(src))
@@ -104,8 +117,10 @@ def run_import(args: argparse.Namespace) -> int:
                     _import_image(tx, img, args, changes, conflicts)
                 elif kind != "boltimages-export":
                     raise ValueError(f"unknown kind {kind!r}")
+            except InvalidArgument as exc:
+                raise refused(f"line {number}", exc) from None
             except (ValueError, TypeError) as exc:
-                raise ToolError(f"line {number}: {exc}") from exc
+                raise ToolError(f"line {number}: {exc}; nothing written") from exc
         if conflicts and args.on_conflict == "fail":
             raise ToolError(f"{len(conflicts)} image(s) already exist with other content: "
                             + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
@@ -123,6 +138,8 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
     if not isinstance(ns, str) or not ns:
         raise ValueError("namespace record without a name")
     labels = {str(k): str(v) for k, v in (doc.get("labels") or {}).items()}
+    validation.validate_namespace(ns)
+    validation.validate_labels(labels, f"namespace {ns}: namespace.Labels")
     current = records.namespace_labels(tx, ns)
     v1 = tx.bucket(layout.SCHEMA_BUCKET)
     exists = v1 is not None and v1.bucket(ns.encode()) is not None
@@ -144,11 +161,19 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
 
 def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
                   changes: list[str], conflicts: list[str]) -> None:
+    validation.validate_namespace(img.namespace)
     images = records.images_bucket(tx, img.namespace)
     existing = images.bucket(records.raw(img.name)) if images is not None else None
     where = f"{img.namespace}/{img.name}"
-    if existing is not None:
-        old = records.read_image(img.namespace, records.raw(img.name), existing)
+    old = records.read_image(img.namespace, records.raw(img.name), existing) if existing is not None else None
+    _fill_times(img, old)
+    try:
+        validation.validate_image(img.name, img.labels, img.digest, img.size, img.media_type)
+        validation.validate_time("createdAt", img.created)
+        validation.validate_time("updatedAt", img.updated)
+    except InvalidArgument as exc:
+        raise exc.wrap(f"image {where}") from None
+    if old is not None:
         if old.same_record(img):
             return
         conflicts.append(where)
@@ -161,3 +186,16 @@ def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
         changes.append(f"add image {where} -> {img.digest}")
     if tx.writable:
         records.write_image(records.images_bucket(tx, img.namespace, create=True), img)
+
+
+def _fill_times(img: records.Image, old: "records.Image | None") -> None:
+    """Times a record left out: those of the image already stored under that
+    name (so importing the same file twice changes nothing), else now, as
+    containerd's Create stamps a new image."""
+    if img.created and img.updated:
+        return
+    now = records.now_bytes()
+    if not img.created:
+        img.created = old.created if old is not None and old.created else now
+    if not img.updated:
+        img.updated = old.updated if old is not None and old.updated else now

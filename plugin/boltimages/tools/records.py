@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from ..store import codec, layout
+from ..store import codec, layout, validation
 
 # RFC 3339 with nanoseconds and the zone Go recorded: "Z" for UTC, otherwise
 # +HH:MM (or +HH:MM:SS for the rare sub-minute offsets Go encodes as version 2)
@@ -203,8 +203,9 @@ def read_image(ns: str, name: bytes, bucket: Any) -> Image:
             img.size = codec.decode_varint_exact(size)
         except codec.CodecError as exc:
             img.problems.append(f"target size does not decode: {exc}")
-    if not re.match(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$", img.digest):
-        img.problems.append(f"target digest {img.digest!r} is not a digest")
+    reason = validation.digest_problem(img.digest)
+    if reason is not None:
+        img.problems.append(f"target digest {img.digest!r} invalid: {reason}")
     if not img.media_type:
         img.problems.append("target has no media type")
     return img
