@@ -27,6 +27,7 @@ from ..api.containerd.services.introspection.v1 import introspection_pb2, intros
 from ..api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from ..api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from ..api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
+from ..api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 from ..store import leases as lease_store
 from ..store.db import MetadataDB
@@ -43,6 +44,7 @@ from .leases_service import LeasesServicer
 from .listen import SocketClaim
 from .namespaces_service import NamespacesServicer
 from .snapshots_service import SnapshotsServicer
+from .transfer_service import TransferServicer
 from .version_service import VersionServicer
 
 log = logging.getLogger("boltimages.server")
@@ -201,12 +203,13 @@ class Server:
         content_root = cfg.content_root or default_content_root(cfg.db_path)
         content_pb2_grpc.add_ContentServicer_to_server(ContentServicer(db, content_root), server)
         snapshots_pb2_grpc.add_SnapshotsServicer_to_server(SnapshotsServicer(db), server)
+        transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(db, publish), server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names += [d.DESCRIPTOR.services_by_name[s].full_name for d, s in (
             (namespace_pb2, "Namespaces"), (leases_pb2, "Leases"), (version_pb2, "Version"),
             (introspection_pb2, "Introspection"), (events_pb2, "Events"), (content_pb2, "Content"),
-            (snapshots_pb2, "Snapshots"))]
+            (snapshots_pb2, "Snapshots"), (transfer_pb2, "Transfer"))]
         for name in ["", *names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -58,6 +58,7 @@ def default_plugins(exports: Optional[dict[str, str]] = None) -> list[PluginInfo
         PluginInfo(SERVICE, "content-service", (METADATA,)),
         PluginInfo(SERVICE, "snapshots-service", (METADATA,)),
         PluginInfo(GRPC, "content", (SERVICE,)),
+        PluginInfo(GRPC, "transfer", (METADATA,)),
         PluginInfo(GRPC, "snapshots", (SERVICE,)),
         PluginInfo(GRPC, "images", (SERVICE,)),
         PluginInfo(GRPC, "namespaces", (SERVICE,)),

@@ -1,0 +1,71 @@
+"""A private containerd 2.1.9 for the tests of what only 2.x does (Transfer, kinds, containers).
+
+Kept apart from daemons.py so the release matrix there can take it over: the
+only differences from a 1.6 daemon are the config version (3) and the set of
+disabled plugins that gives 2.1.9 a clean start (the CRI plugins and the
+sandbox controllers; with fewer, the CRI runtime still starts). The release's
+own bin dir goes first on PATH so it finds its own shim.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Optional
+
+from tests.compat import fetch_containerd
+from tests.compat.daemons import Daemon, containerd_meta_db
+from tests.helpers import missing, require_root
+
+VERSION = "2.1.9"
+
+DISABLED_PLUGINS_V3 = (
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.cri.v1.images",
+    "io.containerd.cri.v1.runtime",
+    "io.containerd.podsandbox.controller.v1.podsandbox",
+    "io.containerd.grpc.v1.sandbox-controllers",
+)
+
+
+def require_v2_bin() -> pathlib.Path:
+    """containerd 2.1.9's bin dir (skip locally, fail in CI when it is not fetched)."""
+    require_root()
+    if not fetch_containerd.is_fetched(VERSION):
+        missing(f"containerd {VERSION} is not fetched (python -m tests.compat.fetch_containerd)")
+    return fetch_containerd.bin_dir(VERSION)
+
+
+def _config(base: pathlib.Path, root: pathlib.Path) -> pathlib.Path:
+    disabled = ", ".join(f'"{p}"' for p in DISABLED_PLUGINS_V3)
+    text = (
+        "version = 3\n"
+        f'root = "{root}"\n'
+        f'state = "{base / "state"}"\n'
+        f"disabled_plugins = [{disabled}]\n"
+        "[grpc]\n"
+        f'  address = "{base / "containerd.sock"}"\n'
+        "[ttrpc]\n"
+        f'  address = "{base / "containerd.sock"}.ttrpc"\n'
+        "[debug]\n"
+        '  address = ""\n'
+        '  level = "debug"\n'
+        "[metrics]\n"
+        '  address = ""\n'
+    )
+    path = base / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def containerd_v2_daemon(bin_dir: pathlib.Path, base: pathlib.Path,
+                         root: Optional[pathlib.Path] = None) -> Daemon:
+    """An (unstarted) private containerd 2.1.9 under ``base``; its socket is base/containerd.sock."""
+    base.mkdir(parents=True, exist_ok=True)
+    root = root or base / "root"
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    daemon = Daemon(f"containerd {VERSION}", [str(bin_dir / "containerd"), "--config", str(_config(base, root))],
+                    str(base / "containerd.sock"), base / "containerd.log", env=env)
+    daemon.db_path = containerd_meta_db(root)
+    return daemon
