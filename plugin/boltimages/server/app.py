@@ -31,6 +31,8 @@ from ..api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grp
 from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 from ..store import leases as lease_store
 from ..store.db import MetadataDB
+from ..store.layout import containerd_root
+from ..store.snapshot_kinds import SnapshotKinds
 from ..version import revision, version_string
 from . import notify
 from .config import ServerConfig, check_loopback
@@ -202,7 +204,8 @@ class Server:
         events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus, max_subscribers=max(1, cfg.worker_count() - RESERVED_WORKERS)), server)
         content_root = cfg.content_root or default_content_root(cfg.db_path)
         content_pb2_grpc.add_ContentServicer_to_server(ContentServicer(db, content_root), server)
-        snapshots_pb2_grpc.add_SnapshotsServicer_to_server(SnapshotsServicer(db), server)
+        snapshots_pb2_grpc.add_SnapshotsServicer_to_server(
+            SnapshotsServicer(db, SnapshotKinds(containerd_root(cfg.db_path))), server)
         transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(db, publish), server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
