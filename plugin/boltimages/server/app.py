@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..api.containerd.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from ..api.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from ..api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from ..api.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
@@ -36,6 +37,7 @@ from ..store.snapshot_kinds import SnapshotKinds
 from ..version import revision, version_string
 from . import notify
 from .config import ServerConfig, check_loopback
+from .containers_service import ContainersServicer
 from .content_service import ContentServicer, default_content_root
 from .event_bus import EventBus
 from .events_service import EventsServicer
@@ -207,12 +209,14 @@ class Server:
         snapshots_pb2_grpc.add_SnapshotsServicer_to_server(
             SnapshotsServicer(db, SnapshotKinds(containerd_root(cfg.db_path))), server)
         transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(db, publish), server)
+        containers_pb2_grpc.add_ContainersServicer_to_server(ContainersServicer(db), server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names += [d.DESCRIPTOR.services_by_name[s].full_name for d, s in (
             (namespace_pb2, "Namespaces"), (leases_pb2, "Leases"), (version_pb2, "Version"),
             (introspection_pb2, "Introspection"), (events_pb2, "Events"), (content_pb2, "Content"),
-            (snapshots_pb2, "Snapshots"), (transfer_pb2, "Transfer"))]
+            (snapshots_pb2, "Snapshots"), (transfer_pb2, "Transfer"),
+            (containers_pb2, "Containers"))]
         for name in ["", *names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
