@@ -21,12 +21,10 @@ from ..api.containerd.services.containers.v1 import containers_pb2 as api
 from ..api.containerd.services.containers.v1 import containers_pb2_grpc
 from ..errors import DataCorruption, go_quote
 from ..store.containers import ContainerRecord, ContainerStore
-from .status import RawStatus, grpc_errors, request_namespace
+from .status import BAD_WIRE_FORMAT, RawStatus, grpc_errors, request_namespace
 
 _READ_ONLY = ("boltimages serves container records read-only; containers are created, "
               "changed and deleted by a real containerd")
-#: Go's proto.Unmarshal error for bytes that are not a message
-_BAD_WIRE = "proto: cannot parse invalid wire-format data"
 #: grpc-go's refusal to send a string that is not UTF-8 (what containerd's
 #: client would see for such a stored value)
 _NOT_UTF8 = "grpc: error while marshaling: string field contains invalid UTF-8"
@@ -43,7 +41,7 @@ def _any(raw: bytes, record: ContainerRecord, into: any_pb2.Any) -> None:
     try:
         into.ParseFromString(raw)
     except DecodeError:
-        raise DataCorruption(f"failed to read container {go_quote(record.text(record.id))}: {_BAD_WIRE}") from None
+        raise DataCorruption(f"failed to read container {go_quote(record.text(record.id))}: {BAD_WIRE_FORMAT}") from None
 
 
 def to_proto(record: ContainerRecord) -> api.Container:

@@ -60,6 +60,7 @@ def default_plugins(exports: Optional[dict[str, str]] = None) -> list[PluginInfo
         PluginInfo(SERVICE, "containers-service", (METADATA,)),
         PluginInfo(GRPC, "content", (SERVICE,)),
         PluginInfo(GRPC, "transfer", (METADATA,)),
+        PluginInfo(GRPC, "streaming"),
         PluginInfo(GRPC, "snapshots", (SERVICE,)),
         PluginInfo(GRPC, "containers", (SERVICE,)),
         PluginInfo(GRPC, "images", (SERVICE,)),

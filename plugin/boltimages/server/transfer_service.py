@@ -19,9 +19,10 @@ containerd 2.x's semantics (observed on a real 2.1.9):
 
 Every other transfer moves content (registry pull/push, archive import and
 export) and answers Unimplemented saying that a real containerd is needed.
-We serve no Streaming service, so a request for progress finds no stream
-and answers NotFound ``not found``, which is what containerd answers when
-the named stream does not exist (ctr's tag never asks for progress).
+A request naming a ``progress_stream`` uses the stream a client opened with
+Streaming/Stream (server/streaming_service.py) and closes it when done; a
+tag sends no progress message before that, as on 2.1.9. No such stream:
+NotFound ``not found``, containerd's answer.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from ..errors import AlreadyExists, NotFound, go_quote
 from ..store.db import MetadataDB
 from ..store.images import Image, ImageStore
 from .images_service import LEASE_HEADER, metadata_value
-from .status import RawStatus, grpc_errors, namespace
+from .status import BAD_WIRE_FORMAT, RawStatus, grpc_errors, namespace, request_namespace
+from .streaming_service import StreamRegistry
 
 Publish = Callable[[str, str, Any], None]
 
@@ -50,8 +52,6 @@ CONTENT_TYPES = frozenset({
     "containerd.types.transfer.ImageImportStream",
     "containerd.types.transfer.ImageExportStream",
 })
-#: containerd's answer when the named progress stream does not exist
-NO_STREAM = "not found"
 #: how often a tag retries when its target is deleted between Create and
 #: Update (containerd loops without a bound; a hostile client deleting in a
 #: tight loop must not hold a worker for ever)
@@ -92,21 +92,31 @@ def _image_store(value: any_pb2.Any) -> Optional[imagestore_pb2.ImageStore]:
         try:
             return imagestore_pb2.ImageStore.FromString(value.value)
         except DecodeError:
-            raise RawStatus(grpc.StatusCode.UNKNOWN, "proto: cannot parse invalid wire-format data") from None
+            raise RawStatus(grpc.StatusCode.UNKNOWN, BAD_WIRE_FORMAT) from None
     if url in CONTENT_TYPES or _known_message(url):
         return None
     raise TransferTypeUnknown(url)
 
 
 class TransferServicer(transfer_pb2_grpc.TransferServicer):
-    def __init__(self, db: MetadataDB, publish: Publish) -> None:
+    def __init__(self, db: MetadataDB, publish: Publish, streams: Optional[StreamRegistry] = None) -> None:
         self.images = ImageStore(db)
         self.publish = publish
+        self.streams = streams or StreamRegistry()
 
     @grpc_errors
     def Transfer(self, request: transfer_pb2.TransferRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
-        if request.options.progress_stream:
-            raise NotFound()
+        if not request.options.progress_stream:
+            return self._transfer(request, context)
+        # containerd looks the stream up first, under the raw namespace header,
+        # and closes it once the transfer ends, whatever the outcome
+        stream = self.streams.take(request_namespace(context) or "", request.options.progress_stream)
+        try:
+            return self._transfer(request, context)
+        finally:
+            stream.close()
+
+    def _transfer(self, request: transfer_pb2.TransferRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
         source = _image_store(request.source)
         destination = _image_store(request.destination)
         src_url, dst_url = request.source.type_url, request.destination.type_url
