@@ -326,3 +326,15 @@ def test_progress_stream_id_taken_while_open(pair: Pair) -> None:
         finally:
             holder.finish()
     assert got["ours"] == got["real"]
+
+
+def test_ctr_content_commands_say_containerd_is_needed(pair: Pair, tmp_path) -> None:
+    """ctr 2.1.9's import, pull and export go through Transfer with content ends: one clear line, no hang."""
+    archive = write_archive(tmp_path / "more.tar", [build_image("docker.io/library/more:1", "more")])
+    for args in (("images", "import", str(archive)), ("images", "pull", "docker.io/library/more:1"),
+                 ("images", "export", str(tmp_path / "out.tar"), A)):
+        result = pair.our_ctr(*args, timeout=30)
+        assert result.rc == 1, args
+        assert result.stderr.startswith("ctr: boltimages serves image metadata only") and \
+            "needs a real containerd" in result.stderr, (args, result.stderr)
+    assert _images(pair.our_client) == _images(pair.real_client)
