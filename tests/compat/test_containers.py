@@ -1,6 +1,6 @@
-"""Containers (read-only) against a real containerd 2.1.9, on copies of one root.
+"""Containers (read-only) against real containerd 1.7.24 and 2.1.9, on copies of one root.
 
-A real 2.1.9 writes the records: `ctr containers create` from an imported
+A real release writes the records: `ctr containers create` from an imported
 image, and Containers/Create through the API with runtime options, spec,
 extensions (one empty), a sandbox id, labels, and bare records. Both servers
 must answer Get, List and ListStream with the same messages (compared after
@@ -19,7 +19,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemon_v2 import containerd_v2_daemon, require_v2_bin
+from tests.compat.daemon_v2 import NEWER_RELEASES, containerd_v2_daemon, require_release_bin
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
 from tests.compat.grpc_client import Client, api
 from tests.compat.oci_archive import build_image, write_archive
@@ -61,13 +61,13 @@ def _seed(client: Client) -> None:
         assert out.ok, out
 
 
-@pytest.fixture(scope="module")
-def sides(tmp_path_factory) -> Iterator[dict]:
-    bin_dir = require_v2_bin()
+@pytest.fixture(scope="module", params=NEWER_RELEASES)
+def sides(request, tmp_path_factory) -> Iterator[dict]:
+    bin_dir = require_release_bin(request.param)
     base = tmp_path_factory.mktemp("containers")
     ctr = str(bin_dir / "ctr")
     archive = write_archive(base / "img.tar", [build_image(IMAGE, "c")])
-    seed = _started(containerd_v2_daemon(bin_dir, base / "seed"))
+    seed = _started(containerd_v2_daemon(bin_dir, base / "seed", version=request.param))
     try:
         run = Ctr(ctr, seed.address)
         run("images", "import", str(archive)).ok()
@@ -83,7 +83,7 @@ def sides(tmp_path_factory) -> Iterator[dict]:
     for side in ("real", "ours"):
         roots[side] = base / side / "root"
         shutil.copytree(base / "seed" / "root", roots[side], symlinks=True)
-    real = _started(containerd_v2_daemon(bin_dir, base / "real", roots["real"]))
+    real = _started(containerd_v2_daemon(bin_dir, base / "real", roots["real"], version=request.param))
     try:
         ours = _started(boltimages_daemon(base / "ours",
                                           roots["ours"] / "io.containerd.metadata.v1.bolt" / "meta.db"))

@@ -1,4 +1,4 @@
-"""Namespaces as containerd 2.1.9 answers them: header cases, events under the namespace's own name.
+"""Namespaces as containerd 1.7.24 and 2.1.9 answer them: header cases, events under the namespace's own name.
 
 1.6 publishes /namespaces/create and /namespaces/update under the caller's
 namespace (and fails a call that has none, with Unknown); 1.7 and 2.x publish
@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.compat.daemon_v2 import containerd_v2_daemon, require_v2_bin
+from tests.compat.daemon_v2 import NEWER_RELEASES, containerd_v2_daemon, require_release_bin
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
 from tests.compat.grpc_client import Client
 from tests.compat.test_events_differential import Subscription
@@ -32,11 +32,12 @@ def _started(daemon: Daemon) -> Daemon:
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def clients(tmp_path_factory) -> Iterator[dict[str, Client]]:
-    bin_dir = require_v2_bin()
+@pytest.fixture(scope="module", params=NEWER_RELEASES)
+def clients(request, tmp_path_factory) -> Iterator[dict[str, Client]]:
+    """1.7 and 2.x answer every case here alike (and unlike 1.6)."""
+    bin_dir = require_release_bin(request.param)
     base = tmp_path_factory.mktemp("ns-v2")
-    real = _started(containerd_v2_daemon(bin_dir, base / "real"))
+    real = _started(containerd_v2_daemon(bin_dir, base / "real", version=request.param))
     try:
         ours = _started(boltimages_daemon(base / "ours", base / "ours" / "meta.db"))
     except BaseException:

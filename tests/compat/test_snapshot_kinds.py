@@ -1,6 +1,6 @@
-"""Snapshot kinds read from the snapshotter's own file, against a real containerd 2.1.9.
+"""Snapshot kinds read from the snapshotter's own file, against real containerd 1.7.24 and 2.1.9.
 
-A real 2.1.9 unpacks a real OCI archive (committed layers) and makes an
+A real release unpacks a real OCI archive (committed layers) and makes an
 active and a view snapshot; both servers then run on copies of that root and
 must answer Snapshots List/Stat, with and without kind filters, and
 `ctr snapshots ls` / `info` exactly alike. One record's backend entry is
@@ -19,7 +19,7 @@ from google.protobuf import json_format
 
 from boltimages import bolt
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemon_v2 import containerd_v2_daemon, require_v2_bin
+from tests.compat.daemon_v2 import NEWER_RELEASES, containerd_v2_daemon, require_release_bin
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
 from tests.compat.grpc_client import Client, api
 from tests.compat.oci_archive import build_image, write_archive
@@ -54,13 +54,13 @@ class Sides:
         self.ctrs = {side: Ctr(ctr, d.address) for side, d in self.daemons.items()}
 
 
-@pytest.fixture(scope="module")
-def sides(tmp_path_factory) -> Iterator[Sides]:
-    bin_dir = require_v2_bin()
+@pytest.fixture(scope="module", params=NEWER_RELEASES)
+def sides(request, tmp_path_factory) -> Iterator[Sides]:
+    bin_dir = require_release_bin(request.param)
     base = tmp_path_factory.mktemp("kinds")
     ctr = str(bin_dir / "ctr")
     archive = write_archive(base / "img.tar", [build_image("docker.io/library/k:1", "k")])
-    seed = _started(containerd_v2_daemon(bin_dir, base / "seed"))
+    seed = _started(containerd_v2_daemon(bin_dir, base / "seed", version=request.param))
     try:
         run = Ctr(ctr, seed.address)
         run("images", "import", str(archive)).ok()      # unpacks: committed layer snapshots
@@ -86,7 +86,7 @@ def sides(tmp_path_factory) -> Iterator[Sides]:
         roots[side] = base / side / "root"
         shutil.copytree(base / "seed" / "root", roots[side], symlinks=True)
         _drop_backend(roots[side], GONE)
-    real = _started(containerd_v2_daemon(bin_dir, base / "real", roots["real"]))
+    real = _started(containerd_v2_daemon(bin_dir, base / "real", roots["real"], version=request.param))
     try:
         ours = _started(boltimages_daemon(base / "ours",
                                           roots["ours"] / "io.containerd.metadata.v1.bolt" / "meta.db"))
