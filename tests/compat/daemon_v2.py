@@ -16,11 +16,14 @@ from typing import Optional
 
 from tests.compat import fetch_containerd
 from tests.compat.daemons import CONTAINERD_DISABLED_PLUGINS, Daemon, containerd_meta_db
-from tests.helpers import missing, require_root
+from tests.helpers import missing, require_root, require_tool
 
 VERSION = "2.1.9"
 #: the releases after 1.6 the tests here can run against
 NEWER_RELEASES = ("1.7.24", "2.1.9")
+#: Debian 12's own containerd, installed on the machine (not fetched)
+SYSTEM_RELEASE = "1.6.20"
+ALL_RELEASES = (SYSTEM_RELEASE, *NEWER_RELEASES)
 
 DISABLED_PLUGINS_V3 = (
     "io.containerd.grpc.v1.cri",
@@ -32,8 +35,10 @@ DISABLED_PLUGINS_V3 = (
 
 
 def require_release_bin(version: str) -> pathlib.Path:
-    """A fetched release's bin dir (skip locally, fail in CI when it is not fetched)."""
+    """A release's bin dir (skip locally, fail in CI when it is missing)."""
     require_root()
+    if version == SYSTEM_RELEASE:
+        return pathlib.Path(require_tool("containerd")).parent
     if not fetch_containerd.is_fetched(version):
         missing(f"containerd {version} is not fetched (python -m tests.compat.fetch_containerd)")
     return fetch_containerd.bin_dir(version)

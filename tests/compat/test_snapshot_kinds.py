@@ -1,4 +1,4 @@
-"""Snapshot kinds read from the snapshotter's own file, against real containerd 1.7.24 and 2.1.9.
+"""Snapshot kinds read from the snapshotter's own file, against real containerd 1.6.20, 1.7.24 and 2.1.9.
 
 A real release unpacks a real OCI archive (committed layers) and makes an
 active and a view snapshot; both servers then run on copies of that root and
@@ -19,7 +19,7 @@ from google.protobuf import json_format
 
 from boltimages import bolt
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemon_v2 import NEWER_RELEASES, containerd_v2_daemon, require_release_bin
+from tests.compat.daemon_v2 import ALL_RELEASES, containerd_v2_daemon, require_release_bin
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
 from tests.compat.grpc_client import Client, api
 from tests.compat.oci_archive import build_image, write_archive
@@ -54,7 +54,7 @@ class Sides:
         self.ctrs = {side: Ctr(ctr, d.address) for side, d in self.daemons.items()}
 
 
-@pytest.fixture(scope="module", params=NEWER_RELEASES)
+@pytest.fixture(scope="module", params=ALL_RELEASES)
 def sides(request, tmp_path_factory) -> Iterator[Sides]:
     bin_dir = require_release_bin(request.param)
     base = tmp_path_factory.mktemp("kinds")
