@@ -20,7 +20,7 @@ from google.protobuf.internal.encoder import _VarintBytes
 from tests.compat.ctr_runner import Ctr
 from tests.compat.daemon_v2 import containerd_v2_daemon, require_v2_bin
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
-from tests.compat.grpc_client import Client, api
+from tests.compat.grpc_client import Client
 from tests.compat.oci_archive import build_image, build_index_image, write_archive
 from tests.compat.test_events_differential import Subscription
 
