@@ -36,10 +36,10 @@ LIST_BATCH = 100
 
 def default_content_root(db_path: str) -> Optional[str]:
     """containerd's content directory when ``db_path`` sits in a containerd root, else None."""
-    meta_dir = os.path.dirname(os.path.abspath(db_path))
-    if os.path.basename(meta_dir) != "io.containerd.metadata.v1.bolt":
+    root = layout.containerd_root(db_path)
+    if root is None:
         return None
-    candidate = os.path.join(os.path.dirname(meta_dir), "io.containerd.content.v1.content")
+    candidate = os.path.join(root, "io.containerd.content.v1.content")
     return candidate if os.path.isdir(candidate) else None
 
 
