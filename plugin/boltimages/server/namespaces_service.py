@@ -24,7 +24,7 @@ from ..api.containerd.services.namespaces.v1 import namespace_pb2 as api
 from ..api.containerd.services.namespaces.v1 import namespace_pb2_grpc
 from ..errors import BoltImagesError, go_quote
 from ..store import namespaces as store
-from ..store.identifiers import validate_namespace
+from ..store.validation import validate_namespace
 from .status import RawStatus, grpc_errors
 
 Publish = Callable[[str, str, Any], None]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from ..errors import DataCorruption, NotFound, go_quote
 from . import codec, layout
 from .filters import parse_all
-from .identifiers import namespace_required
+from .validation import namespace_required
 
 if TYPE_CHECKING:
     from .. import bolt
