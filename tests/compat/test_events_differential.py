@@ -3,7 +3,9 @@
 Each subscription runs in a thread while the same actions are made on a
 server; the envelopes received (namespace, topic, event type and decoded
 payload; timestamps dropped, map order irrelevant) must be identical between
-containerd 1.6 and ours, per filter set.
+each containerd release and ours, per filter set. The one place the releases
+differ (the envelope namespace of namespace create/update events) is pinned
+per release in test_namespace_event_envelope.
 """
 
 from __future__ import annotations
@@ -192,3 +194,43 @@ def test_published_event_reaches_subscribers(real_client: Client, our_client: Cl
         assert _publish(client, "/custom/thing", "pub-sub", payload) == ("OK", "")
         results.append(sub.close())
     assert results[0] and results[1] == results[0], results
+
+
+# Namespaces created or updated by a caller whose header names another namespace: the
+# envelope carries the caller's namespace in 1.6 and the namespace's own name in 1.7/2.x
+# (measured). Ours must publish as 2.x does.
+ENVELOPE_IS_OWN_NAME = {"1.6": False, "1.7": True, "2.1": True}
+
+
+def _cross_namespace_events(client: Client, tag: str) -> list:
+    caller, target = f"ev-caller-{tag}", f"ev-target-{tag}"
+    sub = Subscription(client, ['topic~="^/namespaces/"'], {caller, target})
+    sub.wait_ready()
+    run = scenario.Run(client, caller)
+    assert run.ns_create(target, {"a": "1"}).ok
+    assert run.ns_update(target, {"b": "2"}, ["labels.b"]).ok
+    assert run.ns_delete(target).ok
+    text = repr(sub.close()).replace(caller, "CALLER").replace(target, "TARGET")
+    return eval(text)  # the repr of tuples/dicts/strings round-trips exactly  # noqa: S307
+
+
+def _expected_cross_namespace(minor: str) -> list:
+    envelope = "TARGET" if ENVELOPE_IS_OWN_NAME[minor] else "CALLER"
+    kind = "containerd.events.Namespace"
+    return [
+        (envelope, "/namespaces/create", {"type_url": kind + "Create",
+                                          "event": {"name": "TARGET", "labels": {"a": "1"}}}),
+        (envelope, "/namespaces/update", {"type_url": kind + "Update",
+                                          "event": {"name": "TARGET", "labels": {"b": "2"}}}),
+        ("TARGET", "/namespaces/delete", {"type_url": kind + "Delete", "event": {"name": "TARGET"}}),
+    ]
+
+
+def test_namespace_event_envelope(release, real_client: Client, our_client: Client, request) -> None:
+    tag = uuid.uuid4().hex[:6]
+    theirs = _cross_namespace_events(real_client, "r" + tag)
+    assert theirs == _expected_cross_namespace(release.minor), theirs
+    request.node.add_marker(pytest.mark.xfail(
+        strict=True, reason="needs h13b: namespace create/update events published under the namespace's own name"))
+    ours = _cross_namespace_events(our_client, "o" + tag)
+    assert ours == _expected_cross_namespace("2.1"), f"containerd 2.x publishes these under the namespace itself\n{ours}"
