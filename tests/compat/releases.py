@@ -51,6 +51,7 @@ class Release:
     config_version: int              # the `version = N` of its config.toml
     disabled_plugins: tuple[str, ...]
     db_version: int                  # what it writes under v1/version
+    writes_freelist: bool            # False: bbolt NoFreelistSync (no freelist page on disk)
     system: bool = False             # Debian 12's own package in /usr/bin
 
     @property
@@ -119,9 +120,9 @@ def _reported_version(containerd: str) -> Optional[str]:
 
 
 RELEASES: tuple[Release, ...] = (
-    Release("1.6.20", 2, _DISABLED_16, 3, system=True),
-    Release("1.7.24", 2, _COMMON_DISABLED, 3),
-    Release("2.1.9", 3, _DISABLED_2X, 4),
+    Release("1.6.20", 2, _DISABLED_16, 3, True, system=True),
+    Release("1.7.24", 2, _COMMON_DISABLED, 3, False),
+    Release("2.1.9", 3, _DISABLED_2X, 4, False),
 )
 BY_VERSION = {r.version: r for r in RELEASES}
 # The release the single-daemon helpers default to (other suites: store, tools, server).

@@ -1,9 +1,16 @@
 """meta.db files cross over: containerd's file served by us, our file opened by containerd.
 
+Runs for each release (1.6.20, 1.7.24, 2.1.9): the release's own containerd and
+ctr write the file (1.6/1.7: db version 3; 2.x: version 4, and 2.x migrates a
+version-3 file at start), and the release's containerd opens what we wrote.
+
 Exact equality here, timestamps included: both servers read the same bytes, so
 List/Get must return the same records to the nanosecond. Buckets we do not own
 (containers, snapshots, content, anything unknown) must come through our
 server's writes byte-for-byte; the dump comes from the real-bbolt Go oracle.
+Our offline tools (tag, label, rm, copy with content records, import) write a
+release's file, and that release starts on it, lists the same images, reports
+them complete in `ctr images check`, and its GC keeps copied content.
 """
 
 from __future__ import annotations
@@ -15,11 +22,17 @@ import shutil
 import pytest
 from google.protobuf import json_format
 
+from boltimages import bolt
+from boltimages.tools import records
+from boltimages.tools.rawpages import NO_FREELIST
 from tests.compat import scenario
-from tests.compat.ctr_runner import Ctr
-from tests.compat.daemons import Daemon, containerd_meta_db
+from tests.compat.conftest import _start, _stop, copy_file
+from tests.compat.ctr_runner import Ctr, table_rows
+from tests.compat.daemons import Daemon, boltimages_daemon, containerd_daemon, containerd_meta_db
 from tests.compat.grpc_client import Client
 from tests.compat.oci_archive import build_image, build_index_image, write_archive
+from tests.compat.releases import Release
+from tests.tools.conftest import run_cli
 
 pytestmark = pytest.mark.compat
 
@@ -28,13 +41,20 @@ NAMESPACES = ("default", "team-a", "labels-only")
 OWNED_SUBTREES = (b"images", b"leases", b"labels")
 
 
-def _populate_with_containerd(ctr: Ctr, tmp: pathlib.Path) -> None:
+# 2.x's `ctr images import` goes through Transfer, which unpacks only for the platforms
+# the transfer plugin's unpack_config lists; the CRI plugins fill that in, and they are
+# disabled here ("no unpack platforms defined"). --local imports through the client
+# (content writes + Images/Create + unpack), as 1.6/1.7 always do.
+UNPACKING_IMPORT_FLAGS = {"1.6": (), "1.7": (), "2.1": ("--local",)}
+
+
+def _populate_with_containerd(ctr: Ctr, tmp: pathlib.Path, release: Release) -> None:
     """Images (imported, unpacked, tagged, labelled), a container, leases, namespace labels."""
     first = write_archive(tmp / "first.tar", [build_image("docker.io/library/a:1", "a"),
                                               build_image("docker.io/library/b:2", "b")])
     second = write_archive(tmp / "second.tar", [build_image("example.com/team/c:3", "c"),
                                                 build_index_image("example.com/team/multi:1", "m")])
-    ctr("images", "import", "--snapshotter", "native", str(first)).ok()
+    ctr("images", "import", *UNPACKING_IMPORT_FLAGS[release.minor], "--snapshotter", "native", str(first)).ok()
     ctr("images", "tag", "docker.io/library/a:1", "example.com/a:tagged").ok()
     ctr("images", "label", "docker.io/library/b:2", "owner=ops", "tier=base").ok()
     ctr("containers", "create", "--snapshotter", "native", "docker.io/library/a:1", "ctr1").ok()
@@ -102,17 +122,28 @@ def _diff(a: dict, b: dict) -> str:
     return "\n".join(lines[:20])
 
 
+def file_facts(path: pathlib.Path) -> dict:
+    """The db version under v1/version and whether a freelist page is written."""
+    with bolt.open(path, read_only=True) as db:
+        persisted = db.info()["freelist_pgid"] != NO_FREELIST
+        with db.begin() as tx:
+            version = records.db_version(tx)
+    return {"db version": version, "freelist page": persisted}
+
+
 @pytest.fixture
-def containerd_file(containerd_factory, ctr_bin: str, tmp_path: pathlib.Path):
+def containerd_file(containerd_factory, release: Release, tmp_path: pathlib.Path):
     """(root dir, answers) of a stopped containerd whose meta.db holds the populated state."""
     daemon: Daemon = containerd_factory()
-    _populate_with_containerd(Ctr(ctr_bin, daemon.address), tmp_path)
+    _populate_with_containerd(Ctr(release.ctr, daemon.address), tmp_path, release)
     client = Client(daemon.address)
     answers = _answers(client)
     client.close()
-    answers.update(_ctr_views(Ctr(ctr_bin, daemon.address)))
+    answers.update(_ctr_views(Ctr(release.ctr, daemon.address)))
     assert daemon.stop() == 0, daemon.log_tail()
     root = daemon.db_path.parent.parent
+    facts = file_facts(containerd_meta_db(root))
+    assert facts == {"db version": release.db_version, "freelist page": release.writes_freelist}, facts
     return root, answers
 
 
@@ -189,6 +220,8 @@ def test_ours_writes_then_containerd_reads(containerd_file, boltimages_factory, 
 
     written = ours_daemon.db_path
     assert oracle.check(written) == []
+    # The release's db version and freelist mode are kept (v4 from 2.x, NoFreelistSync from 1.7/2.x).
+    assert file_facts(written) == file_facts(pristine)
     before, after = _unowned(oracle.dump(pristine)), _unowned(oracle.dump(written))
     for bucket in (b"containers", b"snapshots", b"content"):   # the comparison must cover real data
         assert any(f"/{bucket.hex()}" in line for line in before), f"no {bucket!r} records in the fixture"
@@ -210,7 +243,7 @@ def test_ours_writes_then_containerd_reads(containerd_file, boltimages_factory, 
     assert "keep-me" in ctr("leases", "ls", "-q", namespace="team-a").ok().stdout.split()
 
 
-def test_fresh_file_from_ours_opened_by_containerd(boltimages_factory, containerd_factory, ctr_bin,
+def test_fresh_file_from_ours_opened_by_containerd(boltimages_factory, containerd_factory, ctr_bin, release,
                                                    oracle, tmp_path) -> None:
     db = tmp_path / "fresh" / "meta.db"
     db.parent.mkdir()
@@ -246,12 +279,23 @@ def test_fresh_file_from_ours_opened_by_containerd(boltimages_factory, container
     assert ctr("images", "ls", "-q", namespace="long").ok().stdout.split() == [scenario.LONG_NAME]
     rows = [line.split() for line in ctr("namespaces", "ls").ok().stdout.splitlines()[1:]]
     assert ["second", "k=v"] in rows
+    # Our fresh file is version 3; 2.x migrates it at start ("finished database migration
+    # to v1.4"); we serve the migrated file with the same answers.
+    assert file_facts(ours_daemon.db_path)["db version"] == 3
+    assert real.stop() == 0, real.log_tail()
+    assert file_facts(meta)["db version"] == release.db_version
+    assert oracle.check(meta) == []
+    migrated = boltimages_factory(meta)
+    client = Client(migrated.address)
+    again = _answers(client, ("default", "second", "long"))
+    client.close()
+    assert again == theirs, _diff(theirs, again)
 
 
-def test_file_left_by_killed_containerd(containerd_factory, boltimages_factory, ctr_bin: str, tmp_path) -> None:
+def test_file_left_by_killed_containerd(containerd_factory, boltimages_factory, release: Release, tmp_path) -> None:
     """A node crash: containerd SIGKILLed mid-life; its meta.db is copied and served by us."""
     daemon: Daemon = containerd_factory()
-    _populate_with_containerd(Ctr(ctr_bin, daemon.address), tmp_path)
+    _populate_with_containerd(Ctr(release.ctr, daemon.address), tmp_path, release)
     client = Client(daemon.address)
     theirs = _answers(client)
     client.close()
