@@ -309,3 +309,53 @@ def test_file_left_by_killed_containerd(containerd_factory, boltimages_factory, 
     ours = _answers(client)
     client.close()
     assert ours == theirs, _diff(theirs, ours)
+
+
+def _tool(*args: str) -> str:
+    out = run_cli(*args)
+    assert out.rc == 0, f"boltimages {' '.join(args)}: rc {out.rc}\n{out.stderr}"
+    return out.stdout
+
+
+CHECKED_NAMESPACES = ("default", "team-a", "k8s.io")
+
+
+def test_offline_tools_then_containerd(containerd_file, containerd_factory, release: Release, oracle,
+                                       tmp_path) -> None:
+    """tag, label, rm, export/import and copy (with content records) on the release's file;
+    the release starts on it cleanly, lists what `boltimages ls` lists, calls every image
+    complete, and its GC keeps the copied content once the source images are gone."""
+    root, _ = containerd_file
+    db, content = str(containerd_meta_db(root)), str(root / "io.containerd.content.v1.content")
+    before = file_facts(containerd_meta_db(root))
+    _tool("tag", "--db", db, "--no-backup", "docker.io/library/b:2", "example.com/b:copy")
+    _tool("label", "--db", db, "--no-backup", "example.com/b:copy", "stage=prod", "owner=")
+    _tool("rm", "--db", db, "--no-backup", "example.com/a:tagged")
+    dump = tmp_path / "c.jsonl"
+    _tool("export", "--db", db, "-n", "team-a", "-f", "name==example.com/team/c:3", "-o", str(dump))
+    _tool("rm", "--db", db, "--no-backup", "-n", "team-a", "example.com/team/c:3")
+    _tool("import", "--db", db, "--no-backup", "-i", str(dump))   # back where its content records are
+    _tool("copy", "--db", db, "--no-backup", "-n", "team-a", "--to-namespace", "k8s.io",
+          "--content-root", content, "--all")
+    assert oracle.check(db) == []
+    assert file_facts(containerd_meta_db(root)) == before
+    ours = {ns: _tool("ls", "--db", db, "-n", ns, "-q").split() for ns in CHECKED_NAMESPACES}
+    assert "example.com/b:copy" in ours["default"] and "example.com/a:tagged" not in ours["default"]
+    assert ours["k8s.io"] == ours["team-a"] and "example.com/team/multi:1" in ours["k8s.io"]
+
+    real = containerd_factory(root)
+    ctr = Ctr(release.ctr, real.address)
+    for ns in CHECKED_NAMESPACES:
+        assert ctr("images", "ls", "-q", namespace=ns).ok().stdout.split() == ours[ns], ns
+        rows = table_rows(ctr("images", "check", namespace=ns).ok().stdout)
+        assert [r[0] for r in rows] == ours[ns] and all(r[3] == "complete" for r in rows), (ns, rows)
+    labels = {r[0]: _labels(r[-1]) for r in table_rows(ctr("images", "ls").ok().stdout)}
+    assert labels["example.com/b:copy"] == "stage=prod,tier=base"
+    # GC: the copies' content records keep the blobs once the source namespace lets go.
+    ctr("images", "rm", "--sync", *ours["team-a"], namespace="team-a").ok()
+    assert ctr("images", "ls", "-q", namespace="team-a").ok().stdout.split() == []
+    rows = table_rows(ctr("images", "check", namespace="k8s.io").ok().stdout)
+    assert [r[0] for r in rows] == ours["k8s.io"] and all(r[3] == "complete" for r in rows), rows
+    log = real.log_path.read_text(errors="replace")
+    assert not [line for line in log.splitlines() if "level=error" in line or "level=fatal" in line], \
+        real.log_tail()
