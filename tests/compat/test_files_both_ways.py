@@ -15,6 +15,7 @@ them complete in `ctr images check`, and its GC keeps copied content.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import shutil
@@ -398,7 +399,11 @@ def served_file(release: Release, tmp_path_factory):
 
 def _tar_members(path: pathlib.Path) -> dict:
     with tarfile.open(path) as tar:
-        return {m.name: tar.extractfile(m).read() if m.isfile() else m.type for m in tar.getmembers()}
+        members = {m.name: tar.extractfile(m).read() if m.isfile() else m.type for m in tar.getmembers()}
+    if "manifest.json" in members:
+        # ctr builds Docker's manifest.json from a Go map: its entry order varies run to run.
+        members["manifest.json"] = sorted(json.loads(members["manifest.json"]), key=lambda e: e["Config"])
+    return members
 
 
 def _export(ctr: Ctr, out: pathlib.Path, flags: tuple) -> tuple:
