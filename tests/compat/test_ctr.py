@@ -1,5 +1,9 @@
 """Unmodified `ctr` against our socket, compared with the same commands against real containerd.
 
+Each release's own ctr (1.6.20, 1.7.24, 2.1.9) against its own containerd and against
+ours. Where a ctr release calls something else (2.x tags through Transfer; 1.7/2.x ask
+Introspection/Server first), the expectation is written per release below.
+
 Images are seeded through the Images API (our server keeps metadata only, so
 `ctr images import` — which writes blobs through the Content service — is not
 the way in). Output is compared where it is the server's answer: names, types,
