@@ -87,6 +87,7 @@ def real_containerd(release: Release, tmp_path_factory) -> Iterator[Daemon]:
 SELFTEST = os.environ.get("BOLTIMAGES_COMPAT_SELFTEST") == "1"
 
 
+
 def _our_daemon(base: pathlib.Path, db: pathlib.Path, content_root: Optional[pathlib.Path] = None) -> Daemon:
     if SELFTEST:
         root = base / "selftest-root"

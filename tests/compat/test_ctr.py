@@ -23,6 +23,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from tests.compat import scenario
+from tests.compat.awaiting import CONTAINERS, TRANSFER_TAG, awaiting
 from tests.compat.ctr_runner import Ctr, CtrResult, table_rows
 from tests.compat.grpc_client import Client, api
 from tests.compat.grpc_proxy import LoggingProxy, short_method
@@ -111,8 +112,6 @@ def test_images_ls_filter(both) -> None:
 # target without --force and does not copy the source's labels.
 TAG_USES_TRANSFER = {"1.6": False, "1.7": False, "2.1": True}
 LOCAL_FLAG = {"1.6": (), "1.7": ("--local",), "2.1": ("--local",)}   # 1.6's ctr has no --local
-NEEDS_TRANSFER = "needs h13b: Transfer/Transfer with image-store source and destination (ctr 2.x images tag)"
-NEEDS_CONTAINERS = "needs h13b: Containers served read-only (List/Get/ListStream from v1/<ns>/containers)"
 
 
 def _tag_sequence(real: Ctr, ours: Ctr, flags: tuple, overwrites: bool) -> None:
@@ -142,7 +141,7 @@ def test_images_tag_default(both, release, request) -> None:
     """`ctr images tag` as a user types it: through Transfer on 2.x."""
     real, ours = both
     if TAG_USES_TRANSFER[release.minor]:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=NEEDS_TRANSFER))
+        request.node.add_marker(awaiting(TRANSFER_TAG))
     _tag_sequence(real, ours, (), overwrites=TAG_USES_TRANSFER[release.minor])
 
 
@@ -180,7 +179,7 @@ def test_snapshots_ls(both) -> None:
         assert theirs.rc == 0 and theirs.stdout.split() == ["KEY", "PARENT", "KIND"]
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_CONTAINERS)
+@awaiting(CONTAINERS)
 def test_containers_ls(both) -> None:
     real, ours = both
     theirs, _ = _same(real, ours, "containers", "ls")
@@ -382,7 +381,7 @@ def test_ctr_calls(command: tuple, release, ctr_calls: dict, request) -> None:
         f"ctr {release.version} {' '.join(command)} on containerd called {theirs}")
     assert all(c[2] == ctr_calls["namespace"] for c in theirs)
     if "Transfer/Transfer" in _expected_calls(command, release.minor):
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=NEEDS_TRANSFER))
+        request.node.add_marker(awaiting(TRANSFER_TAG))
     if command == ("containers", "ls"):
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason=NEEDS_CONTAINERS))
+        request.node.add_marker(awaiting(CONTAINERS))
     assert mine == theirs, f"ctr {' '.join(command)}: containerd {theirs}\nboltimages {mine}"

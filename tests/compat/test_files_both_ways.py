@@ -28,6 +28,7 @@ from boltimages import bolt
 from boltimages.tools import records
 from boltimages.tools.rawpages import NO_FREELIST
 from tests.compat import scenario
+from tests.compat.awaiting import CONTAINERS, SNAPSHOT_KINDS, TRANSFER_EXPORT, awaiting
 from tests.compat.conftest import _our_daemon, _start, _stop, copy_file
 from tests.compat.ctr_runner import Ctr, table_rows
 from tests.compat.daemons import Daemon, containerd_daemon, containerd_meta_db
@@ -372,11 +373,6 @@ CONTENT_DIR = "io.containerd.content.v1.content"
 # nothing); ctr 2.x goes through Streaming + Transfer unless --local (measured, CTR_CALLS.md).
 EXPORT_LOCAL_FLAGS = {"1.6": (), "1.7": ("--local",), "2.1": ("--local",)}
 EXPORT_USES_TRANSFER = {"1.6": False, "1.7": False, "2.1": True}
-NEEDS_TRANSFER_EXPORT = ("needs h13b: Transfer answers archive export Unimplemented, saying a real "
-                         "containerd is needed (today: 'Method not found!')")
-NEEDS_SNAPSHOT_KINDS = ("needs h13b: true snapshot kinds, read from the snapshotter's own metadata.db "
-                        "(here io.containerd.snapshotter.v1.native; today every kind shows as Committed)")
-NEEDS_CONTAINERS = "needs h13b: Containers served read-only (ctr containers ls calls Containers/ListStream)"
 
 
 @pytest.fixture(scope="session")
@@ -429,7 +425,7 @@ def test_ctr_export_default_from_served_file(served_file, release: Release, requ
     if not EXPORT_USES_TRANSFER[release.minor]:
         assert _export(ours, tmp / "ours-default.tar", ()) == theirs
         return
-    request.node.add_marker(pytest.mark.xfail(strict=True, reason=NEEDS_TRANSFER_EXPORT))
+    request.node.add_marker(awaiting(TRANSFER_EXPORT))
     rc, stderr, _ = _export(ours, tmp / "ours-default.tar", ())
     assert rc != 0 and "containerd" in stderr.lower() and "Method not found" not in stderr, stderr
 
@@ -447,7 +443,7 @@ def test_ctr_leases_and_namespaces_from_served_file(served_file) -> None:
     _same_ctr(real, ours, "namespaces", "ls")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_SNAPSHOT_KINDS)
+@awaiting(SNAPSHOT_KINDS)
 def test_ctr_snapshots_ls_from_served_file(served_file) -> None:
     real, ours, _ = served_file
     theirs = real("snapshots", "--snapshotter", "native", "ls").ok().stdout
@@ -455,7 +451,7 @@ def test_ctr_snapshots_ls_from_served_file(served_file) -> None:
     _same_ctr(real, ours, "snapshots", "--snapshotter", "native", "ls")
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_CONTAINERS)
+@awaiting(CONTAINERS)
 def test_ctr_containers_ls_from_served_file(served_file) -> None:
     real, ours, _ = served_file
     assert "ctr1" in real("containers", "ls", "-q").ok().stdout.split()

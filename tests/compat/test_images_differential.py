@@ -21,7 +21,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from tests.compat import scenario
+from tests.compat import awaiting, scenario
 from tests.compat.conftest import SELFTEST
 from tests.compat.grpc_client import Client
 from tests.compat.releases import Release
@@ -62,14 +62,6 @@ DELIBERATE = {
 # (the target: most nodes run 1.7/2.x) unless `ours` pins a deliberate difference.
 # `needs`: while our server still answers otherwise, the case is a strict xfail with
 # this reason (flip it when the server change is merged).
-NEEDS_LABEL_TEXT = ("needs server change (not on h13b's list): label-size error text as 1.7/2.x "
-                    "('label key and value length (N bytes) greater than ...', key cut at 64 bytes)")
-NEEDS_NS_UPDATE_RESPONSE = ("needs server change (not on h13b's list): Namespaces/Update answers an empty "
-                            "UpdateNamespaceResponse in 1.7/2.x (1.6 and ours set an empty namespace)")
-NEEDS_INVALID_NS_UPDATE = ("needs h13b: refuse an invalid namespace identifier in Namespaces/Update before "
-                           "writing (1.7/2.x write it, then answer Unknown; ours writes it and answers OK)")
-
-
 @dataclasses.dataclass
 class Versioned:
     keys: tuple[str, ...]
@@ -79,7 +71,8 @@ class Versioned:
 
 
 def _label_text(what: str, key: str, size: int) -> dict[str, dict]:
-    old = f"{what}.Labels: label key and value greater than maximum size (4096 bytes), key: {key[:10]}: invalid argument"
+    old = (f"{what}.Labels: label key and value greater than maximum size (4096 bytes), "
+           f"key: {key[:10]}: invalid argument")
     new = (f"{what}.Labels: label key and value length ({size} bytes) greater than maximum size (4096 bytes), "
            f"key: {key[:64]}: invalid argument")
     return {"1.6": {"details": old}, "1.7": {"details": new}, "2.1": {"details": new}}
@@ -87,7 +80,7 @@ def _label_text(what: str, key: str, size: int) -> dict[str, dict]:
 
 def _ns_update_response() -> Versioned:
     return Versioned(("response",), {"1.6": {"response": {"namespace": {}}}, "1.7": {"response": {}},
-                                     "2.1": {"response": {}}}, NEEDS_NS_UPDATE_RESPONSE)
+                                     "2.1": {"response": {}}}, awaiting.NS_UPDATE_RESPONSE)
 
 
 def _header_case(ns_suffix: str, newer_response: dict, bad_header: bool) -> Versioned:
@@ -97,22 +90,22 @@ def _header_case(ns_suffix: str, newer_response: dict, bad_header: bool) -> Vers
     else:
         text = "failed publishing event: namespace is required: failed precondition"
     newer = {"code": "OK", "details": "", "response": newer_response}
-    needs = NEEDS_NS_UPDATE_RESPONSE if newer_response == {} else None
+    needs = awaiting.NS_UPDATE_RESPONSE if newer_response == {} else None
     return Versioned(("code", "details", "response"),
                      {"1.6": {"code": "UNKNOWN", "details": text, "response": None}, "1.7": newer, "2.1": newer},
                      needs)
 
 
 VERSIONED: dict[str, Versioned] = {
-    "create/label-4097": Versioned(("details",), _label_text("image", "k" * 2048, 4097), NEEDS_LABEL_TEXT),
-    "create/label-key-4097": Versioned(("details",), _label_text("image", "k" * 4097, 4097), NEEDS_LABEL_TEXT),
+    "create/label-4097": Versioned(("details",), _label_text("image", "k" * 2048, 4097), awaiting.LABEL_TEXT),
+    "create/label-key-4097": Versioned(("details",), _label_text("image", "k" * 4097, 4097), awaiting.LABEL_TEXT),
     "update/mask-labels.key-value-too-big": Versioned(("details",), _label_text("image", "big", 4097),
-                                                      NEEDS_LABEL_TEXT),
-    "update/mask-labels-too-big": Versioned(("details",), _label_text("image", "k" * 4000, 4097), NEEDS_LABEL_TEXT),
+                                                      awaiting.LABEL_TEXT),
+    "update/mask-labels-too-big": Versioned(("details",), _label_text("image", "k" * 4000, 4097), awaiting.LABEL_TEXT),
     "namespaces/create-label-too-big": Versioned(("details",), _label_text("namespace", "k" * 4097, 4097),
-                                                 NEEDS_LABEL_TEXT),
+                                                 awaiting.LABEL_TEXT),
     "namespaces/update-label-too-big": Versioned(("details",), _label_text("namespace", "k" * 4097, 4097),
-                                                 NEEDS_LABEL_TEXT),
+                                                 awaiting.LABEL_TEXT),
     "namespaces/update-no-mask": _ns_update_response(),
     "namespaces/update-mask-labels.d": _ns_update_response(),
     "namespaces/update-mask-labels.key": _ns_update_response(),
@@ -131,7 +124,7 @@ VERSIONED: dict[str, Versioned] = {
                     "details": 'failed publishing event: namespace validation: identifier "Bad Name" must match '
                                '^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument'}
             for minor in ("1.7", "2.1")}},
-        NEEDS_INVALID_NS_UPDATE, ours={"code": "INVALID_ARGUMENT"}),
+        awaiting.INVALID_NS_UPDATE, ours={"code": "INVALID_ARGUMENT"}),
 }
 TARGET = "2.1"
 
@@ -169,7 +162,7 @@ def test_ours_matches(step_id: str, release: Release, real_results: dict, our_re
     versioned = VERSIONED.get(step_id)
     if versioned is not None and not SELFTEST:
         if versioned.needs:
-            request.node.add_marker(pytest.mark.xfail(strict=True, reason=versioned.needs))
+            request.node.add_marker(awaiting.awaiting(versioned.needs))
         if versioned.ours is not None:
             assert _parts(ours, versioned.ours) == versioned.ours, f"{step_id}: ours\n{_show(ours)}"
             return
