@@ -95,6 +95,9 @@ def _our_daemon(base: pathlib.Path, db: pathlib.Path, content_root: Optional[pat
             copy_file(db, containerd_meta_db(root))
         if content_root is not None:
             shutil.copytree(content_root, root / "io.containerd.content.v1.content")
+            # and the snapshotters' own stores, so snapshot kinds read as on the original
+            for store in content_root.parent.glob("io.containerd.snapshotter.v1.*"):
+                shutil.copytree(store, root / store.name, symlinks=True)
         daemon = containerd_daemon(require_tool("containerd"), base, root, DEFAULT)
         daemon.db_path = containerd_meta_db(root)
         return daemon
