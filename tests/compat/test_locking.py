@@ -54,12 +54,12 @@ def test_ours_refuses_a_file_containerd_holds(containerd_factory, tmp_path: path
     assert real.serving(), "containerd must be unaffected"
 
 
-def test_containerd_waits_for_our_lock(containerd_bin: str, tmp_path: pathlib.Path) -> None:
+def test_containerd_waits_for_our_lock(release, tmp_path: pathlib.Path) -> None:
     root = tmp_path / "root"
     db = containerd_meta_db(root)
     db.parent.mkdir(parents=True)
     ours = boltimages_daemon(tmp_path / "ours", db).start()
-    real = containerd_daemon(containerd_bin, tmp_path / "containerd", root)
+    real = containerd_daemon(release.containerd, tmp_path / "containerd", root, release)
     real.launch()
     try:
         # containerd has opened meta.db: from here bbolt's open only retries the
