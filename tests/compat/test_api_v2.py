@@ -9,7 +9,8 @@ from typing import Iterator
 import pytest
 from google.protobuf import empty_pb2
 
-from tests.compat.daemon_v2 import containerd_v2_daemon, require_v2_bin
+from tests.compat.daemons import containerd_daemon
+from tests.compat.releases import BY_VERSION, RELEASES
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
 from tests.compat.grpc_client import Client, api
 
@@ -28,9 +29,9 @@ def _started(daemon: Daemon) -> Daemon:
 
 @pytest.fixture(scope="module")
 def clients(tmp_path_factory) -> Iterator[dict[str, Client]]:
-    bin_dir = require_v2_bin()
+    release = BY_VERSION["2.1.9"].require()
     base = tmp_path_factory.mktemp("api-v2")
-    real = _started(containerd_v2_daemon(bin_dir, base / "real"))
+    real = _started(containerd_daemon(release.containerd, base / "real", release=release))
     try:
         ours = _started(boltimages_daemon(base / "ours", base / "ours" / "meta.db"))
     except BaseException:

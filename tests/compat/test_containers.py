@@ -19,7 +19,8 @@ import pytest
 from google.protobuf import any_pb2
 
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemon_v2 import ALL_RELEASES, containerd_v2_daemon, require_release_bin
+from tests.compat.daemons import containerd_daemon
+from tests.compat.releases import BY_VERSION, RELEASES
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
 from tests.compat.grpc_client import Client, api
 from tests.compat.oci_archive import build_image, write_archive
@@ -63,13 +64,13 @@ def _seed(client: Client, version: str) -> None:
         assert out.ok, out
 
 
-@pytest.fixture(scope="module", params=ALL_RELEASES)
+@pytest.fixture(scope="module", params=[r.version for r in RELEASES])
 def sides(request, tmp_path_factory) -> Iterator[dict]:
-    bin_dir = require_release_bin(request.param)
+    release = BY_VERSION[request.param].require()
     base = tmp_path_factory.mktemp("containers")
-    ctr = str(bin_dir / "ctr")
+    ctr = release.ctr
     archive = write_archive(base / "img.tar", [build_image(IMAGE, "c")])
-    seed = _started(containerd_v2_daemon(bin_dir, base / "seed", version=request.param))
+    seed = _started(containerd_daemon(release.containerd, base / "seed", release=release))
     try:
         run = Ctr(ctr, seed.address)
         run("images", "import", str(archive)).ok()
@@ -85,7 +86,7 @@ def sides(request, tmp_path_factory) -> Iterator[dict]:
     for side in ("real", "ours"):
         roots[side] = base / side / "root"
         shutil.copytree(base / "seed" / "root", roots[side], symlinks=True)
-    real = _started(containerd_v2_daemon(bin_dir, base / "real", roots["real"], version=request.param))
+    real = _started(containerd_daemon(release.containerd, base / "real", roots["real"], release=release))
     try:
         ours = _started(boltimages_daemon(base / "ours",
                                           roots["ours"] / "io.containerd.metadata.v1.bolt" / "meta.db"))

@@ -15,7 +15,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.compat.daemon_v2 import NEWER_RELEASES, containerd_v2_daemon, require_release_bin
+from tests.compat.daemons import containerd_daemon
+from tests.compat.releases import BY_VERSION, RELEASES
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
 from tests.compat.grpc_client import Client
 from tests.compat.test_events_differential import Subscription
@@ -32,12 +33,12 @@ def _started(daemon: Daemon) -> Daemon:
         pytest.fail(str(exc), pytrace=False)
 
 
-@pytest.fixture(scope="module", params=NEWER_RELEASES)
+@pytest.fixture(scope="module", params=[r.version for r in RELEASES if not r.system])
 def clients(request, tmp_path_factory) -> Iterator[dict[str, Client]]:
     """1.7 and 2.x answer every case here alike (and unlike 1.6)."""
-    bin_dir = require_release_bin(request.param)
+    release = BY_VERSION[request.param].require()
     base = tmp_path_factory.mktemp("ns-v2")
-    real = _started(containerd_v2_daemon(bin_dir, base / "real", version=request.param))
+    real = _started(containerd_daemon(release.containerd, base / "real", release=release))
     try:
         ours = _started(boltimages_daemon(base / "ours", base / "ours" / "meta.db"))
     except BaseException:

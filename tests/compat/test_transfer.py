@@ -18,7 +18,8 @@ import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemon_v2 import containerd_v2_daemon, require_v2_bin
+from tests.compat.daemons import containerd_daemon
+from tests.compat.releases import BY_VERSION, RELEASES
 from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
 from tests.compat.grpc_client import Client
 from tests.compat.oci_archive import build_image, build_index_image, write_archive
@@ -54,12 +55,12 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory) -> Iterator[Pair]:
-    bin_dir = require_v2_bin()
+    release = BY_VERSION["2.1.9"].require()
     base = tmp_path_factory.mktemp("transfer")
     archive = write_archive(base / "images.tar", [build_image(A, "a"), build_image(B, "b"),
                                                   build_index_image(IDX, "m")])
-    ctr = str(bin_dir / "ctr")
-    seed = _started(containerd_v2_daemon(bin_dir, base / "seed"))
+    ctr = release.ctr
+    seed = _started(containerd_daemon(release.containerd, base / "seed", release=release))
     try:
         Ctr(ctr, seed.address)("images", "import", str(archive)).ok()
         Ctr(ctr, seed.address)("images", "label", A, "foo=bar").ok()
@@ -68,7 +69,7 @@ def pair(tmp_path_factory) -> Iterator[Pair]:
     assert seed.db_path is not None
     for side in ("real", "ours"):
         shutil.copytree(seed.db_path.parents[1], base / side / "root")
-    real = _started(containerd_v2_daemon(bin_dir, base / "real", base / "real" / "root"))
+    real = _started(containerd_daemon(release.containerd, base / "real", base / "real" / "root", release=release))
     try:
         ours = _started(boltimages_daemon(base / "ours",
                                           base / "ours" / "root" / "io.containerd.metadata.v1.bolt" / "meta.db"))
