@@ -110,3 +110,65 @@ def test_parser_never_crashes(filters) -> None:
         return
     for image in IMAGES:
         assert matcher.match(image_adaptor(image)) in (True, False)
+
+
+# --- regular expressions: RE2 itself (google-re2), as Go's regexp ----------
+
+def test_catastrophic_backtracking_pattern_answers_correctly() -> None:
+    """``(a+)+$`` against 27 a's and a '!' took 13 s on Python's backtracking
+    ``re``; RE2 is linear. The test asserts the answers (the call returning
+    at all is the point; the time is in the commit that added RE2)."""
+    img = make("x", {"x": "a" * 27 + "!"})
+    assert not parse_all(["labels.x~=(a+)+$"]).match(image_adaptor(img))
+    assert parse_all(["labels.x~=(a+)+!$"]).match(image_adaptor(img))
+    long = make("y", {"x": "a" * 3000 + "!"})
+    assert not parse_all(["labels.x~=(a*)*(a+)+$"]).match(image_adaptor(long))
+
+
+def test_unicode_scripts_and_classes() -> None:
+    img = make("x", {"g": "\u03b1\u03b2\u03b3", "l": "\u00e9t\u00e9"})
+    assert parse_all(["labels.g~=^\\p{Greek}+$"]).match(image_adaptor(img))
+    assert not parse_all(["labels.l~=\\p{Greek}"]).match(image_adaptor(img))
+    assert parse_all(["labels.l~=^\\pL+$"]).match(image_adaptor(img))
+    assert not parse_all(["labels.l~=\\w\\w\\w"]).match(image_adaptor(img))  # \w is ASCII in RE2 and Go
+
+
+def test_stored_invalid_utf8_reads_as_one_replacement_per_byte() -> None:
+    """Go's regexp reads each byte of invalid UTF-8 as U+FFFD; stored values
+    reach the adaptor decoded with surrogateescape, one surrogate per byte."""
+    img = make("x", {"b": b"a\xff\xfe".decode("utf-8", "surrogateescape")})
+    assert parse_all(["labels.b~=^a\\x{FFFD}\\x{FFFD}$"]).match(image_adaptor(img))
+    assert parse_all(["labels.b~=^...$"]).match(image_adaptor(img))
+    assert not parse_all(["labels.b~=^..$"]).match(image_adaptor(img))
+
+
+@pytest.mark.parametrize("pattern, reason", [
+    ("([", "missing ]"),
+    ("(a", "missing )"),
+    ("a++", "bad repetition operator"),
+    ("a{1001}", "invalid repetition size"),
+    ("\\C", "invalid escape sequence"),  # RE2 has \C (any byte); Go does not
+    ("(?=a)", "invalid perl operator"),
+    ("(a)\\1", "invalid escape sequence"),
+])
+def test_patterns_go_refuses(pattern: str, reason: str) -> None:
+    """Matching nothing, as containerd answers (OK, no image); an error only when asked."""
+    filters = [f"name~={pattern}"]
+    assert names(*filters) == []
+    assert parse_all(filters).regex_errors()
+    with pytest.raises(InvalidArgument) as info:
+        parse_all(filters, strict_regex=True)
+    message = str(info.value)
+    assert reason in message and "\n" not in message and "b'" not in message
+
+
+def test_invalid_utf8_in_a_quoted_pattern_does_not_compile() -> None:
+    """``"\\xff"`` unquotes to a lone byte: Go's regexp.Compile refuses invalid UTF-8."""
+    matcher = parse_all(['name~="\\xff"'])
+    assert matcher.regex_errors() == ['error parsing regexp "\ufffd": invalid UTF-8']
+    assert names('name~="\\xff"') == []
+
+
+def test_regex_in_slash_quotes_and_a_literal_backslash_c() -> None:
+    assert names("name~=/^example/") == ["example.com/z"]
+    assert not parse_all(["name~=\\Q\\C\\E"]).regex_errors()  # literal text, not an escape

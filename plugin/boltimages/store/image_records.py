@@ -246,35 +246,79 @@ def _selector_test(selector: "Selector") -> Callable[[RawImage], bool]:
     with ``==``, ``!=`` or presence, the key and value are encoded once here
     and compared with the stored bytes, which gives the same answer (filter
     text never holds lone surrogates, so its UTF-8 equals the stored bytes
-    exactly when the decoded strings are equal). Everything else takes the
-    generic path.
+    exactly when the decoded strings are equal). ``~=`` on any field the
+    adaptor knows searches the stored bytes (an absent field is "", as the
+    adaptor answers), remembering each distinct value's answer: media types
+    and digests repeat across a namespace, and one RE2 search costs about
+    1.5 us. Everything else takes the generic path.
     """
-    from .filters import OP_EQUAL, OP_NOT_EQUAL, OP_PRESENT
+    from .filters import OP_EQUAL, OP_MATCHES, OP_NOT_EQUAL, OP_PRESENT, regex_search_stored
 
     path, operator = selector.fieldpath, selector.operator
+    if operator == OP_MATCHES:
+        regex = selector.compiled_regex()
+        stored = _stored_field(path)
+        if regex is None:
+            return lambda raw: False  # containerd: a pattern that does not compile matches nothing
+        if stored is None:
+            match = selector.match
+            return lambda raw: match(raw.lookup)
+        seen: dict[bytes, bool] = {}
+
+        def search(raw: RawImage) -> bool:
+            data = stored(raw) or b""  # type: ignore[misc]
+            hit = seen.get(data)
+            if hit is None:
+                hit = seen[data] = regex_search_stored(regex, data)
+            return hit
+        return search
     if len(path) < 2 or path[0] not in ("labels", "annotations") or \
             operator not in (OP_PRESENT, OP_EQUAL, OP_NOT_EQUAL):
         match = selector.match
         return lambda raw: match(raw.lookup)
     try:
-        key = ".".join(path[1:]).encode("utf-8")
         want = selector.value.encode("utf-8")
     except UnicodeEncodeError:
         match = selector.match
         return lambda raw: match(raw.lookup)
-    labels = path[0] == "labels"
-
-    def value(raw: RawImage) -> Optional[bytes]:
-        for k, v in (raw.labels if labels else raw.annotations) or ():
-            if k == key:
-                return v
-        return None
+    value = _stored_field(path)
+    if value is None:
+        match = selector.match
+        return lambda raw: match(raw.lookup)
 
     if operator == OP_PRESENT:
-        return lambda raw: value(raw) is not None
+        return lambda raw: value(raw) is not None  # type: ignore[misc]
     if operator == OP_EQUAL:
-        return lambda raw: value(raw) == want
-    return lambda raw: (value(raw) or b"") != want
+        return lambda raw: value(raw) == want  # type: ignore[misc]
+    return lambda raw: (value(raw) or b"") != want  # type: ignore[misc]
+
+
+def _stored_field(path: Sequence[str]) -> Optional[Callable[[RawImage], Optional[bytes]]]:
+    """The stored bytes a filter path names, as a getter (None: the field
+    is absent or empty, as :meth:`RawImage.lookup` reports it), or None when
+    the path needs the generic lookup. Mirrors :meth:`RawImage.lookup`."""
+    if path and path[0] == "name":  # containerd's adaptor ignores what follows "name"
+        return lambda raw: raw.name or None
+    if len(path) >= 2 and path[0] == "target":
+        if path[1] == "digest":
+            return lambda raw: raw.digest or None
+        if path[1] == "mediatype":
+            return lambda raw: raw.media_type or None
+        return None
+    if len(path) >= 2 and path[0] in ("labels", "annotations"):
+        try:
+            key = ".".join(path[1:]).encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        labels = path[0] == "labels"
+
+        def value(raw: RawImage) -> Optional[bytes]:
+            for k, v in (raw.labels if labels else raw.annotations) or ():
+                if k == key:
+                    return v
+            return None
+        return value
+    return None
 
 
 class _Snapshot:
