@@ -7,7 +7,8 @@ import pytest
 
 from boltimages.errors import InvalidArgument
 from boltimages.store.filters import parse_all
-from boltimages.store.images import Descriptor, Image, image_adaptor
+from boltimages.store.image_records import from_image
+from boltimages.store.images import Descriptor, Image
 
 D = "sha256:" + "2d" * 32
 
@@ -37,6 +38,10 @@ def test_syntax_errors_match_containerd(text: str) -> None:
     assert str(info.value) == CONTAINERD_MESSAGES[text] + ": invalid argument: invalid argument"
 
 
+def _adaptor(image: Image):
+    """The record module's filter adaptor over the record ``image`` is stored as."""
+    return from_image(image).lookup
+
 def make(name: str, labels=None, annotations=None, digest: str = D,
          media_type: str = "application/vnd.oci.image.manifest.v1+json") -> Image:
     return Image(name=name, labels=labels,
@@ -53,7 +58,7 @@ IMAGES = [
 
 def names(*filters: str) -> list[str]:
     matcher = parse_all(list(filters))
-    return [i.name for i in IMAGES if matcher.match(image_adaptor(i))]
+    return [i.name for i in IMAGES if matcher.match(_adaptor(i))]
 
 
 @pytest.mark.parametrize("filters,expected", [
@@ -88,8 +93,8 @@ def test_matching(filters, expected) -> None:
 def test_quoted_values_and_escapes() -> None:
     img = make("a", {"k": 'x"y\tz'})
     matcher = parse_all(['labels.k=="x\\"y\\tz"'])
-    assert matcher.match(image_adaptor(img))
-    assert parse_all(['labels.k~=/x"y/']).match(image_adaptor(img))
+    assert matcher.match(_adaptor(img))
+    assert parse_all(['labels.k~=/x"y/']).match(_adaptor(img))
     with pytest.raises(InvalidArgument, match="illegal escape sequence|unquoting failed"):
         parse_all(['labels.k=="\\q"'])
 
@@ -109,7 +114,7 @@ def test_parser_never_crashes(filters) -> None:
         assert str(exc).startswith("filters: parse error: [")
         return
     for image in IMAGES:
-        assert matcher.match(image_adaptor(image)) in (True, False)
+        assert matcher.match(_adaptor(image)) in (True, False)
 
 
 # --- regular expressions: RE2 itself (google-re2), as Go's regexp ----------
@@ -119,27 +124,27 @@ def test_catastrophic_backtracking_pattern_answers_correctly() -> None:
     ``re``; RE2 is linear. The test asserts the answers (the call returning
     at all is the point; the time is in the commit that added RE2)."""
     img = make("x", {"x": "a" * 27 + "!"})
-    assert not parse_all(["labels.x~=(a+)+$"]).match(image_adaptor(img))
-    assert parse_all(["labels.x~=(a+)+!$"]).match(image_adaptor(img))
+    assert not parse_all(["labels.x~=(a+)+$"]).match(_adaptor(img))
+    assert parse_all(["labels.x~=(a+)+!$"]).match(_adaptor(img))
     long = make("y", {"x": "a" * 3000 + "!"})
-    assert not parse_all(["labels.x~=(a*)*(a+)+$"]).match(image_adaptor(long))
+    assert not parse_all(["labels.x~=(a*)*(a+)+$"]).match(_adaptor(long))
 
 
 def test_unicode_scripts_and_classes() -> None:
     img = make("x", {"g": "\u03b1\u03b2\u03b3", "l": "\u00e9t\u00e9"})
-    assert parse_all(["labels.g~=^\\p{Greek}+$"]).match(image_adaptor(img))
-    assert not parse_all(["labels.l~=\\p{Greek}"]).match(image_adaptor(img))
-    assert parse_all(["labels.l~=^\\pL+$"]).match(image_adaptor(img))
-    assert not parse_all(["labels.l~=\\w\\w\\w"]).match(image_adaptor(img))  # \w is ASCII in RE2 and Go
+    assert parse_all(["labels.g~=^\\p{Greek}+$"]).match(_adaptor(img))
+    assert not parse_all(["labels.l~=\\p{Greek}"]).match(_adaptor(img))
+    assert parse_all(["labels.l~=^\\pL+$"]).match(_adaptor(img))
+    assert not parse_all(["labels.l~=\\w\\w\\w"]).match(_adaptor(img))  # \w is ASCII in RE2 and Go
 
 
 def test_stored_invalid_utf8_reads_as_one_replacement_per_byte() -> None:
     """Go's regexp reads each byte of invalid UTF-8 as U+FFFD; stored values
     reach the adaptor decoded with surrogateescape, one surrogate per byte."""
     img = make("x", {"b": b"a\xff\xfe".decode("utf-8", "surrogateescape")})
-    assert parse_all(["labels.b~=^a\\x{FFFD}\\x{FFFD}$"]).match(image_adaptor(img))
-    assert parse_all(["labels.b~=^...$"]).match(image_adaptor(img))
-    assert not parse_all(["labels.b~=^..$"]).match(image_adaptor(img))
+    assert parse_all(["labels.b~=^a\\x{FFFD}\\x{FFFD}$"]).match(_adaptor(img))
+    assert parse_all(["labels.b~=^...$"]).match(_adaptor(img))
+    assert not parse_all(["labels.b~=^..$"]).match(_adaptor(img))
 
 
 @pytest.mark.parametrize("pattern, reason", [

@@ -17,7 +17,8 @@ import pytest
 from boltimages.api.containerd.services.images.v1 import images_pb2 as pb, images_pb2_grpc
 from boltimages.errors import InvalidArgument
 from boltimages.store.filters import parse_all
-from boltimages.store.images import Descriptor, Image, image_adaptor
+from boltimages.store.image_records import from_image
+from boltimages.store.images import Descriptor, Image
 from tests.compat.daemons import DaemonError, containerd_daemon
 from tests.helpers import require_root, require_tool, slow_budget
 
@@ -68,12 +69,16 @@ def random_regex(rng: random.Random) -> list[str]:
     return [field + "~=" + "".join(rng.choice(REGEX_PIECES) for _ in range(rng.randint(1, 6)))]
 
 
+def _adaptor(image: Image):
+    """The record module's filter adaptor over the record ``image`` is stored as."""
+    return from_image(image).lookup
+
 def ours(filters: list[str]) -> tuple[str, object]:
     try:
         matcher = parse_all(filters)
     except InvalidArgument as exc:
         return "INVALID_ARGUMENT", str(exc)
-    return "OK", [i.name for i in IMAGES if matcher.match(image_adaptor(i))]
+    return "OK", [i.name for i in IMAGES if matcher.match(_adaptor(i))]
 
 
 def random_filters(rng: random.Random) -> list[str]:

@@ -1,7 +1,7 @@
 """The packed-walk image reader and its per-file-state snapshots.
 
-The reader must give exactly what the per-bucket reader (``read_image``)
-gives, for odd records too; the snapshot kept between calls must never
+The reader must give exactly what a per-bucket reader written after
+containerd's readImage (kept here as the reference) gives, for odd records too; the snapshot kept between calls must never
 outlive the file state it was read from, whoever changes the file.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from boltimages.errors import DataCorruption, NotFound
-from boltimages.store import codec, image_records
+from boltimages.errors import DataCorruption, NotFound, go_quote
+from boltimages.store import codec, image_records, layout
 from boltimages.store.db import MetadataDB
-from boltimages.store.images import Descriptor, Image, ImageStore, read_image
+from boltimages.store.images import Descriptor, Image, ImageStore
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -25,6 +25,42 @@ def image(name: str, **labels: str) -> Image:
 
 def images_bucket(tx, ns: str = "ns"):
     return tx.bucket(b"v1").bucket(ns.encode()).bucket(b"images")
+
+
+def _read_map(bucket, name: bytes):
+    sub = bucket.bucket(name)
+    if sub is None:
+        return None
+    # containerd's boltutil.readMap: ForEach gives a nested bucket a nil value, read as ""
+    return {k.decode("utf-8", "surrogateescape"): (v or b"").decode("utf-8", "surrogateescape")
+            for k, v in sub.items()}
+
+
+def read_image(name: str, bucket) -> Image:
+    """containerd's readImage over the bucket API, one lookup per field."""
+    image = Image(name=name)
+    for key, attr in ((layout.CREATED_AT_KEY, "created_at"), (layout.UPDATED_AT_KEY, "updated_at")):
+        raw = bucket.get(key)
+        if raw is not None:
+            try:
+                setattr(image, attr, codec.decode_time(raw))
+            except codec.CodecError as exc:
+                raise DataCorruption(f"image {go_quote(name)}: {exc}") from None
+    image.labels = _read_map(bucket, layout.LABELS_BUCKET)
+    image.target.annotations = _read_map(bucket, layout.ANNOTATIONS_BUCKET)
+    target = bucket.bucket(layout.TARGET_BUCKET)
+    if target is None:
+        raise DataCorruption(f"image {go_quote(name)}: unable to read target bucket")
+    for key, value in target.items():
+        if value is None:
+            continue
+        if key == layout.DIGEST_KEY:
+            image.target.digest = value.decode("utf-8", "surrogateescape")
+        elif key == layout.MEDIA_TYPE_KEY:
+            image.target.media_type = value.decode("utf-8", "surrogateescape")
+        elif key == layout.SIZE_KEY:
+            image.target.size = codec.decode_varint_lenient(value)
+    return image
 
 
 def reference(meta_db: MetadataDB, ns: str = "ns") -> list[Image]:

@@ -158,6 +158,116 @@ class RawImage:
         return "", False
 
 
+# --- writing -------------------------------------------------------------------
+
+#: Go's zero time.Time: what containerd's writeImage stores for a time an image lacks
+GO_ZERO_TIME = codec.Timestamp(-codec.UNIX_TO_GO_INTERNAL, 0)
+
+
+def pairs_of(values: Optional[dict[str, str]]) -> Optional[list[tuple[bytes, bytes]]]:
+    """A labels/annotations map as the (key, value) pairs a record holds, in
+    key order; None for no map."""
+    if values is None:
+        return None
+    return sorted((k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+                  for k, v in values.items())
+
+
+def from_image(image: "Image") -> RawImage:
+    """The record containerd's writeImage stores for ``image`` (an absent
+    time is Go's zero time, as containerd marshals it)."""
+    created = codec.encode_time(image.created_at or GO_ZERO_TIME)
+    updated = created if image.updated_at == image.created_at and image.updated_at is not None \
+        else codec.encode_time(image.updated_at or GO_ZERO_TIME)
+    target = image.target
+    return RawImage(image.name.encode("utf-8", "surrogateescape"), created, updated, pairs_of(image.labels),
+                    pairs_of(target.annotations), True, target.digest.encode("utf-8", "surrogateescape"),
+                    target.media_type.encode("utf-8", "surrogateescape"), codec.encode_varint(target.size))
+
+
+def _write_pairs(record: "bolt.Bucket", name: bytes, pairs: Optional[list[tuple[bytes, bytes]]],
+                 present: Optional[bool]) -> Optional[list[tuple[bytes, bytes]]]:
+    """containerd's writeMap: delete the bucket; unless the map is empty,
+    recreate it and store the non-empty values (so a map of empty values
+    leaves an empty bucket, and a nested bucket read as "" is dropped, as
+    containerd drops it). ``present``: whether the bucket is there now
+    (None: look it up). Returns the pairs as stored, None for no bucket."""
+    if present is None:
+        present = record.bucket(name) is not None
+    if present:
+        record.delete_bucket(name)
+    if not pairs:
+        return None
+    bucket = record.create_bucket(name)
+    kept = [pair for pair in pairs if pair[1]]
+    if kept:
+        bucket.put_many(kept)
+    return kept
+
+
+def write_record(record: "bolt.Bucket", new: RawImage, stored: Optional[RawImage] = None, *,
+                 fresh: bool = False) -> RawImage:
+    """Store ``new`` into the record bucket ``record`` the way containerd's
+    writeImage leaves it, and return the record as now stored. The one
+    writer of image records: the store's Create/Update and the offline
+    tools (through :func:`replace_record`) all end here.
+
+    ``fresh``: the bucket was created in this transaction (it is empty).
+    ``stored``: the record as read in this transaction, which lets the
+    writer skip lookups it already knows the answer to and puts that would
+    store the bytes already there (the stored tree ends up the same). A time
+    that is None is not written (containerd reads a missing time as zero;
+    an empty value would fail its whole List).
+    """
+    created, updated = new.created, new.updated
+    if created is not None and (stored is None or stored.created != created):
+        record.put(layout.CREATED_AT_KEY, created)
+    if updated is not None:
+        record.put(layout.UPDATED_AT_KEY, updated)
+    labels = _write_pairs(record, layout.LABELS_BUCKET, new.labels,
+                          False if fresh else None if stored is None else stored.labels is not None)
+    annotations = _write_pairs(record, layout.ANNOTATIONS_BUCKET, new.annotations,
+                               False if fresh else None if stored is None else stored.annotations is not None)
+    digest = new.digest or b""
+    media_type = new.media_type or b""
+    size = new.size if new.size is not None else codec.encode_varint(0)
+    written = RawImage(new.name, created, updated, labels, annotations, True, digest, media_type, size)
+    if fresh:
+        bucket = record.create_bucket(layout.TARGET_BUCKET)
+    elif stored is not None and stored.has_target:
+        if stored.digest == digest and stored.media_type == media_type and stored.size == size:
+            return written  # target unchanged: the three puts would rewrite the same bytes
+        bucket = record.bucket(layout.TARGET_BUCKET)
+    else:
+        bucket = record.create_bucket_if_not_exists(layout.TARGET_BUCKET)
+    bucket.put(layout.DIGEST_KEY, digest)
+    bucket.put(layout.MEDIA_TYPE_KEY, media_type)
+    bucket.put(layout.SIZE_KEY, size)
+    return written
+
+
+def replace_record(images: "bolt.Bucket", new: RawImage) -> RawImage:
+    """Write ``new`` as a whole new record under a namespace's ``images``
+    bucket, replacing any record of that name: the offline tools' writer
+    (import, copy, tag, label). Validation belongs here, before anything
+    is touched, once store/validation.py exists (issue 14 item 2)."""
+    if images.bucket(new.name) is not None:
+        images.delete_bucket(new.name)
+    return write_record(images.create_bucket(new.name), new, fresh=True)
+
+
+def same_content(a: RawImage, b: RawImage) -> bool:
+    """Whether two records hold the same image apart from their names, as
+    containerd would read them back: labels/annotations compare without
+    empty values (an empty or absent bucket reads as no map), sizes by
+    value, times byte for byte (their zone is part of them)."""
+    def kept(pairs: Optional[list[tuple[bytes, bytes]]]) -> list[tuple[bytes, bytes]]:
+        return sorted(pair for pair in pairs or () if pair[1])
+    return (a.digest or b"", a.media_type or b"", a.size_value(), kept(a.labels), kept(a.annotations),
+            a.created, a.updated) == (b.digest or b"", b.media_type or b"", b.size_value(), kept(b.labels),
+                                      kept(b.annotations), b.created, b.updated)
+
+
 def _text(raw: Optional[bytes]) -> str:
     return "" if raw is None else raw.decode("utf-8", "surrogateescape")
 

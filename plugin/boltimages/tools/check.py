@@ -78,8 +78,8 @@ def layout_problems(tx: Any) -> list[str]:
             problems.append(f"v1/version does not decode: {exc}")
     for ns in records.namespaces(tx):
         for img in records.iter_images(tx, ns):
-            for p in img.problems:
-                problems.append(f"namespace {ns!r} image {img.name!r}: {p}")
+            for p in records.image_problems(img):
+                problems.append(f"namespace {ns!r} image {img.text_name()!r}: {p}")
         blobs = records.blob_bucket(tx, ns)
         if blobs is None:
             continue

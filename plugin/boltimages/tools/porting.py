@@ -17,7 +17,8 @@ import json
 import sys
 from typing import Any, Iterator, TextIO
 
-from ..store import layout
+from ..store import image_records, layout
+from ..store.image_records import RawImage
 from . import records, selection
 from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, writing
 
@@ -37,9 +38,10 @@ def run_export(args: argparse.Namespace) -> int:
             with Progress("export") as bar:
                 for ns in spaces:
                     _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
-                    for img in selection.select_images(tx, [ns], args.names, compiled):
-                        _line(out, img.to_json())
-                        exported.add(img.name)
+                    for _, img in selection.select_images(tx, [ns], args.names, compiled):
+                        doc = records.image_to_json(ns, img)
+                        _line(out, doc)
+                        exported.add(doc["name"])
                         count += 1
                         bar.advance()
     finally:
@@ -98,10 +100,8 @@ def run_import(args: argparse.Namespace) -> int:
                 if kind == "namespace":
                     _import_namespace(tx, doc, args, changes)
                 elif kind == "image":
-                    img = records.Image.from_json(doc)
-                    if args.namespace:
-                        img.namespace = args.namespace
-                    _import_image(tx, img, args, changes, conflicts)
+                    ns, img = records.image_from_json(doc)
+                    _import_image(tx, args.namespace or ns, img, args, changes, conflicts)
                 elif kind != "boltimages-export":
                     raise ValueError(f"unknown kind {kind!r}")
             except (ValueError, TypeError) as exc:
@@ -142,14 +142,13 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
             records.write_map(nsb, layout.NS_LABELS_BUCKET, merged)
 
 
-def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
+def _import_image(tx: Any, ns: str, img: RawImage, args: argparse.Namespace,
                   changes: list[str], conflicts: list[str]) -> None:
-    images = records.images_bucket(tx, img.namespace)
-    existing = images.bucket(records.raw(img.name)) if images is not None else None
-    where = f"{img.namespace}/{img.name}"
+    images = records.images_bucket(tx, ns)
+    existing = images.bucket(img.name) if images is not None else None
+    where = f"{ns}/{img.text_name()}"
     if existing is not None:
-        old = records.read_image(img.namespace, records.raw(img.name), existing)
-        if old.same_record(img):
+        if image_records.same_content(image_records.read_one(img.name, existing), img):
             return
         conflicts.append(where)
         if args.on_conflict != "overwrite":
@@ -158,6 +157,6 @@ def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
             return
         changes.append(f"overwrite image {where}")
     else:
-        changes.append(f"add image {where} -> {img.digest}")
+        changes.append(f"add image {where} -> {records.text(img.digest or b'')}")
     if tx.writable:
-        records.write_image(records.images_bucket(tx, img.namespace, create=True), img)
+        image_records.replace_record(records.images_bucket(tx, ns, create=True), img)
