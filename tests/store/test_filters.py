@@ -177,3 +177,31 @@ def test_invalid_utf8_in_a_quoted_pattern_does_not_compile() -> None:
 def test_regex_in_slash_quotes_and_a_literal_backslash_c() -> None:
     assert names("name~=/^example/") == ["example.com/z"]
     assert not parse_all(["name~=\\Q\\C\\E"]).regex_errors()  # literal text, not an escape
+
+
+def test_the_set_path_and_the_search_path_agree(monkeypatch) -> None:
+    """Small programs answer through a one-pattern RE2::Set, larger ones
+    through RE2's search: both must give the same yes/no everywhere."""
+    import random
+
+    from boltimages.store import filters as f
+
+    rng = random.Random(16)
+    pieces = ["a", "b", "(", ")", "|", "*", "+", "?", "^", "$", "\\pL", "\\p{Greek}", "[^a]", ".", "(?i)",
+              "\\b", "{2}", "\\x{FFFD}", "\u03b1", "\\d", "(?s)", "(?m)", "\\z"]
+    texts = [b"", b"a", b"ab\nba", "\u03b1\u03b2 A1".encode(), b"aaaaaaaaaaaaaaaaaaaaaaaaaaa!", b"\xff", "\ufffd".encode()]
+    patterns = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 7))) for _ in range(400)]
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append((pattern, f.compile_regex(pattern)))
+        except f.RegexError:
+            continue
+    monkeypatch.setattr(f.GoRegex, "_SET_MAX_PROGRAM", -1)
+    checked = 0
+    for pattern, fast in compiled:
+        slow = f.compile_regex(pattern)
+        for text in texts:
+            assert f.regex_search_stored(fast, text) == f.regex_search_stored(slow, text), (pattern, text)
+            checked += 1
+    assert checked > 1000

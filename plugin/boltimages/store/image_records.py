@@ -16,7 +16,6 @@ same errors for the same damage (bad time, missing target bucket).
 
 from __future__ import annotations
 
-import struct
 import threading
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
@@ -28,10 +27,6 @@ if TYPE_CHECKING:
     from .. import bolt
     from .filters import AnyFilter, Selector
     from .images import Image
-
-_TIME_BODY = struct.Struct(">qi")
-_TIME_V1 = struct.Struct(">xqih")  # the 15-byte form containerd writes
-_NANOS = 1_000_000_000
 
 
 class RawImage:
@@ -70,19 +65,13 @@ class RawImage:
     def check(self) -> None:
         """Raise DataCorruption where reading this record as an Image would."""
         for raw in (self.created, self.updated):
-            if raw is not None and not (len(raw) == 15 and raw[0] == 1):
+            if raw is not None and not codec.is_plain_time(raw):
                 self._time(raw)
         if not self.has_target:
             # containerd: "image %q: unable to read target bucket" (an Unknown error)
             raise DataCorruption(f"image {go_quote(self.text_name())}: unable to read target bucket")
 
     def _time(self, raw: bytes) -> codec.Timestamp:
-        if len(raw) == 15 and raw[0] == 1:
-            # the common form, decoded here as codec.decode_time would
-            sec, nanos, offset_min = _TIME_V1.unpack(raw)
-            if 0 <= nanos < _NANOS:
-                return codec.Timestamp(sec - codec.UNIX_TO_GO_INTERNAL, nanos,
-                                       None if offset_min == -1 else offset_min * 60)
         try:
             return codec.decode_time(raw)
         except codec.CodecError as exc:
@@ -95,27 +84,14 @@ class RawImage:
         """(Unix seconds, nanos) of a stored time; None when absent."""
         if raw is None:
             return None
-        if len(raw) == 15 and raw[0] == 1:
-            sec, nanos = _TIME_BODY.unpack_from(raw, 1)
-            if 0 <= nanos < _NANOS:
-                return sec - codec.UNIX_TO_GO_INTERNAL, nanos
-        ts = self._time(raw)
-        return ts.seconds, ts.nanos
+        try:
+            return codec.time_seconds_nanos(raw)
+        except codec.CodecError as exc:
+            raise DataCorruption(f"image {go_quote(self.text_name())}: {exc}") from None
 
     def size_value(self) -> int:
-        raw = self.size
-        if raw is None:
-            return 0
-        n = len(raw)
-        if n == 1 and raw[0] < 0x80:
-            z = raw[0]
-        elif n == 2 and raw[0] >= 0x80 and raw[1] < 0x80:
-            z = (raw[0] & 0x7F) | (raw[1] << 7)
-        elif n == 3 and raw[0] >= 0x80 and raw[1] >= 0x80 and raw[2] < 0x80:
-            z = (raw[0] & 0x7F) | ((raw[1] & 0x7F) << 7) | (raw[2] << 14)
-        else:
-            return codec.decode_varint_lenient(raw)
-        return -((z + 1) >> 1) if z & 1 else z >> 1
+        """The target's size as containerd reads it (0 when absent or malformed)."""
+        return 0 if self.size is None else codec.decode_varint_lenient(self.size)
 
     # -- the decoded form --------------------------------------------------------
     def to_image(self) -> "Image":
@@ -281,12 +257,6 @@ def is_utf8(data: Optional[bytes]) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def plain_time(raw: Optional[bytes]) -> bool:
-    """Whether a stored time is in the 15-byte form containerd writes, with
-    its nanoseconds in range: the form that decodes and re-encodes to itself."""
-    return raw is not None and len(raw) == 15 and raw[0] == 1 and 0 <= _TIME_V1.unpack(raw)[1] < _NANOS
 
 
 def text_map(pairs: Optional[list[tuple[bytes, bytes]]]) -> Optional[dict[str, str]]:

@@ -145,7 +145,7 @@ def _plain_record(stored: RawImage) -> bool:
     complete target whose size is the canonical varint and whose media type
     is text. Anything else takes the general path, which rewrites them."""
     media_type, size = stored.media_type, stored.size
-    return (image_records.plain_time(stored.created)
+    return (codec.is_plain_time(stored.created)
             and stored.digest is not None and media_type is not None and size is not None
             and codec.encode_varint(stored.size_value()) == size
             and image_records.is_utf8(media_type))
