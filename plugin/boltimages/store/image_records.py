@@ -465,8 +465,3 @@ class Snapshots:
             by_ns[namespace] = _Snapshot(txid, records, size)
             self._by_ns = by_ns
 
-
-# keep the layout's names and the parser's literals in step
-assert (layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layout.LABELS_BUCKET, layout.ANNOTATIONS_BUCKET,
-        layout.TARGET_BUCKET, layout.DIGEST_KEY, layout.MEDIA_TYPE_KEY, layout.SIZE_KEY) == (
-        b"createdat", b"updatedat", b"labels", b"annotations", b"target", b"digest", b"mediatype", b"size")
