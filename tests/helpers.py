@@ -71,3 +71,19 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
     env.update(extra)
     return env
+
+
+# --- bucket trees as nested dicts (values bytes, nested buckets dicts) ----------
+
+def bucket_tree(bucket) -> dict:  # type: ignore[no-untyped-def]
+    """A bucket's whole subtree as nested dicts, read through the public API."""
+    return {key: bucket_tree(bucket.bucket(key)) if value is None else value for key, value in bucket.items()}
+
+
+def write_tree(bucket, tree: dict) -> None:  # type: ignore[no-untyped-def]
+    """Store nested dicts under ``bucket``: a dict makes a nested bucket."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            write_tree(bucket.create_bucket(key), value)
+        else:
+            bucket.put(key, value)

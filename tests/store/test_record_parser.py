@@ -21,7 +21,7 @@ import pytest
 from boltimages import _records, bolt
 from boltimages.store import image_records
 from boltimages.store.image_records import RawImage
-from tests.engine.test_rows import _write as write_tree
+from tests.helpers import write_tree
 
 SEED = 1127
 
