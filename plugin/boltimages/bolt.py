@@ -167,6 +167,13 @@ def _error(status: int, context: str = "") -> BoltError:
     return _ERRORS.get(status, BoltError)(message, status)
 
 
+def _named(what: str, name: BytesLike) -> str:
+    """``what "name"`` for an error message: the name as text (undecodable
+    bytes as \\x escapes), never a ``b'...'`` repr."""
+    text = bytes(name).decode("utf-8", "backslashreplace").replace('"', '\\"')
+    return f'{what} "{text}"'
+
+
 def _check(status: int, context: str = "") -> None:
     if status:
         raise _error(status, context)
@@ -492,7 +499,7 @@ class Bucket:
     def _create(self, name: BytesLike, if_not_exists: int) -> "Bucket":
         out = _scratch.bucket_out
         _check(lib.bolt_bucket_create(self._b, _bytes("name", name), len(name), if_not_exists, out),
-               f"bucket {bytes(name)!r}")
+               _named("bucket", name))
         return Bucket(self.tx, out[0])
 
     def create_bucket(self, name: BytesLike) -> "Bucket":
@@ -503,7 +510,7 @@ class Bucket:
 
     def delete_bucket(self, name: BytesLike) -> None:
         _check(lib.bolt_bucket_delete_bucket(self._b, _bytes("name", name), len(name)),
-               f"bucket {bytes(name)!r}")
+               _named("bucket", name))
 
     # -- values
     def get(self, key: BytesLike) -> Optional[bytes]:

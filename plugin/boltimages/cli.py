@@ -182,6 +182,17 @@ def _unavailable(reason: str) -> int:
     raise common.ToolError(f"serve is unavailable: {reason}")
 
 
+def bolt_errors() -> tuple[type, ...]:
+    """The engine's and the stores' error classes, whose messages are written
+    for people (the engine may be unbuilt: then there are none)."""
+    from .errors import BoltImagesError
+    try:
+        from .bolt import BoltError
+    except ImportError:
+        return (BoltImagesError,)
+    return (BoltError, BoltImagesError)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -210,7 +221,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if "DatabaseLocked" == name:
             print(f"boltimages {args.command}: {common.LOCKED_TEXT}", file=sys.stderr)
             return common.EXIT_LOCKED
-        print(f"boltimages {args.command}: {name}: {exc}", file=sys.stderr)
+        # the message alone: an exception's class name means nothing to a user
+        text = str(exc) or "unexpected failure"
+        if not isinstance(exc, (bolt_errors(), OSError)):
+            text = f"unexpected failure: {text} (BOLTIMAGES_DEBUG=1 shows where)"
+        print(f"boltimages {args.command}: {text}", file=sys.stderr)
         if os.environ.get("BOLTIMAGES_DEBUG"):
             raise
         return common.EXIT_FAILED

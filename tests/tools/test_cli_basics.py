@@ -316,3 +316,14 @@ def test_a_nested_bucket_in_labels_reads_as_an_empty_value(cli, small_db):
         labels = db.view(lambda tx: dict(tx.bucket(b"v1").bucket(b"default").bucket(b"images")
                                          .bucket(b"example.com/a:1").bucket(b"labels").items()))
     assert labels == {b"team": b"y", b"dotted.key/with": b"v=1"}
+
+
+def test_engine_refusals_read_as_text(cli, small_db):
+    """An engine refusal that reaches the command line (here an empty image
+    name, which becomes an empty bucket name) is one line with neither the
+    exception's class name nor a bytes repr."""
+    res = cli("tag", "--db", str(small_db), "-n", "default", "example.com/a:1", "")
+    assert res.rc == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("boltimages tag: ")
+    assert "b'" not in lines[0] and "BucketNameRequired" not in lines[0] and "Error" not in lines[0]

@@ -27,7 +27,15 @@ def compile_filters(exprs: Sequence[str]) -> Optional[filters.AnyFilter]:
     try:
         return filters.parse_all(list(exprs), strict_regex=True)
     except InvalidArgument as exc:
-        raise ToolError(f"bad filter: {exc}") from None
+        # containerd's text carries its error kind, twice for a syntax error
+        # (": invalid argument: invalid argument"): the tool says it once
+        detail = exc.detail
+        while detail.endswith(_KIND):
+            detail = detail[:-len(_KIND)]
+        raise ToolError(f"bad filter: {detail}") from None
+
+
+_KIND = ": invalid argument"
 
 
 def pick_namespaces(tx: Any, namespace: Optional[str]) -> list[str]:
