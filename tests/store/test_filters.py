@@ -205,3 +205,15 @@ def test_the_set_path_and_the_search_path_agree(monkeypatch) -> None:
             assert f.regex_search_stored(fast, text) == f.regex_search_stored(slow, text), (pattern, text)
             checked += 1
     assert checked > 1000
+
+
+def test_distinct_regex_filters_are_not_all_kept() -> None:
+    """A compiled pattern holds RE2's DFA cache while it lives: the parsed
+    filters with a regex that are kept between requests are few."""
+    from boltimages.store import filters as f
+    for i in range(200):
+        parse_all([f"name~=^x{i}(a|b)*$"])
+        parse_all([f"name==x{i}"])
+    assert len(f._PARSED_REGEX) <= f._PARSED_REGEX_MAX
+    assert all(any(s.compiled_regex() for s in kept.selectors) for kept in f._PARSED_REGEX.values())
+    assert "name==x199" in f._PARSED and "name==x199" not in f._PARSED_REGEX  # plain ones: their own cache

@@ -618,26 +618,31 @@ def _go_quote_bytes(text: bytes) -> str:
     return go_quote(_text(text))
 
 
-# Parsed filters by text. Clients repeat the same few filters (often with a
-# regex whose translation and compilation cost far more than the List), and
-# a parsed Filter is never changed by matching (a selector only fills in its
-# own compiled regex, the same for every caller), so requests share them.
+# Parsed filters by text. Clients repeat the same few filters, and a parsed
+# Filter is never changed by matching, so requests share them. A compiled
+# RE2 pattern keeps its DFA cache (up to RE2's 8 MiB budget per pattern) for
+# as long as it lives, so filters with a regex have a cache of their own,
+# much smaller: a client sending distinct patterns cannot make the server
+# keep more than 16 of them (compiling one again costs 10-600 us).
 _PARSED: dict[str, Filter] = {}
 _PARSED_MAX = 256
+_PARSED_REGEX: dict[str, Filter] = {}
+_PARSED_REGEX_MAX = 16
 
 
 def parse(text: str) -> Optional[Filter]:
     """One filter string; None means "always matches" (the empty string)."""
     if text == "":
         return None
-    cached = _PARSED.get(text)
+    cached = _PARSED.get(text) or _PARSED_REGEX.get(text)
     if cached is not None:
         return cached
     parsed = _Parser(text).parse()
-    if parsed is not None:
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()  # many distinct filters: start over rather than grow
-        _PARSED[text] = parsed
+    regex = any(selector.compiled_regex() is not None for selector in parsed.selectors)
+    cache, limit = (_PARSED_REGEX, _PARSED_REGEX_MAX) if regex else (_PARSED, _PARSED_MAX)
+    if len(cache) >= limit:
+        cache.clear()  # many distinct filters: start over rather than grow
+    cache[text] = parsed
     return parsed
 
 
