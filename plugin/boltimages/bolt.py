@@ -167,11 +167,11 @@ def _error(status: int, context: str = "") -> BoltError:
     return _ERRORS.get(status, BoltError)(message, status)
 
 
-def _named(what: str, name: BytesLike) -> str:
-    """``what "name"`` for an error message: the name as text (undecodable
-    bytes as \\x escapes), never a ``b'...'`` repr."""
-    text = bytes(name).decode("utf-8", "backslashreplace").replace('"', '\\"')
-    return f'{what} "{text}"'
+def _shown(name: Any) -> str:
+    """A bucket name for an error message, quoted as Go quotes it (users never
+    see Python's b'...' form; bbolt's own messages carry no name at all)."""
+    from .errors import go_quote
+    return go_quote(bytes(name).decode("utf-8", "surrogateescape"))
 
 
 def _check(status: int, context: str = "") -> None:
@@ -499,7 +499,7 @@ class Bucket:
     def _create(self, name: BytesLike, if_not_exists: int) -> "Bucket":
         out = _scratch.bucket_out
         _check(lib.bolt_bucket_create(self._b, _bytes("name", name), len(name), if_not_exists, out),
-               _named("bucket", name))
+               f"bucket {_shown(name)}")
         return Bucket(self.tx, out[0])
 
     def create_bucket(self, name: BytesLike) -> "Bucket":
@@ -510,7 +510,7 @@ class Bucket:
 
     def delete_bucket(self, name: BytesLike) -> None:
         _check(lib.bolt_bucket_delete_bucket(self._b, _bytes("name", name), len(name)),
-               _named("bucket", name))
+               f"bucket {_shown(name)}")
 
     # -- values
     def get(self, key: BytesLike) -> Optional[bytes]:

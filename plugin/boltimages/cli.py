@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("import", "read JSON Lines written by export into the file (created if missing)", [db, wr],
             porting.run_import)
+    p.description += (". Every record must pass containerd's own checks (namespace name, labels, image "
+                      "name, target digest, size, media type, times) or nothing is written. A missing "
+                      "createdAt/updatedAt is stamped with the time of the import, as containerd stamps a "
+                      "new image (an image already stored under that name keeps its times).")
     p.add_argument("-i", "--input", help="file to read (default: stdin)")
     p.add_argument("-n", "--namespace", help="put every record into this namespace instead")
     p.add_argument("--on-conflict", choices=["skip", "overwrite", "fail"], default="fail",
@@ -182,17 +186,6 @@ def _unavailable(reason: str) -> int:
     raise common.ToolError(f"serve is unavailable: {reason}")
 
 
-def bolt_errors() -> tuple[type, ...]:
-    """The engine's and the stores' error classes, whose messages are written
-    for people (the engine may be unbuilt: then there are none)."""
-    from .errors import BoltImagesError
-    try:
-        from .bolt import BoltError
-    except ImportError:
-        return (BoltImagesError,)
-    return (BoltError, BoltImagesError)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -211,24 +204,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:
         # stdout closed early (| head): not an error worth a message
         return common.EXIT_OK
-    except Exception as exc:  # last resort: still one line, never a traceback
-        name = type(exc).__name__
-        if name in ("CorruptDatabase", "InvalidDatabase"):
-            where = getattr(args, "db", "")
-            print(f"boltimages {args.command}: {where}: damaged: {exc} (see 'boltimages check' and "
-                  "'boltimages salvage')", file=sys.stderr)
-            return common.EXIT_FAILED
-        if "DatabaseLocked" == name:
-            print(f"boltimages {args.command}: {common.LOCKED_TEXT}", file=sys.stderr)
-            return common.EXIT_LOCKED
-        # the message alone: an exception's class name means nothing to a user
-        text = str(exc) or "unexpected failure"
-        if not isinstance(exc, (bolt_errors(), OSError)):
-            text = f"unexpected failure: {text} (BOLTIMAGES_DEBUG=1 shows where)"
-        print(f"boltimages {args.command}: {text}", file=sys.stderr)
+    except Exception as exc:  # last resort: still one line, never a traceback or a class name
+        print(f"boltimages {args.command}: {_user_text(exc, args)}", file=sys.stderr)
         if os.environ.get("BOLTIMAGES_DEBUG"):
             raise
-        return common.EXIT_FAILED
+        return common.EXIT_LOCKED if type(exc).__name__ == "DatabaseLocked" else common.EXIT_FAILED
+
+
+def _user_text(exc: BaseException, args: argparse.Namespace) -> str:
+    """A failure no tool turned into a ToolError, as one line a user can act
+    on: our own errors and the engine's carry readable text; anything else is
+    a bug, said so, with the way to get the traceback."""
+    from .errors import BoltImagesError
+    name = type(exc).__name__
+    if name in ("CorruptDatabase", "InvalidDatabase"):
+        return (f"{getattr(args, 'db', '')}: damaged: {exc} (see 'boltimages check' and "
+                "'boltimages salvage')")
+    if name == "DatabaseLocked":
+        return common.LOCKED_TEXT
+    if isinstance(exc, BoltImagesError):
+        return exc.detail or str(exc)
+    if type(exc).__module__.endswith(".bolt"):  # the engine's own text names what failed
+        return str(exc)
+    if isinstance(exc, OSError):  # the system's text names the file and the reason
+        return str(exc)
+    return f"unexpected failure ({exc}); run with BOLTIMAGES_DEBUG=1 for details"
 
 
 if __name__ == "__main__":

@@ -14,33 +14,10 @@ from hypothesis import given, settings, strategies as st
 
 from boltimages.store import codec
 from boltimages.tools import records
+from tests.tools.conftest import IMAGE
 
 COMMANDS = ["serve", "ls", "inspect", "check", "compact", "export", "import", "copy", "tag", "rm", "label",
             "salvage"]
-
-IMAGE = {"kind": "image", "namespace": "default", "name": "example.com/a:1",
-         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": "sha256:" + "ab" * 32, "size": 1234,
-                    "annotations": {"org.opencontainers.image.ref.name": "1"}},
-         "labels": {"team": "x", "dotted.key/with": "v=1"},
-         "createdAt": "2021-03-04T05:06:07.123456789Z",
-         "updatedAt": "2022-12-31T23:59:59.000000001+05:30"}
-
-
-def _write_jsonl(path, *docs):
-    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    return path
-
-
-@pytest.fixture
-def small_db(cli, tmp_path):
-    src = _write_jsonl(tmp_path / "in.jsonl", {"kind": "namespace", "namespace": "default",
-                                               "labels": {"owner": "me"}}, IMAGE)
-    db = tmp_path / "meta.db"
-    res = cli("import", "--db", str(db), "-i", str(src))
-    assert res.rc == 0, res.stderr
-    return db
-
 
 def test_top_level_help_lists_commands_and_exit_codes(cli):
     res = cli("--help")
@@ -168,7 +145,9 @@ def test_check_reports_layout_problems(cli, small_db):
         img.bucket(b"target").delete(b"digest")
     res = cli("check", "--db", str(small_db))
     assert res.rc == 4
-    assert "createdat does not decode" in res.stdout and "is not a digest" in res.stdout
+    record = "v1/default/images/example.com/a:1"
+    assert f"{record}: createdat: Time.UnmarshalBinary: unsupported version" in res.stdout
+    assert f"{record}: target/digest: missing" in res.stdout
 
 
 def test_no_progress_output_in_pipes(cli, small_db, tmp_path):

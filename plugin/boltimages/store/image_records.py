@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .._records import parse as parse_walk
 from ..errors import DataCorruption, go_quote
-from . import codec, layout
+from . import codec, layout, validation
 
 if TYPE_CHECKING:
     from .. import bolt
@@ -222,11 +222,24 @@ def write_record(record: "bolt.Bucket", new: RawImage, stored: Optional[RawImage
     return written
 
 
+def validate(new: RawImage) -> None:
+    """Raise InvalidArgument unless containerd would accept ``new`` as it is
+    about to be written (rules: store/validation.py): validateImage on its
+    decoded fields, then both times, which must be there and decode (a
+    record containerd writes always carries them)."""
+    validation.validate_image(new.text_name(), text_map(new.labels), _text(new.digest), new.size_value(),
+                              _text(new.media_type))
+    validation.validate_time("createdAt", new.created)
+    validation.validate_time("updatedAt", new.updated)
+
+
 def replace_record(images: "bolt.Bucket", new: RawImage) -> RawImage:
     """Write ``new`` as a whole new record under a namespace's ``images``
     bucket, replacing any record of that name: the offline tools' writer
-    (import, copy, tag, label). Validation belongs here, before anything
-    is touched, once store/validation.py exists (issue 14 item 2)."""
+    (import, copy, tag). It refuses (InvalidArgument, nothing touched) a
+    record containerd would refuse; tools validate earlier too, with
+    :func:`validate`, so a dry run refuses the same records."""
+    validate(new)
     if images.bucket(new.name) is not None:
         images.delete_bucket(new.name)
     return write_record(images.create_bucket(new.name), new, fresh=True)

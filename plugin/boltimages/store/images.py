@@ -24,21 +24,19 @@ Behaviour copied from containerd's metadata image store (1.6, plus the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound, go_quote
-from . import codec, image_records, layout
+from . import codec, image_records, layout, validation
 from .filters import parse_all
-from .identifiers import namespace_required
+from .validation import namespace_required
 from .image_records import RawImage
 
 if TYPE_CHECKING:  # the engine is only needed once a store touches a file
     from .. import bolt
     from .db import MetadataDB
 
-MAX_LABEL_SIZE = 4096
 GC_EXPIRE_LABEL = "containerd.io/gc.expire"
 
 
@@ -59,59 +57,10 @@ class Image:
     updated_at: Optional[codec.Timestamp] = None
 
 
-# --- validation ------------------------------------------------------------
-
-# digest algorithms containerd's binary can compute, with their hex length
-_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
-_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
-_HEX_RE = re.compile(r"[a-f0-9]+")
-
-
-def digest_error(digest: str) -> Optional[str]:
-    """None when valid, else go-digest's reason text."""
-    i = digest.find(":")
-    if i <= 0 or i + 1 == len(digest):
-        return "invalid checksum digest format"
-    algorithm, encoded = digest[:i], digest[i + 1:]
-    if algorithm not in _ALGORITHMS:
-        if not _DIGEST_RE.fullmatch(digest):
-            return "invalid checksum digest format"
-        return "unsupported digest algorithm"
-    if len(encoded.encode()) != _ALGORITHMS[algorithm]:
-        return "invalid checksum digest length"
-    if not _HEX_RE.fullmatch(encoded):
-        return "invalid checksum digest format"
-    return None
-
-
-def validate_label(key: str, value: str) -> None:
-    if len(key.encode()) + len(value.encode()) > MAX_LABEL_SIZE:
-        shown = key.encode()[:10].decode("utf-8", "replace") if len(key.encode()) > 10 else key
-        raise InvalidArgument(
-            f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {shown}")
-
-
 def validate_image(image: Image) -> None:
+    """containerd's validateImage on an image about to be written (rules: validation.py)."""
     target = image.target
-    _validate(image.name, image.labels, target.digest, target.size, target.media_type)
-
-
-def _validate(name: str, labels: Optional[dict[str, str]], digest: str, size: int, media_type: str) -> None:
-    """containerd's validateImage, in its order, on the fields it looks at."""
-    if not name:
-        raise InvalidArgument("image name must not be empty")
-    for key, value in (labels or {}).items():
-        try:
-            validate_label(key, value)
-        except InvalidArgument as exc:
-            raise exc.wrap("image.Labels") from None
-    reason = digest_error(digest)
-    if reason is not None:
-        raise InvalidArgument(f"Target.Digest {go_quote(digest)} invalid: {reason}")
-    if size <= 0:
-        raise InvalidArgument("Target.Size must be greater than zero")
-    if not media_type:
-        raise InvalidArgument("Target.MediaType must be set")
+    validation.validate_image(image.name, image.labels, target.digest, target.size, target.media_type)
 
 
 # --- record encoding -------------------------------------------------------
@@ -171,8 +120,8 @@ def _update_labels(tx: "bolt.Tx", ns: str, lease: Optional[str], record: "bolt.B
             key = path[len("labels."):]
             labels[key] = (given_labels or {}).get(key, "")
     digest = stored.digest.decode("utf-8", "surrogateescape")  # type: ignore[union-attr]
-    _validate(given.name, labels, digest, stored.size_value(),
-              stored.media_type.decode())  # type: ignore[union-attr]
+    validation.validate_image(given.name, labels, digest, stored.size_value(),
+                              stored.media_type.decode())  # type: ignore[union-attr]
     _add_image_lease(tx, ns, lease, given.name, labels)
     updated = codec.encode_time(_now(epoch))
     # containerd rewrites the annotations too: that drops empty values and nested buckets

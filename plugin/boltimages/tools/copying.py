@@ -15,10 +15,11 @@ import contextlib
 import os
 from typing import Any
 
-from ..store import image_records
+from ..errors import InvalidArgument
+from ..store import image_records, validation
 from ..store.image_records import RawImage
 from . import content_walk, records, selection
-from .common import EXIT_OK, ToolError, note, open_db, writing
+from .common import EXIT_OK, ToolError, note, open_db, refused, writing
 
 
 def run_copy(args: argparse.Namespace) -> int:
@@ -30,6 +31,10 @@ def run_copy(args: argparse.Namespace) -> int:
                         "give --to-namespace or --to-db")
     if not args.names and not args.filters and not args.all:
         raise ToolError("name images to copy, or give --filter or --all")
+    try:
+        validation.validate_namespace(dst_ns)
+    except InvalidArgument as exc:
+        raise refused("--to-namespace" if args.to_namespace else "--namespace", exc) from None
     compiled = selection.compile_filters(args.filters)
     prefix = "would " if args.dry_run else ""
     stats = {"images": 0, "skipped": 0, "blobs": 0, "blobs_kept": 0, "missing": 0}
@@ -47,6 +52,12 @@ def run_copy(args: argparse.Namespace) -> int:
         if missing:
             raise ToolError(f"image(s) not found in {args.db} namespace {args.namespace!r}: "
                             + ", ".join(missing) + "; nothing written")
+        for img in imgs:
+            # containerd's Create would refuse such a copy; so do we, before writing anything
+            try:
+                image_records.validate(img)
+            except InvalidArgument as exc:
+                raise refused(f"image {args.namespace}/{img.text_name()}", exc) from None
         if dst_tx.writable:
             records.ensure_schema(dst_tx, records.db_version(src_tx))
         for img in imgs:

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from ..store import validation
 from . import records, selection
 from .common import EXIT_FAILED, EXIT_OK, open_db
 
@@ -73,7 +74,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         spaces = selection.pick_namespaces(tx, args.namespace)
         for ns, img in selection.select_images(tx, spaces, args.names, None):
             doc = records.image_to_json(ns, img)
-            problems = records.image_problems(img)
+            # containerd's rules on the record as read (check adds its layout)
+            problems = validation.image_problems(img)
             if problems:
                 doc["problems"] = problems
             found.append(doc)

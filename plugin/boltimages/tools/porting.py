@@ -8,6 +8,13 @@ One JSON object per line, ``"kind"`` first:
 Times keep all nine fraction digits and the zone Go stored ("Z" = UTC), so
 importing an export writes byte-identical records. The first line is a
 header {"kind": "boltimages-export", "version": 1, "dbVersion": N}.
+
+Import writes only what containerd itself would accept (store/validation.py):
+namespace names, labels, image names and targets are checked as containerd's
+Create checks them, and stored times must decode. A record without
+createdAt/updatedAt gets the time of the import, as containerd's Create
+stamps a new image (an existing image of that name keeps its own). The first
+refused record stops the import and nothing is written.
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ import json
 import sys
 from typing import Any, Iterator, TextIO
 
-from ..store import image_records, layout
+from ..errors import InvalidArgument
+from ..store import image_records, layout, validation
 from ..store.image_records import RawImage
 from . import records, selection
-from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, writing
+from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, refused, writing
 
 FORMAT_VERSION = 1
 
@@ -73,6 +81,11 @@ def read_lines(source: TextIO) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    if args.namespace is not None:
+        try:
+            validation.validate_namespace(args.namespace)
+        except InvalidArgument as exc:
+            raise refused("--namespace", exc) from None
     src: TextIO = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
     try:
         docs = list(read_lines(src))
@@ -104,8 +117,10 @@ def run_import(args: argparse.Namespace) -> int:
                     _import_image(tx, args.namespace or ns, img, args, changes, conflicts)
                 elif kind != "boltimages-export":
                     raise ValueError(f"unknown kind {kind!r}")
+            except InvalidArgument as exc:
+                raise refused(f"line {number}", exc) from None
             except (ValueError, TypeError) as exc:
-                raise ToolError(f"line {number}: {exc}") from exc
+                raise ToolError(f"line {number}: {exc}; nothing written") from exc
         if conflicts and args.on_conflict == "fail":
             raise ToolError(f"{len(conflicts)} image(s) already exist with other content: "
                             + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
@@ -123,6 +138,8 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
     if not isinstance(ns, str) or not ns:
         raise ValueError("namespace record without a name")
     labels = {str(k): str(v) for k, v in (doc.get("labels") or {}).items()}
+    validation.validate_namespace(ns)
+    validation.validate_labels(labels, f"namespace {ns}: namespace.Labels")
     current = records.namespace_labels(tx, ns)
     v1 = tx.bucket(layout.SCHEMA_BUCKET)
     exists = v1 is not None and v1.bucket(ns.encode()) is not None
@@ -144,11 +161,18 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
 
 def _import_image(tx: Any, ns: str, img: RawImage, args: argparse.Namespace,
                   changes: list[str], conflicts: list[str]) -> None:
+    validation.validate_namespace(ns)
     images = records.images_bucket(tx, ns)
     existing = images.bucket(img.name) if images is not None else None
     where = f"{ns}/{img.text_name()}"
-    if existing is not None:
-        if image_records.same_content(image_records.read_one(img.name, existing), img):
+    old = image_records.read_one(img.name, existing) if existing is not None else None
+    _fill_times(img, old)
+    try:
+        image_records.validate(img)
+    except InvalidArgument as exc:
+        raise exc.wrap(f"image {where}") from None
+    if old is not None:
+        if image_records.same_content(old, img):
             return
         conflicts.append(where)
         if args.on_conflict != "overwrite":
@@ -160,3 +184,16 @@ def _import_image(tx: Any, ns: str, img: RawImage, args: argparse.Namespace,
         changes.append(f"add image {where} -> {records.text(img.digest or b'')}")
     if tx.writable:
         image_records.replace_record(records.images_bucket(tx, ns, create=True), img)
+
+
+def _fill_times(img: RawImage, old: "RawImage | None") -> None:
+    """Times a record left out: those of the image already stored under that
+    name (so importing the same file twice changes nothing), else now, as
+    containerd's Create stamps a new image."""
+    if img.created is not None and img.updated is not None:
+        return
+    now = records.now_bytes()
+    if img.created is None:
+        img.created = old.created if old is not None and old.created else now
+    if img.updated is None:
+        img.updated = old.updated if old is not None and old.updated else now

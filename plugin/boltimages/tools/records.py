@@ -172,38 +172,6 @@ def _str_map(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-
-
-def image_problems(record: RawImage) -> list[str]:
-    """What in a stored record containerd would refuse or mis-read."""
-    problems: list[str] = []
-    for label, value in (("createdat", record.created), ("updatedat", record.updated)):
-        if value is None:
-            problems.append(f"no {label}")
-            continue
-        try:
-            codec.decode_time(value)
-        except codec.CodecError as exc:
-            problems.append(f"{label} does not decode: {exc}")
-    if not record.has_target:
-        problems.append("no target")
-        return problems
-    if record.size is None:
-        problems.append("target has no size")
-    else:
-        try:
-            codec.decode_varint_exact(record.size)
-        except codec.CodecError as exc:
-            problems.append(f"target size does not decode: {exc}")
-    digest = _text_or_empty(record.digest)
-    if not _DIGEST.match(digest):
-        problems.append(f"target digest {digest!r} is not a digest")
-    if not record.media_type:
-        problems.append("target has no media type")
-    return problems
-
-
 def _replace_record(parent: Any, key: bytes, created: bytes, updated: bytes,
                     labels: dict[str, str]) -> Any:
     """A new bucket ``key`` under ``parent`` (dropping any old one) holding the
