@@ -7,12 +7,15 @@ outlive the file state it was read from, whoever changes the file.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from boltimages.errors import DataCorruption, NotFound, go_quote
+from boltimages.errors import DataCorruption, InvalidArgument, NotFound, go_quote
 from boltimages.store import codec, image_records, layout
 from boltimages.store.db import MetadataDB
 from boltimages.store.images import Descriptor, Image, ImageStore
+from tests.helpers import bucket_tree
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -216,3 +219,32 @@ def test_selection_gives_what_the_generic_selector_gives() -> None:
             assert image_records.select(records, matcher) == want, combo
             checked += 1
     assert checked >= 50
+
+
+def _stored(meta_db: MetadataDB, name: bytes) -> image_records.RawImage:
+    return meta_db.view(lambda tx: image_records.read_one(name, images_bucket(tx).bucket(name)))
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("digest", b"notadigest", 'Target.Digest "notadigest" invalid: invalid checksum digest format'),
+    ("size", codec.encode_varint(-5), "Target.Size must be greater than zero"),
+    ("media_type", b"", "Target.MediaType must be set"),
+    ("labels", [(b"k", b"v" * 5000)], "image.Labels: label key and value greater than maximum size"),
+    ("name", b"", "image name must not be empty"),
+    ("created", None, "createdAt: missing"),
+    ("updated", b"\x09garbage", "updatedAt: Time.UnmarshalBinary: unsupported version"),
+])
+def test_the_offline_writer_refuses_what_containerd_refuses(meta_db: MetadataDB, field, value, reason) -> None:
+    """replace_record (import, copy, tag) validates first: a refused record touches nothing."""
+    ImageStore(meta_db).create("ns", image("a:1", k="v"))
+    stored = _stored(meta_db, b"a:1")
+    bad = image_records.RawImage(b"a:1", stored.created, stored.updated, stored.labels, stored.annotations,
+                                 True, stored.digest, stored.media_type, stored.size)
+    setattr(bad, field, value)
+    before = meta_db.view(lambda tx: bucket_tree(images_bucket(tx)))
+    with pytest.raises(InvalidArgument, match=re.escape(reason)):
+        meta_db.update(lambda tx: image_records.replace_record(images_bucket(tx), bad))
+    assert meta_db.view(lambda tx: bucket_tree(images_bucket(tx))) == before
+    # the same record, valid, is written whole
+    meta_db.update(lambda tx: image_records.replace_record(images_bucket(tx), stored))
+    assert image_records.same_content(_stored(meta_db, b"a:1"), stored)
