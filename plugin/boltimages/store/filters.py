@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 import re2
 
 from ..errors import InvalidArgument, go_quote
+from .image_records import is_utf8
 
 # Adaptor: fieldpath -> (value, present)
 Adaptor = Callable[[Sequence[str]], "tuple[str, bool]"]
@@ -317,14 +318,6 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "replace")
 
 
-def _valid_utf8(b: bytes) -> bool:
-    try:
-        b.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 # --- the filter tree --------------------------------------------------------
 
 OP_PRESENT = "?"
@@ -548,7 +541,7 @@ class _Parser:
         op = self.operator()
         raw = self.value(allow_alt_quotes=(op == OP_MATCHES))
         error = None
-        if op == OP_MATCHES and not _valid_utf8(raw):
+        if op == OP_MATCHES and not is_utf8(raw):
             # an escape such as \xff in a quoted value: Go's compiler refuses it
             error = f"error parsing regexp {_go_quote_bytes(raw)}: invalid UTF-8"
         return Selector(tuple(path), op, _text(raw), error)
