@@ -79,6 +79,24 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# --- bucket trees as nested dicts (values bytes, nested buckets dicts) ----------
+
+def bucket_tree(bucket) -> dict:  # type: ignore[no-untyped-def]
+    """A bucket's whole subtree as nested dicts, read through the public API."""
+    return {key: bucket_tree(bucket.bucket(key)) if value is None else value for key, value in bucket.items()}
+
+
+def write_tree(bucket, tree: dict) -> None:  # type: ignore[no-untyped-def]
+    """Store nested dicts under ``bucket``: a dict makes a nested bucket."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            write_tree(bucket.create_bucket(key), value)
+        else:
+            bucket.put(key, value)
+
+
+# --- waiting for what another thread or process does ----------------------------
+
 def wait_until(predicate: "Callable[[], object]", timeout: float = 10.0, interval: float = 0.005) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass; whether it became true.
 

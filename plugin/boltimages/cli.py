@@ -226,6 +226,8 @@ def _user_text(exc: BaseException, args: argparse.Namespace) -> str:
         return exc.detail or str(exc)
     if type(exc).__module__.endswith(".bolt"):  # the engine's own text names what failed
         return str(exc)
+    if isinstance(exc, OSError):  # the system's text names the file and the reason
+        return str(exc)
     return f"unexpected failure ({exc}); run with BOLTIMAGES_DEBUG=1 for details"
 
 

@@ -20,7 +20,7 @@ from boltimages.server.event_bus import EventBus
 from boltimages.store import codec, layout
 from boltimages.store.db import MetadataDB
 from boltimages.store.images import Descriptor, Image, ImageStore
-from tests.helpers import wait_until
+from tests.helpers import bucket_tree, wait_until
 
 NS = "writes"
 MT = "application/vnd.oci.image.manifest.v1+json"
@@ -41,7 +41,7 @@ def image(name: str = "docker.io/library/x:1", labels=None, annotations=None, di
 def record_tree(db: MetadataDB, name: str) -> dict:
     def read(tx: bolt.Tx) -> dict:
         images = tx.bucket(layout.SCHEMA_BUCKET).bucket(NS.encode()).bucket(layout.IMAGES_BUCKET)
-        return images.bucket(name.encode()).tree()
+        return bucket_tree(images.bucket(name.encode()))
     return db.view(read)
 
 

@@ -253,3 +253,25 @@ def test_import_help_says_what_is_checked_and_how_times_are_filled(cli):
     text = " ".join(cli("import", "--help").stdout.split())
     assert "must pass containerd's own checks" in text and "nothing is written" in text
     assert "createdAt/updatedAt is stamped with the time of the import" in text
+
+
+def test_label_of_an_image_without_createdat_writes_what_containerd_update_writes(cli, small_db):
+    """containerd reads a missing createdat as Go's zero time and its Update writes that back:
+    label does the same instead of refusing or leaving the key out."""
+    with bolt.open(small_db) as db, db.begin(write=True) as tx:
+        tx.bucket(b"v1").bucket(b"default").bucket(b"images").bucket(IMAGE["name"].encode()).delete(b"createdat")
+    res = cli("label", "--db", str(small_db), "--no-backup", IMAGE["name"], "a=b")
+    assert res.rc == 0, res.stderr
+    [doc] = json.loads(cli("inspect", "--db", str(small_db), IMAGE["name"]).stdout)
+    assert doc["createdAt"] == "0001-01-01T00:00:00.000000000Z" and doc["labels"]["a"] == "b"
+    assert "problems" not in doc
+    assert cli("check", "--db", str(small_db)).rc == 0
+
+
+def test_inspect_names_problems_in_validations_words(cli, small_db):
+    with bolt.open(small_db) as db, db.begin(write=True) as tx:
+        target = tx.bucket(b"v1").bucket(b"default").bucket(b"images").bucket(IMAGE["name"].encode()) \
+            .bucket(b"target")
+        target.put(b"digest", b"notadigest")
+    [doc] = json.loads(cli("inspect", "--db", str(small_db), IMAGE["name"]).stdout)
+    assert doc["problems"] == ['target/digest: "notadigest" invalid: invalid checksum digest format']

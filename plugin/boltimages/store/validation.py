@@ -14,18 +14,23 @@ clients show it verbatim:
   media type;
 * stored times (``time.Time.UnmarshalBinary``): what containerd can decode.
 
-:func:`image_record_problems` applies the same rules to a record as stored,
-plus what containerd's reader needs from the layout (a ``target`` bucket,
-buckets where it expects buckets), for ``check``.
+:func:`image_problems` applies the same rules to a record as the one reader
+(store/image_records.py) reads it, for ``inspect``; :func:`image_record_problems`
+adds what containerd's reader needs from the layout (a ``target`` bucket,
+buckets where it expects buckets), for ``check``. The one writer refuses a
+record these rules refuse (``image_records.validate``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Container, Mapping, Optional
 
 from ..errors import FailedPrecondition, InvalidArgument, go_quote
 from . import codec, layout
+
+if TYPE_CHECKING:
+    from .image_records import RawImage
 
 # --- identifiers (namespaces) ------------------------------------------------
 
@@ -172,7 +177,7 @@ def time_problem(data: Optional[bytes]) -> Optional[str]:
     return None
 
 
-def validate_time(field: str, data: bytes) -> None:
+def validate_time(field: str, data: Optional[bytes]) -> None:
     """Refuse a time a writer is about to store that containerd cannot read back."""
     problem = time_problem(data)
     if problem is not None:
@@ -222,60 +227,89 @@ def label_bucket_problems(owner: Any, context: str) -> list[str]:
     return _map_problems(owner, layout.LABELS_BUCKET, sized=True, context=context)
 
 
-def image_record_problems(record: Any) -> list[str]:
+def image_record_problems(record: Any, raw: "RawImage") -> list[str]:
     """Everything in one stored image record containerd would refuse or read
     differently from what it holds, each as "<sub-path>: <why>".
 
-    ``record`` is the engine's bucket (``get``, ``bucket``, ``items``). The
-    rules are containerd's readImage (times must decode; a ``target`` bucket
-    must exist) and validateImage (labels, digest, size, media type): an
-    image that breaks the latter lists fine but every later Update of it,
-    ``ctr images label`` included, is refused.
+    ``record`` is the engine's bucket and ``raw`` the same record as the one
+    reader (store/image_records.py) reads it. The bucket answers what the
+    reader cannot see, the record's shape (a bucket where containerd reads a
+    value, or the reverse); :func:`image_problems` judges the values.
     """
-    problems = []
+    problems, shaped = _image_shape_problems(record)
+    return problems + image_problems(raw, shaped=shaped)
+
+
+def _image_shape_problems(record: Any) -> tuple[list[str], set[bytes]]:
+    """(what in the record's layout containerd reads differently, the fields
+    those reports already cover)."""
+    problems: list[str] = []
+    shaped: set[bytes] = set()
     for key in (layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY):
         if record.bucket(key) is not None:
             problems.append(f"{key.decode()}: a bucket where containerd expects a time")
+            shaped.add(key)
+    # label sizes are judged on the values, in image_problems
+    problems += _map_problems(record, layout.LABELS_BUCKET, sized=False, context="")
+    problems += _map_problems(record, layout.ANNOTATIONS_BUCKET, sized=False, context="")
+    target = record.bucket(layout.TARGET_BUCKET)
+    if target is None:
+        if record.get(layout.TARGET_BUCKET) is not None:
+            problems.append(f"target: a value: {_UNREADABLE_TARGET}")
+            shaped.add(layout.TARGET_BUCKET)
+        return problems, shaped
+    problems += [f"target/{show_key(key)}: a bucket where containerd expects a value"
+                 for key, value in target.items() if value is None]
+    return problems, shaped
+
+
+_UNREADABLE_TARGET = ("containerd cannot read the image (\"unable to read target bucket\") "
+                      "and fails to list the namespace")
+
+
+def image_problems(raw: "RawImage", *, shaped: Container[bytes] = ()) -> list[str]:
+    """What in an image record, as the one reader reads it, containerd would
+    refuse or mis-read: containerd's readImage (times must decode; a target
+    must exist) and validateImage (labels, digest, size, media type). An
+    image that breaks the latter lists fine, but every later Update of it,
+    ``ctr images label`` included, is refused. ``shaped``: fields whose
+    layout is already reported (:func:`image_record_problems`)."""
+    problems = []
+    for key, value in ((layout.CREATED_AT_KEY, raw.created), (layout.UPDATED_AT_KEY, raw.updated)):
+        if key in shaped:
             continue
-        problem = time_problem(record.get(key))
+        problem = time_problem(value)
         if problem == "missing":
             problems.append(f"{key.decode()}: missing (containerd reads the zero time)")
         elif problem is not None:
             problems.append(f"{key.decode()}: {problem} (containerd fails to list the namespace)")
-    problems += label_bucket_problems(record, "image.Labels")
-    problems += _map_problems(record, layout.ANNOTATIONS_BUCKET, sized=False, context="")
-    target = record.bucket(layout.TARGET_BUCKET)
-    if target is None:
-        what = "a value" if record.get(layout.TARGET_BUCKET) is not None else "missing"
-        problems.append(f"target: {what}: containerd cannot read the image "
-                        "(\"unable to read target bucket\") and fails to list the namespace")
+    for key, value in raw.labels or ():
+        try:
+            validate_label(key.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        except InvalidArgument as exc:
+            problems.append(f"labels/{show_key(key)}: image.Labels: {exc.detail}")
+    if not raw.has_target:
+        if layout.TARGET_BUCKET not in shaped:
+            problems.append(f"target: missing: {_UNREADABLE_TARGET}")
         return problems
-    fields: dict[bytes, bytes] = {}
-    for key, value in target.items():
-        if value is None:
-            problems.append(f"target/{show_key(key)}: a bucket where containerd expects a value")
-        else:
-            fields[key] = value
-    digest = fields.get(layout.DIGEST_KEY, b"").decode("utf-8", "surrogateescape")
-    media_type = fields.get(layout.MEDIA_TYPE_KEY, b"").decode("utf-8", "surrogateescape")
-    raw_size = fields.get(layout.SIZE_KEY)
     size = 0
-    if raw_size is None:
+    if raw.size is None:
         problems.append("target/size: missing (containerd reads 0)")
     else:
+        size = codec.decode_varint_lenient(raw.size)
         try:
-            size = codec.decode_varint_exact(raw_size)
+            codec.decode_varint_exact(raw.size)
         except codec.CodecError as exc:
-            problems.append(f"target/size: {exc} (containerd reads {codec.decode_varint_lenient(raw_size)})")
-            size = codec.decode_varint_lenient(raw_size)
+            problems.append(f"target/size: {exc} (containerd reads {size})")
+    digest = (raw.digest or b"").decode("utf-8", "surrogateescape")
     reason = digest_problem(digest)
-    if layout.DIGEST_KEY not in fields:
+    if raw.digest is None:
         problems.append("target/digest: missing")
     elif reason is not None:
         problems.append(f"target/digest: {go_quote(digest)} invalid: {reason}")
-    if raw_size is not None and size <= 0:
+    if raw.size is not None and size <= 0:
         problems.append(f"target/size: {size}: must be greater than zero")
-    if not media_type:
+    if not raw.media_type:
         problems.append("target/mediatype: missing or empty")
     return problems
 

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 from typing import Any, Optional
 
-from ..store import codec, layout, validation
+from ..store import codec, image_records, layout, validation
 from .common import EXIT_OK, EXIT_PROBLEMS, LOCKED_TEXT, ToolError, EXIT_LOCKED, open_db
 
 #: db versions containerd has shipped (1.0-1.2 used 1-2; 1.3-1.7: 3; 2.x: 4)
@@ -94,7 +94,10 @@ def _namespace_problems(ns: Any, where: str, name: bytes) -> list[str]:
             problems.append(f"{path}: a value where containerd expects an image bucket "
                             "(it fails to list the namespace)")
             continue
-        problems += [f"{path}: {p}" for p in validation.image_record_problems(images.bucket(key))]
+        record = images.bucket(key)
+        # the values as the one reader reads them; the bucket shows their layout
+        raw = image_records.read_one(key, record)
+        problems += [f"{path}: {p}" for p in validation.image_record_problems(record, raw)]
     leases = ns.bucket(layout.LEASES_BUCKET)
     for key, value in leases.items() if leases is not None else ():
         path = f"{where}/leases/{validation.show_key(key)}"

@@ -16,7 +16,8 @@ import os
 from typing import Any
 
 from ..errors import InvalidArgument
-from ..store import validation
+from ..store import image_records, validation
+from ..store.image_records import RawImage
 from . import content_walk, records, selection
 from .common import EXIT_OK, ToolError, note, open_db, refused, writing
 
@@ -46,19 +47,17 @@ def run_copy(args: argparse.Namespace) -> int:
         else:
             src_db = stack.enter_context(open_db(args.db, write=False))
             src_tx = stack.enter_context(src_db.begin())
-        imgs = list(selection.select_images(src_tx, [args.namespace], args.names, compiled))
-        missing = sorted(set(args.names) - {i.name for i in imgs})
+        imgs = [img for _, img in selection.select_images(src_tx, [args.namespace], args.names, compiled)]
+        missing = sorted(set(args.names) - {i.text_name() for i in imgs})
         if missing:
             raise ToolError(f"image(s) not found in {args.db} namespace {args.namespace!r}: "
                             + ", ".join(missing) + "; nothing written")
         for img in imgs:
             # containerd's Create would refuse such a copy; so do we, before writing anything
             try:
-                validation.validate_image(img.name, img.labels, img.digest, img.size, img.media_type)
-                validation.validate_time("createdat", img.created)
-                validation.validate_time("updatedat", img.updated)
+                image_records.validate(img)
             except InvalidArgument as exc:
-                raise refused(f"image {img.namespace}/{img.name}", exc) from None
+                raise refused(f"image {args.namespace}/{img.text_name()}", exc) from None
         if dst_tx.writable:
             records.ensure_schema(dst_tx, records.db_version(src_tx))
         for img in imgs:
@@ -70,35 +69,37 @@ def run_copy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _copy_one(img: records.Image, src_tx: Any, dst_tx: Any, dst_ns: str, args: argparse.Namespace,
+def _copy_one(img: RawImage, src_tx: Any, dst_tx: Any, dst_ns: str, args: argparse.Namespace,
               prefix: str, stats: dict[str, int]) -> None:
+    name = img.text_name()
     images = records.images_bucket(dst_tx, dst_ns)
-    existing = images.bucket(records.raw(img.name)) if images is not None else None
+    existing = images.bucket(img.name) if images is not None else None
     if existing is not None:
-        old = records.read_image(dst_ns, records.raw(img.name), existing)
-        if not old.same_record(img):
+        if not image_records.same_content(image_records.read_one(img.name, existing), img):
             if args.on_conflict == "fail":
-                raise ToolError(f"image {img.name!r} already exists in namespace {dst_ns!r} with other "
+                raise ToolError(f"image {name!r} already exists in namespace {dst_ns!r} with other "
                                 "content (use --on-conflict skip|overwrite); nothing written")
             if args.on_conflict == "skip":
-                print(f"{prefix}skip {img.name} (exists in {dst_ns})")
+                print(f"{prefix}skip {name} (exists in {dst_ns})")
                 stats["skipped"] += 1
                 return
-    print(f"{prefix}copy {img.namespace}/{img.name} -> {dst_ns}/{img.name}")
+    print(f"{prefix}copy {args.namespace}/{name} -> {dst_ns}/{name}")
     stats["images"] += 1
     now = records.now_bytes()
-    for node in content_walk.reachable(args.content_root, img.digest, img.media_type, img.size):
-        src_blob = records.read_blob(src_tx, img.namespace, node.digest)
+    digest = records.text(img.digest or b"")
+    for node in content_walk.reachable(args.content_root, digest, records.text(img.media_type or b""),
+                                       img.size_value()):
+        src_blob = records.read_blob(src_tx, args.namespace, node.digest)
         if src_blob is None and not node.present:
             # never fetched (e.g. another platform of an index): nothing to record
-            if node.digest == img.digest:
+            if node.digest == digest:
                 stats["missing"] += 1
-                note(f"warning: {img.name}: target {node.digest} is neither recorded nor under "
+                note(f"warning: {name}: target {node.digest} is neither recorded nor under "
                      f"{args.content_root}")
             continue
         if not node.present:
             stats["missing"] += 1
-            note(f"warning: blob {node.digest} of {img.name} has a record but no file under {args.content_root}")
+            note(f"warning: blob {node.digest} of {name} has a record but no file under {args.content_root}")
         if node.digest in stats_done(stats) or records.read_blob(dst_tx, dst_ns, node.digest) is not None:
             stats["blobs_kept"] += 1
             continue
@@ -113,8 +114,7 @@ def _copy_one(img: records.Image, src_tx: Any, dst_tx: Any, dst_ns: str, args: a
         if dst_tx.writable:
             records.write_blob(dst_tx, dst_ns, blob)
     if dst_tx.writable:
-        copy = records.Image(**{**img.__dict__, "namespace": dst_ns, "problems": []})
-        records.write_image(records.images_bucket(dst_tx, dst_ns, create=True), copy)
+        image_records.replace_record(records.images_bucket(dst_tx, dst_ns, create=True), img)
 
 
 def stats_done(stats: dict) -> set:

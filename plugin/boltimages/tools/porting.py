@@ -25,7 +25,8 @@ import sys
 from typing import Any, Iterator, TextIO
 
 from ..errors import InvalidArgument
-from ..store import layout, validation
+from ..store import image_records, layout, validation
+from ..store.image_records import RawImage
 from . import records, selection
 from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, refused, writing
 
@@ -45,9 +46,10 @@ def run_export(args: argparse.Namespace) -> int:
             with Progress("export") as bar:
                 for ns in spaces:
                     _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
-                    for img in selection.select_images(tx, [ns], args.names, compiled):
-                        _line(out, img.to_json())
-                        exported.add(img.name)
+                    for _, img in selection.select_images(tx, [ns], args.names, compiled):
+                        doc = records.image_to_json(ns, img)
+                        _line(out, doc)
+                        exported.add(doc["name"])
                         count += 1
                         bar.advance()
     finally:
@@ -111,10 +113,8 @@ def run_import(args: argparse.Namespace) -> int:
                 if kind == "namespace":
                     _import_namespace(tx, doc, args, changes)
                 elif kind == "image":
-                    img = records.Image.from_json(doc)
-                    if args.namespace:
-                        img.namespace = args.namespace
-                    _import_image(tx, img, args, changes, conflicts)
+                    ns, img = records.image_from_json(doc)
+                    _import_image(tx, args.namespace or ns, img, args, changes, conflicts)
                 elif kind != "boltimages-export":
                     raise ValueError(f"unknown kind {kind!r}")
             except InvalidArgument as exc:
@@ -159,22 +159,20 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
             records.write_map(nsb, layout.NS_LABELS_BUCKET, merged)
 
 
-def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
+def _import_image(tx: Any, ns: str, img: RawImage, args: argparse.Namespace,
                   changes: list[str], conflicts: list[str]) -> None:
-    validation.validate_namespace(img.namespace)
-    images = records.images_bucket(tx, img.namespace)
-    existing = images.bucket(records.raw(img.name)) if images is not None else None
-    where = f"{img.namespace}/{img.name}"
-    old = records.read_image(img.namespace, records.raw(img.name), existing) if existing is not None else None
+    validation.validate_namespace(ns)
+    images = records.images_bucket(tx, ns)
+    existing = images.bucket(img.name) if images is not None else None
+    where = f"{ns}/{img.text_name()}"
+    old = image_records.read_one(img.name, existing) if existing is not None else None
     _fill_times(img, old)
     try:
-        validation.validate_image(img.name, img.labels, img.digest, img.size, img.media_type)
-        validation.validate_time("createdAt", img.created)
-        validation.validate_time("updatedAt", img.updated)
+        image_records.validate(img)
     except InvalidArgument as exc:
         raise exc.wrap(f"image {where}") from None
     if old is not None:
-        if old.same_record(img):
+        if image_records.same_content(old, img):
             return
         conflicts.append(where)
         if args.on_conflict != "overwrite":
@@ -183,19 +181,19 @@ def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
             return
         changes.append(f"overwrite image {where}")
     else:
-        changes.append(f"add image {where} -> {img.digest}")
+        changes.append(f"add image {where} -> {records.text(img.digest or b'')}")
     if tx.writable:
-        records.write_image(records.images_bucket(tx, img.namespace, create=True), img)
+        image_records.replace_record(records.images_bucket(tx, ns, create=True), img)
 
 
-def _fill_times(img: records.Image, old: "records.Image | None") -> None:
+def _fill_times(img: RawImage, old: "RawImage | None") -> None:
     """Times a record left out: those of the image already stored under that
     name (so importing the same file twice changes nothing), else now, as
     containerd's Create stamps a new image."""
-    if img.created and img.updated:
+    if img.created is not None and img.updated is not None:
         return
     now = records.now_bytes()
-    if not img.created:
+    if img.created is None:
         img.created = old.created if old is not None and old.created else now
-    if not img.updated:
+    if img.updated is None:
         img.updated = old.updated if old is not None and old.updated else now
