@@ -626,11 +626,8 @@ int bolt_db_sync(bolt_db *db)
 
 /* ---- transaction API ---- */
 
-int bolt_tx_commit(bolt_tx *tx)
+int tx_commit_or_rollback_locked(bolt_tx *tx)
 {
-    if (!tx)
-        return set_err(BOLT_ERR_INVALID_ARG, "no transaction");
-    pthread_mutex_lock(&tx->mu);
     int rc = tx_commit_locked(tx);
     if (rc && tx->writable && !tx->closed) {
         /* Like bbolt: a commit that fails rolls back at once, so the writer
@@ -641,6 +638,15 @@ int bolt_tx_commit(bolt_tx *tx)
         tx->commit_failed = 1;
         set_err(rc, "%s", msg);
     }
+    return rc;
+}
+
+int bolt_tx_commit(bolt_tx *tx)
+{
+    if (!tx)
+        return set_err(BOLT_ERR_INVALID_ARG, "no transaction");
+    pthread_mutex_lock(&tx->mu);
+    int rc = tx_commit_or_rollback_locked(tx);
     pthread_mutex_unlock(&tx->mu);
     return rc;
 }

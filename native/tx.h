@@ -79,6 +79,8 @@ int tx_enter(bolt_tx *tx, int write);
 void tx_leave(bolt_tx *tx);
 int tx_rollback_locked(bolt_tx *tx);
 int tx_commit_locked(bolt_tx *tx);
+/* bolt_tx_commit with tx->mu already held: a failed commit rolls back. */
+int tx_commit_or_rollback_locked(bolt_tx *tx);
 
 /* Bytes of a cache line, the step of page prefetch hints. */
 #define TX_CACHE_LINE 64u

@@ -81,6 +81,7 @@ def test_walk_and_tree_follow_nesting(db):
         assert shallow == {b"a": b"1", b"n0": {b"n1": {}, b"v": b"0"}}
 
 
+@pytest.mark.threaded
 def test_threads_do_not_share_results(db):
     with db.begin(write=True) as tx:
         for name in (b"x", b"y"):
