@@ -20,8 +20,12 @@
  *     A handle whose bucket was deleted fails with BOLT_ERR_BUCKET_NOT_FOUND.
  *   - bolt_cursor memory belongs to the caller (bolt_cursor_size() bytes,
  *     8-byte aligned) so a garbage collector can drop it without calling C.
- *   - Pointers returned in bolt_kv stay valid until the next call that
- *     modifies the same transaction, or until the transaction ends.
+ *   - Pointers returned in bolt_kv point into the file's mapping or the
+ *     tx's own copies, both kept until bolt_tx_free (not released by
+ *     commit, rollback or bolt_close), so a thread still copying them when
+ *     another ends the tx reads the bytes it was given, never freed memory.
+ *     They show the current value only until the next call that modifies
+ *     the same transaction.
  *
  * Thread safety: any number of threads may use one bolt_db. Each tx carries a
  * mutex, so concurrent calls on one tx are serialised rather than undefined.

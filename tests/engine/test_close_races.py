@@ -179,3 +179,44 @@ def test_close_waits_for_a_scan(make_db, scan: str):
     closer[0].outcome()
     with pytest.raises(bolt.TxClosed):
         top.get(b"k%08d" % 0)
+
+
+@pytest.mark.parametrize("write", [False, True])
+def test_threads_share_one_transaction_until_close(make_db, write: bool):
+    """bolt.h: concurrent calls on one transaction are serialised, and after
+    close every call fails with TxClosed. Four threads share one transaction
+    (reads, cursor moves, the tx's own facts; puts on a write tx) until a
+    close, which each thread then sees as TxClosed and nothing else."""
+    db = big_source(make_db, keys=2000)
+    tx = db.begin(write=write)
+    top = tx.bucket(b"top")
+    workers = 4
+    warmed = threading.Barrier(workers + 1)
+
+    def work(n: int) -> int:
+        calls = 0
+        try:
+            while True:
+                key = b"k%08d" % ((n * 997 + calls) % 2000)
+                assert top.get(key) in (VALUE, b"w")
+                c = top.cursor()
+                assert c.seek(key)[0] == key and c.next() is not None
+                assert tx.size > 0
+                if tx.closed:  # closed since the last call: the next one must say so
+                    top.get(key)
+                    raise AssertionError("a call on a closed transaction succeeded")
+                if write:
+                    top.put(key, b"w")
+                calls += 1
+                if calls == 50:
+                    warmed.wait(DEADLINE)
+        except bolt.TxClosed:
+            assert calls >= 50 and tx.closed
+            return calls
+
+    runners = [Runner(lambda n=n: work(n)) for n in range(workers)]
+    for r in runners:
+        r.start()
+    warmed.wait(DEADLINE)
+    db.close()
+    assert all(r.outcome() >= 50 for r in runners)
