@@ -4,7 +4,7 @@
 // client side costs the same on both. It is built at run time in GOPATH mode
 // against Debian's containerd API packages; never committed as a binary.
 //
-// Usage: images_client -socket PATH [-images 10000] [-concurrency 16] [-ops 2000]
+// Usage: images_client -socket PATH [-images 10000] [-concurrency 16] [-ops 2000] [-server-pid PID]
 package main
 
 import (
@@ -16,6 +16,8 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +40,29 @@ type step struct {
 	P50Ms   float64 `json:"p50_ms"`
 	P99Ms   float64 `json:"p99_ms"`
 	Check   string  `json:"check"`
+	// user + system CPU seconds the server process used during the step
+	// (all threads), when -server-pid names it: steadier than wall time on
+	// a shared machine
+	ServerCPU float64 `json:"server_cpu_seconds"`
+}
+
+// serverPid is the server process whose CPU time each step reads (0: none).
+var serverPid int
+
+// serverCPU returns the server's utime + stime in seconds (0 without -server-pid).
+func serverCPU() float64 {
+	if serverPid == 0 {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", serverPid))
+	if err != nil {
+		fail("reading the server's CPU time: %v", err)
+	}
+	// the command name may hold spaces: fields start after its closing ')'
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
 }
 
 func fail(format string, args ...interface{}) {
@@ -106,6 +131,7 @@ func run(name string, conns []imagesapi.ImagesClient, clients, first, n int, op 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
+	cpu0 := serverCPU()
 	start := time.Now()
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
@@ -128,11 +154,12 @@ func run(name string, conns []imagesapi.ImagesClient, clients, first, n int, op 
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
+	cpu := serverCPU() - cpu0
 	if firstErr != nil {
 		fail("%v", firstErr)
 	}
 	return step{Name: name, Seconds: secs, Ops: n, Clients: clients,
-		P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99)}
+		P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99), ServerCPU: cpu}
 }
 
 func main() {
@@ -141,10 +168,12 @@ func main() {
 	concurrency := flag.Int("concurrency", 16, "clients for the concurrent Create")
 	nOps := flag.Int("ops", 2000, "calls for Get, Update, single-client Create and Delete")
 	listReps := flag.Int("list-reps", 10, "List calls per List step")
+	flag.IntVar(&serverPid, "server-pid", 0, "server process to read CPU time from (per step)")
 	only := flag.String("only", "", "run only this step: rss-probe (Get + filtered List on an existing set), "+
 		"create-concurrent (the concurrent Create on an empty server, for profiling), "+
 		"update (Update on images an earlier create-concurrent made), "+
-		"list-after-write (Update then List, on images an earlier create-concurrent made)")
+		"list-after-write (Update then List, on images an earlier create-concurrent made), "+
+		"reads (List, Get, Get from all clients: the read steps, on images an earlier create-concurrent made)")
 	flag.Parse()
 	if *socket == "" {
 		fail("-socket is required")
@@ -193,6 +222,7 @@ func main() {
 		var got int
 		lat := make([]time.Duration, *listReps)
 		var total time.Duration
+		cpu0 := serverCPU() // includes the untimed Updates
 		for r := 0; r < *listReps; r++ {
 			im := newImage((r * 4801) % *nImages)
 			im.Labels["bench.listed"] = fmt.Sprintf("%d", r)
@@ -213,7 +243,29 @@ func main() {
 			fail("list_after_write returned %d images, want %d", got, *nImages)
 		}
 		return step{Name: "list_after_write", Seconds: total.Seconds(), Ops: *listReps, Clients: 1,
-			P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99), Check: fmt.Sprintf("images=%d", got)}
+			P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99), Check: fmt.Sprintf("images=%d", got),
+			ServerCPU: serverCPU() - cpu0}
+	}
+
+	// Gets by name spread over the images, each answer checked.
+	get := func(name string, clients []imagesapi.ImagesClient, n, calls int) step {
+		return run(name, clients, n, 0, calls, func(c imagesapi.ImagesClient, i int) error {
+			want := imageName((i * 7919) % *nImages)
+			resp, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: want})
+			if err == nil && resp.Image.Name != want {
+				return fmt.Errorf("Get returned %q", resp.Image.Name)
+			}
+			return err
+		})
+	}
+
+	if *only == "reads" {
+		// in the full run's order: the Gets come after a List
+		steps = append(steps, list("list_all", nil, *nImages))
+		steps = append(steps, get("get", one, 1, *nOps))
+		steps = append(steps, get("get_concurrent", conns, *concurrency, *nImages))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
 	}
 
 	if *only == "rss-probe" {
@@ -274,13 +326,8 @@ func main() {
 		}
 	}
 	steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, inGroup3))
-	steps = append(steps, run("get", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
-		resp, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: imageName((i * 7919) % *nImages)})
-		if err == nil && resp.Image.Name != imageName((i*7919)%*nImages) {
-			return fmt.Errorf("Get returned %q", resp.Image.Name)
-		}
-		return err
-	}))
+	steps = append(steps, get("get", one, 1, *nOps))
+	steps = append(steps, get("get_concurrent", conns, *concurrency, *nImages))
 	steps = append(steps, update())
 	steps = append(steps, listAfterWrite())
 	steps = append(steps, run("create_single", one, 1, *nImages, *nOps, func(c imagesapi.ImagesClient, i int) error {
