@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io/ioutil"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -89,6 +91,50 @@ func dialConn(socket string) *grpc.ClientConn {
 		fail("cannot connect to %s: %v", socket, err)
 	}
 	return conn
+}
+
+// rawCodec passes messages through as bytes: the list-floor step records a
+// server's List answer and serves it again without decoding it.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v interface{}) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string   { return "proto" }
+func (rawCodec) String() string { return "proto" }
+
+const listMethod = "/containerd.services.images.v1.Images/List"
+
+// serveRecorded answers every Images/List on a new unix socket with the
+// same recorded bytes: a server that does no work, so a List from it costs
+// only the transfer and the client's own decoding.
+func serveRecorded(recorded []byte) (string, func()) {
+	dir, err := ioutil.TempDir("", "list-floor-")
+	if err != nil {
+		fail("list floor: %v", err)
+	}
+	socket := filepath.Join(dir, "floor.sock")
+	lis, err := net.Listen("unix", socket)
+	if err != nil {
+		fail("list floor: %v", err)
+	}
+	srv := grpc.NewServer(grpc.CustomCodec(rawCodec{}), grpc.MaxSendMsgSize(64<<20))
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "containerd.services.images.v1.Images",
+		HandlerType: (*interface{})(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "List",
+			Handler: func(_ interface{}, _ context.Context, dec func(interface{}) error, _ grpc.UnaryServerInterceptor) (interface{}, error) {
+				var req []byte
+				if err := dec(&req); err != nil {
+					return nil, err
+				}
+				return &recorded, nil
+			}}},
+	}, struct{}{})
+	go func() { _ = srv.Serve(lis) }()
+	return socket, func() { srv.Stop(); os.RemoveAll(dir) }
 }
 
 func nsContext() context.Context {
@@ -173,7 +219,8 @@ func main() {
 		"create-concurrent (the concurrent Create on an empty server, for profiling), "+
 		"update (Update on images an earlier create-concurrent made), "+
 		"list-after-write (Update then List, on images an earlier create-concurrent made), "+
-		"reads (List, Get, Get from all clients: the read steps, on images an earlier create-concurrent made)")
+		"reads (List, Get, Get from all clients: the read steps, on images an earlier create-concurrent made), "+
+		"list-floor (List from the server, then the same answer replayed by a server that does no work)")
 	flag.Parse()
 	if *socket == "" {
 		fail("-socket is required")
@@ -264,6 +311,32 @@ func main() {
 		steps = append(steps, list("list_all", nil, *nImages))
 		steps = append(steps, get("get", one, 1, *nOps))
 		steps = append(steps, get("get_concurrent", conns, *concurrency, *nImages))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
+	}
+
+	// The floor under a List: the same answer, recorded from the server and
+	// replayed by one that does no work, timed through the same client.
+	if *only == "list-floor" {
+		var recorded []byte
+		empty := []byte{}
+		if err := dialConn(*socket).Invoke(ctx, listMethod, &empty, &recorded, grpc.ForceCodec(rawCodec{})); err != nil {
+			fail("list floor: recording the List: %v", err)
+		}
+		floorSocket, stop := serveRecorded(recorded)
+		defer stop()
+		floorConn, floor := dial(floorSocket)
+		defer floorConn.Close()
+		steps = append(steps, list("list_all", nil, *nImages))
+		s := run("list_floor", []imagesapi.ImagesClient{floor}, 1, 0, *listReps, func(c imagesapi.ImagesClient, _ int) error {
+			resp, err := c.List(ctx, &imagesapi.ListImagesRequest{})
+			if err == nil && len(resp.Images) != *nImages {
+				return fmt.Errorf("replayed List has %d images, want %d", len(resp.Images), *nImages)
+			}
+			return err
+		})
+		s.Check = fmt.Sprintf("bytes=%d", len(recorded))
+		steps = append(steps, s)
 		_ = json.NewEncoder(os.Stdout).Encode(steps)
 		return
 	}
