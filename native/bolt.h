@@ -287,6 +287,15 @@ int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, v
 int bolt_bucket_walk_from(bolt_bucket *b, const uint8_t *start, size_t start_len, uint32_t max_depth,
                           bolt_walk_fn fn, void *ctx);
 
+/* bolt_bucket_walk of the bucket reached from the top level through n
+ * nested buckets (names packed back to back, lengths in name_lens), in a
+ * read transaction of its own: one call where a binding would make a begin,
+ * a lookup per level, a walk and a rollback (a Get of one image by name).
+ * A missing bucket on the path: BOLT_ERR_BUCKET_NOT_FOUND; a key there
+ * holding a value: BOLT_ERR_INCOMPATIBLE. */
+int bolt_db_walk_path(bolt_db *db, size_t n, const uint8_t *names, const uint32_t *name_lens, uint32_t max_depth,
+                      uint8_t **out, size_t *out_len);
+
 /* ---- whole-file tools ---- */
 /* Structural check equivalent to bbolt's Tx.Check, plus key order and header
  * sanity. *report is a malloc'd string of newline-separated problems (empty

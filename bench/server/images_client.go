@@ -220,7 +220,8 @@ func main() {
 		"update (Update on images an earlier create-concurrent made), "+
 		"list-after-write (Update then List, on images an earlier create-concurrent made), "+
 		"reads (List, Get, Get from all clients: the read steps, on images an earlier create-concurrent made), "+
-		"list-floor (List from the server, then the same answer replayed by a server that does no work)")
+		"list-floor (List from the server, then the same answer replayed by a server that does no work), "+
+		"gets (Get, Get from all clients, with no List first)")
 	flag.Parse()
 	if *socket == "" {
 		fail("-socket is required")
@@ -304,6 +305,15 @@ func main() {
 			}
 			return err
 		})
+	}
+
+	// The same Gets on a server that has not listed the images since the
+	// last write, as after a pull: each Get reads the file.
+	if *only == "gets" {
+		steps = append(steps, get("get", one, 1, *nOps))
+		steps = append(steps, get("get_concurrent", conns, *concurrency, *nImages))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
 	}
 
 	if *only == "reads" {

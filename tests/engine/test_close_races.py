@@ -220,3 +220,41 @@ def test_threads_share_one_transaction_until_close(make_db, write: bool):
     warmed.wait(DEADLINE)
     db.close()
     assert all(r.outcome() >= 50 for r in runners)
+
+
+def test_path_walks_while_the_file_closes(make_db):
+    """bolt_db_walk_path begins and ends its own transaction: threads walking
+    a path while another closes the file each get the whole copy or
+    DatabaseClosed, never a partial copy or freed memory."""
+    db = big_source(make_db, keys=2000)
+    path = [b"top", b"n%08d" % 1000]
+    with db.begin() as tx:
+        expected = tx.bucket(b"top").bucket(b"n%08d" % 1000).walk_bytes(1)
+    handle = db._handle()
+    blob = b"".join(path)
+    lens = ffi.new("uint32_t[]", [len(p) for p in path])
+    workers = 4
+    warmed = threading.Barrier(workers + 1)
+
+    def work() -> int:
+        out, size = ffi.new("uint8_t **"), ffi.new("size_t *")
+        calls = 0
+        while True:
+            status = lib.bolt_db_walk_path(handle, len(path), blob, lens, 1, out, size)
+            if status == lib.BOLT_ERR_DB_CLOSED:
+                return calls
+            assert status == lib.BOLT_OK, ffi.string(lib.bolt_errmsg())
+            try:
+                assert ffi.buffer(out[0], size[0])[:] == expected
+            finally:
+                lib.bolt_free(out[0])
+            calls += 1
+            if calls == 50:
+                warmed.wait(DEADLINE)
+
+    runners = [Runner(work) for _ in range(workers)]
+    for r in runners:
+        r.start()
+    warmed.wait(DEADLINE)
+    db.close()
+    assert all(r.outcome() >= 50 for r in runners)
