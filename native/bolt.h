@@ -304,7 +304,9 @@ int bolt_db_walk_path(bolt_db *db, size_t n, const uint8_t *names, const uint32_
 int bolt_check(bolt_tx *tx, size_t max_problems, char **report, size_t *problems);
 /* Copy every bucket, key and sequence of src into dst (both open; dst
  * writable), committing whenever a transaction has written tx_max_bytes
- * (0 = one transaction), like bbolt's Compact. */
+ * (0 = one transaction), like bbolt's Compact. A bolt_close of src from
+ * another thread waits for the copy to finish; one of dst waits for the
+ * transaction in hand, and the copy then fails with BOLT_ERR_DB_CLOSED. */
 int bolt_compact(bolt_db *dst, bolt_db *src, uint64_t tx_max_bytes);
 void bolt_free(void *p);
 
