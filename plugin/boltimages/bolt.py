@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+from array import array
 from bisect import bisect_left
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
