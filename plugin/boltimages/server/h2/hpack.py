@@ -179,11 +179,16 @@ def encode_integer(value: int, prefix_bits: int, first_byte_flags: int = 0) -> b
     return bytes(out)
 
 
-def _decode_string(data: bytes, pos: int) -> tuple[bytes, int]:
+def _decode_string(data: bytes, pos: int, budget: int) -> tuple[bytes, int]:
+    """(string, next position); a string longer than ``budget`` as encoded is
+    refused before it is decoded: Huffman decoding here is pure Python (about
+    0.5 us a byte), so the header list limit must bound it, not follow it."""
     if pos >= len(data):
         raise HPACKError("header block ends before a string")
     huffman = data[pos] & 0x80
     length, pos = decode_integer(data, pos, 7)
+    if length > budget:
+        raise HPACKError(f"header list larger than the limit (a string of {length} bytes)")
     end = pos + length
     if end > len(data):
         raise HPACKError(f"string of {length} bytes runs past the header block")
@@ -231,6 +236,9 @@ class Decoder:
         # the same headers until the table changes; ``generation`` counts changes.
         self.generation = 0
         self._indexed_cache: dict[bytes, tuple[int, list[tuple[bytes, bytes]]]] = {}
+        #: why the last decoded list is a malformed request (RFC 9113 8.2-8.3), or None;
+        #: decoding goes on regardless, so the dynamic table stays in step
+        self.malformed: Optional[str] = None
 
     def _evict(self) -> None:
         self.generation += 1
@@ -263,10 +271,13 @@ class Decoder:
     def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
         hit = self._indexed_cache.get(data)
         if hit is not None and hit[0] == self.generation:
+            self.malformed = None  # only well-formed lists are cached
             return hit[1]  # shared: callers only read header lists
         generation = self.generation
         headers = self._decode(data)
-        if generation == self.generation and len(data) <= 64 and all(b & 0x80 for b in data):
+        self.malformed = _malformed(headers)
+        if (self.malformed is None and generation == self.generation and len(data) <= 64
+                and all(b & 0x80 for b in data)):
             if len(self._indexed_cache) >= 64:
                 self._indexed_cache.clear()
             self._indexed_cache[data] = (generation, headers)
@@ -287,8 +298,8 @@ class Decoder:
                 index, pos = decode_integer(data, pos, 6)
                 name = self._lookup(index)[0] if index else None
                 if name is None:
-                    name, pos = _decode_string(data, pos)
-                value, pos = _decode_string(data, pos)
+                    name, pos = _decode_string(data, pos, self.max_header_list_size - total)
+                value, pos = _decode_string(data, pos, self.max_header_list_size - total)
                 field = (name, value)
                 self._add(name, value)
             elif byte & 0x20:  # dynamic table size update
@@ -304,8 +315,8 @@ class Decoder:
                 index, pos = decode_integer(data, pos, 4)
                 name = self._lookup(index)[0] if index else None
                 if name is None:
-                    name, pos = _decode_string(data, pos)
-                value, pos = _decode_string(data, pos)
+                    name, pos = _decode_string(data, pos, self.max_header_list_size - total)
+                value, pos = _decode_string(data, pos, self.max_header_list_size - total)
                 field = (name, value)
             fields_seen = True
             total += len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
@@ -313,6 +324,24 @@ class Decoder:
                 raise HPACKError(f"header list larger than {self.max_header_list_size} bytes")
             headers.append(field)
         return headers
+
+
+def _malformed(headers: list[tuple[bytes, bytes]]) -> Optional[str]:
+    """Why a decoded field list breaks RFC 9113's header rules, or None.
+
+    8.2.1: field names must be lowercase; 8.3: pseudo-header fields come
+    before every regular field. (A receiver treats such a request as
+    malformed: a stream error, never a served call.)"""
+    regular = False
+    for name, _ in headers:
+        if name[:1] == b":":
+            if regular:
+                return f"pseudo-header {name.decode('ascii', 'replace')} after a regular field"
+        else:
+            regular = True
+        if name != name.lower():
+            return f"header name {name.decode('ascii', 'replace')!r} is not lowercase"
+    return None
 
 
 # ---------------------------------------------------------------- encoder
