@@ -37,6 +37,7 @@ from .content_service import ContentServicer, default_content_root
 from .event_bus import EventBus
 from .events_service import EventsServicer
 from .h2 import NativeServer
+from .h2.limits import Limits
 from .memory import settle_collector
 from .introspection_service import IntrospectionServicer, default_plugins, store_uuid
 from .leases_service import LeasesServicer
@@ -178,7 +179,13 @@ class Server:
             # without grpcio's per-call thread hand-offs (see server/h2/server.py)
             server = NativeServer(self.executor, max_receive_message_length=cfg.max_recv_message_size,
                                   max_send_message_length=cfg.max_send_message_size,
-                                  log_calls=log.isEnabledFor(logging.DEBUG))
+                                  log_calls=log.isEnabledFor(logging.DEBUG),
+                                  limits=Limits(max_concurrent_streams=cfg.max_concurrent_streams,
+                                                connection_buffer=cfg.max_connection_buffer,
+                                                max_streaming_calls=cfg.max_streaming_calls,
+                                                reserved_workers=RESERVED_WORKERS,
+                                                max_header_block=cfg.max_header_list_size,
+                                                max_header_list=cfg.max_header_list_size))
             if not cfg.read_only:
                 server.enable_write_groups(db.open_group, GROUPED_METHODS)
         else:

@@ -12,6 +12,10 @@ thing, so an operator can reuse what they know::
       uid = 0
       gid = 0
       transport = "native"                   # or "grpcio"
+      max_concurrent_streams = 1000          # per connection (SETTINGS_MAX_CONCURRENT_STREAMS)
+      max_connection_buffer = 33554432       # unconsumed request bytes per connection
+      max_streaming_calls = 0                # streams holding a worker; 0 = workers - 8
+      max_header_list_size = 65536           # request header list, bytes
     [metadata]
       path = "/var/lib/boltimages/meta.db"
       content_root = ""                       # containerd content dir, for Content/Read
@@ -84,16 +88,24 @@ class ServerConfig:
     grace_period: float = 10.0
     read_only: bool = False
     transport: str = "native"
+    # the transport's budgets per client (server/h2/limits.py says why each)
+    max_concurrent_streams: int = 1000
+    max_connection_buffer: int = 32 << 20
+    max_streaming_calls: int = 0  # 0: workers - 8
+    max_header_list_size: int = 64 << 10
 
     def validate(self) -> None:
         if not self.address:
             raise ConfigError("grpc.address must not be empty")
         if self.tcp_address:
             check_loopback(self.tcp_address)
-        for name in ("max_recv_message_size", "max_send_message_size"):
+        for name in ("max_recv_message_size", "max_send_message_size", "max_concurrent_streams",
+                     "max_connection_buffer", "max_header_list_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"grpc.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.max_streaming_calls, int) or self.max_streaming_calls < 0:
+            raise ConfigError(f"grpc.max_streaming_calls must be 0 or more, got {self.max_streaming_calls!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"debug.level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:
@@ -163,7 +175,11 @@ def load_file(path: str, config: ServerConfig) -> ServerConfig:
                             ("max_recv_message_size", "max_recv_message_size", int),
                             ("max_send_message_size", "max_send_message_size", int),
                             ("uid", "socket_uid", int), ("gid", "socket_gid", int),
-                            ("transport", "transport", str)):
+                            ("transport", "transport", str),
+                            ("max_concurrent_streams", "max_concurrent_streams", int),
+                            ("max_connection_buffer", "max_connection_buffer", int),
+                            ("max_streaming_calls", "max_streaming_calls", int),
+                            ("max_header_list_size", "max_header_list_size", int)):
         if key in grpc:
             setattr(config, attr, _typed(grpc, key, kind, f"{path} [grpc]"))
     metadata = _section(data, "metadata", path)

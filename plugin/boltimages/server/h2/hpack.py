@@ -107,39 +107,64 @@ def huffman_encode(data: bytes) -> bytes:
     return acc.to_bytes((nbits + pad) // 8, "big")
 
 
+def _short_codes() -> list[Optional[tuple[int, int]]]:
+    """(symbol, length) for every byte value whose leading bits are a code of
+    at most 8 bits: letters, digits and common punctuation decode with one lookup."""
+    table: list[Optional[tuple[int, int]]] = [None] * 256
+    for sym, length in enumerate(_HUFFMAN_LENGTHS):
+        if length <= 8:
+            start = HUFFMAN_CODES[sym] << (8 - length)
+            for i in range(start, start + (1 << (8 - length))):
+                table[i] = (sym, length)
+    return table
+
+
+_SHORT_CODES = _short_codes()
+
+
 def huffman_decode(data: bytes) -> bytes:
-    nbits = len(data) * 8
-    value = int.from_bytes(data, "big")
+    """Linear in ``len(data)``: the bits wait in an accumulator of at most
+    37 bits, refilled a byte at a time (a big integer of the whole string,
+    shifted per symbol, made a 40 KiB value cost seconds)."""
     out = bytearray()
-    pos = 0
+    short = _SHORT_CODES
     first = _FIRST_CODE
-    while pos < nbits:
+    acc = 0
+    bits = 0
+    i = 0
+    n = len(data)
+    while True:
+        while bits < _MAX_CODE_LEN and i < n:
+            acc = (acc << 8) | data[i]
+            i += 1
+            bits += 8
+        if bits >= 8:
+            entry = short[acc >> (bits - 8)]
+            if entry is not None:
+                out.append(entry[0])
+                bits -= entry[1]
+                acc &= (1 << bits) - 1
+                continue
+        sym = -1
         length = _MIN_CODE_LEN
-        if pos + length > nbits:
-            break
-        code = (value >> (nbits - pos - length)) & 0x1F
-        while True:
-            entry = first.get(length)
-            if entry is not None and 0 <= code - entry[0] < entry[1]:
+        while length <= bits:
+            code = acc >> (bits - length)
+            entry2 = first.get(length)
+            if entry2 is not None and 0 <= code - entry2[0] < entry2[1]:
+                sym = _SYMBOLS[length][code - entry2[0]]
                 break
             length += 1
-            if length > _MAX_CODE_LEN or pos + length > nbits:
-                length = 0
-                break
-            code = (code << 1) | ((value >> (nbits - pos - length)) & 1)
-        if not length:
-            break
-        sym = _SYMBOLS[length][code - first[length][0]]
+        if sym < 0:
+            break  # what is left is padding (checked below) or an incomplete code
         if sym == EOS:
             raise HPACKError("Huffman string contains EOS")
         out.append(sym)
-        pos += length
-    rest = nbits - pos
-    if rest:
-        if rest > 7:
-            raise HPACKError("Huffman string has an incomplete code or more than 7 bits of padding")
-        if value & ((1 << rest) - 1) != (1 << rest) - 1:
-            raise HPACKError("Huffman padding is not a prefix of EOS")
+        bits -= length
+        acc &= (1 << bits) - 1
+    if bits > 7:
+        raise HPACKError("Huffman string has an incomplete code or more than 7 bits of padding")
+    if acc != (1 << bits) - 1:
+        raise HPACKError("Huffman padding is not a prefix of EOS")
     return bytes(out)
 
 
