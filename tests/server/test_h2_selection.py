@@ -1,4 +1,4 @@
-"""Choosing the gRPC transport: native by default, grpcio by flag or config; both serve the same."""
+"""The gRPC server as served: our own transport only, debug call logs, health Watch streams."""
 
 from __future__ import annotations
 
@@ -25,37 +25,29 @@ def _log_shows(served, text: str, timeout: float = 10.0) -> bool:
     return True
 
 
-def test_default_is_native_and_file_or_flag_choose(tmp_path: pathlib.Path) -> None:
-    assert config_mod.build(None, {}).transport == "native"
+def test_transport_option_is_gone(tmp_path: pathlib.Path) -> None:
+    """grpcio's server was removed: the flag is unknown, and a config key left over is ignored
+    like any key boltimages does not use (containerd's rule for its own config)."""
+    result = run_serve("--transport", "grpcio", "--socket", str(tmp_path / "s.sock"), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 2 and "--transport" in result.stderr
     path = tmp_path / "c.toml"
     path.write_text('version = 2\n[grpc]\n  transport = "grpcio"\n')
-    assert config_mod.build(str(path), {}).transport == "grpcio"
-    assert config_mod.build(str(path), {"transport": "native"}).transport == "native"
+    assert config_mod.build(str(path), {}).max_concurrent_streams == 1000
 
 
-def test_unknown_transport_is_one_line(tmp_path: pathlib.Path) -> None:
-    path = tmp_path / "c.toml"
-    path.write_text('version = 2\n[grpc]\n  transport = "quic"\n')
-    result = run_serve("--config", str(path), "--socket", str(tmp_path / "s.sock"), "--db", str(tmp_path / "m.db"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "boltimages serve: grpc.transport must be native or grpcio, got 'quic'"]
-
-
-@pytest.mark.parametrize("transport", ["native", "grpcio"])
-def test_each_transport_serves_and_logs_its_name(serve, transport: str) -> None:
-    served = serve("--transport", transport)
+def test_serves_and_answers_unknown_methods(serve) -> None:
+    served = serve()
     with served.channel() as channel:
         reply = version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10)
         assert reply.version.startswith("boltimages/")
         with pytest.raises(grpc.RpcError) as err:
             channel.unary_unary("/no.Such/Method")(b"", timeout=10)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert _log_shows(served, f"transport={transport}")
+    assert _log_shows(served, "serving")
 
 
-def test_debug_level_logs_each_call_with_native(serve) -> None:
-    served = serve("--log-level", "debug", "--transport", "native")
+def test_debug_level_logs_each_call(serve) -> None:
+    served = serve("--log-level", "debug")
     with served.channel() as channel:
         version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10)
     assert _log_shows(served, "method=/containerd.services.version.v1.Version/Version")

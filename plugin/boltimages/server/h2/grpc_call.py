@@ -375,6 +375,8 @@ class Call:
         self.finished = False
         self.headers_sent = False
         self.timer: Any = None
+        #: holds one of the server's streaming slots (see _submit_streaming)
+        self.stream_slot = False
         # producer-side flow control for streamed responses: bytes handed to the
         # loop and not yet written; guarded by ``cond`` (only streams need one)
         self.streaming = handler.request_streaming or handler.response_streaming
@@ -496,6 +498,8 @@ class Call:
         self._cancel_timer()
         if self.requests is not None:
             self.requests.put(_CANCELLED)
+        if self.stream_slot:
+            self.dispatcher.release_stream_slot(self)
         self._wake_producer()
         self.context._terminate()
 
@@ -643,7 +647,7 @@ class Call:
         """Loop thread: a streaming call holds a worker for its whole life, so
         it runs only while the server's shared cap has room (see limits.py)."""
         d = self.dispatcher
-        if not d.acquire_stream_slot():
+        if not d.acquire_stream_slot(self):
             self.fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
                       f"too many streaming calls at once (the limit is {d.streaming_cap}); try again later")
             return
@@ -653,9 +657,9 @@ class Call:
                 if not self.finished:  # reset before a thread was free: never starts
                     fn()
             finally:
-                d.release_stream_slot()
+                d.release_stream_slot(self)
         if not self._submit(run):
-            d.release_stream_slot()
+            d.release_stream_slot(self)
 
     def _submit(self, fn: Callable[[], None]) -> bool:
         try:
@@ -732,6 +736,8 @@ class Call:
             self.conn.send_headers(self.stream, RESPONSE_HEADERS + trailers, end_stream=True)
         if self.requests is not None:
             self.requests.put(_CANCELLED)
+        if self.stream_slot:
+            self.dispatcher.release_stream_slot(self)
         self._wake_producer()
         self.context._terminate()
 

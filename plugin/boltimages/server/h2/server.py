@@ -378,16 +378,22 @@ class NativeServer:
         return True
 
     # ------------------------------------------------------------ streaming calls (any thread)
-    def acquire_stream_slot(self) -> bool:
+    def acquire_stream_slot(self, call: Call) -> bool:
         with self._streaming_lock:
             if self._streaming >= self.streaming_cap:
                 return False
             self._streaming += 1
+            call.stream_slot = True
             return True
 
-    def release_stream_slot(self) -> None:
+    def release_stream_slot(self, call: Call) -> None:
+        """When the call ends or its thread returns, whichever is first: a
+        cancelled stream's thread is about to be free, and a client that
+        opens the next one at once must not be refused for it."""
         with self._streaming_lock:
-            self._streaming -= 1
+            if call.stream_slot:
+                call.stream_slot = False
+                self._streaming -= 1
 
     # ------------------------------------------------------------ dispatch (loop thread)
     def _lookup(self, method: str, metadata: Any) -> Optional[grpc.RpcMethodHandler]:
