@@ -90,6 +90,8 @@ class H2Connection(asyncio.Protocol):
                                f.DEFAULT_INITIAL_WINDOW_SIZE)
         self.recv_window = self.recv_budget
         self.credit = 0
+        self._refill_at = self.recv_budget // WINDOW_REFILL_DIVISOR
+        self._max_streams = self.limits.max_concurrent_streams
         #: asyncio asked us to stop writing (the client does not read): see pause_writing
         self.write_paused = False
         #: unary calls of this connection in the worker pool, and those waiting for a turn
@@ -318,7 +320,10 @@ class H2Connection(asyncio.Protocol):
             self.wbuf.append(f.rst_stream(stream.id, f.NO_ERROR))
         self.streams.pop(stream.id, None)
         if stream.held:
-            self.release(stream, stream.held)
+            self.credit += stream.held
+            stream.held = 0
+            if self.recv_window <= self._refill_at:
+                self._grant()
         if self.goaway_sent and not self.streams:
             self.loop.call_soon(self._close_idle)
 
@@ -332,7 +337,7 @@ class H2Connection(asyncio.Protocol):
         self._grant()
 
     def _grant(self) -> None:
-        if self.credit and self.recv_window <= self.recv_budget // WINDOW_REFILL_DIVISOR and not self.closed:
+        if self.credit and self.recv_window <= self._refill_at and not self.closed:
             self.wbuf.append(f.window_update(0, self.credit))
             self.recv_window += self.credit
             self.credit = 0
@@ -541,11 +546,10 @@ class H2Connection(asyncio.Protocol):
             self.credit += n
             self._grant()
             return
-        # held until the call consumes it (see release); padding is dropped now
-        stream.held += len(data)
-        if n != len(data):
-            self.credit += n - len(data)
-        self._grant()
+        # held until the call consumes it (see release); padding too, until the stream ends
+        stream.held += n
+        if self.recv_window <= self._refill_at:
+            self._grant()
         if stream.remote_closed:
             raise StreamError(sid, f.STREAM_CLOSED, "DATA after END_STREAM")
         if n > stream.recv_window:
@@ -571,10 +575,9 @@ class H2Connection(asyncio.Protocol):
                 raise H2ConnectionError(f.FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
             # a stream depending on itself is a stream error (RFC 9113 5.3.1), but
             # the block is still decoded: the dynamic table must stay in step (4.3)
-            self._self_dependent = f.read_u32(block) & f.STREAM_ID_MASK == sid
+            if f.read_u32(block) & f.STREAM_ID_MASK == sid:
+                self._self_dependent = True
             block = block[f.PRIORITY_LEN:]
-        else:
-            self._self_dependent = False
         if not flags & f.FLAG_END_HEADERS:
             self.continuation = (sid, flags, bytearray(block))
             self._continuations = 0
@@ -599,18 +602,11 @@ class H2Connection(asyncio.Protocol):
 
     def _header_block(self, sid: int, flags: int, block: bytes) -> None:
         # decode first, always: the dynamic table must stay in step with the peer's
-        decoder = self.decoder
-        headers = decoder.decode(block)
+        headers = self.decoder.decode(block)
+        if self.decoder.malformed is not None or self._self_dependent:
+            self._malformed(sid)
         end_stream = bool(flags & f.FLAG_END_STREAM)
         stream = self.streams.get(sid)
-        malformed = decoder.malformed
-        if self._self_dependent:
-            malformed = "stream depends on itself"
-        if malformed is not None:
-            if stream is None and sid % 2 and sid > self.last_stream_id:
-                self.last_stream_id = sid
-            # RFC 9113 8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR
-            raise StreamError(sid, f.PROTOCOL_ERROR, malformed)
         if stream is not None:  # trailers from the client
             if stream.remote_closed:
                 raise StreamError(sid, f.STREAM_CLOSED, "HEADERS after END_STREAM")
@@ -624,7 +620,7 @@ class H2Connection(asyncio.Protocol):
         if sid <= self.last_stream_id:
             raise H2ConnectionError(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         self.last_stream_id = sid
-        if self.goaway_sent or len(self.streams) >= self.limits.max_concurrent_streams:
+        if self.goaway_sent or len(self.streams) >= self._max_streams:
             # beyond SETTINGS_MAX_CONCURRENT_STREAMS: refused, as grpc-go does;
             # the request was not processed, so the client may retry it
             self.wbuf.append(f.rst_stream(sid, f.REFUSED_STREAM))
@@ -635,6 +631,15 @@ class H2Connection(asyncio.Protocol):
         stream.call = self.dispatcher.new_call(self, stream, headers)
         if end_stream and sid in self.streams:
             stream.call.on_end()
+
+    def _malformed(self, sid: int) -> None:
+        """The block just decoded is a malformed request (RFC 9113 8.1.1): a
+        stream error of type PROTOCOL_ERROR; the stream counts as opened."""
+        reason = "stream depends on itself" if self._self_dependent else self.decoder.malformed
+        self._self_dependent = False
+        if sid not in self.streams and sid % 2 and sid > self.last_stream_id:
+            self.last_stream_id = sid
+        raise StreamError(sid, f.PROTOCOL_ERROR, reason or "malformed request")
 
     def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
