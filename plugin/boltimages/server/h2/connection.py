@@ -654,9 +654,11 @@ class H2Connection(asyncio.Protocol):
             raise H2ConnectionError(f.FRAME_SIZE_ERROR, "RST_STREAM frame of the wrong size")
         if sid > self.last_stream_id:
             raise H2ConnectionError(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
-        self._calm("rst")
         stream = self.streams.pop(sid, None)
         if stream is not None:
+            # only cancellations of open streams count: a reset of a stream
+            # that is already over costs nothing, and clients send those
+            self._calm("rst")
             if stream.held:
                 self.release(stream, stream.held)
             self.blocked.pop(sid, None)

@@ -56,7 +56,8 @@ class Limits:
     #: header blocks: the encoded block (HEADERS + CONTINUATIONs) and the
     #: decoded list (RFC 7541 sizes) may not exceed these. A HPACK string is
     #: checked by its encoded length before any Huffman decoding (pure Python,
-    #: about 0.5 us a byte), so a header costs at most this much decoding.
+    #: 0.5-1.3 us a byte: 50 ms for 64 KiB of text), so a header block costs
+    #: at most that much decoding.
     #: grpc-go allows 16 MiB; grpc-core clients send at most 8 KiB of
     #: metadata by default, and containerd's clients send well under 1 KiB.
     max_header_block: int = 64 << 10
@@ -81,10 +82,11 @@ class Limits:
     #: walk bounded per second.
     settings_burst: int = 100
     settings_rate: float = 10.0
-    #: RST_STREAM from the client (rapid reset, CVE-2023-44487): nghttp2's
-    #: default token bucket is 1000 then 33/s, then it ends the session;
-    #: grpc-go bounds only the handlers running at once. We do both: a reset
-    #: call never starts, and past the bucket the connection ends.
+    #: RST_STREAM cancelling an open stream (rapid reset, CVE-2023-44487):
+    #: nghttp2's default token bucket is 1000 then 33/s, then it ends the
+    #: session; grpc-go bounds only the handlers running at once. We do both:
+    #: a reset call never starts, and past the bucket the connection ends.
+    #: Resets of streams already answered cost nothing and are not counted.
     rst_burst: int = 1000
     rst_rate: float = 33.0
     #: frames that carry nothing (DATA without payload or END_STREAM, empty

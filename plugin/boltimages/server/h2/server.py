@@ -152,6 +152,8 @@ class _Listener:
             self.loop.remove_reader(self.sock.fileno())
         except (ValueError, OSError):
             pass  # the socket is already closed
+        # closed now, so connects during the grace period are refused, not left in the backlog
+        self.sock.close()
 
 
 class _HandlerCallDetails(grpc.HandlerCallDetails):
