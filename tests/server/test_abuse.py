@@ -1,7 +1,7 @@
 """Hostile HTTP/2 clients against a running `boltimages serve` on a 3,000-image store.
 
 Each attack runs a few seconds on the local socket (h2_attack.py writes the
-frames) while a liveness client on its own connection calls Version,
+frames) while a liveness client (liveness.py, a process of its own) calls Version,
 Images/Get and Images/List (List runs in the worker pool, the others on the
 loop thread) every 50 ms. Every attack must leave every liveness call
 answered within 1 s, the server's peak RSS (VmHWM, reset before each attack)
@@ -20,25 +20,24 @@ import os
 import pathlib
 import re
 import resource
+import select
 import socket
 import subprocess
 import sys
-import threading
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import grpc
 import pytest
 
 from boltimages.server.h2 import frames as f
-from tests.server.conftest import Served, serve_env
+from tests.server.conftest import REPO, Served, serve_env
 from tests.server.h2_attack import Attacker, grpc_message, huffman_field, is_refused, request_block
 
 IMAGES = 3000
 NAMESPACE = "default"
 RSS_BUDGET = 300 << 20
 LIVENESS_BUDGET = 1.0
-LIVENESS_PERIOD = 0.05
 #: the liveness client watches at least this long per attack, and this long after it
 OBSERVE_MIN = 1.0
 OBSERVE_AFTER = 0.3
@@ -104,51 +103,30 @@ class Target:
 
 
 class Liveness:
-    """Version, Images/Get and Images/List in turn every 50 ms on a connection of its own."""
+    """The liveness client (liveness.py) as a child process, for the length of a ``with``."""
 
     def __init__(self, target: Target) -> None:
-        from boltimages.api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
-        from boltimages.api.containerd.services.version.v1 import version_pb2_grpc
-        from google.protobuf import empty_pb2
-        self.channel = grpc.insecure_channel(target.served.target)
-        images = images_pb2_grpc.ImagesStub(self.channel)
-        version = version_pb2_grpc.VersionStub(self.channel)
-        md = [("containerd-namespace", NAMESPACE)]
-        self.calls: list[tuple[str, Callable[[], object]]] = [
-            ("Version", lambda: version.Version(empty_pb2.Empty(), timeout=LIVENESS_BUDGET)),
-            ("Get", lambda: images.Get(images_pb2.GetImageRequest(name=image_name(1234)), metadata=md,
-                                       timeout=LIVENESS_BUDGET)),
-            ("List", lambda: images.List(images_pb2.ListImagesRequest(), metadata=md, timeout=LIVENESS_BUDGET)),
-        ]
-        for _, call in self.calls:  # connected and warm before the attack starts
-            call()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.server.liveness", target.served.target,
+                                      image_name(1234)], env=serve_env(), cwd=str(REPO), text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"the liveness client did not get going: {line}{err[-2000:]}")
         self.latencies: list[float] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> "Liveness":
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.channel.close()
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            name, call = self.calls[i % len(self.calls)]
-            i += 1
-            start = time.monotonic()
-            try:
-                call()
-            except grpc.RpcError as exc:
-                self.failures.append(f"{name}: {exc.code().name} {exc.details()}")
-            self.latencies.append(time.monotonic() - start)
-            # pacing, not synchronisation: one call per period
-            self._stop.wait(max(0.0, LIVENESS_PERIOD - (time.monotonic() - start)))
+        out, err = self.proc.communicate("stop\n", timeout=30)
+        assert self.proc.returncode == 0, err[-2000:]
+        result = json.loads(out.strip().splitlines()[-1])
+        self.latencies, self.failures = result["latencies"], result["failures"]
 
     @property
     def worst(self) -> float:
@@ -492,9 +470,8 @@ def test_descriptor_exhaustion(target: Target) -> None:
         assert not [line for line in lines if "Traceback" in line]
         return f"{len(lines)} log line(s), accepting resumed"
     under_attack(target, "descriptor exhaustion (EMFILE)", attack)
-    # and new connections are served again
-    live = Liveness(target)
-    live.channel.close()
+    with Liveness(target):  # a new connection is accepted and served again
+        pass
 
 
 def test_store_passes_check_afterwards(target: Target) -> None:
