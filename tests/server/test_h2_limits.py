@@ -239,3 +239,18 @@ def test_rate_limits_end_the_connection_calmly(make: Any) -> None:
     raw.send(f.frame(f.PING, 0, 0, b"12345678") * 6)
     assert raw.goaway_code() == f.ENHANCE_YOUR_CALM
     raw.close()
+
+
+def test_server_wide_stream_budget_spares_light_clients(make: Any) -> None:
+    server = make(Limits(max_concurrent_streams=10, max_streams_total=12, light_client_streams=2))
+    heavy, second, light = Raw(server.path), Raw(server.path), Raw(server.path)
+    heavy.send(b"".join(f.frame(f.HEADERS, f.FLAG_END_HEADERS, sid, block("Held")) for sid in range(1, 20, 2)))
+    heavy.send(f.frame(f.PING, 0, 0, b"heavy---"))
+    assert next_of(heavy, f.PING)[3] == b"heavy---"  # all ten are open by now
+    second.send(b"".join(f.frame(f.HEADERS, f.FLAG_END_HEADERS, sid, block("Held")) for sid in (1, 3, 5)))
+    _, _, sid, code = next_of(second, f.RST_STREAM)  # the third: the budget (12) is reached
+    assert sid == 5 and struct.unpack(">I", code)[0] == f.REFUSED_STREAM
+    light.send(call(1, "Counted"))  # a connection with fewer than 2 streams still gets through
+    assert response(light, 1)[1][b"grpc-status"] == b"0"
+    for raw in (heavy, second, light):
+        raw.close()

@@ -163,6 +163,7 @@ class H2Connection(asyncio.Protocol):
             self.linger.cancel()
             self.linger = None
         streams, self.streams = self.streams, {}
+        self.dispatcher.open_streams -= len(streams)
         self.blocked.clear()
         for stream in streams.values():
             if stream.call is not None:
@@ -318,7 +319,8 @@ class H2Connection(asyncio.Protocol):
         if not stream.remote_closed:
             # the answer is complete; the client need not send the rest of its request
             self.wbuf.append(f.rst_stream(stream.id, f.NO_ERROR))
-        self.streams.pop(stream.id, None)
+        if self.streams.pop(stream.id, None) is not None:
+            self.dispatcher.open_streams -= 1
         if stream.held:
             self.credit += stream.held
             stream.held = 0
@@ -345,6 +347,7 @@ class H2Connection(asyncio.Protocol):
     def reset_stream(self, stream: Stream, code: int) -> None:
         if self.streams.pop(stream.id, None) is None:
             return
+        self.dispatcher.open_streams -= 1
         if stream.held:
             self.release(stream, stream.held)
         self.blocked.pop(stream.id, None)
@@ -620,14 +623,20 @@ class H2Connection(asyncio.Protocol):
         if sid <= self.last_stream_id:
             raise H2ConnectionError(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         self.last_stream_id = sid
-        if self.goaway_sent or len(self.streams) >= self._max_streams:
-            # beyond SETTINGS_MAX_CONCURRENT_STREAMS: refused, as grpc-go does;
-            # the request was not processed, so the client may retry it
+        d = self.dispatcher
+        if self.goaway_sent or len(self.streams) >= self._max_streams or (
+                d.open_streams >= d.stream_budget and len(self.streams) >= self.limits.light_client_streams):
+            # beyond SETTINGS_MAX_CONCURRENT_STREAMS (or this connection's share
+            # of the server's budget): refused, as grpc-go does; the request
+            # was not processed, so the client may retry it
+            if not self.goaway_sent and len(self.streams) >= self._max_streams:
+                self._calm("refused")
             self.wbuf.append(f.rst_stream(sid, f.REFUSED_STREAM))
             return
         stream = Stream(sid, self.peer_initial_window)
         stream.remote_closed = end_stream
         self.streams[sid] = stream
+        d.open_streams += 1
         stream.call = self.dispatcher.new_call(self, stream, headers)
         if end_stream and sid in self.streams:
             stream.call.on_end()
@@ -656,6 +665,7 @@ class H2Connection(asyncio.Protocol):
             raise H2ConnectionError(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
         stream = self.streams.pop(sid, None)
         if stream is not None:
+            self.dispatcher.open_streams -= 1
             # only cancellations of open streams count: a reset of a stream
             # that is already over costs nothing, and clients send those
             self._calm("rst")

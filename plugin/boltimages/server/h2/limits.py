@@ -26,6 +26,15 @@ class Limits:
     #: Python objects, and 1000 of them bound what a SETTINGS change of the
     #: initial window must walk (20k streams froze the loop 4.6 s).
     max_concurrent_streams: int = 1000
+    #: open streams over all connections. An idle stream costs about 2.7 KiB
+    #: (100k of them over 100 connections: 340 MiB of RSS); at this total a
+    #: new stream is refused (REFUSED_STREAM) on any connection holding
+    #: ``light_client_streams`` or more, so many connections cannot add up
+    #: past it while a client making a call or two still gets through. The
+    #: total is then bounded by this plus that many per connection, and
+    #: connections by the descriptor limit (RLIMIT_NOFILE).
+    max_streams_total: int = 20000
+    light_client_streams: int = 8
     #: request bytes one connection may have received and not yet consumed
     #: (partial messages, queued stream messages, unary requests whose call
     #: has not finished). This is our connection receive window: credit goes
@@ -89,6 +98,13 @@ class Limits:
     #: Resets of streams already answered cost nothing and are not counted.
     rst_burst: int = 1000
     rst_rate: float = 33.0
+    #: streams opened beyond max_concurrent_streams, which RFC 9113 5.1.2
+    #: forbids: grpc-go and grpc-core clients queue calls rather than exceed
+    #: it, so past a burst (a client that opened streams before our SETTINGS
+    #: arrived) only a hostile one keeps going; each refusal still costs a
+    #: header block decode.
+    refused_burst: int = 1000
+    refused_rate: float = 33.0
     #: frames that carry nothing (DATA without payload or END_STREAM, empty
     #: CONTINUATION): nghttp2 treats a run of them as a flood; any honest
     #: client sends few.

@@ -194,6 +194,9 @@ class NativeServer:
         self.streaming_cap = limits.streaming_cap(getattr(executor, "_max_workers", 0) or 1)
         self._streaming = 0
         self._streaming_lock = threading.Lock()
+        #: open streams over all connections (loop thread), and their budget
+        self.open_streams = 0
+        self.stream_budget = limits.max_streams_total
         self.max_recv = max_receive_message_length
         self.max_send = max_send_message_length
         self.stream_high_water = STREAM_HIGH_WATER
@@ -212,7 +215,7 @@ class NativeServer:
         self._generic: list[grpc.GenericRpcHandler] = []
         self._sockets: list[socket.socket] = []
         self._listeners: list[_Listener] = []
-        self._connections: set[H2Connection] = set()
+        self.connections: set[H2Connection] = set()
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._started = False
@@ -312,8 +315,8 @@ class NativeServer:
 
     def _protocol(self) -> H2Connection:
         assert self.loop is not None
-        conn = H2Connection(self, self.loop, self._connections.discard)
-        self._connections.add(conn)
+        conn = H2Connection(self, self.loop, self.connections.discard)
+        self.connections.add(conn)
         return conn
 
     def stop(self, grace: Optional[float]) -> threading.Event:
@@ -331,20 +334,20 @@ class NativeServer:
         async def shutdown() -> None:
             for listener in self._listeners:
                 listener.close()
-            for conn in list(self._connections):
+            for conn in list(self.connections):
                 conn.begin_shutdown()
             # a connection leaves the set only once its socket is closed, i.e.
             # after its last frames were written and the client closed its end
             await self._connections_gone(time.monotonic() + (grace or 0.0))
-            for conn in list(self._connections):
+            for conn in list(self.connections):
                 conn.abort_all()
             # stopping the loop with transports still open would drop what
             # they have not written yet (the cancellations): let them drain
             await self._connections_gone(time.monotonic() + STOP_DRAIN_SECONDS)
-            for conn in list(self._connections):
+            for conn in list(self.connections):
                 conn.hard_close()
             await self._connections_gone(time.monotonic() + STOP_CLOSE_SECONDS)
-            for conn in list(self._connections):
+            for conn in list(self.connections):
                 conn.hard_close(drop_unsent=True)
             await asyncio.sleep(0)  # connection_lost runs one iteration after abort()
             loop.stop()
@@ -370,7 +373,7 @@ class NativeServer:
         return done
 
     async def _connections_gone(self, deadline: float) -> None:
-        while self._connections and time.monotonic() < deadline:
+        while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
