@@ -1,4 +1,4 @@
-"""Choosing the gRPC transport: native by default, grpcio by flag or config; both serve the same."""
+"""The gRPC server as served: our own transport only, debug call logs, health Watch streams."""
 
 from __future__ import annotations
 
@@ -16,37 +16,29 @@ from tests.helpers import wait_until
 from tests.server.conftest import run_serve
 
 
-def test_default_is_native_and_file_or_flag_choose(tmp_path: pathlib.Path) -> None:
-    assert config_mod.build(None, {}).transport == "native"
+def test_transport_option_is_gone(tmp_path: pathlib.Path) -> None:
+    """grpcio's server was removed: the flag is unknown, and a config key left over is ignored
+    like any key boltimages does not use (containerd's rule for its own config)."""
+    result = run_serve("--transport", "grpcio", "--socket", str(tmp_path / "s.sock"), "--db", str(tmp_path / "m.db"))
+    assert result.returncode == 2 and "--transport" in result.stderr
     path = tmp_path / "c.toml"
     path.write_text('version = 2\n[grpc]\n  transport = "grpcio"\n')
-    assert config_mod.build(str(path), {}).transport == "grpcio"
-    assert config_mod.build(str(path), {"transport": "native"}).transport == "native"
+    assert config_mod.build(str(path), {}).max_concurrent_streams == 1000
 
 
-def test_unknown_transport_is_one_line(tmp_path: pathlib.Path) -> None:
-    path = tmp_path / "c.toml"
-    path.write_text('version = 2\n[grpc]\n  transport = "quic"\n')
-    result = run_serve("--config", str(path), "--socket", str(tmp_path / "s.sock"), "--db", str(tmp_path / "m.db"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "boltimages serve: grpc.transport must be native or grpcio, got 'quic'"]
-
-
-@pytest.mark.parametrize("transport", ["native", "grpcio"])
-def test_each_transport_serves_and_logs_its_name(serve, transport: str) -> None:
-    served = serve("--transport", transport)
+def test_serves_and_answers_unknown_methods(serve) -> None:
+    served = serve()
     with served.channel() as channel:
         reply = version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10)
         assert reply.version.startswith("boltimages/")
         with pytest.raises(grpc.RpcError) as err:
             channel.unary_unary("/no.Such/Method")(b"", timeout=10)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert wait_until(lambda: f"transport={transport}" in served.log(), 10, 0.05)
+    assert wait_until(lambda: "serving" in served.log(), 10, 0.05)
 
 
-def test_debug_level_logs_each_call_with_native(serve) -> None:
-    served = serve("--log-level", "debug", "--transport", "native")
+def test_debug_level_logs_each_call(serve) -> None:
+    served = serve("--log-level", "debug")
     with served.channel() as channel:
         version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10)
     assert wait_until(lambda: "method=/containerd.services.version.v1.Version/Version" in served.log(), 10, 0.05)
@@ -76,8 +68,18 @@ def test_cancelled_watch_frees_its_worker(serve) -> None:
     with served.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for _ in range(5):  # more watches than workers, one after another
-            watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=30)
-            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            # With 2 workers one stream may hold a worker at a time (see
+            # limits.py); the client's cancellation of the previous one may
+            # reach the server just after the next request, which is then
+            # refused: retry that until the server has seen it.
+            deadline = time.monotonic() + 10
+            while True:
+                watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+                try:
+                    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+                    break
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
             watch.cancel()
         # a pooled call still gets a worker
         from boltimages.api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc

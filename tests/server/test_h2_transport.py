@@ -24,6 +24,7 @@ from boltimages.server.h2 import NativeServer
 from boltimages.server.h2 import frames as f
 from boltimages.server.h2 import hpack
 from boltimages.server.h2.grpc_call import percent_decode
+from boltimages.server.h2.limits import DEFAULT_LIMITS, Limits
 from tests.helpers import slow_budget
 
 SERVICE = "t.T"
@@ -124,12 +125,12 @@ def _handlers(probe: Probe) -> grpc.GenericRpcHandler:
 
 
 class Running:
-    def __init__(self, tmp: str, max_recv: int = 16 * MiB) -> None:
+    def __init__(self, tmp: str, max_recv: int = 16 * MiB, limits: Limits = DEFAULT_LIMITS) -> None:
         self.probe = Probe()
         self.executor = futures.ThreadPoolExecutor(32)
         inline = [f"/{SERVICE}/Echo", f"/{SERVICE}/Big", f"/{SERVICE}/Boom", f"/{SERVICE}/Abort"]
         self.server = NativeServer(self.executor, max_receive_message_length=max_recv,
-                                   max_send_message_length=16 * MiB, inline_methods=inline)
+                                   max_send_message_length=16 * MiB, inline_methods=inline, limits=limits)
         # handlers that sleep or wait for each other run in the pool, as List
         # does in the real server: on the loop thread they would hold up
         # every other frame
@@ -480,11 +481,17 @@ def test_data_beyond_our_windows_is_a_flow_control_error(tmp_path: Any, monkeypa
                 assert fr[2] == 1 and struct.unpack(">I", fr[3])[0] == f.FLOW_CONTROL_ERROR
                 break
         raw.close()
-        # the connection window: with no grant beyond the initial 65,535 and frames
-        # allowed to be that big, one frame of 65,536 overruns it
-        monkeypatch.setattr(connection, "LOCAL_CONNECTION_WINDOW", f.DEFAULT_INITIAL_WINDOW_SIZE)
-        monkeypatch.setattr(connection, "LOCAL_INITIAL_WINDOW", 1 << 20)
-        monkeypatch.setattr(f, "DEFAULT_MAX_FRAME_SIZE", 1 << 17)
+    finally:
+        running.stop()
+    # the connection window: with no grant beyond the initial 65,535 (a
+    # budget below it, for messages of at most 1,000 bytes) and frames
+    # allowed to be that big, one frame of 65,536 overruns it
+    monkeypatch.setattr(connection, "LOCAL_INITIAL_WINDOW", 1 << 20)
+    monkeypatch.setattr(f, "DEFAULT_MAX_FRAME_SIZE", 1 << 17)
+    second = tmp_path / "second"
+    second.mkdir()
+    running = Running(str(second), max_recv=1000, limits=Limits(connection_buffer=1))
+    try:
         raw = Raw(running.path)
         raw.send(f.frame(f.HEADERS, f.FLAG_END_HEADERS, 1, _headers_block(b"/t.T/Size"))
                  + f.frame(f.DATA, 0, 1, b"\x00" * (f.DEFAULT_INITIAL_WINDOW_SIZE + 1)))

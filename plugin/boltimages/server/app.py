@@ -17,7 +17,6 @@ from concurrent import futures
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
-import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -43,6 +42,7 @@ from .content_service import ContentServicer, default_content_root
 from .event_bus import EventBus
 from .events_service import EventsServicer
 from .h2 import NativeServer
+from .h2.limits import Limits
 from .memory import settle_collector
 from .introspection_service import IntrospectionServicer, default_plugins, store_uuid
 from .leases_service import LeasesServicer
@@ -117,22 +117,13 @@ GROUPED_METHODS = (
 )
 
 
-class _CallLogger(grpc.ServerInterceptor):
-    """Debug level only: one line per incoming call (method and namespace)."""
-
-    def intercept_service(self, continuation: Any, details: Any) -> Any:
-        namespace = next((v for k, v in details.invocation_metadata or () if k == "containerd-namespace"), "-")
-        log.debug("call", extra={"method": details.method, "ns": namespace})
-        return continuation(details)
-
-
 class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.db: Optional[MetadataDB] = None
         self.bus = EventBus()
         self.streams = StreamRegistry()
-        self.grpc: Any = None  # grpc.Server or h2.NativeServer (same methods)
+        self.grpc: Any = None  # h2.NativeServer
         self.claim: Optional[SocketClaim] = None
         self.health: Optional[health.HealthServicer] = None
         self.tcp_port: Optional[int] = None
@@ -154,7 +145,7 @@ class Server:
             raise
         self._sweeper = threading.Thread(target=self._sweep_loop, name="lease-expiry", daemon=True)
         self._sweeper.start()
-        log.info("serving", extra={"transport": cfg.transport, "address": cfg.address, "tcp_address": cfg.tcp_address or "-",
+        log.info("serving", extra={"address": cfg.address, "tcp_address": cfg.tcp_address or "-",
                                    "db": cfg.db_path, "version": version_string(), "revision": revision()})
         notify.ready(f"serving {cfg.db_path} on {cfg.address}")
 
@@ -176,24 +167,24 @@ class Server:
         cfg = self.config
         db = self.db
         assert db is not None
-        options = [("grpc.max_receive_message_length", cfg.max_recv_message_size),
-                   ("grpc.max_send_message_length", cfg.max_send_message_size),
-                   # the port is claimed by us (see listen.py); never share it
-                   ("grpc.so_reuseport", 0)]
         self.executor = futures.ThreadPoolExecutor(max_workers=cfg.worker_count(), thread_name_prefix="grpc")
-        server: Any
-        if cfg.transport == "native":
-            # our own HTTP/2 transport: cheap reads answered on its loop thread
-            # without grpcio's per-call thread hand-offs (see server/h2/server.py)
-            server = NativeServer(self.executor, max_receive_message_length=cfg.max_recv_message_size,
-                                  max_send_message_length=cfg.max_send_message_size,
-                                  log_calls=log.isEnabledFor(logging.DEBUG))
-            if not cfg.read_only:
-                server.enable_write_groups(db.open_group, GROUPED_METHODS)
-        else:
-            interceptors = [_CallLogger()] if log.isEnabledFor(logging.DEBUG) else []
-            server = grpc.server(self.executor, options=options, interceptors=interceptors,
-                                 maximum_concurrent_rpcs=None)
+        # Our own HTTP/2 transport: cheap reads answered on its loop thread
+        # without grpcio's per-call thread hand-offs (see server/h2/server.py).
+        # grpcio's server was a fallback until the abuse suite
+        # (tests/server/test_abuse.py) ran on it: no rapid-reset or stream
+        # limit, 632 MiB peak under a PING flood, 911 MiB and a liveness
+        # timeout under unread Lists. A fallback that fails it is a liability.
+        server = NativeServer(self.executor, max_receive_message_length=cfg.max_recv_message_size,
+                              max_send_message_length=cfg.max_send_message_size,
+                              log_calls=log.isEnabledFor(logging.DEBUG),
+                              limits=Limits(max_concurrent_streams=cfg.max_concurrent_streams,
+                                            connection_buffer=cfg.max_connection_buffer,
+                                            max_streaming_calls=cfg.max_streaming_calls,
+                                            reserved_workers=RESERVED_WORKERS,
+                                            max_header_block=cfg.max_header_list_size,
+                                            max_header_list=cfg.max_header_list_size))
+        if not cfg.read_only:
+            server.enable_write_groups(db.open_group, GROUPED_METHODS)
         publish = self.publish
         names = []
         images = _images_servicer(db, publish)

@@ -32,15 +32,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=["debug", "info", "warn", "error"], help="default info")
     parser.add_argument("--log-format", choices=["text", "json"], help="default text")
     parser.add_argument("--workers", type=int, metavar="N", help="gRPC worker threads (default from CPU count)")
-    parser.add_argument("--transport", choices=list(config_mod.TRANSPORTS),
-                        help="gRPC server: our own HTTP/2 transport (native, default) or grpcio")
     parser.add_argument("--grace-period", type=float, metavar="SECONDS",
                         help="how long in-flight calls may run after SIGTERM (default 10)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key, None) for key in (
-        "address", "tcp_address", "db_path", "content_root", "read_only", "log_level", "log_format", "workers", "grace_period", "transport")}
+        "address", "tcp_address", "db_path", "content_root", "read_only", "log_level", "log_format", "workers", "grace_period")}
     try:
         cfg = config_mod.build(getattr(args, "config", None), overrides)
     except config_mod.ConfigError as exc:

@@ -11,7 +11,10 @@ thing, so an operator can reuse what they know::
       max_send_message_size = 16777216
       uid = 0
       gid = 0
-      transport = "native"                   # or "grpcio"
+      max_concurrent_streams = 1000          # per connection (SETTINGS_MAX_CONCURRENT_STREAMS)
+      max_connection_buffer = 33554432       # unconsumed request bytes per connection
+      max_streaming_calls = 0                # streams holding a worker; 0 = workers - 8
+      max_header_list_size = 65536           # request header list, bytes
     [metadata]
       path = "/var/lib/boltimages/meta.db"
       content_root = ""                       # containerd content dir, for Content/Read
@@ -38,8 +41,6 @@ except ModuleNotFoundError:  # pragma: no cover - older Pythons use the backport
 DEFAULT_MESSAGE_SIZE = 16 << 20
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "fatal", "panic")
 LOG_FORMATS = ("text", "json")
-#: gRPC server transports: our own HTTP/2 server (server/h2) or grpcio's
-TRANSPORTS = ("native", "grpcio")
 
 
 class ConfigError(Exception):
@@ -83,23 +84,28 @@ class ServerConfig:
     workers: int = 0  # 0: chosen from the CPU count
     grace_period: float = 10.0
     read_only: bool = False
-    transport: str = "native"
+    # the transport's budgets per client (server/h2/limits.py says why each)
+    max_concurrent_streams: int = 1000
+    max_connection_buffer: int = 32 << 20
+    max_streaming_calls: int = 0  # 0: workers - 8
+    max_header_list_size: int = 64 << 10
 
     def validate(self) -> None:
         if not self.address:
             raise ConfigError("grpc.address must not be empty")
         if self.tcp_address:
             check_loopback(self.tcp_address)
-        for name in ("max_recv_message_size", "max_send_message_size"):
+        for name in ("max_recv_message_size", "max_send_message_size", "max_concurrent_streams",
+                     "max_connection_buffer", "max_header_list_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"grpc.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.max_streaming_calls, int) or self.max_streaming_calls < 0:
+            raise ConfigError(f"grpc.max_streaming_calls must be 0 or more, got {self.max_streaming_calls!r}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"debug.level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"debug.format must be text or json, got {self.log_format!r}")
-        if self.transport not in TRANSPORTS:
-            raise ConfigError(f"grpc.transport must be native or grpcio, got {self.transport!r}")
         if self.workers < 0:
             raise ConfigError("workers must not be negative")
         if self.grace_period < 0:
@@ -163,7 +169,10 @@ def load_file(path: str, config: ServerConfig) -> ServerConfig:
                             ("max_recv_message_size", "max_recv_message_size", int),
                             ("max_send_message_size", "max_send_message_size", int),
                             ("uid", "socket_uid", int), ("gid", "socket_gid", int),
-                            ("transport", "transport", str)):
+                            ("max_concurrent_streams", "max_concurrent_streams", int),
+                            ("max_connection_buffer", "max_connection_buffer", int),
+                            ("max_streaming_calls", "max_streaming_calls", int),
+                            ("max_header_list_size", "max_header_list_size", int)):
         if key in grpc:
             setattr(config, attr, _typed(grpc, key, kind, f"{path} [grpc]"))
     metadata = _section(data, "metadata", path)

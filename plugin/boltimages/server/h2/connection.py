@@ -20,30 +20,32 @@ from typing import Any, Callable, Optional
 from . import frames as f
 from .frames import H2ConnectionError, StreamError
 from .hpack import Decoder, HPACKError
+from .limits import DEFAULT_LIMITS, Limits, TokenBucket
 
 log = logging.getLogger("boltimages.server.h2")
 
-#: what we advertise: clients may push a 16 MiB request without waiting for us
+#: what we advertise per stream: a client may push a 16 MiB request without
+#: waiting for us. The connection window is the receive budget of limits.py:
+#: what a connection may have sent and we have not consumed.
 LOCAL_INITIAL_WINDOW = 16 << 20
-LOCAL_CONNECTION_WINDOW = 64 << 20
 #: top a receive window up to full once it has fallen to 1/DIVISOR of that
 WINDOW_REFILL_DIVISOR = 2
-#: header blocks (HEADERS + CONTINUATION) bigger than this end the connection
-MAX_HEADER_BLOCK = 1 << 20
-LOCAL_MAX_HEADER_LIST = 1 << 20
 #: once we have written a connection's last frame and half-closed it, how long
 #: the client gets to read that and close its end before we close ours
 LINGER_SECONDS = 1.0
 
 _unpack_header = struct.Struct(">IBI").unpack_from  # see frames.parse_header; local for speed
 _REQUEST_FRAMES = frozenset((f.DATA, f.HEADERS))
+#: frame types that do nothing when empty unless they carry this flag: DATA
+#: without END_STREAM, CONTINUATION without END_HEADERS (limits.empty_frame_*)
+_EMPTY_FLOOD = {f.DATA: f.FLAG_END_STREAM, f.CONTINUATION: f.FLAG_END_HEADERS}
 
 
 class Stream:
     """HTTP/2 state of one stream: windows, half-closed flags, DATA waiting for window."""
 
     __slots__ = ("id", "recv_window", "send_window", "remote_closed", "local_closed", "call",
-                 "out", "out_len", "trailers")
+                 "out", "out_len", "trailers", "held")
 
     def __init__(self, stream_id: int, send_window: int) -> None:
         self.id = stream_id
@@ -55,6 +57,8 @@ class Stream:
         self.out: deque[memoryview] = deque()
         self.out_len = 0
         self.trailers: Optional[bytes] = None
+        #: request bytes received on this stream and not yet consumed (see H2Connection.release)
+        self.held = 0
 
 
 class H2Connection(asyncio.Protocol):
@@ -71,16 +75,34 @@ class H2Connection(asyncio.Protocol):
         self.settings_seen = False
         self.closed = False
         self.wbuf: list[bytes] = []
-        self.decoder = Decoder(max_header_list_size=LOCAL_MAX_HEADER_LIST)
+        self.limits: Limits = getattr(dispatcher, "limits", DEFAULT_LIMITS)
+        self.decoder = Decoder(max_header_list_size=self.limits.max_header_list)
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
         # peer settings that shape what we send
         self.peer_initial_window = f.DEFAULT_INITIAL_WINDOW_SIZE
         self.peer_max_frame = f.DEFAULT_MAX_FRAME_SIZE
         self.send_window = f.DEFAULT_INITIAL_WINDOW_SIZE
-        self.recv_window = max(LOCAL_CONNECTION_WINDOW, f.DEFAULT_INITIAL_WINDOW_SIZE)
+        #: connection receive window: ``recv_window`` is what the client may
+        #: still send, ``credit`` what calls consumed and we have not granted
+        #: back yet; the rest of ``recv_budget`` is held by streams
+        self.recv_budget = max(self.limits.receive_budget(getattr(dispatcher, "max_recv", 0)),
+                               f.DEFAULT_INITIAL_WINDOW_SIZE)
+        self.recv_window = self.recv_budget
+        self.credit = 0
+        self._refill_at = self.recv_budget // WINDOW_REFILL_DIVISOR
+        self._max_streams = self.limits.max_concurrent_streams
+        #: asyncio asked us to stop writing (the client does not read): see pause_writing
+        self.write_paused = False
+        #: unary calls of this connection in the worker pool, and those waiting for a turn
+        self.pooled = 0
+        self.pool_waiting: deque[Any] = deque()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._continuations = 0
         self.blocked: dict[int, Stream] = {}  # streams with data waiting for the connection window
         self.continuation: Optional[tuple[int, int, bytearray]] = None  # (stream, HEADERS flags, block)
+        #: the HEADERS that began ``continuation`` made its stream depend on itself
+        self._self_dependent = False
         self.goaway_sent = False
         self.linger: Optional[asyncio.TimerHandle] = None
         self.lost = False
@@ -101,13 +123,16 @@ class H2Connection(asyncio.Protocol):
             self.peer = f"ipv4:{host}:{port}" if sock.family == socket.AF_INET else f"ipv6:[{host}]:{port}"
         else:
             self.peer = "unix:" + (transport.get_extra_info("sockname") or "")
+        limits = self.limits
+        self.transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)  # type: ignore[union-attr]
         self.wbuf.append(f.settings({
             f.SETTINGS_ENABLE_PUSH: 0,
+            f.SETTINGS_MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
             f.SETTINGS_INITIAL_WINDOW_SIZE: LOCAL_INITIAL_WINDOW,
-            f.SETTINGS_MAX_HEADER_LIST_SIZE: LOCAL_MAX_HEADER_LIST,
+            f.SETTINGS_MAX_HEADER_LIST_SIZE: limits.max_header_list,
         }))
-        if LOCAL_CONNECTION_WINDOW > f.DEFAULT_INITIAL_WINDOW_SIZE:
-            self.wbuf.append(f.window_update(0, LOCAL_CONNECTION_WINDOW - f.DEFAULT_INITIAL_WINDOW_SIZE))
+        if self.recv_budget > f.DEFAULT_INITIAL_WINDOW_SIZE:
+            self.wbuf.append(f.window_update(0, self.recv_budget - f.DEFAULT_INITIAL_WINDOW_SIZE))
         self.flush()
 
     def data_received(self, data: bytes) -> None:
@@ -138,6 +163,7 @@ class H2Connection(asyncio.Protocol):
             self.linger.cancel()
             self.linger = None
         streams, self.streams = self.streams, {}
+        self.dispatcher.open_streams -= len(streams)
         self.blocked.clear()
         for stream in streams.values():
             if stream.call is not None:
@@ -146,6 +172,26 @@ class H2Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         return False  # close our side too
+
+    def pause_writing(self) -> None:
+        """The transport holds more than limits.write_high_water unwritten: the
+        client is not reading. Stop reading its requests (each would only add
+        answers; PINGs and SETTINGS would add acks) and hold stream DATA back,
+        so its streaming producers wait (grpc-go likewise stops reading while
+        its control frames queue)."""
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        blocked, self.blocked = self.blocked, {}
+        for stream in blocked.values():
+            self._flush_stream(stream)
+        self._start_waiting_calls()
+        self.flush()
 
     # ------------------------------------------------------------ writing
     def flush(self) -> None:
@@ -239,6 +285,9 @@ class H2Connection(asyncio.Protocol):
         out = stream.out
         while out:
             room = min(stream.send_window, self.send_window, self.peer_max_frame)
+            if self.write_paused:
+                self.blocked[stream.id] = stream
+                break
             if room <= 0:
                 if self.send_window <= 0:
                     self.blocked[stream.id] = stream
@@ -270,13 +319,37 @@ class H2Connection(asyncio.Protocol):
         if not stream.remote_closed:
             # the answer is complete; the client need not send the rest of its request
             self.wbuf.append(f.rst_stream(stream.id, f.NO_ERROR))
-        self.streams.pop(stream.id, None)
+        if self.streams.pop(stream.id, None) is not None:
+            self.dispatcher.open_streams -= 1
+        if stream.held:
+            self.credit += stream.held
+            stream.held = 0
+            if self.recv_window <= self._refill_at:
+                self._grant()
         if self.goaway_sent and not self.streams:
             self.loop.call_soon(self._close_idle)
+
+    def release(self, stream: Stream, nbytes: int) -> None:
+        """Loop thread: ``nbytes`` of the stream's request were consumed (or
+        dropped); give them back to the client's connection window once half
+        of it is used up."""
+        nbytes = min(nbytes, stream.held)
+        stream.held -= nbytes
+        self.credit += nbytes
+        self._grant()
+
+    def _grant(self) -> None:
+        if self.credit and self.recv_window <= self._refill_at and not self.closed:
+            self.wbuf.append(f.window_update(0, self.credit))
+            self.recv_window += self.credit
+            self.credit = 0
 
     def reset_stream(self, stream: Stream, code: int) -> None:
         if self.streams.pop(stream.id, None) is None:
             return
+        self.dispatcher.open_streams -= 1
+        if stream.held:
+            self.release(stream, stream.held)
         self.blocked.pop(stream.id, None)
         stream.local_closed = True
         self.wbuf.append(f.rst_stream(stream.id, code))
@@ -284,6 +357,43 @@ class H2Connection(asyncio.Protocol):
             stream.call.on_reset()
         if self.goaway_sent and not self.streams:
             self.loop.call_soon(self._close_idle)
+
+    def _calm(self, rule: str) -> None:
+        """One more frame of a rate-limited kind (limits.py): past its bucket,
+        GOAWAY(ENHANCE_YOUR_CALM) ends the connection."""
+        bucket = self._buckets.get(rule)
+        if bucket is None:
+            limits = self.limits
+            bucket = self._buckets[rule] = TokenBucket(getattr(limits, rule + "_burst"),
+                                                       getattr(limits, rule + "_rate"))
+        if not bucket.take():
+            log.info("h2 client %s exceeded the %s rate; connection closed", self.peer, rule)
+            raise H2ConnectionError(f.ENHANCE_YOUR_CALM, f"too many {rule.replace('_', ' ')} frames")
+
+    # ------------------------------------------------------------ worker pool admission
+    def admit_pooled(self, call: Any) -> bool:
+        """Loop thread: may ``call`` start in the pool now? Otherwise it waits
+        its turn here. A connection runs at most limits.max_pooled_per_connection
+        unary calls at once, and none while the client does not read: their
+        answers (a List may be megabytes) would only pile up in memory."""
+        if self.pooled < self.limits.max_pooled_per_connection and not self.write_paused:
+            self.pooled += 1
+            return True
+        self.pool_waiting.append(call)
+        return False
+
+    def pooled_done(self) -> None:
+        self.pooled -= 1
+        if self.pool_waiting:
+            self._start_waiting_calls()
+
+    def _start_waiting_calls(self) -> None:
+        waiting = self.pool_waiting
+        while waiting and not self.write_paused and self.pooled < self.limits.max_pooled_per_connection:
+            call = waiting.popleft()
+            if not call.finished:  # a call reset while it waited never starts
+                self.pooled += 1
+                call.start_pooled()
 
     # ------------------------------------------------------------ shutdown
     def begin_shutdown(self) -> None:
@@ -387,6 +497,8 @@ class H2Connection(asyncio.Protocol):
                 self.settings_seen = True
             if self.continuation is not None and (ftype != f.CONTINUATION or sid != self.continuation[0]):
                 raise H2ConnectionError(f.PROTOCOL_ERROR, "header block interrupted by another frame")
+            if not length and ftype in _EMPTY_FLOOD and not flags & _EMPTY_FLOOD[ftype]:
+                self._calm("empty_frame")
             handler = handlers.get(ftype)
             if handler is None:
                 continue  # unknown frame types are ignored (RFC 9113 4.1)
@@ -428,15 +540,19 @@ class H2Connection(asyncio.Protocol):
         if n > self.recv_window:
             raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         self.recv_window -= n
-        if self.recv_window <= LOCAL_CONNECTION_WINDOW // WINDOW_REFILL_DIVISOR:
-            self.wbuf.append(f.window_update(0, LOCAL_CONNECTION_WINDOW - self.recv_window))
-            self.recv_window = LOCAL_CONNECTION_WINDOW
         data = f.strip_padding(payload, flags, "DATA")
         stream = self.streams.get(sid)
         if stream is None:
             if sid > self.last_stream_id:
                 raise H2ConnectionError(f.PROTOCOL_ERROR, f"DATA on idle stream {sid}")
-            return  # a stream we already finished or reset: ignore what was in flight
+            # a stream we already finished or reset: what was in flight is dropped, its window given back
+            self.credit += n
+            self._grant()
+            return
+        # held until the call consumes it (see release); padding too, until the stream ends
+        stream.held += n
+        if self.recv_window <= self._refill_at:
+            self._grant()
         if stream.remote_closed:
             raise StreamError(sid, f.STREAM_CLOSED, "DATA after END_STREAM")
         if n > stream.recv_window:
@@ -460,11 +576,14 @@ class H2Connection(asyncio.Protocol):
         if flags & f.FLAG_PRIORITY:
             if len(block) < f.PRIORITY_LEN:
                 raise H2ConnectionError(f.FRAME_SIZE_ERROR, "HEADERS too short for its priority fields")
+            # a stream depending on itself is a stream error (RFC 9113 5.3.1), but
+            # the block is still decoded: the dynamic table must stay in step (4.3)
             if f.read_u32(block) & f.STREAM_ID_MASK == sid:
-                raise StreamError(sid, f.PROTOCOL_ERROR, "stream depends on itself")
+                self._self_dependent = True
             block = block[f.PRIORITY_LEN:]
         if not flags & f.FLAG_END_HEADERS:
             self.continuation = (sid, flags, bytearray(block))
+            self._continuations = 0
             return
         self._header_block(sid, flags, block)
 
@@ -473,8 +592,13 @@ class H2Connection(asyncio.Protocol):
             raise H2ConnectionError(f.PROTOCOL_ERROR, "CONTINUATION without a header block in progress")
         _, first_flags, block = self.continuation
         block += payload
-        if len(block) > MAX_HEADER_BLOCK:
-            raise H2ConnectionError(f.ENHANCE_YOUR_CALM, f"header block larger than {MAX_HEADER_BLOCK} bytes")
+        limits = self.limits
+        if len(block) > limits.max_header_block:
+            raise H2ConnectionError(f.ENHANCE_YOUR_CALM, f"header block larger than {limits.max_header_block} bytes")
+        self._continuations += 1
+        if self._continuations > limits.max_continuations:
+            raise H2ConnectionError(f.ENHANCE_YOUR_CALM,
+                                    f"header block in more than {limits.max_continuations} CONTINUATION frames")
         if flags & f.FLAG_END_HEADERS:
             self.continuation = None
             self._header_block(sid, first_flags, bytes(block))
@@ -482,6 +606,8 @@ class H2Connection(asyncio.Protocol):
     def _header_block(self, sid: int, flags: int, block: bytes) -> None:
         # decode first, always: the dynamic table must stay in step with the peer's
         headers = self.decoder.decode(block)
+        if self.decoder.malformed is not None or self._self_dependent:
+            self._malformed(sid)
         end_stream = bool(flags & f.FLAG_END_STREAM)
         stream = self.streams.get(sid)
         if stream is not None:  # trailers from the client
@@ -497,15 +623,32 @@ class H2Connection(asyncio.Protocol):
         if sid <= self.last_stream_id:
             raise H2ConnectionError(f.STREAM_CLOSED, f"HEADERS on closed stream {sid}")
         self.last_stream_id = sid
-        if self.goaway_sent:
+        d = self.dispatcher
+        if self.goaway_sent or len(self.streams) >= self._max_streams or (
+                d.open_streams >= d.stream_budget and len(self.streams) >= self.limits.light_client_streams):
+            # beyond SETTINGS_MAX_CONCURRENT_STREAMS (or this connection's share
+            # of the server's budget): refused, as grpc-go does; the request
+            # was not processed, so the client may retry it
+            if not self.goaway_sent and len(self.streams) >= self._max_streams:
+                self._calm("refused")
             self.wbuf.append(f.rst_stream(sid, f.REFUSED_STREAM))
             return
         stream = Stream(sid, self.peer_initial_window)
         stream.remote_closed = end_stream
         self.streams[sid] = stream
+        d.open_streams += 1
         stream.call = self.dispatcher.new_call(self, stream, headers)
         if end_stream and sid in self.streams:
             stream.call.on_end()
+
+    def _malformed(self, sid: int) -> None:
+        """The block just decoded is a malformed request (RFC 9113 8.1.1): a
+        stream error of type PROTOCOL_ERROR; the stream counts as opened."""
+        reason = "stream depends on itself" if self._self_dependent else self.decoder.malformed
+        self._self_dependent = False
+        if sid not in self.streams and sid % 2 and sid > self.last_stream_id:
+            self.last_stream_id = sid
+        raise StreamError(sid, f.PROTOCOL_ERROR, reason or "malformed request")
 
     def _on_priority(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
@@ -522,6 +665,12 @@ class H2Connection(asyncio.Protocol):
             raise H2ConnectionError(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
         stream = self.streams.pop(sid, None)
         if stream is not None:
+            self.dispatcher.open_streams -= 1
+            # only cancellations of open streams count: a reset of a stream
+            # that is already over costs nothing, and clients send those
+            self._calm("rst")
+            if stream.held:
+                self.release(stream, stream.held)
             self.blocked.pop(sid, None)
             stream.local_closed = stream.remote_closed = True
             stream.call.on_reset()
@@ -535,6 +684,7 @@ class H2Connection(asyncio.Protocol):
             if payload:
                 raise H2ConnectionError(f.FRAME_SIZE_ERROR, "SETTINGS ack with a payload")
             return
+        self._calm("settings")
         grew = False
         for ident, value in f.parse_settings(payload):
             if ident == f.SETTINGS_ENABLE_PUSH:
@@ -571,6 +721,7 @@ class H2Connection(asyncio.Protocol):
         if len(payload) != f.PING_LEN:
             raise H2ConnectionError(f.FRAME_SIZE_ERROR, "PING frame of the wrong size")
         if not flags & f.FLAG_ACK:
+            self._calm("ping")
             self.wbuf.append(f.ping_ack(payload))
 
     def _on_goaway(self, flags: int, sid: int, payload: bytes) -> None:

@@ -314,6 +314,8 @@ class Context(grpc.ServicerContext):
 # ---------------------------------------------------------------- calls
 _END = object()
 _CANCELLED = object()
+#: request-stream bytes a handler takes before they are given back to the client
+_RELEASE_BATCH = 64 << 10
 
 
 class RequestIterator:
@@ -322,6 +324,8 @@ class RequestIterator:
     def __init__(self, call: "Call") -> None:
         self._call = call
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        #: bytes taken by the handler and not yet given back to the client's window
+        self._consumed = 0
 
     def put(self, item: Any) -> None:
         self._queue.put(item)
@@ -337,9 +341,19 @@ class RequestIterator:
         if item is _CANCELLED:
             self._queue.put(_CANCELLED)
             raise _Abort()
+        # The message is the handler's now: its bytes go back to the client's
+        # connection window (the queue is bounded by that window). One hand-off
+        # to the loop per 64 KiB, or when the queue runs dry.
+        self._consumed += len(item) + MESSAGE_PREFIX_LEN
+        if self._consumed >= _RELEASE_BATCH or self._queue.empty():
+            self._call.consumed(self._consumed)
+            self._consumed = 0
         return self._call.deserialize(item)
 
     next = __next__
+
+
+_NOT_RUN: tuple[Optional[bytes], grpc.StatusCode, str] = (None, grpc.StatusCode.CANCELLED, "Cancelled")
 
 
 class Call:
@@ -361,16 +375,18 @@ class Call:
         self.finished = False
         self.headers_sent = False
         self.timer: Any = None
+        #: holds one of the server's streaming slots (see _submit_streaming)
+        self.stream_slot = False
         # producer-side flow control for streamed responses: bytes handed to the
         # loop and not yet written; guarded by ``cond`` (only streams need one)
         self.streaming = handler.request_streaming or handler.response_streaming
         self.cond = threading.Condition() if self.streaming else None
         self.unsent = 0
-        if handler.request_streaming:
-            self.requests = RequestIterator(self)
-            self._submit(self._run_request_streaming)
         if deadline is not None:
             self.timer = conn.loop.call_at(conn.loop.time() + (deadline - time.monotonic()), self._expire)
+        if handler.request_streaming:
+            self.requests = RequestIterator(self)
+            self._submit_streaming(self._run_request_streaming)
 
     # -- loop thread: input from the connection
     def on_data(self, data: bytes) -> None:
@@ -402,7 +418,7 @@ class Call:
                       f"expected exactly one request message for {self.method}, got {self.request_count}")
             return
         if self.handler.response_streaming:
-            self._submit(self._run_response_streaming)
+            self._submit_streaming(self._run_response_streaming)
         elif self.inline:
             self._respond_unary(*self._unary())
         elif self._alone():
@@ -421,13 +437,19 @@ class Call:
             self.to_pool()
 
     def to_pool(self) -> None:
-        """Loop thread: run this unary call on a worker thread."""
+        """Loop thread: run this unary call on a worker thread, when its connection has a turn."""
+        if self.conn.admit_pooled(self):
+            self.start_pooled()
+
+    def start_pooled(self) -> None:
+        """Loop thread: admitted (see H2Connection.admit_pooled); submit to the pool."""
         d = self.dispatcher
         if d.pooled_in_flight:
             d.last_concurrent = self.conn.loop.time()
         d.pooled_in_flight += 1
         if not self._submit(self._run_unary_in_pool):
             d.pooled_in_flight -= 1
+            self.conn.pooled -= 1
 
     def run_grouped(self) -> tuple[Optional[bytes], grpc.StatusCode, str]:
         """Loop thread, inside an active write group (see write_groups.py):
@@ -476,6 +498,8 @@ class Call:
         self._cancel_timer()
         if self.requests is not None:
             self.requests.put(_CANCELLED)
+        if self.stream_slot:
+            self.dispatcher.release_stream_slot(self)
         self._wake_producer()
         self.context._terminate()
 
@@ -540,12 +564,18 @@ class Call:
             return None, exc.code, exc.details
 
     def _run_unary_in_pool(self) -> None:
-        result = self._unary()
+        # a call reset or timed out while it waited for a thread never runs
+        result = _NOT_RUN if self.finished else self._unary()
         self.conn.call_soon_threadsafe(self._pooled_done, *result)
 
     def _pooled_done(self, data: Optional[bytes], code: grpc.StatusCode, details: str) -> None:
         self.dispatcher.pooled_in_flight -= 1
         self._respond_unary(data, code, details)
+        self.conn.pooled_done()
+
+    def consumed(self, nbytes: int) -> None:
+        """Pool thread: the handler took ``nbytes`` of streamed request; the client may send more."""
+        self.conn.call_soon_threadsafe(self.conn.release, self.stream, nbytes)
 
     def _run_response_streaming(self) -> None:
         try:
@@ -612,6 +642,24 @@ class Call:
             self.unsent += len(data) + MESSAGE_PREFIX_LEN
         self.conn.call_soon_threadsafe(self.send_message, data)
         return True
+
+    def _submit_streaming(self, fn: Callable[[], None]) -> None:
+        """Loop thread: a streaming call holds a worker for its whole life, so
+        it runs only while the server's shared cap has room (see limits.py)."""
+        d = self.dispatcher
+        if not d.acquire_stream_slot(self):
+            self.fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"too many streaming calls at once (the limit is {d.streaming_cap}); try again later")
+            return
+
+        def run() -> None:
+            try:
+                if not self.finished:  # reset before a thread was free: never starts
+                    fn()
+            finally:
+                d.release_stream_slot(self)
+        if not self._submit(run):
+            d.release_stream_slot(self)
 
     def _submit(self, fn: Callable[[], None]) -> bool:
         try:
@@ -688,6 +736,8 @@ class Call:
             self.conn.send_headers(self.stream, RESPONSE_HEADERS + trailers, end_stream=True)
         if self.requests is not None:
             self.requests.put(_CANCELLED)
+        if self.stream_slot:
+            self.dispatcher.release_stream_slot(self)
         self._wake_producer()
         self.context._terminate()
 

@@ -107,39 +107,64 @@ def huffman_encode(data: bytes) -> bytes:
     return acc.to_bytes((nbits + pad) // 8, "big")
 
 
+def _short_codes() -> list[Optional[tuple[int, int]]]:
+    """(symbol, length) for every byte value whose leading bits are a code of
+    at most 8 bits: letters, digits and common punctuation decode with one lookup."""
+    table: list[Optional[tuple[int, int]]] = [None] * 256
+    for sym, length in enumerate(_HUFFMAN_LENGTHS):
+        if length <= 8:
+            start = HUFFMAN_CODES[sym] << (8 - length)
+            for i in range(start, start + (1 << (8 - length))):
+                table[i] = (sym, length)
+    return table
+
+
+_SHORT_CODES = _short_codes()
+
+
 def huffman_decode(data: bytes) -> bytes:
-    nbits = len(data) * 8
-    value = int.from_bytes(data, "big")
+    """Linear in ``len(data)``: the bits wait in an accumulator of at most
+    37 bits, refilled a byte at a time (a big integer of the whole string,
+    shifted per symbol, made a 40 KiB value cost seconds)."""
     out = bytearray()
-    pos = 0
+    short = _SHORT_CODES
     first = _FIRST_CODE
-    while pos < nbits:
+    acc = 0
+    bits = 0
+    i = 0
+    n = len(data)
+    while True:
+        while bits < _MAX_CODE_LEN and i < n:
+            acc = (acc << 8) | data[i]
+            i += 1
+            bits += 8
+        if bits >= 8:
+            entry = short[acc >> (bits - 8)]
+            if entry is not None:
+                out.append(entry[0])
+                bits -= entry[1]
+                acc &= (1 << bits) - 1
+                continue
+        sym = -1
         length = _MIN_CODE_LEN
-        if pos + length > nbits:
-            break
-        code = (value >> (nbits - pos - length)) & 0x1F
-        while True:
-            entry = first.get(length)
-            if entry is not None and 0 <= code - entry[0] < entry[1]:
+        while length <= bits:
+            code = acc >> (bits - length)
+            entry2 = first.get(length)
+            if entry2 is not None and 0 <= code - entry2[0] < entry2[1]:
+                sym = _SYMBOLS[length][code - entry2[0]]
                 break
             length += 1
-            if length > _MAX_CODE_LEN or pos + length > nbits:
-                length = 0
-                break
-            code = (code << 1) | ((value >> (nbits - pos - length)) & 1)
-        if not length:
-            break
-        sym = _SYMBOLS[length][code - first[length][0]]
+        if sym < 0:
+            break  # what is left is padding (checked below) or an incomplete code
         if sym == EOS:
             raise HPACKError("Huffman string contains EOS")
         out.append(sym)
-        pos += length
-    rest = nbits - pos
-    if rest:
-        if rest > 7:
-            raise HPACKError("Huffman string has an incomplete code or more than 7 bits of padding")
-        if value & ((1 << rest) - 1) != (1 << rest) - 1:
-            raise HPACKError("Huffman padding is not a prefix of EOS")
+        bits -= length
+        acc &= (1 << bits) - 1
+    if bits > 7:
+        raise HPACKError("Huffman string has an incomplete code or more than 7 bits of padding")
+    if acc != (1 << bits) - 1:
+        raise HPACKError("Huffman padding is not a prefix of EOS")
     return bytes(out)
 
 
@@ -179,11 +204,16 @@ def encode_integer(value: int, prefix_bits: int, first_byte_flags: int = 0) -> b
     return bytes(out)
 
 
-def _decode_string(data: bytes, pos: int) -> tuple[bytes, int]:
+def _decode_string(data: bytes, pos: int, budget: int) -> tuple[bytes, int]:
+    """(string, next position); a string longer than ``budget`` as encoded is
+    refused before it is decoded: Huffman decoding here is pure Python (about
+    0.5 us a byte), so the header list limit must bound it, not follow it."""
     if pos >= len(data):
         raise HPACKError("header block ends before a string")
     huffman = data[pos] & 0x80
     length, pos = decode_integer(data, pos, 7)
+    if length > budget:
+        raise HPACKError(f"header list larger than the limit (a string of {length} bytes)")
     end = pos + length
     if end > len(data):
         raise HPACKError(f"string of {length} bytes runs past the header block")
@@ -231,6 +261,9 @@ class Decoder:
         # the same headers until the table changes; ``generation`` counts changes.
         self.generation = 0
         self._indexed_cache: dict[bytes, tuple[int, list[tuple[bytes, bytes]]]] = {}
+        #: why the last decoded list is a malformed request (RFC 9113 8.2-8.3), or None;
+        #: decoding goes on regardless, so the dynamic table stays in step
+        self.malformed: Optional[str] = None
 
     def _evict(self) -> None:
         self.generation += 1
@@ -263,10 +296,13 @@ class Decoder:
     def decode(self, data: bytes) -> list[tuple[bytes, bytes]]:
         hit = self._indexed_cache.get(data)
         if hit is not None and hit[0] == self.generation:
+            self.malformed = None  # only well-formed lists are cached
             return hit[1]  # shared: callers only read header lists
         generation = self.generation
         headers = self._decode(data)
-        if generation == self.generation and len(data) <= 64 and all(b & 0x80 for b in data):
+        self.malformed = _malformed(headers)
+        if (self.malformed is None and generation == self.generation and len(data) <= 64
+                and all(b & 0x80 for b in data)):
             if len(self._indexed_cache) >= 64:
                 self._indexed_cache.clear()
             self._indexed_cache[data] = (generation, headers)
@@ -287,8 +323,8 @@ class Decoder:
                 index, pos = decode_integer(data, pos, 6)
                 name = self._lookup(index)[0] if index else None
                 if name is None:
-                    name, pos = _decode_string(data, pos)
-                value, pos = _decode_string(data, pos)
+                    name, pos = _decode_string(data, pos, self.max_header_list_size - total)
+                value, pos = _decode_string(data, pos, self.max_header_list_size - total)
                 field = (name, value)
                 self._add(name, value)
             elif byte & 0x20:  # dynamic table size update
@@ -304,8 +340,8 @@ class Decoder:
                 index, pos = decode_integer(data, pos, 4)
                 name = self._lookup(index)[0] if index else None
                 if name is None:
-                    name, pos = _decode_string(data, pos)
-                value, pos = _decode_string(data, pos)
+                    name, pos = _decode_string(data, pos, self.max_header_list_size - total)
+                value, pos = _decode_string(data, pos, self.max_header_list_size - total)
                 field = (name, value)
             fields_seen = True
             total += len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
@@ -313,6 +349,24 @@ class Decoder:
                 raise HPACKError(f"header list larger than {self.max_header_list_size} bytes")
             headers.append(field)
         return headers
+
+
+def _malformed(headers: list[tuple[bytes, bytes]]) -> Optional[str]:
+    """Why a decoded field list breaks RFC 9113's header rules, or None.
+
+    8.2.1: field names must be lowercase; 8.3: pseudo-header fields come
+    before every regular field. (A receiver treats such a request as
+    malformed: a stream error, never a served call.)"""
+    regular = False
+    for name, _ in headers:
+        if name[:1] == b":":
+            if regular:
+                return f"pseudo-header {name.decode('ascii', 'replace')} after a regular field"
+        else:
+            regular = True
+        if name != name.lower():
+            return f"header name {name.decode('ascii', 'replace')!r} is not lowercase"
+    return None
 
 
 # ---------------------------------------------------------------- encoder

@@ -27,6 +27,7 @@ import grpc
 from . import hpack
 from .connection import H2Connection, Stream
 from .grpc_call import CONTENT_TYPE, Call, RESPONSE_HEADERS, status_fields, parse_timeout
+from .limits import DEFAULT_LIMITS, Limits
 from .write_groups import WriteGroups
 
 log = logging.getLogger("boltimages.server.h2")
@@ -73,6 +74,87 @@ STOP_DRAIN_SECONDS = 0.5
 STOP_CLOSE_SECONDS = 0.2
 
 
+#: accept() errors that mean "no descriptor or memory for now", not "this client failed"
+_ACCEPT_RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+#: connections accepted per wake-up of a listening socket, before other work gets its turn
+_ACCEPT_BATCH = 64
+
+
+class _Listener:
+    """Accepts connections on one listening socket, on the loop thread.
+
+    Instead of loop.create_server: that calls listen(100) again on the
+    socket we bound (1,000 connects at once then meet refusals), and when
+    accept() fails with EMFILE asyncio logs a traceback for each of up to
+    100 retries per wake-up and schedules a retry for each (69,000 tracebacks
+    in 20 s with RLIMIT_NOFILE reached). Here such an error stops accepting
+    for limits.accept_retry_seconds (the clients wait in the backlog) and is
+    logged at most once per limits.accept_log_seconds, with a count.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 protocol: Callable[[], H2Connection], limits: Limits) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.protocol = protocol
+        self.limits = limits
+        self.closed = False
+        self._retry: Optional[asyncio.TimerHandle] = None
+        self._failures = 0
+        self._logged_at = float("-inf")
+
+    def start(self) -> None:
+        if not self.closed:
+            self._retry = None
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, _addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RESOURCE_ERRORS:
+                    log.warning("accept failed: %s", exc.strerror or exc)
+                    return
+                self._out_of_resources(exc)
+                return
+            conn.setblocking(False)
+            self.loop.create_task(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.protocol, conn)
+        except OSError as exc:
+            log.debug("cannot set up an accepted connection: %s", exc)
+            conn.close()
+
+    def _out_of_resources(self, exc: OSError) -> None:
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.limits.accept_log_seconds:
+            log.warning("cannot accept connections: %s (%d times since the last report); "
+                        "pausing accept for %.1f s", exc.strerror or exc, self._failures,
+                        self.limits.accept_retry_seconds)
+            self._logged_at = now
+            self._failures = 0
+        self.loop.remove_reader(self.sock.fileno())
+        self._retry = self.loop.call_later(self.limits.accept_retry_seconds, self.start)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        try:
+            self.loop.remove_reader(self.sock.fileno())
+        except (ValueError, OSError):
+            pass  # the socket is already closed
+        # closed now, so connects during the grace period are refused, not left in the backlog
+        self.sock.close()
+
+
 class _HandlerCallDetails(grpc.HandlerCallDetails):
     def __init__(self, method: str, invocation_metadata: Any) -> None:
         self.method = method
@@ -104,8 +186,16 @@ class NativeServer:
 
     def __init__(self, executor: futures.ThreadPoolExecutor, max_receive_message_length: int = 16 << 20,
                  max_send_message_length: int = 16 << 20, inline_methods: Iterable[str] = INLINE_METHODS,
-                 log_calls: bool = False) -> None:
+                 log_calls: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
         self.executor = executor
+        self.limits = limits
+        #: streaming calls holding a worker now, and how many may (limits.py)
+        self.streaming_cap = limits.streaming_cap(getattr(executor, "_max_workers", 0) or 1)
+        self._streaming = 0
+        self._streaming_lock = threading.Lock()
+        #: open streams over all connections (loop thread), and their budget
+        self.open_streams = 0
+        self.stream_budget = limits.max_streams_total
         self.max_recv = max_receive_message_length
         self.max_send = max_send_message_length
         self.stream_high_water = STREAM_HIGH_WATER
@@ -123,8 +213,8 @@ class NativeServer:
         self._methods: dict[str, grpc.RpcMethodHandler] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
         self._sockets: list[socket.socket] = []
-        self._servers: list[asyncio.AbstractServer] = []
-        self._connections: set[H2Connection] = set()
+        self._listeners: list[_Listener] = []
+        self.connections: set[H2Connection] = set()
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._started = False
@@ -163,7 +253,7 @@ class NativeServer:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.bind(path)
-                sock.listen(1024)
+                sock.listen(self.limits.listen_backlog)
             except OSError as exc:
                 sock.close()
                 raise RuntimeError(f"cannot bind {path}: {exc.strerror or exc}") from None
@@ -181,7 +271,7 @@ class NativeServer:
             # SO_REUSEADDR only lets us rebind past TIME_WAIT; a live listener still refuses us
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
-            sock.listen(1024)
+            sock.listen(self.limits.listen_backlog)
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
@@ -202,8 +292,9 @@ class NativeServer:
             try:
                 for sock in self._sockets:
                     sock.setblocking(False)
-                    server = loop.run_until_complete(loop.create_server(self._protocol, sock=sock))
-                    self._servers.append(server)
+                    listener = _Listener(loop, sock, self._protocol, self.limits)
+                    listener.start()
+                    self._listeners.append(listener)
             except BaseException as exc:  # noqa: BLE001 - reported to start()'s caller
                 failure.append(exc)
                 ready.set()
@@ -223,8 +314,8 @@ class NativeServer:
 
     def _protocol(self) -> H2Connection:
         assert self.loop is not None
-        conn = H2Connection(self, self.loop, self._connections.discard)
-        self._connections.add(conn)
+        conn = H2Connection(self, self.loop, self.connections.discard)
+        self.connections.add(conn)
         return conn
 
     def stop(self, grace: Optional[float]) -> threading.Event:
@@ -240,22 +331,22 @@ class NativeServer:
         self._stopping = True
 
         async def shutdown() -> None:
-            for server in self._servers:
-                server.close()
-            for conn in list(self._connections):
+            for listener in self._listeners:
+                listener.close()
+            for conn in list(self.connections):
                 conn.begin_shutdown()
             # a connection leaves the set only once its socket is closed, i.e.
             # after its last frames were written and the client closed its end
             await self._connections_gone(time.monotonic() + (grace or 0.0))
-            for conn in list(self._connections):
+            for conn in list(self.connections):
                 conn.abort_all()
             # stopping the loop with transports still open would drop what
             # they have not written yet (the cancellations): let them drain
             await self._connections_gone(time.monotonic() + STOP_DRAIN_SECONDS)
-            for conn in list(self._connections):
+            for conn in list(self.connections):
                 conn.hard_close()
             await self._connections_gone(time.monotonic() + STOP_CLOSE_SECONDS)
-            for conn in list(self._connections):
+            for conn in list(self.connections):
                 conn.hard_close(drop_unsent=True)
             await asyncio.sleep(0)  # connection_lost runs one iteration after abort()
             loop.stop()
@@ -281,7 +372,7 @@ class NativeServer:
         return done
 
     async def _connections_gone(self, deadline: float) -> None:
-        while self._connections and time.monotonic() < deadline:
+        while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
@@ -289,6 +380,24 @@ class NativeServer:
             self._thread.join(timeout)
             return not self._thread.is_alive()
         return True
+
+    # ------------------------------------------------------------ streaming calls (any thread)
+    def acquire_stream_slot(self, call: Call) -> bool:
+        with self._streaming_lock:
+            if self._streaming >= self.streaming_cap:
+                return False
+            self._streaming += 1
+            call.stream_slot = True
+            return True
+
+    def release_stream_slot(self, call: Call) -> None:
+        """When the call ends or its thread returns, whichever is first: a
+        cancelled stream's thread is about to be free, and a client that
+        opens the next one at once must not be refused for it."""
+        with self._streaming_lock:
+            if call.stream_slot:
+                call.stream_slot = False
+                self._streaming -= 1
 
     # ------------------------------------------------------------ dispatch (loop thread)
     def _lookup(self, method: str, metadata: Any) -> Optional[grpc.RpcMethodHandler]:
