@@ -64,17 +64,19 @@ def image_name(i: int) -> str:
 
 def make_store(path: pathlib.Path) -> None:
     from boltimages import bolt
-    from boltimages.store import codec
+    from boltimages.store import codec, image_records
     from boltimages.tools import records
-    stamp = codec.encode_time(codec.Timestamp(1_700_000_000, 0))
+    stamp = records.time_to_json(codec.encode_time(codec.Timestamp(1_700_000_000, 0)))
     with bolt.open(str(path)) as db, db.begin(write=True) as tx:
         records.ensure_schema(tx, 3)
         images = records.images_bucket(tx, NAMESPACE, create=True)
         for i in range(IMAGES):
-            records.write_image(images, records.Image(
-                namespace=NAMESPACE, name=image_name(i), digest="sha256:" + f"{i:064x}",
-                media_type="application/vnd.oci.image.manifest.v1+json", size=1000 + i,
-                labels={"org.example.index": str(i)}, created=stamp, updated=stamp))
+            _, record = records.image_from_json({
+                "namespace": NAMESPACE, "name": image_name(i), "labels": {"org.example.index": str(i)},
+                "target": {"digest": "sha256:" + f"{i:064x}", "size": 1000 + i,
+                           "mediaType": "application/vnd.oci.image.manifest.v1+json"},
+                "createdAt": stamp, "updatedAt": stamp})
+            image_records.replace_record(images, record)
 
 
 class Target:

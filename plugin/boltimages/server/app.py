@@ -197,10 +197,10 @@ class Server:
         version_pb2_grpc.add_VersionServicer_to_server(VersionServicer(), server)
         introspection_pb2_grpc.add_IntrospectionServicer_to_server(
             IntrospectionServicer(default_plugins(), store_uuid(cfg.db_path)), server)
-        long_calls = max(1, cfg.worker_count() - RESERVED_WORKERS)
-        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus, max_subscribers=long_calls), server)
-        streaming_pb2_grpc.add_StreamingServicer_to_server(
-            StreamingServicer(self.streams, max_open=long_calls, others_open=self.bus.subscriber_count), server)
+        # Subscribe and Stream each hold a worker for their whole life; the transport's one
+        # cap on streaming calls (h2/limits.py, max_streaming_calls) bounds them all together
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus), server)
+        streaming_pb2_grpc.add_StreamingServicer_to_server(StreamingServicer(self.streams), server)
         content_root = cfg.content_root or default_content_root(cfg.db_path)
         content_pb2_grpc.add_ContentServicer_to_server(ContentServicer(db, content_root), server)
         snapshots_pb2_grpc.add_SnapshotsServicer_to_server(

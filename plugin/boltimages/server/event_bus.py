@@ -186,10 +186,6 @@ class EventBus:
                 self._subscribers.append(sub)
         return sub
 
-    def subscriber_count(self) -> int:
-        with self._lock:
-            return len(self._subscribers)
-
     def close(self) -> None:
         """End every subscription (server shutdown): streams finish cleanly."""
         with self._lock:

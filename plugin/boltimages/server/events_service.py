@@ -73,11 +73,8 @@ def compile_matcher(texts: Sequence[str]) -> "Matcher | None":
 
 
 class EventsServicer(events_pb2_grpc.EventsServicer):
-    def __init__(self, bus: EventBus, max_subscribers: int = 0) -> None:
+    def __init__(self, bus: EventBus) -> None:
         self.bus = bus
-        # every open Subscribe holds a worker thread; beyond this many the
-        # server would have none left for ordinary calls (0: no limit)
-        self.max_subscribers = max_subscribers
 
     @grpc_errors
     def Publish(self, request: events_pb2.PublishRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
@@ -102,9 +99,6 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             # containerd's events service returns this as a plain error: code Unknown
             raise RawStatus(grpc.StatusCode.UNKNOWN,
                             f"subscription error: failed parsing subscription filters: {exc}") from None
-        if self.max_subscribers and self.bus.subscriber_count() >= self.max_subscribers:
-            raise RawStatus(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"too many event subscribers ({self.max_subscribers}); raise --workers")
         sub = self.bus.subscribe(matcher)
         # a client hanging up must release its queue even while no event arrives
         context.add_callback(sub.close)

@@ -13,15 +13,16 @@ Unknown ``already exists``. containerd's garbage collector also closes
 streams that no lease holds, whenever it runs; we run no collector, so a
 stream lives until the transfer naming it ends or its client goes away.
 
-Each open stream holds a worker thread, like an event subscription, so open
-streams and subscriptions share one limit; beyond it a new stream is
-refused with RESOURCE_EXHAUSTED rather than starving ordinary calls.
+Each open stream holds a worker thread, like an event subscription; the
+transport's one cap on streaming calls (server/h2/limits.py) bounds them
+together, so a new one past it is RESOURCE_EXHAUSTED rather than starving
+ordinary calls.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import grpc
 from google.protobuf import any_pb2
@@ -81,10 +82,6 @@ class StreamRegistry:
             raise NotFound()
         return stream
 
-    def count(self) -> int:
-        with self._lock:
-            return len(self._streams)
-
     def close(self) -> None:
         """Server shutdown: end every open stream cleanly."""
         with self._lock:
@@ -100,19 +97,11 @@ class StreamRegistry:
 
 
 class StreamingServicer(streaming_pb2_grpc.StreamingServicer):
-    def __init__(self, registry: StreamRegistry, max_open: int = 0,
-                 others_open: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, registry: StreamRegistry) -> None:
         self.registry = registry
-        # open streams and event subscriptions (others_open) each hold a
-        # worker thread; together they stay below max_open (0: no limit)
-        self.max_open = max_open
-        self.others_open = others_open
 
     @grpc_errors
     def Stream(self, request_iterator: Iterator[any_pb2.Any], context: grpc.ServicerContext) -> Iterator[any_pb2.Any]:
-        if self.max_open and self.registry.count() + self.others_open() >= self.max_open:
-            raise RawStatus(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"too many open streams and event subscribers ({self.max_open}); raise --workers")
         first: Optional[any_pb2.Any] = next(request_iterator, None)
         if first is None:
             # the client ended its side before saying which stream it opens

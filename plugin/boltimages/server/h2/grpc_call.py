@@ -649,7 +649,8 @@ class Call:
         d = self.dispatcher
         if not d.acquire_stream_slot(self):
             self.fail(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                      f"too many streaming calls at once (the limit is {d.streaming_cap}); try again later")
+                      f"too many streaming calls at once (the limit is {d.streaming_cap}); try again later, "
+                      "or raise --workers or [grpc] max_streaming_calls")
             return
 
         def run() -> None:
