@@ -60,6 +60,14 @@ def _write_parent() -> argparse.ArgumentParser:
     return p
 
 
+def _output_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary; failures are still reported on stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every record as it is handled")
+    return p
+
+
 def _filter_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", "-f", dest="filters", action="append", default=[], metavar="FILTER",
                    help="containerd filter, e.g. 'name~=alpine' or 'labels.\"a.b\"==c' "
@@ -74,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_PrintVersion, help="print the version and source revision, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    db, wr = _db_parent(), _write_parent()
+    db, wr, out = _db_parent(), _write_parent(), _output_parent()
 
     def cmd(name: str, help_text: str, parents: Sequence[argparse.ArgumentParser],
             handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -99,10 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", help="only this namespace (default: all)")
     p.add_argument("names", nargs="+", metavar="NAME")
 
-    cmd("check", "check the file's structure (as bbolt) and containerd's record layout", [db],
+    cmd("check", "check the file's structure (as bbolt) and containerd's record layout", [db, out],
         check.run_check)
 
-    p = cmd("compact", "rewrite the file without free space, verify the copy", [db], compact.run_compact)
+    p = cmd("compact", "rewrite the file without free space, verify the copy", [db, out], compact.run_compact)
     p.add_argument("-o", "--output", help="write the compacted copy here")
     p.add_argument("--in-place", action="store_true",
                    help="replace the file atomically after verification (keeps PATH.bak-<time>)")
@@ -111,13 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing OUTPUT")
     p.add_argument("--tx-max-bytes", type=int, default=64 << 20, help=argparse.SUPPRESS)
 
-    p = cmd("export", "write image records and namespace labels as JSON Lines", [db], porting.run_export)
+    p = cmd("export", "write image records and namespace labels as JSON Lines", [db, out], porting.run_export)
     p.add_argument("-n", "--namespace", help="only this namespace (default: all)")
     _filter_arg(p)
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these images")
 
-    p = cmd("import", "read JSON Lines written by export into the file (created if missing)", [db, wr],
+    p = cmd("import", "read JSON Lines written by export into the file (created if missing)", [db, wr, out],
             porting.run_import)
     p.add_argument("-i", "--input", help="file to read (default: stdin)")
     p.add_argument("-n", "--namespace", help="put every record into this namespace instead")
@@ -125,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an image that exists with other content (default: %(default)s)")
 
     p = cmd("copy", "copy images (and their content blob records) to another namespace and/or file",
-            [db, wr], copying.run_copy)
+            [db, wr, out], copying.run_copy)
     p.add_argument("-n", "--namespace", default="default", help="source namespace (default: %(default)s)")
     p.add_argument("--to-namespace", help="target namespace (default: the source namespace)")
     p.add_argument("--to-db", metavar="PATH", help="target file (default: the source file; created if missing)")
@@ -154,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels", nargs="*", metavar="KEY=VALUE")
 
     p = cmd("salvage", "recover what a damaged file still holds into a new file, with a loss report",
-            [db], salvage.run_salvage)
+            [db, out], salvage.run_salvage)
     p.add_argument("-o", "--output", required=True, help="the new file (the input is never modified)")
     p.add_argument("--report", metavar="JSON", help="also write the report as JSON here")
     p.add_argument("--dry-run", action="store_true", help="read and report only")
@@ -182,12 +190,65 @@ def _unavailable(reason: str) -> int:
     raise common.ToolError(f"serve is unavailable: {reason}")
 
 
+class _StdoutGuard:
+    """stdout that survives the reader going away (``boltimages check ... | head -3``).
+
+    When the pipe closes, Python raises BrokenPipeError at whatever print
+    happens next, and the command's real result (problems found: exit 4) is
+    lost. Instead the guard notes the closed pipe, drops further output, and
+    lets the command finish and return its own status.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.closed_early = False
+
+    def write(self, text: str) -> int:
+        if self.closed_early:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        if self.closed_early:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def _closed(self) -> None:
+        self.closed_early = True
+        # the interpreter flushes stdout at exit: point fd 1 at /dev/null so that flush cannot fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "raw_handler", False):
         result = args.handler(args)
         return int(result or 0)
+    from .tools import progress
+    progress.set_quiet(bool(getattr(args, "quiet", False)))
+    guard = _StdoutGuard(sys.stdout)
+    sys.stdout = guard
+    try:
+        return _run(args)
+    finally:
+        guard.flush()
+        sys.stdout = guard._stream
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args) or 0)
     except common.ToolError as exc:
@@ -197,22 +258,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"boltimages {args.command}: interrupted; the file is unchanged unless a commit finished",
               file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # stdout closed early (| head): not an error worth a message
-        return common.EXIT_OK
+    except OSError as exc:
+        if type(exc).__name__ == "IOFailure":  # the engine's I/O errors carry the path in the text
+            print(f"boltimages {args.command}: {exc}", file=sys.stderr)
+        else:
+            print(f"boltimages {args.command}: {common.os_error_text(exc)}", file=sys.stderr)
+        return common.EXIT_FAILED
     except Exception as exc:  # last resort: still one line, never a traceback
         name = type(exc).__name__
         if name in ("CorruptDatabase", "InvalidDatabase"):
             where = getattr(args, "db", "")
-            print(f"boltimages {args.command}: {where}: damaged: {exc} (see 'boltimages check' and "
-                  "'boltimages salvage')", file=sys.stderr)
+            print(f"boltimages {args.command}: {where}: damaged: {common._without_path(exc, where)}; run "
+                  "'boltimages check', then 'boltimages salvage' to recover what it holds", file=sys.stderr)
             return common.EXIT_FAILED
         if "DatabaseLocked" == name:
-            print(f"boltimages {args.command}: {common.LOCKED_TEXT}", file=sys.stderr)
+            from .lockholder import locked_text
+            print(f"boltimages {args.command}: {locked_text(getattr(args, 'db', '?'))}", file=sys.stderr)
             return common.EXIT_LOCKED
-        print(f"boltimages {args.command}: {name}: {exc}", file=sys.stderr)
         if os.environ.get("BOLTIMAGES_DEBUG"):
             raise
+        print(f"boltimages {args.command}: failed: {exc} (set BOLTIMAGES_DEBUG=1 for details)", file=sys.stderr)
         return common.EXIT_FAILED
 
 
