@@ -371,6 +371,11 @@ class DB:
             "free_count", "pending_count", "freelist_persisted", "read_only", "open_read_txs",
             "last_commit_runs")}
 
+    def release_pages(self) -> None:
+        """Let go of the mapping's resident pages (see bolt_db_release_pages):
+        keeps RSS bounded while a whole file is read once."""
+        _check(lib.bolt_db_release_pages(self._handle()), self.path)
+
     @property
     def txid(self) -> int:
         """The id of the last committed write transaction: the one a read
