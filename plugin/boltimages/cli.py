@@ -68,6 +68,16 @@ def _output_parent() -> argparse.ArgumentParser:
     return p
 
 
+def _content_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--content-root", metavar="DIR",
+                   help="containerd's content store, to write the content records containerd needs "
+                        "(default: <root>/io.containerd.content.v1.content next to --db, when --db is "
+                        "<root>/io.containerd.metadata.v1.bolt/meta.db)")
+    p.add_argument("--records-only", action="store_true",
+                   help="write image records without content records (containerd shows such images "
+                        "as unavailable until their content is pulled again)")
+
+
 def _filter_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", "-f", dest="filters", action="append", default=[], metavar="FILTER",
                    help="containerd filter, e.g. 'name~=alpine' or 'labels.\"a.b\"==c' "
@@ -131,14 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", help="put every record into this namespace instead")
     p.add_argument("--on-conflict", choices=["skip", "overwrite", "fail"], default="fail",
                    help="an image that exists with other content (default: %(default)s)")
+    _content_args(p)
 
     p = cmd("copy", "copy images (and their content blob records) to another namespace and/or file",
             [db, wr, out], copying.run_copy)
     p.add_argument("-n", "--namespace", default="default", help="source namespace (default: %(default)s)")
     p.add_argument("--to-namespace", help="target namespace (default: the source namespace)")
     p.add_argument("--to-db", metavar="PATH", help="target file (default: the source file; created if missing)")
-    p.add_argument("--content-root", default=common.DEFAULT_CONTENT_ROOT,
-                   help="containerd content store directory (default: %(default)s)")
+    _content_args(p)
     p.add_argument("--on-conflict", choices=["skip", "overwrite", "fail"], default="fail")
     p.add_argument("--all", action="store_true", help="every image of the source namespace")
     _filter_arg(p)

@@ -50,15 +50,6 @@ def digest_problem(value: str) -> Optional[str]:
     return None
 
 
-def default_content_root(db_path: str) -> Optional[str]:
-    """containerd's content directory when ``db_path`` sits in a containerd root, else None."""
-    meta_dir = os.path.dirname(os.path.abspath(db_path))
-    if os.path.basename(meta_dir) != "io.containerd.metadata.v1.bolt":
-        return None
-    candidate = os.path.join(os.path.dirname(meta_dir), "io.containerd.content.v1.content")
-    return candidate if os.path.isdir(candidate) else None
-
-
 def _blobs(tx: Any, ns: str) -> Any:
     return namespace_bucket(tx, ns, layout.CONTENT_BUCKET, layout.BLOB_BUCKET)
 

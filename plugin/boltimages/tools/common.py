@@ -27,7 +27,6 @@ EXIT_PROBLEMS = 4
 EXIT_PARTIAL = 5
 
 DEFAULT_DB = "/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"
-DEFAULT_CONTENT_ROOT = "/var/lib/containerd/io.containerd.content.v1.content"
 
 #: kept for callers that have no path at hand; prefer lockholder.locked_text(path)
 LOCKED_TEXT = "locked by another process (containerd, or a running 'boltimages serve')"
@@ -128,11 +127,8 @@ def open_db(path: str, *, write: bool, create: bool = False, timeout: float = 1.
 
 def _without_path(exc: BaseException, path: str) -> str:
     """The engine prefixes its messages with the path and 'cannot open'; we already say both once."""
-    text = str(exc)
-    for prefix in (path + ": ", "cannot open: ", "not a valid bolt database: "):
-        while text.startswith(prefix):
-            text = text[len(prefix):]
-    return text
+    from ..errors import without_path
+    return without_path(str(exc), path)
 
 
 def backup_path(path: str) -> str:

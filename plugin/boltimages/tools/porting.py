@@ -13,39 +13,59 @@ header {"kind": "boltimages-export", "version": 1, "dbVersion": N}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from typing import Any, Iterator, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
-from ..store import layout
+from ..store import layout, rootdirs
 from . import records, selection
-from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, writing
+from .copying import ContentStats, add_content_records, resolve_content_root
+from .common import EXIT_FAILED, EXIT_OK, ToolError, note, open_db, os_error_text, writing
+from .progress import Progress
+from .scratch import ScratchFile
 
 FORMAT_VERSION = 1
 
 
 def run_export(args: argparse.Namespace) -> int:
     compiled = selection.compile_filters(args.filters)
-    out: TextIO = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+    to_file = args.output not in (None, "-")
+    if to_file and os.path.isdir(args.output):
+        raise ToolError(f"{args.output}: is a directory; give the name of the file to write")
     count = 0
     exported: set[str] = set()
-    try:
-        with open_db(args.db, write=False) as db, db.begin() as tx:
-            spaces = selection.pick_namespaces(tx, args.namespace)
-            _line(out, {"kind": "boltimages-export", "version": FORMAT_VERSION,
-                        "dbVersion": records.db_version(tx)})
-            with Progress("export") as bar:
-                for ns in spaces:
-                    _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
-                    for img in selection.select_images(tx, [ns], args.names, compiled):
-                        _line(out, img.to_json())
-                        exported.add(img.name)
-                        count += 1
-                        bar.advance()
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    note(f"exported {count} image(s) from {len(spaces)} namespace(s)")
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(open_db(args.db, write=False))
+        tx = stack.enter_context(db.begin())
+        out: TextIO = sys.stdout
+        scratch = None
+        if to_file:
+            # written unnamed and named when complete: a failed export leaves no half file
+            try:
+                scratch = stack.enter_context(ScratchFile(os.path.dirname(os.path.abspath(args.output))))
+            except OSError as exc:
+                raise ToolError(os_error_text(exc, args.output)) from exc
+            out = stack.enter_context(open(os.dup(scratch.fd), "w", encoding="utf-8"))
+        spaces = selection.pick_namespaces(tx, args.namespace)
+        _line(out, {"kind": "boltimages-export", "version": FORMAT_VERSION,
+                    "dbVersion": records.db_version(tx)})
+        with Progress("export", selection.count_images(tx, spaces, args.names)) as bar:
+            for ns in spaces:
+                _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
+                for img in selection.select_images(tx, [ns], args.names, compiled, bar):
+                    _line(out, img.to_json())
+                    exported.add(img.name)
+                    count += 1
+        if scratch is not None:
+            out.flush()
+            try:
+                scratch.replace(args.output)
+            except OSError as exc:
+                raise ToolError(f"{os_error_text(exc, args.output)}; nothing was written") from exc
+    if not args.quiet:
+        note(f"exported {count} image(s) from {len(spaces)} namespace(s)")
     missing = sorted(set(args.names) - exported)
     for name in missing:
         note(f"image {name!r}: not found")
@@ -85,6 +105,9 @@ def run_import(args: argparse.Namespace) -> int:
             header_version = doc.get("dbVersion")
     changes: list[str] = []
     conflicts: list[str] = []
+    content_root = _import_content_root(args)
+    content = ContentStats()
+    no_content: dict[str, int] = {}  # namespace -> images whose target has no content record there
     with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup, create=True) as session:
         tx = session.tx
         if not args.dry_run:
@@ -92,30 +115,75 @@ def run_import(args: argparse.Namespace) -> int:
             if v1 is None or v1.get(layout.DB_VERSION_KEY) is None:
                 changes.append(f"initialise the file (db version {header_version or 3})")
             records.ensure_schema(tx, header_version)
-        for number, doc in docs:
-            kind = doc["kind"]
-            try:
-                if kind == "namespace":
-                    _import_namespace(tx, doc, args, changes)
-                elif kind == "image":
-                    img = records.Image.from_json(doc)
-                    if args.namespace:
-                        img.namespace = args.namespace
-                    _import_image(tx, img, args, changes, conflicts)
-                elif kind != "boltimages-export":
-                    raise ValueError(f"unknown kind {kind!r}")
-            except (ValueError, TypeError) as exc:
-                raise ToolError(f"line {number}: {exc}") from exc
+        with Progress("import", len(docs)) as bar:
+            for number, doc in docs:
+                kind = doc["kind"]
+                try:
+                    if kind == "namespace":
+                        _import_namespace(tx, doc, args, changes)
+                    elif kind == "image":
+                        img = records.Image.from_json(doc)
+                        if args.namespace:
+                            img.namespace = args.namespace
+                        if _import_image(tx, img, args, changes, conflicts):
+                            _import_content(tx, img, content_root, content, no_content, args.verbose)
+                    elif kind != "boltimages-export":
+                        raise ValueError(f"unknown kind {kind!r}")
+                except (ValueError, TypeError) as exc:
+                    raise ToolError(f"line {number}: {exc}") from exc
+                bar.advance()
         if conflicts and args.on_conflict == "fail":
             raise ToolError(f"{len(conflicts)} image(s) already exist with other content: "
                             + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
                             + " (use --on-conflict skip|overwrite); nothing written")
-        session.changed = bool(changes)
+        session.changed = bool(changes) or content.written > 0
     prefix = "would " if args.dry_run else ""
-    for change in changes:
-        print(f"{prefix}{change}")
-    note(f"{prefix}apply {len(changes)} change(s)" + (f", {len(conflicts)} conflict(s)" if conflicts else ""))
+    if args.verbose:
+        for change in changes:
+            print(f"{prefix}{change}")
+    if not args.quiet:
+        note(f"{prefix}apply {len(changes)} change(s)" + _change_summary(changes)
+             + (f", {len(conflicts)} conflict(s)" if conflicts else ""))
+        if content_root is not None and (content.written or content.kept or content.absent):
+            note(content.text(prefix, content_root))
+    for ns, count in sorted(no_content.items()):
+        # said even with --quiet: these images look imported but containerd cannot use them
+        note(f"warning: {count} imported image(s) have no content record for their target in namespace "
+             f"{ns!r}: containerd shows them as unavailable. "
+             + ("Give --content-root DIR (the node's content store) to add the content records, as copy does"
+                if content_root is None else f"their content is not under {content_root} either; pull them "
+                "again with containerd"))
     return EXIT_OK
+
+
+def _change_summary(changes: list[str]) -> str:
+    """': 50000 add image, 1 create namespace': each change starts with its verb and object."""
+    counts: dict[str, int] = {}
+    for change in changes:
+        kind = " ".join(change.split()[:2])
+        counts[kind] = counts.get(kind, 0) + 1
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{kind} x{n}" for kind, n in counts.items()) + ")"
+
+
+def _import_content_root(args: argparse.Namespace) -> Optional[str]:
+    """The content store to take content records from: given, or next to --db; None when there is
+    none (then import says which images containerd will show as unavailable)."""
+    if args.records_only:
+        return None
+    if args.content_root:
+        return resolve_content_root(args.db, args.content_root, False, "import")
+    return rootdirs.default_content_root(args.db)
+
+
+def _import_content(tx: Any, img: records.Image, content_root: Optional[str], stats: ContentStats,
+                    no_content: dict[str, int], verbose: bool) -> None:
+    if content_root is not None:
+        add_content_records(img, tx, img.namespace, content_root, stats, verbose=verbose)
+    if img.digest in stats.done or records.read_blob(tx, img.namespace, img.digest) is not None:
+        return
+    no_content[img.namespace] = no_content.get(img.namespace, 0) + 1
 
 
 def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, changes: list[str]) -> None:
@@ -143,21 +211,23 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
 
 
 def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
-                  changes: list[str], conflicts: list[str]) -> None:
+                  changes: list[str], conflicts: list[str]) -> bool:
+    """Write (or plan) one image record; True when it is (to be) written."""
     images = records.images_bucket(tx, img.namespace)
     existing = images.bucket(records.raw(img.name)) if images is not None else None
     where = f"{img.namespace}/{img.name}"
     if existing is not None:
         old = records.read_image(img.namespace, records.raw(img.name), existing)
         if old.same_record(img):
-            return
+            return True  # already there: its content records may still be missing
         conflicts.append(where)
         if args.on_conflict != "overwrite":
             if args.on_conflict == "skip":
                 changes.append(f"skip image {where} (exists with other content)")
-            return
+            return False
         changes.append(f"overwrite image {where}")
     else:
         changes.append(f"add image {where} -> {img.digest}")
     if tx.writable:
         records.write_image(records.images_bucket(tx, img.namespace, create=True), img)
+    return True
