@@ -16,7 +16,8 @@ import re
 from typing import Any, Optional
 
 from ..store import codec, layout
-from . import records
+from . import records, selection
+from .progress import Progress
 from .common import EXIT_OK, EXIT_PROBLEMS, LOCKED_TEXT, ToolError, EXIT_LOCKED, open_db
 
 #: db versions containerd has shipped (1.0-1.2 used 1-2; 1.3-1.7: 3; 2.x: 4)
@@ -61,7 +62,8 @@ def structural_problems(path: str) -> list[str]:
     return list(payload)
 
 
-def layout_problems(tx: Any) -> list[str]:
+def layout_problems(tx: Any, bar: Optional[Any] = None) -> list[str]:
+    """containerd's record layout; ``bar`` (a Progress) advances once per image and blob record."""
     problems: list[str] = []
     v1 = tx.bucket(layout.SCHEMA_BUCKET)
     if v1 is None:
@@ -78,12 +80,16 @@ def layout_problems(tx: Any) -> list[str]:
             problems.append(f"v1/version does not decode: {exc}")
     for ns in records.namespaces(tx):
         for img in records.iter_images(tx, ns):
+            if bar is not None:
+                bar.advance()
             for p in img.problems:
                 problems.append(f"namespace {ns!r} image {img.name!r}: {p}")
         blobs = records.blob_bucket(tx, ns)
         if blobs is None:
             continue
         for key, value in blobs.items():
+            if bar is not None:
+                bar.advance()
             where = f"namespace {ns!r} blob {records.text(key)!r}"
             if value is not None:
                 problems.append(f"{where}: a value where a bucket belongs")
@@ -122,13 +128,28 @@ def check_file(path: str) -> tuple[list[str], Optional[list[str]]]:
     structural = structural_problems(path)
     layout_found: list[str] = []
     try:
-        with open_db(path, write=False) as db, db.begin() as tx:
-            layout_found = layout_problems(tx)
+        with open_db(path, write=False) as db, db.begin() as tx, \
+                Progress("check", _record_count(tx)) as bar:
+            layout_found = layout_problems(tx, bar)
     except ToolError as exc:
         layout_found = [str(exc)]
     except Exception as exc:  # a damaged tree surfaces as an engine error mid-walk
         layout_found = [f"reading records failed: {exc}"]
     return structural, layout_found
+
+
+def _record_count(tx: Any) -> Optional[int]:
+    """Images and blob records, the check's progress total (keys only); None if it cannot be counted."""
+    try:
+        spaces = records.namespaces(tx)
+        total = selection.count_images(tx, spaces)
+        for ns in spaces:
+            blobs = records.blob_bucket(tx, ns)
+            if blobs is not None:
+                total += sum(1 for _ in blobs.keys())
+        return total
+    except Exception:  # noqa: BLE001 - a damaged tree: the check itself will say where
+        return None
 
 
 def run_check(args: argparse.Namespace) -> int:
