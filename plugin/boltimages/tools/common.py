@@ -153,6 +153,7 @@ def make_backup(path: str) -> str:
         with ScratchFile(directory) as scratch, open(path, "rb") as src:
             _copy_fd(src.fileno(), scratch.fd)
             copy_ownership(path, scratch.path)
+            stop_point("backup-copied")
             while True:
                 dest = backup_path(path)
                 try:
