@@ -106,6 +106,7 @@ def _compact_with_progress(db, scratch: ScratchFile, tx_max_bytes: int, src: str
     worker.start()
     total_mib = max(1, _live_bytes(db) >> 20)
     with Progress("compact", total_mib, unit="MiB") as bar:
+        bar.advance(0)  # drawn at once: the first poll may come after a small file is done
         while not done.wait(POLL_SECONDS):
             size = scratch.size() >> 20
             if size > bar.done:

@@ -160,7 +160,7 @@ def _change_summary(changes: list[str]) -> str:
     """': 50000 add image, 1 create namespace': each change starts with its verb and object."""
     counts: dict[str, int] = {}
     for change in changes:
-        kind = " ".join(change.split()[:2])
+        kind = " ".join([w for w in change.split() if w != "the"][:2])
         counts[kind] = counts.get(kind, 0) + 1
     if not counts:
         return ""
