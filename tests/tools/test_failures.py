@@ -337,3 +337,35 @@ def test_failed_commit_is_logged_at_error_level(tmp_path, caplog):
     assert len(failed) == 1
     assert "No space left on device" in failed[0].error  # the reason, in the record's fields
 
+
+
+# ---- filesystems without O_TMPFILE -------------------------------------------------------------
+
+def test_named_scratch_fallback_and_stale_cleanup(tmp_path, monkeypatch):
+    """Where O_TMPFILE is refused, the scratch file is a hidden named file removed on close, and
+    one left by a killed run (its pid gone) is removed by the next run in that directory."""
+    import errno
+
+    from boltimages.tools import scratch as scratch_mod
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f".boltimages-{dead}-old.tmp"
+    stale.write_bytes(b"x" * 100)
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(scratch_mod.os, "open", no_tmpfile)
+    with scratch_mod.ScratchFile(str(tmp_path)) as s:
+        assert s.named is not None and os.path.basename(s.named).startswith(f".boltimages-{os.getpid()}-")
+        assert not stale.exists()  # the dead run's file is gone
+        os.write(s.fd, b"done")
+        s.publish(str(tmp_path / "final"))
+    assert sorted(os.listdir(tmp_path)) == ["final"]
+    assert (tmp_path / "final").read_bytes() == b"done"
+    with scratch_mod.ScratchFile(str(tmp_path)) as s:
+        os.write(s.fd, b"abandoned")
+    assert sorted(os.listdir(tmp_path)) == ["final"]
