@@ -18,7 +18,8 @@ from typing import Any, Optional
 from ..store import codec, layout
 from . import records, selection
 from .progress import Progress
-from .common import EXIT_OK, EXIT_PROBLEMS, LOCKED_TEXT, ToolError, EXIT_LOCKED, open_db
+from ..lockholder import locked_text
+from .common import EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS, ToolError, open_db
 
 #: db versions containerd has shipped (1.0-1.2 used 1-2; 1.3-1.7: 3; 2.x: 4)
 KNOWN_DB_VERSIONS = (1, 2, 3, 4)
@@ -56,7 +57,7 @@ def structural_problems(path: str) -> list[str]:
         return [f"the structural check crashed (exit {proc.exitcode}): the file is badly damaged"]
     kind, payload = result
     if kind == "locked":
-        raise ToolError(f"{path}: {LOCKED_TEXT}", EXIT_LOCKED)
+        raise ToolError(locked_text(path), EXIT_LOCKED)
     if kind == "error":
         return [f"cannot be checked: {payload}"]
     return list(payload)
