@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -249,6 +250,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(result or 0)
     from .tools import progress
     progress.set_quiet(bool(getattr(args, "quiet", False)))
+    # past a file size limit (ulimit -f) the kernel sends SIGXFSZ, which kills a process
+    # mid-commit; ignored, the write fails with EFBIG and the command cleans up and says so
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     guard = _StdoutGuard(sys.stdout)
     sys.stdout = guard
     try:

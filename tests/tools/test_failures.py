@@ -369,3 +369,24 @@ def test_named_scratch_fallback_and_stale_cleanup(tmp_path, monkeypatch):
     with scratch_mod.ScratchFile(str(tmp_path)) as s:
         os.write(s.fd, b"abandoned")
     assert sorted(os.listdir(tmp_path)) == ["final"]
+
+
+def test_file_size_limit_fails_cleanly(db, tmp_path, oracle):
+    """Under `ulimit -f` the kernel would kill the command mid-commit with SIGXFSZ; the command
+    ignores it, sees EFBIG, and leaves the file as it was, cut back to its committed size."""
+    import resource
+    size_before, dump_before = db.stat().st_size, oracle.dump(db)
+    limit = size_before + (64 << 10)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    src = _jsonl(tmp_path / "big.jsonl", 3000, start=1000, label_bytes=600)
+    done = subprocess.run([sys.executable, "-m", "boltimages.cli", "import", "--db", str(db), "--no-backup",
+                           "-i", str(src)], env=child_env(), capture_output=True, text=True, timeout=120,
+                          preexec_fn=limited)
+    assert done.returncode == 1, done.stderr
+    line = _one_clear_line(done.stderr)
+    assert str(db) in line and "file too large" in line.lower() and "ulimit -f" in line, line
+    assert db.stat().st_size <= size_before
+    assert oracle.check(db) == [] and oracle.dump(db) == dump_before
