@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Callable, Iterator, Optional, TextIO
+from typing import Callable, Iterator, Optional
 
 EXIT_OK = 0
 EXIT_FAILED = 1
