@@ -92,6 +92,10 @@ def main() -> None:
             "grpcio-health-checking>=1.60",
             "grpcio-reflection>=1.60",
             "protobuf>=4.25",
+            # RE2 itself for `~=` filters, as Go's regexp (containerd) matches:
+            # linear time (`(a+)+$` on a 27-char label: 13 s on Python's re,
+            # 0.2 ms here), full RE2 syntax incl. Unicode scripts (\p{Greek}).
+            "google-re2>=1.1",
             "tomli>=1.1; python_version<'3.11'",
         ],
         extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6.80"]},

@@ -9,8 +9,9 @@ the machine to itself:
                                    built now in GOPATH mode into bench/out/build
   * bench/engine/core_bench.c    - native/*.c linked directly, cc -O2
   * this file (--worker python)  - boltimages.bolt, once with batch calls
-                                   (put_many/get_many/items) where they fit and
-                                   once with one call per item
+                                   (put_many, the items() scan, the store's
+                                   record reader) where they fit and once
+                                   with one call per item
 
 Every driver verifies what it wrote or read (counts and byte sums); the
 checks must agree across drivers or the run is flagged. Each driver reports
@@ -22,7 +23,6 @@ means boltimages is faster) and JSON under bench/out/.
 from __future__ import annotations
 
 import argparse
-import array
 import json
 import operator
 import os
@@ -135,36 +135,9 @@ def _read_images(path: pathlib.Path) -> list[list[bytes]]:
 
 # ---------------------------------------------------------------- python driver
 
-def _objects_floor(data_dir: pathlib.Path, n: int) -> dict[str, float]:
-    """What CPython alone needs for row d's objects: the same n keys and n
-    values made into bytes objects, 1,024 of each per list as Bucket.chunks
-    hands them, by the same extension call (_unpack.values), from two flat
-    in-memory buffers, with no engine, no file and no page faults. The
-    Python batch scan cannot take less than this plus the engine's scan."""
-    from boltimages import _unpack
-
-    keys = (data_dir / "b.keys").read_bytes()[:n * KEY_LEN]
-    values = (data_dir / "b.values").read_bytes()[:n * VALUE_LEN]
-    kview, vview = memoryview(keys), memoryview(values)
-    step = 1024
-    key_lens = array.array("I", [KEY_LEN] * step)
-    value_lens = array.array("I", [VALUE_LEN] * step)
-    flags = bytes(step)
-    made = 0
-    start, cpu0 = time.perf_counter(), time.process_time()
-    for i in range(0, n, step):
-        m = min(step, n - i)
-        ks = _unpack.values(kview[i * KEY_LEN:(i + m) * KEY_LEN], key_lens, flags, m)
-        vs = _unpack.values(vview[i * VALUE_LEN:(i + m) * VALUE_LEN], value_lens, flags, m)
-        made += len(ks) + len(vs)
-    secs, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    if made != 2 * n:
-        raise BenchError(f"objects floor: made {made} objects, expected {2 * n}")
-    return {"objects_floor_seconds": secs, "objects_floor_cpu_seconds": cpu}
-
-
 def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], batch: bool) -> dict[str, Any]:
     from boltimages import bolt
+    from boltimages.store import image_records
 
     bench = b"bench"
     out: dict[str, Any] = {}
@@ -203,17 +176,15 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
     if only & {"b", "c", "d"}:
         path = fresh("b")
         out["b"] = load(path, _read_fixed(data_dir / "b.keys", KEY_LEN), _read_fixed(data_dir / "b.values", VALUE_LEN))
-        if "c" in only:
+        if "c" in only and not batch:
+            # no batch call: the multi-get (get_many) went with the engine
+            # API no product code used
             keys = _read_fixed(data_dir / "c.keys", KEY_LEN)
             with bolt.open(str(path), read_only=True) as db:
                 start, cpu0 = time.perf_counter(), time.process_time()
                 with db.begin() as tx:
-                    b = tx.bucket(bench)
-                    if batch:
-                        values = b.get_many(keys)
-                    else:
-                        get = b.get
-                        values = [get(k) for k in keys]
+                    get = tx.bucket(bench).get
+                    values = [get(k) for k in keys]
                 secs, cpu = time.perf_counter() - start, time.process_time() - cpu0
             found = [v for v in values if v is not None]
             out["c"] = {"seconds": secs, "cpu_seconds": cpu, "ops": len(keys),
@@ -229,9 +200,10 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
                 with db.begin() as tx:
                     b = tx.bucket(bench)
                     if batch:
-                        # Timed: Bucket.chunks handing every key and value to
-                        # Python as bytes, in (keys, values) lists.
-                        for keys, values in b.chunks():
+                        # Timed: the batch scan behind Bucket.items (internal
+                        # _chunks) handing every key and value to Python as
+                        # bytes, in (keys, values) lists.
+                        for keys, values in b._chunks():
                             n += len(keys)
                     else:
                         c = b.cursor()
@@ -252,12 +224,11 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
                     n = 0
                     start, cpu0 = time.perf_counter(), time.process_time()
                     with db.begin() as tx:
-                        for keys, values in tx.bucket(bench).chunks():
+                        for keys, values in tx.bucket(bench)._chunks():
                             n += len(keys)
                             acc += sum(map(first, keys)) + sum(map(first, values))
                     out["d"]["with_checksum_seconds"] = time.perf_counter() - start
                     out["d"]["with_checksum_cpu_seconds"] = time.process_time() - cpu0
-                    out["d"].update(_objects_floor(data_dir, n))
             out["d"]["check"] = f"keys={n} sum={acc}"
         path.unlink()
     if "e" in only and not batch:
@@ -315,20 +286,17 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
             with db.begin() as tx:
                 allb = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
                 if batch:
-                    # Bucket.iter_rows: C calls during the engine's walk make
-                    # one tuple per image with the fields named here (labels
-                    # as a dict), a few hundred images per call; the loop
-                    # still touches every field.
-                    for name, created, updated, labels, digest, media, size in allb.iter_rows(
-                            b"createdat", b"updatedat", b"labels",
-                            (b"target", b"digest"), (b"target", b"mediatype"), (b"target", b"size")):
+                    # The store's record reader (store/image_records.py): one
+                    # walk copy of the bucket, cut into records in C; the
+                    # loop still touches every field.
+                    for record in image_records.read_all(allb):
                         n_images += 1
-                        total += (len(name) + len(created) + len(updated)
-                                  + len(digest) + len(media) + len(size))
-                        if labels:
-                            n_labels += len(labels)
-                            for key in labels:
-                                total += len(key) + len(labels[key])
+                        total += (len(record.name) + len(record.created) + len(record.updated)
+                                  + len(record.digest) + len(record.media_type) + len(record.size))
+                        if record.labels:
+                            n_labels += len(record.labels)
+                            for key, value in record.labels:
+                                total += len(key) + len(value)
                 else:
                     c = allb.cursor()
                     item = c.first()
@@ -562,16 +530,8 @@ def render(results: dict[str, dict[str, Any]], sizes: dict[str, int], facts: dic
         parts += [
             "",
             "Row d, Python batch: the timed scan hands every key and value to Python as bytes "
-            "(Bucket.chunks). Adding each item's first byte in Python as well, as the Go and C loops "
+            "(the batch scan behind Bucket.items). Adding each item's first byte in Python as well, as the Go and C loops "
             f"do, takes {_beside(d_ref, d_sum['with_checksum_seconds'], d_sum['with_checksum_cpu_seconds'])}.",
-        ]
-    if "objects_floor_seconds" in d_sum and d_ref:
-        parts += [
-            "",
-            f"Row d, CPython's floor: making the same {2 * d_sum['ops']:,} bytes objects (1,024 keys and "
-            "1,024 values per pair of lists, the same extension call) from flat in-memory buffers, with no "
-            "engine, no file and no page faults, takes"
-            f" {_beside(d_ref, d_sum['objects_floor_seconds'], d_sum['objects_floor_cpu_seconds'])}.",
         ]
     # rows where the C core is timed with its batch call and the loop that
     # mirrors Go's is printed beside it (per_item_*)
@@ -617,8 +577,8 @@ def _table(results: dict[str, dict[str, Any]], sizes: dict[str, int], metric: st
         ref = secs("bbolt", key)
         core = secs("core", key)
         batch = secs("python_batch", key)
-        if key in ("e", "f_create"):
-            batch = None  # no batch call fits: one transaction per item is the workload
+        if key in ("c", "e", "f_create"):
+            batch = None  # no batch call fits (c: gets are one call each; e, f_create: a tx per item)
         plain = secs("python_plain", key)
         rows.append([label.format(**labels), benchlib.fmt_seconds(ref), benchlib.fmt_seconds(core),
                      benchlib.fmt_ratio(ref, core), benchlib.fmt_seconds(batch), benchlib.fmt_ratio(ref, batch),

@@ -73,6 +73,7 @@ def make_images_db(path: pathlib.Path, content_root: pathlib.Path, n: int, seed:
     records = benchlib.import_boltimages("tools.records")
     content_walk = benchlib.import_boltimages("tools.content_walk")
     codec = benchlib.import_boltimages("store.codec")
+    image_records = benchlib.import_boltimages("store.image_records")
     rng = random.Random(seed)
     (content_root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     layer = rng.randbytes(512)
@@ -105,9 +106,9 @@ def make_images_db(path: pathlib.Path, content_root: pathlib.Path, n: int, seed:
                 blob_count += 1
             labels = {f"org.example.label-{j}": rng.randbytes(8).hex() for j in range(rng.randrange(0, 4))}
             name = f"{rng.choice(repos)}/app-{i:05d}:v{rng.randrange(100)}.{rng.randrange(10)}"
-            records.write_image(images, records.Image(
-                namespace=SRC_NS, name=name, digest=manifest_digest, media_type=MANIFEST_TYPE,
-                size=len(manifest), labels=labels, created=stamp, updated=stamp))
+            image_records.replace_record(images, image_records.RawImage(
+                name.encode(), stamp, stamp, image_records.pairs_of(labels), None, True,
+                manifest_digest.encode(), MANIFEST_TYPE.encode(), codec.encode_varint(len(manifest))))
     return {"images": n, "blob_records": blob_count, "blob_files": blob_count}
 
 

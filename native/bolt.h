@@ -196,9 +196,6 @@ int bolt_bucket_stats_get(bolt_bucket *b, bolt_bucket_stats *out);
  * put_batch stops at the first failing item and reports its index in *done. */
 int bolt_bucket_put_batch(bolt_bucket *b, size_t n, const uint8_t *data,
                           const uint32_t *key_lens, const uint32_t *value_lens, size_t *done);
-/* keys packed back to back; out[i].value NULL for a missing key or a bucket. */
-int bolt_bucket_get_batch(bolt_bucket *b, size_t n, const uint8_t *keys,
-                          const uint32_t *key_lens, bolt_kv *out);
 
 /* ---- cursors ---- */
 size_t bolt_cursor_size(void);
@@ -210,30 +207,8 @@ int bolt_cursor_prev(bolt_cursor *c, bolt_kv *out);
 int bolt_cursor_seek(bolt_cursor *c, const uint8_t *key, size_t key_len, bolt_kv *out);
 /* Deletes the item under the cursor; nested buckets -> BOLT_ERR_INCOMPATIBLE (as bbolt). */
 int bolt_cursor_delete(bolt_cursor *c);
-/* Fills up to `max` entries moving forward: the first is the current item when
- * `include_current` is set, otherwise the next one. *n is how many were filled;
- * fewer than max means the end was reached. */
-int bolt_cursor_next_batch(bolt_cursor *c, int include_current, size_t max, bolt_kv *out, size_t *n);
 
-/* ---- packed batches (packed.c) ----
- * Items are copied back to back into the caller's buffer so a binding makes
- * one object per batch rather than two per item. */
-typedef struct bolt_packed {
-    uint8_t *buf;                     /* caller's buffer of cap bytes */
-    size_t cap;
-    uint32_t *lens;                   /* cursor: 2*max (key_len, value_len); get: max value lengths */
-    uint8_t *flags;                   /* max entries: 0 value, 1 nested bucket, 2 missing (get only) */
-    size_t max;
-    size_t used;                      /* out: bytes written */
-    size_t n;                         /* out: items written */
-    size_t need;                      /* out: size of an item that alone does not fit in cap */
-    int end;                          /* out: cursor passed the last item / every key answered */
-} bolt_packed;
-
-/* Moves forward like bolt_cursor_next_batch. When an item does not fit, the
- * cursor stays on it: call again with include_current=1 (after growing the
- * buffer to at least `need` when nothing fit). Nested buckets have value_len 0. */
-int bolt_cursor_next_packed(bolt_cursor *c, int include_current, bolt_packed *p);
+/* ---- batch scan (packed.c) ---- */
 /* Hands up to `max` items moving forward (the first is the current item when
  * include_current is set) to fn, without copying them: key and value point
  * into the file or the tx's memory and are valid only during the call. fn runs
@@ -246,17 +221,8 @@ typedef int (*bolt_item_fn)(void *ctx, const uint8_t *key, uint32_t key_len, con
                             uint32_t value_len, int bucket);
 int bolt_cursor_next_each(bolt_cursor *c, int include_current, size_t max, bolt_item_fn fn, void *ctx,
                           size_t *n, int *end);
-/* Values of n packed keys; stops early (p->n < n, p->end == 0) when the
- * buffer is full: continue with the remaining keys. */
-int bolt_bucket_get_packed(bolt_bucket *b, size_t n, const uint8_t *keys, const uint32_t *key_lens,
-                           bolt_packed *p);
-/* Sort n keys packed back to back: order[i] = input index of the i-th
- * smallest (ties keep their input order); sorted_keys and sorted_lens (same
- * sizes as the input; both NULL to skip) receive the keys in that order.
- * Looking keys up in sorted order visits each page once instead of once per
- * key, so large batches of random keys are served from cache. */
-int bolt_keys_sort(size_t n, const uint8_t *keys, const uint32_t *key_lens, uint32_t *order,
-                   uint8_t *sorted_keys, uint32_t *sorted_lens);
+
+/* ---- subtree walk (walk.c) ---- */
 /* Depth-first copy of a bucket's whole subtree (nested buckets down to
  * max_depth levels) into a malloc'd buffer, freed with bolt_free. Records:
  * u32 depth, u32 flags (1 = nested bucket), u32 key_len, u32 value_len, then
@@ -283,11 +249,6 @@ enum bolt_walk_reply {
 typedef int (*bolt_walk_fn)(void *ctx, uint32_t depth, const uint8_t *key, uint32_t key_len,
                             const uint8_t *value, uint32_t value_len, int bucket);
 int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, void *ctx);
-/* bolt_bucket_walk_each from the first key >= start of b itself (start
- * NULL: from its first key), so a caller that stopped the walk after a
- * batch of entries can resume it at the next one. */
-int bolt_bucket_walk_from(bolt_bucket *b, const uint8_t *start, size_t start_len, uint32_t max_depth,
-                          bolt_walk_fn fn, void *ctx);
 
 /* ---- whole-file tools ---- */
 /* Structural check equivalent to bbolt's Tx.Check, plus key order and header

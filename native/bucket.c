@@ -826,19 +826,3 @@ int bolt_bucket_put_batch(bolt_bucket *b, size_t n, const uint8_t *data, const u
     tx_leave(b->tx);
     return rc;
 }
-
-int bolt_bucket_get_batch(bolt_bucket *b, size_t n, const uint8_t *keys, const uint32_t *key_lens, bolt_kv *out)
-{
-    int rc = bucket_enter(b, 0);
-    if (rc)
-        return rc;
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        rc = bucket_get_internal(b, keys + off, key_lens[i], &out[i]);
-        if (rc)
-            break;
-        off += key_lens[i];
-    }
-    tx_leave(b->tx);
-    return rc;
-}

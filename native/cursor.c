@@ -636,27 +636,3 @@ int bolt_cursor_delete(bolt_cursor *c)
     tx_leave(c->b->tx);
     return rc;
 }
-
-int bolt_cursor_next_batch(bolt_cursor *c, int include_current, size_t max, bolt_kv *out, size_t *n)
-{
-    *n = 0;
-    int rc = cur_enter(c, 0);
-    if (rc)
-        return rc;
-    size_t i = 0;
-    if (include_current && max > 0) {
-        rc = cur_current(c, &out[0]);
-        if (!rc && out[0].key)
-            i = 1;
-        c->resynced_ahead = 0; /* the successor was just returned */
-    }
-    while (!rc && i < max) {
-        rc = cur_next(c, &out[i]);
-        if (rc || !out[i].key)
-            break;
-        i++;
-    }
-    *n = i;
-    tx_leave(c->b->tx);
-    return rc;
-}

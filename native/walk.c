@@ -256,11 +256,3 @@ int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, v
         return set_err(BOLT_ERR_INVALID_ARG, "bucket walk: missing callback");
     return walk_run(b, NULL, 0, max_depth, fn, ctx);
 }
-
-int bolt_bucket_walk_from(bolt_bucket *b, const uint8_t *start, size_t start_len, uint32_t max_depth,
-                          bolt_walk_fn fn, void *ctx)
-{
-    if (!b || !fn)
-        return set_err(BOLT_ERR_INVALID_ARG, "bucket walk: missing callback");
-    return walk_run(b, start, start_len, max_depth, fn, ctx);
-}

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import threading
+import time
+from typing import Callable, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 COMPAT_REQUIRED = os.environ.get("BOLTIMAGES_REQUIRE_COMPAT") == "1"
 
@@ -71,3 +77,63 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
     env.update(extra)
     return env
+
+
+# --- bucket trees as nested dicts (values bytes, nested buckets dicts) ----------
+
+def bucket_tree(bucket) -> dict:  # type: ignore[no-untyped-def]
+    """A bucket's whole subtree as nested dicts, read through the public API."""
+    return {key: bucket_tree(bucket.bucket(key)) if value is None else value for key, value in bucket.items()}
+
+
+def write_tree(bucket, tree: dict) -> None:  # type: ignore[no-untyped-def]
+    """Store nested dicts under ``bucket``: a dict makes a nested bucket."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            write_tree(bucket.create_bucket(key), value)
+        else:
+            bucket.put(key, value)
+
+
+# --- waiting for what another thread or process does ----------------------------
+
+def wait_until(predicate: "Callable[[], object]", timeout: float = 10.0, interval: float = 0.005) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; whether it became true.
+
+    The one way tests wait for something another thread or process does: a
+    condition with a deadline, never a fixed sleep that hopes it happened.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def waiting_in(thread: "threading.Thread", function: str, line_text: str) -> bool:
+    """Whether ``thread`` is on the line of ``function`` containing ``line_text``:
+    for a C call that blocks (with the GIL released), proof that the thread has
+    reached the call, which an Event set just before it cannot give."""
+    import linecache
+    frame = sys._current_frames().get(thread.ident or -1)
+    if frame is None or frame.f_code.co_name != function:
+        return False
+    return line_text in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+
+
+def settled(read: "Callable[[], T]", interval: float = 0.5, timeout: float = 20.0) -> "T":
+    """``read()`` once it gives the same answer twice ``interval`` apart: for
+    state a daemon changes by itself (containerd's collector runs when it
+    chooses), where no event says it is done. Polling with a deadline, not a
+    fixed wait that hopes it was long enough."""
+    deadline = time.monotonic() + timeout
+    answer = read()
+    while True:
+        time.sleep(interval)
+        again = read()
+        if again == answer:
+            return again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"answers still changing after {timeout}s: {answer!r} then {again!r}")
+        answer = again

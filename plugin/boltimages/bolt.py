@@ -19,10 +19,8 @@ threads keep running while the engine searches pages or waits for fsync.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
-from array import array  # typecode "I" is the C unsigned int: 32 bits on every platform we build for
 from bisect import bisect_left
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
@@ -33,14 +31,9 @@ BytesLike = Union[bytes, bytearray, memoryview]
 T = TypeVar("T")
 
 # Iteration asks C for a few items first (most buckets in containerd's layout
-# hold a handful of keys) and for large packed batches after that.
+# hold a handful of keys) and for larger batches after that.
 _SCAN_FIRST = 16
 _SCAN_CHUNK = 1024
-_PACK_BYTES = 256 << 10
-# get_many sorts batches at least this large (smaller ones gain nothing from it)
-_SORTED_GET_MIN = 4096
-# bolt_bucket_walk descends at most this deep whatever it is asked (native/walk.c)
-_WALK_MAX_DEPTH = 64
 
 __all__ = [
     "open", "DB", "Tx", "Bucket", "Cursor", "compact", "check_file", "os_page_size",
@@ -174,6 +167,13 @@ def _error(status: int, context: str = "") -> BoltError:
     return _ERRORS.get(status, BoltError)(message, status)
 
 
+def _shown(name: Any) -> str:
+    """A bucket name for an error message, quoted as Go quotes it (users never
+    see Python's b'...' form; bbolt's own messages carry no name at all)."""
+    from .errors import go_quote
+    return go_quote(bytes(name).decode("utf-8", "surrogateescape"))
+
+
 def _check(status: int, context: str = "") -> None:
     if status:
         raise _error(status, context)
@@ -198,95 +198,14 @@ class _Scratch(threading.local):
         self.walk_out = ffi.new("uint8_t **")
         self.tx_out = ffi.new("bolt_tx **")
         self.bucket_out = ffi.new("bolt_bucket **")
-        # Packed batches are copied out right after each C call, so one set of
-        # buffers per thread serves every iterator on that thread.
-        self.packed = ffi.new("bolt_packed *")
-        self._packed_keep: list[Any] = []
-        self.packed_items = 0   # capacity of lens/flags; p.max is only the request
-        self.grow_packed(_PACK_BYTES, _SCAN_CHUNK)
-
-    def grow_packed(self, cap: int, max_items: int) -> None:
-        p = self.packed
-        if cap > p.cap or max_items > self.packed_items:
-            cap = max(cap, p.cap)
-            max_items = max(max_items, self.packed_items)
-            buf = ffi.new("uint8_t[]", cap)
-            lens = ffi.new("uint32_t[]", 2 * max_items)
-            flags = ffi.new("uint8_t[]", max_items)
-            self._packed_keep = [buf, lens, flags]
-            p.buf, p.cap, p.lens, p.flags = buf, cap, lens, flags
-            self.packed_items = max_items
-
-    def request(self, items: int) -> Any:
-        """The packed struct set up to return at most `items` items."""
-        p = self.packed
-        p.max = min(items, self.packed_items)
-        return p
-
-    def values(self, n: int) -> list[Optional[bytes]]:
-        """The n values of the last packed get batch (None: missing or a bucket)."""
-        p = self.packed
-        return _unpack.values(ffi.buffer(p.buf, p.used), ffi.buffer(p.lens, 4 * n), ffi.buffer(p.flags, n), n)
 
 
 _scratch = _Scratch()
 
-# Bucket.chunks has _unpack build its bytes objects straight from the leaf
+# Bucket.items has _unpack build its bytes objects straight from the leaf
 # pages through the engine's bolt_cursor_next_each (see native/pyext/unpack.c).
-# Bucket.tree likewise builds its dicts during the engine's walk
-# (bolt_bucket_walk_each) where _unpack has walk_tree (Python 3.10+), and
-# Bucket.rows / iter_rows their tuples (bolt_bucket_walk_from, walk_rows).
 _unpack.bind_engine(int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_cursor_next_each"))),
-                    lib.bolt_cursor_size(),
-                    int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_each"))),
-                    int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_from"))))
-_walk_tree = getattr(_unpack, "walk_tree", None)
-_walk_rows = getattr(_unpack, "walk_rows", None)
-# Bucket.rows: fields and keys per field the C builder takes (native/pyext/unpack.c)
-_ROWS_MAX_FIELDS = 64
-_ROWS_MAX_KEYS = 62
-# Bucket.iter_rows: records per C call. Small enough that one batch's objects
-# stay in the CPU caches and are freed, and their memory reused, before the
-# next batch is built; large enough that the calls cost nothing.
-_ROWS_BATCH = 256
-
-
-def _rows_path(index: int, field: Any) -> tuple[bytes, ...]:
-    """A Bucket.rows field as a tuple of bytes keys, checked."""
-    keys = (field,) if isinstance(field, (bytes, bytearray, memoryview)) else field
-    if not isinstance(keys, (tuple, list)):
-        raise TypeError(f"rows: field {index} is a {type(field).__name__}, not a bytes key or a tuple of keys")
-    if not 1 <= len(keys) <= _ROWS_MAX_KEYS:
-        raise ValueError(f"rows: field {index} has {len(keys)} keys, not 1..{_ROWS_MAX_KEYS}")
-    for key in keys:
-        if not isinstance(key, (bytes, bytearray, memoryview)):
-            raise TypeError(f"rows: field {index} has a key of type {type(key).__name__}, not bytes")
-    return tuple(bytes(key) for key in keys)
-
-
-def _rows_paths(fields: tuple[Any, ...]) -> tuple[tuple[bytes, ...], ...]:
-    paths = tuple(_rows_path(i, field) for i, field in enumerate(fields))
-    if len(paths) > _ROWS_MAX_FIELDS:
-        raise ValueError(f"rows: {len(paths)} fields, at most {_ROWS_MAX_FIELDS}")
-    return paths
-
-
-def _rows_from_tree(tree: dict[bytes, Any], paths: tuple[tuple[bytes, ...], ...]) -> list[tuple[Any, ...]]:
-    """Bucket.rows where _unpack has no walk_rows (Python before 3.10)."""
-    out = []
-    for name, record in tree.items():
-        if not isinstance(record, dict):
-            continue
-        row: list[Any] = [name]
-        for path in paths:
-            node: Any = record
-            for key in path:
-                node = node.get(key) if isinstance(node, dict) else None
-            row.append(node)
-        out.append(tuple(row))
-    return out
-
-
+                    lib.bolt_cursor_size())
 def _kv_pair(kv: Any) -> Optional[tuple[bytes, Optional[bytes]]]:
     if kv.key == ffi.NULL:
         return None
@@ -585,7 +504,7 @@ class Bucket:
     def _create(self, name: BytesLike, if_not_exists: int) -> "Bucket":
         out = _scratch.bucket_out
         _check(lib.bolt_bucket_create(self._b, _bytes("name", name), len(name), if_not_exists, out),
-               f"bucket {bytes(name)!r}")
+               f"bucket {_shown(name)}")
         return Bucket(self.tx, out[0])
 
     def create_bucket(self, name: BytesLike) -> "Bucket":
@@ -596,7 +515,7 @@ class Bucket:
 
     def delete_bucket(self, name: BytesLike) -> None:
         _check(lib.bolt_bucket_delete_bucket(self._b, _bytes("name", name), len(name)),
-               f"bucket {bytes(name)!r}")
+               f"bucket {_shown(name)}")
 
     # -- values
     def get(self, key: BytesLike) -> Optional[bytes]:
@@ -641,44 +560,6 @@ class Bucket:
             raise _error(status, f"put_many item {done[0]}")
         return len(pairs)
 
-    def get_many(self, keys: Iterable[BytesLike]) -> list[Optional[bytes]]:
-        """Values for many keys in one C call per batch (None for missing keys and buckets).
-
-        Large batches are looked up in key order and the answers put back in
-        the caller's order: random keys then visit each page once, from
-        cache, instead of once per key.
-        """
-        keys = [bytes(k) for k in keys]
-        n = len(keys)
-        blob = b"".join(keys)
-        lens = array("I", map(len, keys))
-        if n < _SORTED_GET_MIN:
-            return self._get_packed(n, ffi.from_buffer("uint8_t[]", blob), lens)
-        order = ffi.new("uint32_t[]", n)
-        sorted_keys = ffi.new("uint8_t[]", len(blob))
-        sorted_lens = array("I", bytes(4 * n))
-        _check(lib.bolt_keys_sort(n, blob, ffi.from_buffer("uint32_t[]", lens), order,
-                                  sorted_keys, ffi.from_buffer("uint32_t[]", sorted_lens)))
-        return _unpack.scatter(self._get_packed(n, sorted_keys, sorted_lens), ffi.buffer(order))
-
-    def _get_packed(self, n: int, blob: Any, lens: array) -> list[Optional[bytes]]:
-        """Values of n keys stored back to back in the C buffer `blob`."""
-        c_lens = ffi.from_buffer("uint32_t[]", lens)
-        result: list[Optional[bytes]] = []
-        pos = off = 0
-        while pos < n:
-            count = min(_SCAN_CHUNK, n - pos)
-            p = _scratch.request(count)
-            _check(lib.bolt_bucket_get_packed(self._b, count, blob + off, c_lens + pos, p))
-            done, need = p.n, p.need
-            if done == 0 and need:
-                _scratch.grow_packed(need, _SCAN_CHUNK)
-                continue
-            result += _scratch.values(done)
-            off += sum(lens[pos:pos + done])
-            pos += done
-        return result
-
     # -- sequence
     def sequence(self) -> int:
         _check(lib.bolt_bucket_sequence(self._b, _scratch.u64))
@@ -701,14 +582,13 @@ class Bucket:
 
         `start` is inclusive, `stop` exclusive; `prefix` keeps keys that start with it.
         """
-        for keys, values in self.chunks(start, stop, prefix):
+        for keys, values in self._chunks(start, stop, prefix):
             yield from zip(keys, values)
 
-    def chunks(self, start: Optional[BytesLike] = None, stop: Optional[BytesLike] = None,
-               prefix: Optional[BytesLike] = None) -> Iterator[tuple[list[bytes], list[Optional[bytes]]]]:
-        """The items of :meth:`items` as (keys, values) lists of up to a few
-        thousand each: for callers that handle many items with list-at-a-time
-        code (map, sum, dict(zip(...))) rather than one loop step per item."""
+    def _chunks(self, start: Optional[BytesLike] = None, stop: Optional[BytesLike] = None,
+                prefix: Optional[BytesLike] = None) -> Iterator[tuple[list[bytes], list[Optional[bytes]]]]:
+        """The items of :meth:`items` as (keys, values) lists of up to a
+        thousand each, made in C from the leaf pages (one crossing per list)."""
         if prefix is not None:
             prefix = bytes(prefix)
             if start is None or bytes(start) < prefix:
@@ -748,100 +628,20 @@ class Bucket:
             batch = _SCAN_CHUNK
 
     def walk_bytes(self, max_depth: int = 64) -> bytes:
-        """The packed copy behind :meth:`walk` as one bytes object: records of
-        four native-endian u32 (depth, flags, key length, value length) then
-        the key and value bytes. For callers that parse many records in one
-        loop of their own."""
-        return self._walk_decoded(max_depth, lambda data: data[:])
-
-    def _walk_decoded(self, max_depth: int, decode: Callable[[Any], T]) -> T:
-        """decode() applied to the subtree's walk buffer while C still owns it
-        (so the records are copied once, straight into Python objects)."""
+        """This bucket's whole subtree, depth first, copied in one C call as
+        one bytes object: records of four native-endian u32 (depth, flags
+        with 1 for a nested bucket, key length, value length) then the key
+        and value bytes, a nested bucket followed by its own entries down to
+        ``max_depth`` levels. Reading a bucket of many small records costs
+        one crossing instead of one per record (the image store reads its
+        records this way, store/image_records.py)."""
         out = _scratch.walk_out
         _check(lib.bolt_bucket_walk(self._b, max_depth, out, _scratch.size))
         data = out[0]
         try:
-            return decode(ffi.buffer(data, _scratch.size[0]) if data != ffi.NULL else b"")
+            return ffi.buffer(data, _scratch.size[0])[:] if data != ffi.NULL else b""
         finally:
             lib.bolt_free(data)
-
-    def walk(self, max_depth: int = 64) -> Iterator[tuple[int, bytes, Optional[bytes]]]:
-        """Every entry of this bucket's subtree, depth first: (depth, key, value),
-        value None for a nested bucket whose entries follow at depth + 1.
-
-        One C call copies the whole subtree, so reading a bucket of many small
-        records costs one crossing instead of one per record.
-        """
-        return iter(self._walk_decoded(max_depth, _unpack.records))
-
-    def tree(self, max_depth: int = 64) -> dict[bytes, Any]:
-        """This bucket's subtree as nested dicts: values are bytes, nested buckets dicts."""
-        limit = min(max_depth, _WALK_MAX_DEPTH)
-        if _walk_tree is not None and limit >= 0:
-            status, tree = _walk_tree(int(ffi.cast("uintptr_t", self._b)), limit)
-            if status:
-                raise _error(status)
-            return tree
-        return self._walk_decoded(max_depth, lambda data: _unpack.tree(data, limit))
-
-    def rows(self, *fields: Union[BytesLike, tuple[BytesLike, ...], list[BytesLike]]) -> list[tuple[Any, ...]]:
-        """One tuple per nested bucket of this bucket, in key order, for tables
-        kept as one bucket per record (containerd's images, containers, ...):
-        ``(name, field_1, field_2, ...)``.
-
-        Each field is a key of the record's bucket, or a tuple of keys naming
-        a path through its nested buckets (``(b"target", b"digest")``). A
-        field's slot holds the value there as bytes, the bucket there as a
-        dict of its subtree (as :meth:`tree` builds it), or None when the
-        path leads nowhere. Plain values of this bucket (not records) make
-        no row. At most 64 fields of at most 62 keys each.
-
-        One C call builds every row during the engine's walk and reads only
-        what the fields name, so a List of all records costs a tuple per
-        record instead of a dict per record and level::
-
-            for name, created, labels, digest in images.rows(
-                    b"createdat", b"labels", (b"target", b"digest")):
-                ...
-        """
-        paths = _rows_paths(fields)
-        if _walk_rows is None:
-            return _rows_from_tree(self.tree(), paths)
-        status, rows, _ = _walk_rows(int(ffi.cast("uintptr_t", self._b)), paths, None, 0)
-        if status:
-            raise _error(status)
-        return rows
-
-    def iter_rows(self, *fields: Union[BytesLike, tuple[BytesLike, ...], list[BytesLike]],
-                  batch: int = _ROWS_BATCH) -> Iterator[tuple[Any, ...]]:
-        """The rows of :meth:`rows`, built `batch` records at a time.
-
-        For reading a whole table once (a List): each batch is dropped
-        before the next is built, so the rows stay in the CPU caches while
-        the caller reads them and memory use stays flat however large the
-        table. Like :meth:`items`, later batches see changes this
-        transaction made in the meantime; they resume after the last name
-        returned.
-        """
-        paths = _rows_paths(fields)
-        if batch < 1:
-            raise ValueError(f"iter_rows: batch must be at least 1, not {batch}")
-        if _walk_rows is None:
-            return iter(_rows_from_tree(self.tree(), paths))
-        # chain steps through each batch's list in C (no generator frame per
-        # row) and lets go of a list as soon as it is used up.
-        return itertools.chain.from_iterable(self._row_batches(paths, batch))
-
-    def _row_batches(self, paths: tuple[tuple[bytes, ...], ...], batch: int) -> Iterator[list[tuple[Any, ...]]]:
-        start: Optional[bytes] = None
-        while True:
-            status, rows, start = _walk_rows(int(ffi.cast("uintptr_t", self._b)), paths, start, batch)
-            if status:
-                raise _error(status)
-            yield rows
-            del rows  # freed before the next batch is built, so its memory is reused
-            if start is None:
-                return
 
     def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
         return self.items()

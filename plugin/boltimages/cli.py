@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = cmd("import", "read JSON Lines written by export into the file (created if missing)", [db, wr, out],
             porting.run_import)
+    p.description += (". Every record must pass containerd's own checks (namespace name, labels, image "
+                      "name, target digest, size, media type, times) or nothing is written. A missing "
+                      "createdAt/updatedAt is stamped with the time of the import, as containerd stamps a "
+                      "new image (an image already stored under that name keeps its times).")
     p.add_argument("-i", "--input", help="file to read (default: stdin)")
     p.add_argument("-n", "--namespace", help="put every record into this namespace instead")
     p.add_argument("--on-conflict", choices=["skip", "overwrite", "fail"], default="fail",
@@ -272,27 +276,34 @@ def _run(args: argparse.Namespace) -> int:
         print(f"boltimages {args.command}: interrupted; the file is unchanged unless a commit finished",
               file=sys.stderr)
         return 130
-    except OSError as exc:
-        if type(exc).__name__ == "IOFailure":  # the engine's I/O errors carry the path in the text
-            print(f"boltimages {args.command}: {exc}", file=sys.stderr)
-        else:
-            print(f"boltimages {args.command}: {common.os_error_text(exc)}", file=sys.stderr)
-        return common.EXIT_FAILED
-    except Exception as exc:  # last resort: still one line, never a traceback
-        name = type(exc).__name__
-        if name in ("CorruptDatabase", "InvalidDatabase"):
-            where = getattr(args, "db", "")
-            print(f"boltimages {args.command}: {where}: damaged: {common._without_path(exc, where)}; run "
-                  "'boltimages check', then 'boltimages salvage' to recover what it holds", file=sys.stderr)
-            return common.EXIT_FAILED
-        if "DatabaseLocked" == name:
-            from .lockholder import locked_text
-            print(f"boltimages {args.command}: {locked_text(getattr(args, 'db', '?'))}", file=sys.stderr)
-            return common.EXIT_LOCKED
+    except Exception as exc:  # last resort: still one line, never a traceback or a class name
+        print(f"boltimages {args.command}: {_user_text(exc, args)}", file=sys.stderr)
         if os.environ.get("BOLTIMAGES_DEBUG"):
             raise
-        print(f"boltimages {args.command}: failed: {exc} (set BOLTIMAGES_DEBUG=1 for details)", file=sys.stderr)
-        return common.EXIT_FAILED
+        return common.EXIT_LOCKED if type(exc).__name__ == "DatabaseLocked" else common.EXIT_FAILED
+
+
+def _user_text(exc: BaseException, args: argparse.Namespace) -> str:
+    """A failure no tool turned into a ToolError, as one line a user can act
+    on: our own errors and the engine's carry readable text (the file named
+    once), the system's errors get the file, the reason and what to do;
+    anything else is a bug, said so, with the way to get the traceback."""
+    from .errors import BoltImagesError, without_path
+    name = type(exc).__name__
+    where = getattr(args, "db", "") or ""
+    if name in ("CorruptDatabase", "InvalidDatabase"):
+        return (f"{where}: damaged: {without_path(str(exc), where)}; run 'boltimages check', "
+                "then 'boltimages salvage' to recover what it holds")
+    if name == "DatabaseLocked":
+        from .lockholder import locked_text
+        return locked_text(where or "?")
+    if isinstance(exc, BoltImagesError):
+        return exc.detail or str(exc)
+    if type(exc).__module__.endswith(".bolt"):  # the engine's own text (IOFailure too) names the file
+        return str(exc)
+    if isinstance(exc, OSError):
+        return common.os_error_text(exc)
+    return f"unexpected failure ({exc}); run with BOLTIMAGES_DEBUG=1 for details"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
 """Fixtures for the compatibility suite: a private real containerd, our server, ctr, archives.
 
-Everything runs against real programs. Missing containerd/ctr or missing root
-skips locally and fails in CI (tests.helpers honours BOLTIMAGES_REQUIRE_COMPAT).
+Everything runs against real programs. Every fixture that starts or talks to a
+real containerd depends on `release`, a session fixture parametrized over
+releases.RELEASES (1.6.20, 1.7.24, 2.1.9): each test that uses one runs once
+per release, with that release's own containerd, config, shim and ctr, and
+pytest groups the tests by release so each release's session daemon starts
+once. Our server is shared: the suite uses fresh namespaces per test.
+Missing containerd/ctr or missing root skips locally and fails in CI
+(tests.helpers honours BOLTIMAGES_REQUIRE_COMPAT).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from tests.compat.ctr_runner import Ctr
 from tests.compat.daemons import (Daemon, DaemonError, boltimages_daemon, containerd_daemon,
                                    containerd_meta_db)
 from tests.compat.grpc_client import Client
+from tests.compat.releases import DEFAULT, RELEASES, Release
 from tests.helpers import require_root, require_tool
 
 _daemons_in_use: list[Daemon] = []
@@ -48,21 +55,28 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((f"{daemon.name} log", daemon.log_tail()))
 
 
-@pytest.fixture(scope="session")
-def containerd_bin() -> str:
+@pytest.fixture(scope="session", params=RELEASES, ids=[f"containerd-{r.minor}" for r in RELEASES])
+def release(request) -> Release:
+    """The containerd release this test runs against (its daemon, config, shim and ctr)."""
     require_root()
-    return require_tool("containerd")
+    return request.param.require()
 
 
 @pytest.fixture(scope="session")
-def ctr_bin() -> str:
-    return require_tool("ctr")
+def containerd_bin(release: Release) -> str:
+    return release.containerd
 
 
 @pytest.fixture(scope="session")
-def real_containerd(containerd_bin: str, tmp_path_factory) -> Iterator[Daemon]:
-    """One private containerd for the session (tests use their own namespaces)."""
-    daemon = _start(containerd_daemon(containerd_bin, tmp_path_factory.mktemp("containerd")))
+def ctr_bin(release: Release) -> str:
+    return release.ctr
+
+
+@pytest.fixture(scope="session")
+def real_containerd(release: Release, tmp_path_factory) -> Iterator[Daemon]:
+    """One private containerd per release for the session (tests use their own namespaces)."""
+    daemon = _start(containerd_daemon(release.containerd, tmp_path_factory.mktemp(f"containerd-{release.minor}"),
+                                      release=release))
     yield daemon
     _stop(daemon)
 
@@ -73,6 +87,7 @@ def real_containerd(containerd_bin: str, tmp_path_factory) -> Iterator[Daemon]:
 SELFTEST = os.environ.get("BOLTIMAGES_COMPAT_SELFTEST") == "1"
 
 
+
 def _our_daemon(base: pathlib.Path, db: pathlib.Path, content_root: Optional[pathlib.Path] = None) -> Daemon:
     if SELFTEST:
         root = base / "selftest-root"
@@ -80,7 +95,10 @@ def _our_daemon(base: pathlib.Path, db: pathlib.Path, content_root: Optional[pat
             copy_file(db, containerd_meta_db(root))
         if content_root is not None:
             shutil.copytree(content_root, root / "io.containerd.content.v1.content")
-        daemon = containerd_daemon(require_tool("containerd"), base, root)
+            # and the snapshotters' own stores, so snapshot kinds read as on the original
+            for store in content_root.parent.glob("io.containerd.snapshotter.v1.*"):
+                shutil.copytree(store, root / store.name, symlinks=True)
+        daemon = containerd_daemon(require_tool("containerd"), base, root, DEFAULT)
         daemon.db_path = containerd_meta_db(root)
         return daemon
     extra = ["--content-root", str(content_root)] if content_root is not None else []
@@ -99,13 +117,15 @@ def our_server(tmp_path_factory) -> Iterator[Daemon]:
 
 
 @pytest.fixture
-def containerd_factory(containerd_bin: str, tmp_path: pathlib.Path) -> Iterator[Callable[..., Daemon]]:
-    """Start extra private containerds (e.g. on a prepared root); all stopped at teardown."""
+def containerd_factory(release: Release, tmp_path: pathlib.Path) -> Iterator[Callable[..., Daemon]]:
+    """Start extra private containerds of the test's release (e.g. on a prepared root); all
+    stopped at teardown."""
     started: list[Daemon] = []
     counter = itertools.count()
 
     def make(root: Optional[pathlib.Path] = None) -> Daemon:
-        daemon = _start(containerd_daemon(containerd_bin, tmp_path / f"containerd{next(counter)}", root))
+        daemon = _start(containerd_daemon(release.containerd, tmp_path / f"containerd{next(counter)}", root,
+                                          release))
         started.append(daemon)
         return daemon
 

@@ -19,21 +19,8 @@ from typing import Optional, Sequence
 
 import grpc
 
+from tests.compat.releases import DEFAULT, Release
 from tests.helpers import child_env
-
-# Plugins a private containerd does not need for image metadata work, and
-# which are slow or want kernel features (CRI, other snapshotters, task
-# runtimes, cgroup monitor, /opt installer).
-CONTAINERD_DISABLED_PLUGINS = (
-    "io.containerd.grpc.v1.cri",
-    "io.containerd.snapshotter.v1.aufs",
-    "io.containerd.snapshotter.v1.btrfs",
-    "io.containerd.snapshotter.v1.devmapper",
-    "io.containerd.snapshotter.v1.zfs",
-    "io.containerd.internal.v1.opt",
-    "io.containerd.monitor.v1.cgroups",
-    "io.containerd.runtime.v1.linux",
-)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -131,14 +118,16 @@ class Daemon:
         return f"--- last {len(tail)} lines of {self.name} log {self.log_path} ---\n" + "\n".join(tail)
 
 
-def containerd_config(base: pathlib.Path, root: Optional[pathlib.Path] = None) -> pathlib.Path:
-    """Write a version-2 config.toml that keeps everything under `base`."""
+def containerd_config(base: pathlib.Path, root: Optional[pathlib.Path] = None,
+                      release: Release = DEFAULT) -> pathlib.Path:
+    """Write the release's config.toml (version 2 or 3) that keeps everything under `base`."""
     root = root or base / "root"
     state = base / "state"
     address = base / "containerd.sock"
-    disabled = ", ".join(f'"{p}"' for p in CONTAINERD_DISABLED_PLUGINS)
+    disabled = ", ".join(f'"{p}"' for p in release.disabled_plugins)
+    # The keys used here mean the same in config version 2 (1.6/1.7) and 3 (2.x).
     text = (
-        "version = 2\n"
+        f"version = {release.config_version}\n"
         f'root = "{root}"\n'
         f'state = "{state}"\n'
         f"disabled_plugins = [{disabled}]\n"
@@ -157,12 +146,16 @@ def containerd_config(base: pathlib.Path, root: Optional[pathlib.Path] = None) -
     return path
 
 
-def containerd_daemon(containerd: str, base: pathlib.Path, root: Optional[pathlib.Path] = None) -> Daemon:
-    """An (unstarted) private containerd under `base`; its socket is base/containerd.sock."""
+def containerd_daemon(containerd: str, base: pathlib.Path, root: Optional[pathlib.Path] = None,
+                      release: Release = DEFAULT) -> Daemon:
+    """An (unstarted) private containerd under `base`; its socket is base/containerd.sock.
+
+    `containerd` is the binary; `release` chooses its config and puts its bin dir first
+    on PATH so it starts its own shim."""
     base.mkdir(parents=True, exist_ok=True)
-    config = containerd_config(base, root)
-    daemon = Daemon("containerd", [containerd, "--config", str(config)],
-                    str(base / "containerd.sock"), base / "containerd.log")
+    config = containerd_config(base, root, release)
+    daemon = Daemon(f"containerd {release.version}", [containerd, "--config", str(config)],
+                    str(base / "containerd.sock"), base / "containerd.log", env=release.env())
     daemon.db_path = containerd_meta_db(root or base / "root")
     return daemon
 

@@ -19,6 +19,7 @@ import pytest
 
 from boltimages import bolt
 from boltimages._bolt import ffi, lib
+from tests.helpers import wait_until, waiting_in
 
 ALL_ONES = 0xFFFFFFFFFFFFFFFF
 PAGE_HEADER = 16
@@ -421,7 +422,7 @@ def test_batch_calls(db):
     with db.begin() as tx:
         b = tx.bucket(b"b")
         keys = [k for k, _ in pairs] + [b"missing", b"nested"]
-        assert b.get_many(keys) == [v for _, v in pairs] + [None, None]
+        assert [b.get(k) for k in keys] == [v for _, v in pairs] + [None, None]
         assert list(b.items()) == pairs + [(b"nested", None)]
 
 
@@ -612,7 +613,10 @@ def test_second_writer_waits_for_the_first(db):
 
     t = threading.Thread(target=other)
     t.start()
-    time.sleep(0.2)
+    # the second writer must be inside the engine's begin (waiting for the
+    # lock) before the first commits, or this would prove nothing
+    assert wait_until(lambda: waiting_in(t, "begin", "lib.bolt_begin(")), "second writer never reached begin"
+    assert t.is_alive() and order == []
     order.append("first-commit")
     tx.commit()
     t.join(10)

@@ -1,6 +1,6 @@
 """Seeded mutator of bbolt files for the corruption fuzz tests.
 
-It knows just enough of the format (see /work/shared/facts/bbolt-format.md)
+It knows just enough of the format (bbolt 1.3.6, page.go and node.go)
 to aim damage at the places a parser must check: page headers, element
 arrays, branch child ids, inline bucket images, the freelist, and meta
 fields with a recomputed checksum (so a reader cannot lean on the checksum).

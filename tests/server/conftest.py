@@ -15,6 +15,8 @@ from typing import Iterator, Optional, Sequence
 import grpc
 import pytest
 
+from tests.helpers import wait_until
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE_KEY = "containerd-namespace"
 
@@ -149,6 +151,9 @@ class Collector:
         self.got: list = []
         self.error: Optional[grpc.RpcError] = None
         self._warm = threading.Event()
+        self._stub = stub
+        self._markers: set[str] = set()
+        self._marker_count = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20
@@ -161,6 +166,7 @@ class Collector:
         try:
             for envelope in self.call:
                 if envelope.topic == self.warmup:
+                    self._markers.add(envelope.namespace)
                     self._warm.set()
                 elif not envelope.topic.startswith("/warmup/"):
                     self.got.append(envelope)
@@ -168,9 +174,18 @@ class Collector:
             self.error = err
 
     def wait_for(self, n: int, timeout: float = 10.0) -> list:
-        deadline = time.monotonic() + timeout
-        while len(self.got) < n and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: len(self.got) >= n, timeout, 0.02)
+        return self.got
+
+    def settle(self, timeout: float = 10.0) -> list:
+        """Every event published before this call, delivered: a subscriber
+        receives events in order, so once a marker published now is back,
+        nothing published earlier (a duplicate, say) is still on its way."""
+        from boltimages.api.containerd.services.events.v1 import events_pb2
+        self._marker_count += 1
+        marker = f"settle{self._marker_count}"
+        self._stub.Publish(events_pb2.PublishRequest(topic=self.warmup), metadata=md(marker), timeout=10)
+        assert wait_until(lambda: marker in self._markers, timeout, 0.01), f"marker never arrived ({self.error})"
         return self.got
 
     def close(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
-import time
 from typing import Any
 
 import grpc
@@ -14,7 +13,7 @@ from boltimages.api.containerd.services.content.v1 import content_pb2, content_p
 from boltimages.api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from tests.compat.daemons import DaemonError, containerd_daemon, containerd_meta_db
 from tests.compat.oci_archive import build_image, write_archive
-from tests.helpers import require_root, require_tool
+from tests.helpers import require_root, require_tool, settled
 
 from .conftest import md, run_serve
 
@@ -82,19 +81,10 @@ def test_containerd_file_served_by_us_reads_the_same(containerd, serve, tmp_path
     assert imported.returncode == 0, imported.stderr
     their_check = _ctr(containerd.address, "images", "check").stdout
     their_ls = _ctr(containerd.address, "images", "ls").stdout
-    # import's temporary lease is gone by now; let containerd's collector
-    # settle so the file we take over is the one these answers describe:
-    # the same answers twice, half a second apart (a loaded machine can
-    # delay the collection well past a fixed wait)
-    time.sleep(1.5)
-    theirs = _content_answers("unix://" + containerd.address, image.manifest_digest)
-    deadline = time.monotonic() + 20
-    while True:
-        time.sleep(0.5)
-        again = _content_answers("unix://" + containerd.address, image.manifest_digest)
-        if again == theirs or time.monotonic() > deadline:
-            break
-        theirs = again
+    # import's temporary lease is gone by now; containerd's collector runs
+    # when it chooses, so the file we take over is the one these answers
+    # describe once they stop changing
+    theirs = settled(lambda: _content_answers("unix://" + containerd.address, image.manifest_digest))
 
     root = pathlib.Path(containerd.address).parent / "root"
     db = containerd_meta_db(root)
@@ -181,7 +171,6 @@ def test_unpacked_image_on_containerd_file(containerd, serve, tmp_path):
     imported = _ctr(containerd.address, "images", "import", "--snapshotter", "native", str(archive))
     assert imported.returncode == 0, imported.stderr
     env_check = ["env", "CONTAINERD_SNAPSHOTTER=native"]
-    time.sleep(1.5)
 
     def check(address: str) -> str:
         done = subprocess.run([*env_check, require_tool("ctr"), "--address", address, "-n", "cns", "images",
@@ -189,10 +178,13 @@ def test_unpacked_image_on_containerd_file(containerd, serve, tmp_path):
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    their_check = check(containerd.address)
+    def snapshot_keys() -> list[str]:
+        return [line.split()[0] for line in _ctr(containerd.address, "snapshots", "--snapshotter", "native",
+                                                 "ls").stdout.splitlines()[1:]]
+
+    # what containerd answers once its collector is done with the import (see above)
+    their_check, keys = settled(lambda: (check(containerd.address), snapshot_keys()))
     assert their_check.split()[-1] == "true"
-    keys = [line.split()[0] for line in _ctr(containerd.address, "snapshots", "--snapshotter", "native",
-                                             "ls").stdout.splitlines()[1:]]
     assert keys
     theirs = _snapshot_answers("unix://" + containerd.address, keys[0])
     containerd.stop()

@@ -12,17 +12,8 @@ from google.protobuf import empty_pb2
 
 from boltimages.api.containerd.services.version.v1 import version_pb2_grpc
 from boltimages.server import config as config_mod
+from tests.helpers import wait_until
 from tests.server.conftest import run_serve
-
-
-def _log_shows(served, text: str, timeout: float = 10.0) -> bool:
-    """The server logs "serving" just after it starts answering: poll rather than race it."""
-    deadline = time.monotonic() + timeout
-    while text not in served.log():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_default_is_native_and_file_or_flag_choose(tmp_path: pathlib.Path) -> None:
@@ -51,14 +42,14 @@ def test_each_transport_serves_and_logs_its_name(serve, transport: str) -> None:
         with pytest.raises(grpc.RpcError) as err:
             channel.unary_unary("/no.Such/Method")(b"", timeout=10)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert _log_shows(served, f"transport={transport}")
+    assert wait_until(lambda: f"transport={transport}" in served.log(), 10, 0.05)
 
 
 def test_debug_level_logs_each_call_with_native(serve) -> None:
     served = serve("--log-level", "debug", "--transport", "native")
     with served.channel() as channel:
         version_pb2_grpc.VersionStub(channel).Version(empty_pb2.Empty(), timeout=10)
-    assert _log_shows(served, "method=/containerd.services.version.v1.Version/Version")
+    assert wait_until(lambda: "method=/containerd.services.version.v1.Version/Version" in served.log(), 10, 0.05)
 
 
 def test_health_watch_streams_and_ends_on_shutdown(serve) -> None:

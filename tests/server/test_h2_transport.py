@@ -36,6 +36,7 @@ class Probe:
     def __init__(self) -> None:
         self.stream_ended = threading.Event()
         self.callback_ran = threading.Event()
+        self.slow_started = threading.Event()
         self.slow_done = threading.Event()
         self.barrier = threading.Barrier(16, timeout=10)
 
@@ -59,7 +60,8 @@ def _handlers(probe: Probe) -> grpc.GenericRpcHandler:
 
     def slow(request: bytes, context: Any) -> bytes:
         context.add_callback(probe.callback_ran.set)
-        time.sleep(float(request or b"1"))
+        probe.slow_started.set()
+        time.sleep(float(request or b"1"))  # the call's work, not synchronisation
         probe.slow_done.set()
         return b"slow"
 
@@ -619,7 +621,7 @@ def test_sixteen_pooled_calls_on_one_connection_run_concurrently(served: Running
 def test_graceful_stop_lets_a_running_call_finish(tmp_path: Any) -> None:
     running = Running(str(tmp_path))
     future = running.method("Slow").future(b"0.5", timeout=10)
-    time.sleep(0.2)
+    assert running.probe.slow_started.wait(10), "the call never reached its handler"
     done = running.server.stop(5.0)
     assert future.result(timeout=10) == b"slow"
     assert done.wait(10)
@@ -661,7 +663,11 @@ def _late_frames_then_eof(raw: Raw) -> None:
     these writes with EPIPE, and grpc-core then fails every call on the
     connection as UNAVAILABLE, even those whose trailers it had not read yet.
     """
-    time.sleep(0.2)  # long enough for a server that closes at once to have done so
+    # wait for the server's end of stream (a peek, so nothing is consumed):
+    # from then on a server that closed rather than half-closed refuses the
+    # writes below with EPIPE, so they test the half-close without a race
+    assert raw.buf == b"" and raw.sock.recv(1, socket.MSG_PEEK) == b"", \
+        "the server answered after its last frame"
     raw.send(f.window_update(0, 1000) + f.frame(f.PING, 0, 0, b"late-one"))
     rest = b""
     while True:

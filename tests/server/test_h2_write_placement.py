@@ -8,7 +8,6 @@ concurrent creates that share commits raise it by less than one per create.
 from __future__ import annotations
 
 import struct
-import time
 import threading
 
 import grpc
@@ -132,8 +131,8 @@ def test_racing_creates_of_the_same_names_give_one_winner_and_one_event_each(ser
             t.start()
         for t in threads:
             t.join()
-        got = collector.wait_for(len(results))
-        time.sleep(0.3)  # a duplicate event would arrive about now
+        collector.wait_for(len(results))
+        collector.settle()  # a duplicate would be delivered before the marker
     finally:
         collector.close()
         watcher.close()

@@ -17,7 +17,8 @@ import pytest
 from boltimages.api.containerd.services.images.v1 import images_pb2 as pb, images_pb2_grpc
 from boltimages.errors import InvalidArgument
 from boltimages.store.filters import parse_all
-from boltimages.store.images import Descriptor, Image, image_adaptor
+from boltimages.store.image_records import from_image
+from boltimages.store.images import Descriptor, Image
 from tests.compat.daemons import DaemonError, containerd_daemon
 from tests.helpers import require_root, require_tool, slow_budget
 
@@ -28,7 +29,8 @@ IDX = "application/vnd.oci.image.index.v1+json"
 IMAGES = [
     Image("docker.io/library/alpine:3", {"a": "b", "x.y": "dot", "sp ace": "v v"},
           Descriptor(MT, "sha256:" + "ab" * 32, 10, {"ref": "3"})),
-    Image("docker.io/library/busybox:latest", {"a": "c"}, Descriptor(IDX, "sha256:" + "cd" * 32, 20)),
+    Image("docker.io/library/busybox:latest", {"a": "c", "g": "\u03b1\u03b2\u03b3", "x": "a" * 27 + "!"},
+          Descriptor(IDX, "sha256:" + "cd" * 32, 20)),
     Image("example.com/ns/app@sha256", None, Descriptor(MT, "sha512:" + "ef" * 64, 30, {"ref": "x,y"})),
     Image("q\"uote", {"\u00e9": "\u00fc"}, Descriptor(MT, "sha256:" + "01" * 32, 40)),
 ]
@@ -44,6 +46,11 @@ CORPUS = [
     "labels.a==b,labels.a==c", "  name  ", "name ==  x", "name\t==x", "na-me==x", "_==x", "9==x",
     "\u00e9==x", "name==\u00e9", "name==\x00", "name==\"a\nb\"", "labels.a==b\u00a0", "name==\ufffd",
     "name~=\\z", "name~=a{2}", "name~=(?i)ALPINE", "name~=\\pL", "name~='q'",
+    # RE2 itself (google-re2) against Go's regexp: Unicode scripts, \C (Go has
+    # none), the catastrophic backtracking case, flags, hex escapes, bad UTF-8
+    "labels.g~=^\\p{Greek}+$", "labels.g~=\\P{Greek}", "name~=\\C", "labels.x~=(a+)+$",
+    "labels.x~=(a+)+!$", "name~=(?U)a+", "name~=\\x{61}", "labels.g~=[^\\n]", "name~=\\Q.\\E",
+    'name~="\\xff"', "name~=a{1001}", "name~=\\Z", "name~=[[:^alpha:]]", "name~=(?s).",
 ]
 
 PIECES = ["name", "labels", "annotations", "target", "digest", "mediatype", "a", "x", "y", "ref",
@@ -53,7 +60,8 @@ PIECES = ["name", "labels", "annotations", "target", "digest", "mediatype", "a",
 
 REGEX_PIECES = ["\\d", "\\w", "\\s", "\\D", "\\pL", "\\p{Lu}", "\\PL", "[[:alpha:]]", "[^a]", "$", "^",
                 "a{2}", "{", "}", "{1,}", "(?i)", "\\b", ".", "*", "+", "?", "|", "(", ")", "[", "]", "-",
-                "\\Q.", "\\E", "\\z", "l", "i", "b", ":", "3", "\u00e9", "A", "\\", "(?m)", "(?s)"]
+                "\\Q.", "\\E", "\\z", "l", "i", "b", ":", "3", "\u00e9", "A", "\\", "(?m)", "(?s)",
+                "\\p{Greek}", "\\C", "(?U)", "\\x{3b1}"]
 
 
 def random_regex(rng: random.Random) -> list[str]:
@@ -61,12 +69,16 @@ def random_regex(rng: random.Random) -> list[str]:
     return [field + "~=" + "".join(rng.choice(REGEX_PIECES) for _ in range(rng.randint(1, 6)))]
 
 
+def _adaptor(image: Image):
+    """The record module's filter adaptor over the record ``image`` is stored as."""
+    return from_image(image).lookup
+
 def ours(filters: list[str]) -> tuple[str, object]:
     try:
         matcher = parse_all(filters)
     except InvalidArgument as exc:
         return "INVALID_ARGUMENT", str(exc)
-    return "OK", [i.name for i in IMAGES if matcher.match(image_adaptor(i))]
+    return "OK", [i.name for i in IMAGES if matcher.match(_adaptor(i))]
 
 
 def random_filters(rng: random.Random) -> list[str]:

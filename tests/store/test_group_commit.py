@@ -9,6 +9,7 @@ import pytest
 from boltimages.errors import AlreadyExists, InvalidArgument
 from boltimages.store.db import MetadataDB
 from boltimages.store.images import Descriptor, Image, ImageStore
+from tests.helpers import wait_until
 
 D = "sha256:" + "33" * 32
 
@@ -107,10 +108,7 @@ def test_failing_function_runs_alone(meta_db: MetadataDB) -> None:
 
     second = threading.Thread(target=queued)
     second.start()
-    import time
-    t0 = time.monotonic()
-    while not meta_db._queue and time.monotonic() - t0 < 10:
-        time.sleep(0.001)
+    assert wait_until(lambda: bool(meta_db._queue), 10, 0.001)
     release.set()
     first.join(10)
     second.join(10)
@@ -126,11 +124,7 @@ def test_waiting_writers_share_one_commit(meta_db: MetadataDB) -> None:
 
     def slow_first(tx):
         started.set()
-        deadline = 50.0
-        import time
-        t0 = time.monotonic()
-        while len(meta_db._queue) < n and time.monotonic() - t0 < deadline:
-            time.sleep(0.001)
+        wait_until(lambda: len(meta_db._queue) >= n, 50, 0.001)
         tx.bucket(b"v1").put(b"first", b"1")
         return "first"
 

@@ -1,18 +1,21 @@
 """The packed-walk image reader and its per-file-state snapshots.
 
-The reader must give exactly what the per-bucket reader (``read_image``)
-gives, for odd records too; the snapshot kept between calls must never
+The reader must give exactly what a per-bucket reader written after
+containerd's readImage (kept here as the reference) gives, for odd records too; the snapshot kept between calls must never
 outlive the file state it was read from, whoever changes the file.
 """
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from boltimages.errors import DataCorruption, NotFound
-from boltimages.store import codec, image_records
+from boltimages.errors import DataCorruption, InvalidArgument, NotFound, go_quote
+from boltimages.store import codec, image_records, layout
 from boltimages.store.db import MetadataDB
-from boltimages.store.images import Descriptor, Image, ImageStore, read_image
+from boltimages.store.images import Descriptor, Image, ImageStore
+from tests.helpers import bucket_tree
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -25,6 +28,42 @@ def image(name: str, **labels: str) -> Image:
 
 def images_bucket(tx, ns: str = "ns"):
     return tx.bucket(b"v1").bucket(ns.encode()).bucket(b"images")
+
+
+def _read_map(bucket, name: bytes):
+    sub = bucket.bucket(name)
+    if sub is None:
+        return None
+    # containerd's boltutil.readMap: ForEach gives a nested bucket a nil value, read as ""
+    return {k.decode("utf-8", "surrogateescape"): (v or b"").decode("utf-8", "surrogateescape")
+            for k, v in sub.items()}
+
+
+def read_image(name: str, bucket) -> Image:
+    """containerd's readImage over the bucket API, one lookup per field."""
+    image = Image(name=name)
+    for key, attr in ((layout.CREATED_AT_KEY, "created_at"), (layout.UPDATED_AT_KEY, "updated_at")):
+        raw = bucket.get(key)
+        if raw is not None:
+            try:
+                setattr(image, attr, codec.decode_time(raw))
+            except codec.CodecError as exc:
+                raise DataCorruption(f"image {go_quote(name)}: {exc}") from None
+    image.labels = _read_map(bucket, layout.LABELS_BUCKET)
+    image.target.annotations = _read_map(bucket, layout.ANNOTATIONS_BUCKET)
+    target = bucket.bucket(layout.TARGET_BUCKET)
+    if target is None:
+        raise DataCorruption(f"image {go_quote(name)}: unable to read target bucket")
+    for key, value in target.items():
+        if value is None:
+            continue
+        if key == layout.DIGEST_KEY:
+            image.target.digest = value.decode("utf-8", "surrogateescape")
+        elif key == layout.MEDIA_TYPE_KEY:
+            image.target.media_type = value.decode("utf-8", "surrogateescape")
+        elif key == layout.SIZE_KEY:
+            image.target.size = codec.decode_varint_lenient(value)
+    return image
 
 
 def reference(meta_db: MetadataDB, ns: str = "ns") -> list[Image]:
@@ -157,12 +196,18 @@ def test_selection_gives_what_the_generic_selector_gives() -> None:
             return None
         return sorted({rng.choice(keys): rng.choice(values) for _ in range(rng.randrange(0, 4))}.items())
 
+    media_types = [b"m", b"application/vnd.oci.image.index.v1+json", b"", None, b"\xce\xb1\xff"]
     records = [RawImage(f"img-{i}".encode(), labels=pairs(), annotations=pairs(), has_target=True,
-                        digest=b"sha256:" + b"ab" * 32, media_type=b"m") for i in range(400)]
+                        digest=b"sha256:" + b"ab" * 32, media_type=rng.choice(media_types)) for i in range(400)]
     filters = ["labels.a==1", "labels.a!=1", "labels.a", "labels.\"a.b\"==3", "labels.a.b==3",
                "annotations.\"org.example/x\"==\"x y\"", "labels.\"é\"==ü", "labels.b==\"\"", "labels.b!=\"\"",
                "labels.a==1,labels.b==3", "labels.a~=^[13]$", "name==img-5", "labels.a==1,name~=img-1",
-               "annotations.b", "labels.zzz!=q", "labels==1"]
+               "annotations.b", "labels.zzz!=q", "labels==1",
+               # ~= searches the stored bytes (each distinct value once); bad UTF-8 reads as U+FFFD
+               "labels.a~=^$", "labels.b~=^\\x{FFFD}\\x{FFFD}$", "labels.b~=^..$", "labels.\"é\"~=\\pL",
+               "target.mediatype~=index", "target.mediatype~=^$", "target.mediatype~=\\p{Greek}\\x{FFFD}",
+               "target.digest~=^sha256:", "name~=img-1.$", "name.x~=img", "target~=.", "labels~=.",
+               "labels.a~=(", "name~=\\C"]
     checked = 0
     for text in filters:
         for combo in ([text], [text, rng.choice(filters)]):
@@ -173,4 +218,33 @@ def test_selection_gives_what_the_generic_selector_gives() -> None:
             want = [raw for raw in records if matcher.match(raw.lookup)]
             assert image_records.select(records, matcher) == want, combo
             checked += 1
-    assert checked >= 25
+    assert checked >= 50
+
+
+def _stored(meta_db: MetadataDB, name: bytes) -> image_records.RawImage:
+    return meta_db.view(lambda tx: image_records.read_one(name, images_bucket(tx).bucket(name)))
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("digest", b"notadigest", 'Target.Digest "notadigest" invalid: invalid checksum digest format'),
+    ("size", codec.encode_varint(-5), "Target.Size must be greater than zero"),
+    ("media_type", b"", "Target.MediaType must be set"),
+    ("labels", [(b"k", b"v" * 5000)], "image.Labels: label key and value greater than maximum size"),
+    ("name", b"", "image name must not be empty"),
+    ("created", None, "createdAt: missing"),
+    ("updated", b"\x09garbage", "updatedAt: Time.UnmarshalBinary: unsupported version"),
+])
+def test_the_offline_writer_refuses_what_containerd_refuses(meta_db: MetadataDB, field, value, reason) -> None:
+    """replace_record (import, copy, tag) validates first: a refused record touches nothing."""
+    ImageStore(meta_db).create("ns", image("a:1", k="v"))
+    stored = _stored(meta_db, b"a:1")
+    bad = image_records.RawImage(b"a:1", stored.created, stored.updated, stored.labels, stored.annotations,
+                                 True, stored.digest, stored.media_type, stored.size)
+    setattr(bad, field, value)
+    before = meta_db.view(lambda tx: bucket_tree(images_bucket(tx)))
+    with pytest.raises(InvalidArgument, match=re.escape(reason)):
+        meta_db.update(lambda tx: image_records.replace_record(images_bucket(tx), bad))
+    assert meta_db.view(lambda tx: bucket_tree(images_bucket(tx))) == before
+    # the same record, valid, is written whole
+    meta_db.update(lambda tx: image_records.replace_record(images_bucket(tx), stored))
+    assert image_records.same_content(_stored(meta_db, b"a:1"), stored)

@@ -10,7 +10,6 @@ the field-by-field path, as it always did.
 
 from __future__ import annotations
 
-from boltimages.api.containerd.events import image_pb2 as events_pb2
 from boltimages.api.containerd.services.images.v1 import images_pb2 as pb
 from boltimages.server import images_service as svc
 from boltimages.store import codec
@@ -51,14 +50,19 @@ def test_stored_records_frame_to_the_message_built_field_by_field(meta_db: Metad
     assert svc._wire(wire) is wire
 
 
-def test_create_and_update_answers_parse_to_the_image_and_its_event() -> None:
+def test_create_answers_with_the_record_as_written(meta_db: MetadataDB) -> None:
+    """Create frames the record the writer returns (the C framer, as Get):
+    empty values dropped as containerd's writeMap drops them."""
+    store = ImageStore(meta_db)
     image = Image(name="n", labels={"a": "1", "b": ""},
-                  target=Descriptor(media_type="m", digest=DIGEST, size=5, annotations={"z": "2"}),
-                  created_at=codec.Timestamp(1700000000, 5), updated_at=codec.Timestamp(1700000001, 0))
-    wire, event = svc.image_response(pb.UpdateImageResponse, image, events_pb2.ImageUpdate)
+                  target=Descriptor(media_type="m", digest=DIGEST, size=5, annotations={"z": "2"}))
+    written = store.create_record("ns", image, epoch=codec.Timestamp(1700000000, 5))
+    wire = svc.record_response(pb.CreateImageResponse, written)
     assert type(wire) is bytes
-    assert pb.UpdateImageResponse.FromString(wire) == pb.UpdateImageResponse(image=svc.image_to_proto(image))
-    assert event == events_pb2.ImageUpdate(name="n", labels={"a": "1", "b": ""})
+    answer = pb.CreateImageResponse.FromString(wire)
+    assert answer == pb.CreateImageResponse(image=svc.image_to_proto(store.get("ns", "n")))
+    assert dict(answer.image.labels) == {"a": "1"} and answer.image.created_at.nanos == 5
+    assert written.wire is not None  # kept with the record, as a Get keeps it
 
 
 def test_a_record_that_is_not_utf8_takes_the_field_by_field_path(meta_db: MetadataDB) -> None:

@@ -21,7 +21,7 @@ import pytest
 from boltimages import _records, bolt
 from boltimages.store import image_records
 from boltimages.store.image_records import RawImage
-from tests.engine.test_rows import _write as write_tree
+from tests.helpers import write_tree
 
 SEED = 1127
 
@@ -255,3 +255,26 @@ def test_repeated_short_fields_are_shared_between_records() -> None:
     assert a.labels[0][0] is b.labels[0][0] and a.labels[0][0] == long_key
     assert a.labels[1][1] is b.labels[1][1]
     assert _fields(a)[1:] == _fields(b)[1:] == _fields(c)[1:]
+
+
+def test_the_cutter_finds_every_field_under_the_layouts_names(tmp_path: Any) -> None:
+    """records.c names the fields with C literals; store/layout.py names them
+    for everything else. A record written with the layout's names must come
+    out of the cutter with every field set, so the two cannot drift apart."""
+    from boltimages.store import layout
+
+    with bolt.open(str(tmp_path / "l.db")) as db:
+        with db.begin(write=True) as tx:
+            record = tx.create_bucket(layout.IMAGES_BUCKET).create_bucket(b"img")
+            record.put(layout.CREATED_AT_KEY, b"c")
+            record.put(layout.UPDATED_AT_KEY, b"u")
+            record.create_bucket(layout.LABELS_BUCKET).put(b"lk", b"lv")
+            record.create_bucket(layout.ANNOTATIONS_BUCKET).put(b"ak", b"av")
+            target = record.create_bucket(layout.TARGET_BUCKET)
+            target.put(layout.DIGEST_KEY, b"d")
+            target.put(layout.MEDIA_TYPE_KEY, b"m")
+            target.put(layout.SIZE_KEY, b"\x02")
+        with db.begin() as tx:
+            [got] = image_records.read_all(tx.bucket(layout.IMAGES_BUCKET))
+    assert _fields(got) == _fields(RawImage(b"img", b"c", b"u", [(b"lk", b"lv")], [(b"ak", b"av")], True,
+                                            b"d", b"m", b"\x02"))

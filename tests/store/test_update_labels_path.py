@@ -21,6 +21,7 @@ from boltimages import bolt
 from boltimages.store import codec, images as images_module, layout
 from boltimages.store.db import MetadataDB
 from boltimages.store.images import Descriptor, Image, ImageStore
+from tests.helpers import bucket_tree
 
 NS = "labels-path"
 NAME = "registry.example/app:1"
@@ -120,7 +121,7 @@ def _outcome(path: str, given: Image, paths: list[str], lease: Optional[str]) ->
             fields = (raw.name, raw.created, raw.updated, raw.labels, raw.annotations, raw.has_target,
                       raw.digest, raw.media_type, raw.size)
             answer = (answer, fields)
-        return answer, db.view(lambda tx: tx.bucket(layout.SCHEMA_BUCKET).tree()), None
+        return answer, db.view(lambda tx: bucket_tree(tx.bucket(layout.SCHEMA_BUCKET))), None
     finally:
         db.close()
 

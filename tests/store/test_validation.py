@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from boltimages.errors import FailedPrecondition, InvalidArgument, go_quote
-from boltimages.store.identifiers import namespace_required
+from boltimages.store.validation import namespace_required
 from boltimages.store.images import Descriptor, Image, validate_image
 
 D = "sha256:" + "2d" * 32
@@ -80,3 +80,26 @@ def test_namespace_rules() -> None:
 
 def test_go_quote() -> None:
     assert go_quote('a"b\\c\n\x01\u00e9\u2028') == '"a\\"b\\\\c\\n\\x01\u00e9\\u2028"'
+
+
+@pytest.mark.parametrize("digest,reason", [
+    ("md5:!!", "invalid checksum digest format"),     # unknown algorithm, not even digest-shaped
+    ("md5:abc", "unsupported digest algorithm"),
+    ("sha256:", "invalid checksum digest format"),
+    ("sha256:" + "ab" * 32, None),
+])
+def test_one_digest_rule_for_images_leases_and_content(tmp_path, digest, reason) -> None:
+    """go-digest's Validate, the one copy: the lease store used to answer
+    'unsupported digest algorithm' for md5:!! where containerd says 'format'."""
+    from boltimages import bolt
+    from boltimages.store import leases, validation
+    assert validation.digest_problem(digest) == reason
+    with bolt.open(str(tmp_path / "m.db"), create=True) as db, db.begin(write=True) as tx:
+        leases.create(tx, "default", "l1", {})
+        resource = leases.Resource(id=digest, type="content")
+        if reason is None:
+            leases.add_resource(tx, "default", "l1", resource)
+        else:
+            with pytest.raises(InvalidArgument) as info:
+                leases.add_resource(tx, "default", "l1", resource)
+            assert str(info.value) == f"invalid content resource id {digest}: {reason}: invalid argument"

@@ -10,7 +10,6 @@ lone-writer commit in the caller's thread.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from boltimages.server.event_bus import EventBus
 from boltimages.store import codec, layout
 from boltimages.store.db import MetadataDB
 from boltimages.store.images import Descriptor, Image, ImageStore
+from tests.helpers import bucket_tree, wait_until
 
 NS = "writes"
 MT = "application/vnd.oci.image.manifest.v1+json"
@@ -41,7 +41,7 @@ def image(name: str = "docker.io/library/x:1", labels=None, annotations=None, di
 def record_tree(db: MetadataDB, name: str) -> dict:
     def read(tx: bolt.Tx) -> dict:
         images = tx.bucket(layout.SCHEMA_BUCKET).bucket(NS.encode()).bucket(layout.IMAGES_BUCKET)
-        return images.bucket(name.encode()).tree()
+        return bucket_tree(images.bucket(name.encode()))
     return db.view(read)
 
 
@@ -180,15 +180,6 @@ def test_lone_writer_commits_in_its_own_thread(meta_db: MetadataDB) -> None:
     assert meta_db.batches_committed == before + 1
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
-    return True
-
-
 def test_finished_writer_does_not_wait_for_the_next_batch(meta_db: MetadataDB) -> None:
     """A queued writer whose call another leader committed returns at once;
     it does not queue for the commit lock behind the next batch."""
@@ -197,11 +188,11 @@ def test_finished_writer_does_not_wait_for_the_next_batch(meta_db: MetadataDB) -
 
     def slow_first(tx: bolt.Tx) -> None:  # lone writer: holds the lock while A and B queue
         first_started.set()
-        assert _wait_for(lambda: len(meta_db._queue) >= 2)
+        assert wait_until(lambda: len(meta_db._queue) >= 2)
 
     def a(tx: bolt.Tx) -> str:  # leads the batch [A, B]; C queues meanwhile
         in_a.set()
-        assert _wait_for(lambda: len(meta_db._queue) >= 1)
+        assert wait_until(lambda: len(meta_db._queue) >= 1)
         return "a"
 
     def c(tx: bolt.Tx) -> str:
@@ -217,7 +208,7 @@ def test_finished_writer_does_not_wait_for_the_next_batch(meta_db: MetadataDB) -
     t0 = run("first", slow_first)
     assert first_started.wait(10)
     ta = run("a", a)
-    assert _wait_for(lambda: len(meta_db._queue) == 1)
+    assert wait_until(lambda: len(meta_db._queue) == 1)
     tb = run("b", lambda tx: "b")
     assert in_a.wait(10)
     tc = run("c", c)

@@ -8,6 +8,7 @@ Each test gets its own copy of that root, so tests may damage or rewrite it.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 import subprocess
@@ -53,6 +54,33 @@ def run_cli(*args: str, input_text: Optional[str] = None, env: Optional[dict] = 
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     return run_cli
+
+
+#: one valid image record as `export` writes it (non-UTC zone, labels, annotations)
+IMAGE = {"kind": "image", "namespace": "default", "name": "example.com/a:1",
+         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": "sha256:" + "ab" * 32, "size": 1234,
+                    "annotations": {"org.opencontainers.image.ref.name": "1"}},
+         "labels": {"team": "x", "dotted.key/with": "v=1"},
+         "createdAt": "2021-03-04T05:06:07.123456789Z",
+         "updatedAt": "2022-12-31T23:59:59.000000001+05:30"}
+
+
+def write_jsonl(path: pathlib.Path, *docs: dict) -> pathlib.Path:
+    """An `import` input file holding ``docs``, one JSON object a line."""
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return path
+
+
+@pytest.fixture
+def small_db(cli, tmp_path: pathlib.Path) -> pathlib.Path:
+    """A metadata file made by `import` alone (no containerd needed): IMAGE and namespace labels."""
+    src = write_jsonl(tmp_path / "in.jsonl", {"kind": "namespace", "namespace": "default",
+                                              "labels": {"owner": "me"}}, IMAGE)
+    db = tmp_path / "meta.db"
+    res = cli("import", "--db", str(db), "-i", str(src))
+    assert res.rc == 0, res.stderr
+    return db
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pytest
 from boltimages import bolt
 from boltimages.tools import treewalk
 from tests.compat.ctr_runner import table_rows
+from tests.helpers import settled
 from tests.tools.conftest import IMAGES, ctr_on
 
 pytestmark = pytest.mark.compat
@@ -203,20 +204,6 @@ def test_compact_passes_bbolt_check_and_keeps_content(cli, root, oracle, tmp_pat
     assert len(backups) == 1 and oracle.dump(root.db.parent / backups[0]) == before
 
 
-def _wait_until_idle(path, quiet_for=2.0, limit=30.0):
-    """containerd runs a GC shortly after start-up, which writes the file; wait until it is done."""
-    import time
-    deadline = time.monotonic() + limit
-    last, since = None, time.monotonic()
-    while time.monotonic() < deadline:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != last:
-            last, since = digest, time.monotonic()
-        elif time.monotonic() - since >= quiet_for:
-            return
-        time.sleep(0.2)
-
-
 WRITERS = [
     ["rm", "docker.io/library/alpha:1"],
     ["tag", "docker.io/library/alpha:1", "x:1"],
@@ -230,7 +217,8 @@ READERS = [["ls"], ["inspect", "docker.io/library/alpha:1"], ["check"], ["export
 
 def test_every_command_refuses_a_file_containerd_holds(cli, root, start_containerd, tmp_path):
     start_containerd(root)
-    _wait_until_idle(root.db)
+    # containerd runs a GC shortly after start-up, which writes the file: wait until it is done
+    settled(lambda: hashlib.sha256(root.db.read_bytes()).hexdigest(), interval=2.0, timeout=30.0)
     listing = sorted(os.listdir(root.db.parent))
     for command in WRITERS + READERS + [["salvage", "-o", str(tmp_path / "out.db")]]:
         before = hashlib.sha256(root.db.read_bytes()).hexdigest()

@@ -21,19 +21,24 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..api.containerd.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from ..api.containerd.services.content.v1 import content_pb2, content_pb2_grpc
 from ..api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
 from ..api.containerd.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from ..api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from ..api.containerd.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from ..api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
+from ..api.containerd.services.streaming.v1 import streaming_pb2, streaming_pb2_grpc
+from ..api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 from ..store import leases as lease_store
 from ..store.db import MetadataDB
+from ..store.rootdirs import containerd_root, default_content_root
+from ..store.snapshot_kinds import SnapshotKinds
 from ..version import revision, version_string
 from . import notify
 from .config import ServerConfig, check_loopback
-from ..store.rootdirs import default_content_root
+from .containers_service import ContainersServicer
 from .content_service import ContentServicer
 from .event_bus import EventBus
 from .events_service import EventsServicer
@@ -44,6 +49,8 @@ from .leases_service import LeasesServicer
 from .listen import SocketClaim
 from .namespaces_service import NamespacesServicer
 from .snapshots_service import SnapshotsServicer
+from .streaming_service import StreamingServicer, StreamRegistry
+from .transfer_service import TransferServicer
 from .version_service import VersionServicer
 
 log = logging.getLogger("boltimages.server")
@@ -127,6 +134,7 @@ class Server:
         self.config = config
         self.db: Optional[MetadataDB] = None
         self.bus = EventBus()
+        self.streams = StreamRegistry()
         self.grpc: Any = None  # grpc.Server or h2.NativeServer (same methods)
         self.claim: Optional[SocketClaim] = None
         self.health: Optional[health.HealthServicer] = None
@@ -220,16 +228,23 @@ class Server:
         version_pb2_grpc.add_VersionServicer_to_server(VersionServicer(), server)
         introspection_pb2_grpc.add_IntrospectionServicer_to_server(
             IntrospectionServicer(default_plugins(), store_uuid(cfg.db_path)), server)
-        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus, max_subscribers=max(1, cfg.worker_count() - RESERVED_WORKERS)), server)
+        long_calls = max(1, cfg.worker_count() - RESERVED_WORKERS)
+        events_pb2_grpc.add_EventsServicer_to_server(EventsServicer(self.bus, max_subscribers=long_calls), server)
+        streaming_pb2_grpc.add_StreamingServicer_to_server(
+            StreamingServicer(self.streams, max_open=long_calls, others_open=self.bus.subscriber_count), server)
         content_root = cfg.content_root or default_content_root(cfg.db_path)
         content_pb2_grpc.add_ContentServicer_to_server(ContentServicer(db, content_root), server)
-        snapshots_pb2_grpc.add_SnapshotsServicer_to_server(SnapshotsServicer(db), server)
+        snapshots_pb2_grpc.add_SnapshotsServicer_to_server(
+            SnapshotsServicer(db, SnapshotKinds(containerd_root(cfg.db_path))), server)
+        transfer_pb2_grpc.add_TransferServicer_to_server(TransferServicer(db, publish, self.streams), server)
+        containers_pb2_grpc.add_ContainersServicer_to_server(ContainersServicer(db), server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names += [d.DESCRIPTOR.services_by_name[s].full_name for d, s in (
             (namespace_pb2, "Namespaces"), (leases_pb2, "Leases"), (version_pb2, "Version"),
             (introspection_pb2, "Introspection"), (events_pb2, "Events"), (content_pb2, "Content"),
-            (snapshots_pb2, "Snapshots"))]
+            (snapshots_pb2, "Snapshots"), (transfer_pb2, "Transfer"),
+            (containers_pb2, "Containers"), (streaming_pb2, "Streaming"))]
         for name in ["", *names]:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -320,8 +335,9 @@ class Server:
             self.health.enter_graceful_shutdown()
         if self.grpc is not None:
             done = self.grpc.stop(grace)
-            # event streams never end on their own; close them so the wait is not the full grace
+            # event and progress streams never end on their own; close them so the wait is not the full grace
             self.bus.close()
+            self.streams.close()
             # the native transport's own bound is grace + its drain (under a
             # second, see h2/server.py); the rest is slack for a loaded machine
             done.wait(grace + STOP_SLACK_SECONDS)
@@ -334,6 +350,7 @@ class Server:
 
     def _cleanup(self) -> None:
         self.bus.close()
+        self.streams.close()
         if self.db is not None:
             try:
                 self.db.close()

@@ -15,7 +15,6 @@ Write, Status, ListStatuses and Abort answer Unimplemented.
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import grpc
@@ -25,6 +24,7 @@ from ..api.containerd.services.content.v1 import content_pb2_grpc
 from ..errors import NotFound
 from ..store import layout
 from ..store.codec import decode_varint_lenient
+from ..store.validation import digest_problem
 from .record_fields import fill_times_and_labels, info_adaptor, namespace_bucket
 from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
@@ -32,22 +32,6 @@ from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 READ_CHUNK = 1 << 20
 #: Infos per ListContentResponse, as containerd batches them
 LIST_BATCH = 100
-
-_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
-
-
-def digest_problem(value: str) -> Optional[str]:
-    """go-digest's Validate message, or None."""
-    alg, sep, hexpart = value.partition(":")
-    if not sep or not alg or not re.fullmatch(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*", alg):
-        return "invalid checksum digest format"
-    if alg not in _HEX_LEN:
-        return "unsupported digest algorithm"
-    if len(hexpart) != _HEX_LEN[alg]:
-        return "invalid checksum digest length"
-    if not re.fullmatch(r"[a-f0-9]+", hexpart):
-        return "invalid checksum digest format"
-    return None
 
 
 def _blobs(tx: Any, ns: str) -> Any:

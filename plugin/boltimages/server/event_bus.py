@@ -20,7 +20,7 @@ from google.protobuf import any_pb2, message as pb_message, timestamp_pb2
 
 from ..api.containerd.services.events.v1 import events_pb2
 from ..errors import InvalidArgument, go_quote
-from ..store.identifiers import validate_identifier
+from ..store.validation import validate_identifier
 
 log = logging.getLogger("boltimages.events")
 

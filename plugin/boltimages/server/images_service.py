@@ -13,7 +13,6 @@ from typing import Any, Callable, Optional
 
 import grpc
 from google.protobuf import empty_pb2
-from google.protobuf.message import DecodeError
 
 from .._wire import frame_list, frame_record
 from ..api.containerd.events import image_pb2 as events_pb2
@@ -21,6 +20,7 @@ from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.containerd.types import descriptor_pb2
 from ..store import codec
 from ..store.db import MetadataDB
+from ..store.image_records import GO_ZERO_TIME as _ZERO_TIME
 from ..store.image_records import RawImage, is_utf8, text_map
 from ..store.images import Descriptor, Image, ImageStore
 from . import status
@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 
 NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"
-
-# Go's zero time.Time, which containerd returns for a record lacking a time
-_ZERO_TIME = codec.Timestamp(-codec.UNIX_TO_GO_INTERNAL, 0)
 
 #: The servicers' publish hook: (namespace, topic, event), where the event is
 #: a message or a function that makes it (called only if someone listens).
@@ -153,66 +150,26 @@ def _timestamp(tag: bytes, raw: RawImage, stored: Optional[bytes]) -> bytes:
     return field
 
 
-def _encode_pieces(name: bytes, labels: Optional[list[tuple[bytes, bytes]]], media_type: Optional[bytes],
-                   digest: Optional[bytes], size: int, annotations: Optional[list[tuple[bytes, bytes]]],
-                   created: bytes, updated: bytes) -> tuple[list[bytes], int]:
-    """An Image's wire bytes as pieces to join, and how many of them make the
-    name and labels (fields 1 and 2, which are also the whole of an
-    ImageCreate/ImageUpdate event)."""
+def encode_image(raw: RawImage) -> bytes:
+    """Wire bytes of one images_pb2.Image for a stored record (already
+    checked), in Python: the reference _wire.frame_record is tested against."""
     target: list[bytes] = []
+    media_type, digest, size = raw.media_type, raw.digest, raw.size_value()
     if media_type:
         target += (b"\x0a", _uvarint(len(media_type)), media_type)
     if digest:
         target += (b"\x12", _uvarint(len(digest)), digest)
     if size:
         target += (b"\x18", _uvarint(size & _MASK64))
-    if annotations:
-        _map_entries(b"\x2a", annotations, target)
+    if raw.annotations:
+        _map_entries(b"\x2a", raw.annotations, target)
     target_bytes = b"".join(target)
-    out = [b"\x0a", _uvarint(len(name)), name]
-    if labels:
-        _map_entries(b"\x12", labels, out)
-    head = len(out)
-    out += (b"\x1a", _uvarint(len(target_bytes)), target_bytes, created, updated)
-    return out, head
-
-
-def encode_image(raw: RawImage) -> bytes:
-    """Wire bytes of one images_pb2.Image for a stored record (already checked)."""
-    pieces, _ = _encode_pieces(raw.name, raw.labels, raw.media_type, raw.digest, raw.size_value(), raw.annotations,
-                               _timestamp(b"\x3a", raw, raw.created), _timestamp(b"\x42", raw, raw.updated))
-    return b"".join(pieces)
-
-
-def _pairs(values: Optional[dict[str, str]]) -> Optional[list[tuple[bytes, bytes]]]:
-    return None if values is None else [(k.encode(), v.encode()) for k, v in values.items()]
-
-
-def _time_field(tag: bytes, ts: Optional[codec.Timestamp]) -> bytes:
-    ts = ts or _ZERO_TIME
-    body = b"\x08" + _uvarint(ts.seconds & _MASK64) + b"\x10" + _uvarint(ts.nanos)
-    return tag + _SMALL[len(body)] + body
-
-
-def image_response(cls: Any, image: Image, event_cls: Any = None) -> tuple[Any, Any]:
-    """A Create/Update response (its Image is field 1) as wire bytes built in
-    one go (a ``cls`` message when the image's strings are not UTF-8), and,
-    when ``event_cls`` is given, the event naming the image and its labels,
-    parsed from the same bytes (its fields 1 and 2 are the Image's)."""
-    try:
-        target = image.target
-        pieces, head = _encode_pieces(
-            image.name.encode(), _pairs(image.labels), target.media_type.encode(), target.digest.encode(),
-            target.size, _pairs(target.annotations),
-            _time_field(b"\x3a", image.created_at), _time_field(b"\x42", image.updated_at))
-        wire = b"".join(pieces)
-        # str.encode() only gives valid UTF-8: the bytes need no check
-        response = b"\x0a" + _uvarint(len(wire)) + wire
-        return response, None if event_cls is None else event_cls.FromString(b"".join(pieces[:head]))
-    except (UnicodeEncodeError, DecodeError):  # not UTF-8 (a stored label): field by field
-        response = cls(image=image_to_proto(image))
-        event = None if event_cls is None else event_cls(name=response.image.name, labels=response.image.labels)
-        return response, event
+    out = [b"\x0a", _uvarint(len(raw.name)), raw.name]
+    if raw.labels:
+        _map_entries(b"\x12", raw.labels, out)
+    out += (b"\x1a", _uvarint(len(target_bytes)), target_bytes,
+            _timestamp(b"\x3a", raw, raw.created), _timestamp(b"\x42", raw, raw.updated))
+    return b"".join(out)
 
 
 def _strings_are_utf8(raw: RawImage) -> bool:
@@ -327,14 +284,6 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         except Exception as exc:  # containerd returns the publisher's error as is
             abort_with(context, exc)
 
-    def _respond_and_publish(self, context: grpc.ServicerContext, namespace: Optional[str],
-                             response_cls: Any, image: Any, event_cls: Any, topic: str) -> Any:
-        """The stored image as ``response_cls``, after publishing ``event_cls``
-        with its name and labels (Create and Update answer alike)."""
-        response, event = image_response(response_cls, image, event_cls)
-        self._publish(context, namespace or "", topic, event)
-        return response
-
     def Get(self, request: images_pb2.GetImageRequest, context: grpc.ServicerContext
             ) -> Any:
         try:
@@ -358,12 +307,14 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         namespace = metadata_value(context, NAMESPACE_HEADER)
         epoch = _source_date_epoch(request)
         try:
-            created = self.store.create(namespace, image_from_proto(request.image), epoch=epoch,
-                                        lease=metadata_value(context, LEASE_HEADER))
+            created = self.store.create_record(namespace, image_from_proto(request.image), epoch=epoch,
+                                               lease=metadata_value(context, LEASE_HEADER))
         except Exception as exc:
             abort_with(context, exc)
-        return self._respond_and_publish(context, namespace, images_pb2.CreateImageResponse, created,
-                                         events_pb2.ImageCreate, "/images/create")
+        # the event is only built when someone subscribes (see EventBus.publish)
+        self._publish(context, namespace or "", "/images/create",
+                      lambda: events_pb2.ImageCreate(name=created.text_name(), labels=text_map(created.labels)))
+        return record_response(images_pb2.CreateImageResponse, created)
 
     def Update(self, request: images_pb2.UpdateImageRequest, context: grpc.ServicerContext
                ) -> Any:

@@ -2,11 +2,19 @@
 
 Behaviour follows containerd's namespaces service, including what it
 publishes: /namespaces/create, /namespaces/update and /namespaces/delete.
+Where releases differ we follow 1.7/2.x: the events go out under the
+namespace's own name (1.6 used the caller's, and failed a create or update
+that carried no namespace header with Unknown). 2.x publishes an update
+after committing it, so an Update naming an invalid identifier writes its
+labels and then answers Unknown ("failed publishing event: ..."); we check
+the name inside the transaction instead and roll it back: same code,
+nothing written (the text drops "failed publishing event: ", because none
+was attempted).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import grpc
 from google.protobuf import empty_pb2
@@ -16,14 +24,26 @@ from ..api.containerd.services.namespaces.v1 import namespace_pb2 as api
 from ..api.containerd.services.namespaces.v1 import namespace_pb2_grpc
 from ..errors import BoltImagesError, go_quote
 from ..store import namespaces as store
-from .status import RawStatus, grpc_errors, request_namespace
+from ..store.validation import validate_namespace
+from .status import RawStatus, grpc_errors
 
 Publish = Callable[[str, str, Any], None]
 
+#: how 2.x words the failure of the event it publishes after an update
+_PUBLISH_FAILED = "failed publishing event: "
+#: bbolt's refusal of an empty bucket name, which containerd passes on as is
+_EMPTY_BUCKET_NAME = "bucket name required"
 
-def _event_namespace(context: grpc.ServicerContext, fallback: str) -> str:
-    """containerd stamps these events with the caller's namespace; without one, the subject's."""
-    return request_namespace(context) or fallback
+
+def _unpublishable(name: str) -> Optional[str]:
+    """Why an event cannot be published under ``name`` (2.x's text), or None."""
+    if not name:
+        return "namespace is required: failed precondition"
+    try:
+        validate_namespace(name)
+    except BoltImagesError as exc:
+        return str(exc)
+    return None
 
 
 def _namespace(name: str, labels: dict[str, str]) -> api.Namespace:
@@ -53,7 +73,7 @@ class NamespacesServicer(namespace_pb2_grpc.NamespacesServicer):
                context: grpc.ServicerContext) -> api.CreateNamespaceResponse:
         name, labels = request.namespace.name, dict(request.namespace.labels)
         self.db.batch(lambda tx: store.create(tx, name, labels))
-        self.publish(_event_namespace(context, name), "/namespaces/create", events_pb.NamespaceCreate(name=name, labels=labels))
+        self.publish(name, "/namespaces/create", events_pb.NamespaceCreate(name=name, labels=labels))
         return api.CreateNamespaceResponse(namespace=request.namespace)
 
     @grpc_errors
@@ -62,15 +82,24 @@ class NamespacesServicer(namespace_pb2_grpc.NamespacesServicer):
         name, labels = request.namespace.name, dict(request.namespace.labels)
         paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
 
+        refused = _unpublishable(name)
+        wrote = False
+
         def set_label(tx: Any, key: str, value: str) -> None:
             # containerd returns SetLabel's error without errdefs.ToGRPC, so
             # clients see code Unknown (with the kind still in the text)
+            nonlocal wrote
+            if not name:
+                raise RawStatus(grpc.StatusCode.UNKNOWN, _EMPTY_BUCKET_NAME)
+            wrote = True
             try:
                 store.set_label(tx, name, key, value)
             except BoltImagesError as exc:
                 raise RawStatus(grpc.StatusCode.UNKNOWN, str(exc)) from None
 
         def write(tx: Any) -> None:
+            nonlocal wrote
+            wrote = False  # a batch may run this again
             if paths:
                 for path in paths:
                     if not path.startswith("labels."):
@@ -82,9 +111,12 @@ class NamespacesServicer(namespace_pb2_grpc.NamespacesServicer):
                     set_label(tx, key, "")
                 for key, value in labels.items():
                     set_label(tx, key, value)
+            if refused is not None:
+                # 2.x would have committed by now and then failed to publish
+                raise RawStatus(grpc.StatusCode.UNKNOWN, refused if wrote else _PUBLISH_FAILED + refused)
 
         self.db.batch(write)
-        self.publish(_event_namespace(context, name), "/namespaces/update", events_pb.NamespaceUpdate(name=name, labels=labels))
+        self.publish(name, "/namespaces/update", events_pb.NamespaceUpdate(name=name, labels=labels))
         # containerd answers with an empty namespace (it never fills the response in)
         return api.UpdateNamespaceResponse(namespace=api.Namespace())
 

@@ -5,10 +5,14 @@ containerd's metadata file records every snapshot a namespace owns
 labels, and the backend's key under ``name``). Clients ask Stat to learn
 whether an image is unpacked (``ctr images check``'s UNPACKED column), so we
 answer Stat and List from those records. The kind (active, view, committed)
-lives only in the snapshotter's own store, which we do not have: it is
-reported as UNKNOWN. Preparing, mounting, committing or removing snapshots
-needs containerd and answers Unimplemented. Any snapshotter name is accepted:
-we cannot know which ones the node's containerd loads.
+lives only in the snapshotter's own file (store/snapshot_kinds.py): when the
+metadata file sits in a containerd root that has it, kinds are read from
+there and, as containerd does, a record its snapshotter no longer holds is
+left out of List (Stat: NotFound); without that file the kind is UNKNOWN
+(which ``ctr snapshots ls`` prints as "Committed": nothing better can be
+known). Preparing, mounting, committing or removing snapshots needs
+containerd and answers Unimplemented. Any snapshotter name is accepted: we
+cannot know which ones the node's containerd loads.
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ from ..api.containerd.services.snapshots.v1 import snapshots_pb2 as api
 from ..api.containerd.services.snapshots.v1 import snapshots_pb2_grpc
 from ..errors import InvalidArgument, NotFound
 from ..store import layout
+from ..store.snapshot_kinds import SnapshotKinds
 from .record_fields import fill_times_and_labels, info_adaptor, namespace_bucket
 from .status import RawStatus, grpc_errors, namespace, parse_filters_once
 
 PARENT_KEY = b"parent"
+#: the metadata record's key naming the snapshot in the snapshotter's own store
+BACKEND_KEY = b"name"
+#: containerd's filter values for the kinds (metadata/adaptors.go); UNKNOWN matches nothing
+KIND_NAMES = {api.VIEW: "view", api.ACTIVE: "active", api.COMMITTED: "committed"}
 LIST_BATCH = 100
 _READ_ONLY = "boltimages serves snapshot records read-only; snapshots are made by containerd"
 
@@ -42,7 +51,31 @@ def _info(key: str, bucket: Any) -> api.Info:
 
 
 def _adaptor(info: api.Info) -> Callable[[Sequence[str]], tuple[str, bool]]:
-    return info_adaptor(info, ("name", "parent"))
+    fields = info_adaptor(info, ("name", "parent"))
+
+    def adaptor(path: Sequence[str]) -> tuple[str, bool]:
+        if path and path[0] == "kind":
+            name = KIND_NAMES.get(info.kind)
+            return (name, True) if name is not None else ("", False)
+        return fields(path)
+    return adaptor
+
+
+def _with_kinds(kinds: SnapshotKinds, snapshotter: str,
+                records: list[tuple[api.Info, bytes]]) -> list[api.Info]:
+    """The infos with their kinds; those the snapshotter's file lacks are
+    dropped, as containerd's Walk skips them. Unchanged (UNKNOWN) when the
+    file cannot tell."""
+    found = kinds.kinds(snapshotter, [backend for _, backend in records])
+    if found is None:
+        return [info for info, _ in records]
+    out = []
+    for info, backend in records:
+        kind = found.get(backend)
+        if kind is not None:
+            info.kind = kind
+            out.append(info)
+    return out
 
 
 def _require_snapshotter(name: str) -> None:
@@ -51,23 +84,25 @@ def _require_snapshotter(name: str) -> None:
 
 
 class SnapshotsServicer(snapshots_pb2_grpc.SnapshotsServicer):
-    def __init__(self, db: Any) -> None:
+    def __init__(self, db: Any, kinds: Optional[SnapshotKinds] = None) -> None:
         self.db = db
+        self.kinds = kinds or SnapshotKinds(None)
 
     @grpc_errors
     def Stat(self, request: api.StatSnapshotRequest, context: grpc.ServicerContext) -> api.StatSnapshotResponse:
         _require_snapshotter(request.snapshotter)
         ns = namespace(context)
 
-        def read(tx: Any) -> Optional[api.Info]:
+        def read(tx: Any) -> Optional[tuple[api.Info, bytes]]:
             bucket = _snapshotter_bucket(tx, ns, request.snapshotter)
             record = bucket.bucket(request.key.encode()) if bucket is not None and request.key else None
-            return _info(request.key, record) if record is not None else None
+            return (_info(request.key, record), record.get(BACKEND_KEY) or b"") if record is not None else None
 
-        info = self.db.view(read)
-        if info is None:
+        found = self.db.view(read)
+        infos = _with_kinds(self.kinds, request.snapshotter, [found]) if found is not None else []
+        if not infos:
             raise NotFound(f"snapshot {request.key} does not exist")
-        return api.StatSnapshotResponse(info=info)
+        return api.StatSnapshotResponse(info=infos[0])
 
     @grpc_errors
     def List(self, request: api.ListSnapshotsRequest,
@@ -76,7 +111,7 @@ class SnapshotsServicer(snapshots_pb2_grpc.SnapshotsServicer):
         ns = namespace(context)
         selected = parse_filters_once(list(request.filters))
 
-        def read(tx: Any) -> list[api.Info]:
+        def read(tx: Any) -> list[tuple[api.Info, bytes]]:
             bucket = _snapshotter_bucket(tx, ns, request.snapshotter)
             if bucket is None:
                 return []
@@ -84,12 +119,13 @@ class SnapshotsServicer(snapshots_pb2_grpc.SnapshotsServicer):
             for key, value in bucket.items():
                 if value is not None:
                     continue
-                info = _info(key.decode("utf-8", "surrogateescape"), bucket.bucket(key))
-                if selected.match(_adaptor(info)):
-                    out.append(info)
+                record = bucket.bucket(key)
+                out.append((_info(key.decode("utf-8", "surrogateescape"), record), record.get(BACKEND_KEY) or b""))
             return out
 
-        infos = self.db.view(read)
+        # the kind is known only after the snapshotter's file is read, and filters may name it
+        infos = [info for info in _with_kinds(self.kinds, request.snapshotter, self.db.view(read))
+                 if selected.match(_adaptor(info))]
         for start in range(0, len(infos), LIST_BATCH):
             yield api.ListSnapshotsResponse(info=infos[start:start + LIST_BATCH])
 

@@ -18,12 +18,15 @@ import grpc
 
 from .. import bolt
 from ..errors import BoltImagesError
-from ..store.identifiers import namespace_required
+from ..store.validation import namespace_required
 
 log = logging.getLogger("boltimages.server")
 
 #: request metadata key carrying the namespace (ttrpc uses "-ttrpc" suffixed)
 NAMESPACE_HEADER = "containerd-namespace"
+#: Go's proto.Unmarshal error for bytes that are not a message, which
+#: containerd passes on unclassified (code Unknown)
+BAD_WIRE_FORMAT = "proto: cannot parse invalid wire-format data"
 
 F = TypeVar("F", bound=Callable[..., Any])
 

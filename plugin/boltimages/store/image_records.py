@@ -16,22 +16,17 @@ same errors for the same damage (bad time, missing target bucket).
 
 from __future__ import annotations
 
-import struct
 import threading
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .._records import parse as parse_walk
 from ..errors import DataCorruption, go_quote
-from . import codec, layout
+from . import codec, layout, validation
 
 if TYPE_CHECKING:
     from .. import bolt
     from .filters import AnyFilter, Selector
     from .images import Image
-
-_TIME_BODY = struct.Struct(">qi")
-_TIME_V1 = struct.Struct(">xqih")  # the 15-byte form containerd writes
-_NANOS = 1_000_000_000
 
 
 class RawImage:
@@ -70,19 +65,13 @@ class RawImage:
     def check(self) -> None:
         """Raise DataCorruption where reading this record as an Image would."""
         for raw in (self.created, self.updated):
-            if raw is not None and not (len(raw) == 15 and raw[0] == 1):
+            if raw is not None and not codec.is_plain_time(raw):
                 self._time(raw)
         if not self.has_target:
             # containerd: "image %q: unable to read target bucket" (an Unknown error)
             raise DataCorruption(f"image {go_quote(self.text_name())}: unable to read target bucket")
 
     def _time(self, raw: bytes) -> codec.Timestamp:
-        if len(raw) == 15 and raw[0] == 1:
-            # the common form, decoded here as codec.decode_time would
-            sec, nanos, offset_min = _TIME_V1.unpack(raw)
-            if 0 <= nanos < _NANOS:
-                return codec.Timestamp(sec - codec.UNIX_TO_GO_INTERNAL, nanos,
-                                       None if offset_min == -1 else offset_min * 60)
         try:
             return codec.decode_time(raw)
         except codec.CodecError as exc:
@@ -95,27 +84,14 @@ class RawImage:
         """(Unix seconds, nanos) of a stored time; None when absent."""
         if raw is None:
             return None
-        if len(raw) == 15 and raw[0] == 1:
-            sec, nanos = _TIME_BODY.unpack_from(raw, 1)
-            if 0 <= nanos < _NANOS:
-                return sec - codec.UNIX_TO_GO_INTERNAL, nanos
-        ts = self._time(raw)
-        return ts.seconds, ts.nanos
+        try:
+            return codec.time_seconds_nanos(raw)
+        except codec.CodecError as exc:
+            raise DataCorruption(f"image {go_quote(self.text_name())}: {exc}") from None
 
     def size_value(self) -> int:
-        raw = self.size
-        if raw is None:
-            return 0
-        n = len(raw)
-        if n == 1 and raw[0] < 0x80:
-            z = raw[0]
-        elif n == 2 and raw[0] >= 0x80 and raw[1] < 0x80:
-            z = (raw[0] & 0x7F) | (raw[1] << 7)
-        elif n == 3 and raw[0] >= 0x80 and raw[1] >= 0x80 and raw[2] < 0x80:
-            z = (raw[0] & 0x7F) | ((raw[1] & 0x7F) << 7) | (raw[2] << 14)
-        else:
-            return codec.decode_varint_lenient(raw)
-        return -((z + 1) >> 1) if z & 1 else z >> 1
+        """The target's size as containerd reads it (0 when absent or malformed)."""
+        return 0 if self.size is None else codec.decode_varint_lenient(self.size)
 
     # -- the decoded form --------------------------------------------------------
     def to_image(self) -> "Image":
@@ -158,6 +134,129 @@ class RawImage:
         return "", False
 
 
+# --- writing -------------------------------------------------------------------
+
+#: Go's zero time.Time: what containerd's writeImage stores for a time an image lacks
+GO_ZERO_TIME = codec.Timestamp(-codec.UNIX_TO_GO_INTERNAL, 0)
+
+
+def pairs_of(values: Optional[dict[str, str]]) -> Optional[list[tuple[bytes, bytes]]]:
+    """A labels/annotations map as the (key, value) pairs a record holds, in
+    key order; None for no map."""
+    if values is None:
+        return None
+    return sorted((k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+                  for k, v in values.items())
+
+
+def from_image(image: "Image") -> RawImage:
+    """The record containerd's writeImage stores for ``image`` (an absent
+    time is Go's zero time, as containerd marshals it)."""
+    created = codec.encode_time(image.created_at or GO_ZERO_TIME)
+    updated = created if image.updated_at == image.created_at and image.updated_at is not None \
+        else codec.encode_time(image.updated_at or GO_ZERO_TIME)
+    target = image.target
+    return RawImage(image.name.encode("utf-8", "surrogateescape"), created, updated, pairs_of(image.labels),
+                    pairs_of(target.annotations), True, target.digest.encode("utf-8", "surrogateescape"),
+                    target.media_type.encode("utf-8", "surrogateescape"), codec.encode_varint(target.size))
+
+
+def _write_pairs(record: "bolt.Bucket", name: bytes, pairs: Optional[list[tuple[bytes, bytes]]],
+                 present: Optional[bool]) -> Optional[list[tuple[bytes, bytes]]]:
+    """containerd's writeMap: delete the bucket; unless the map is empty,
+    recreate it and store the non-empty values (so a map of empty values
+    leaves an empty bucket, and a nested bucket read as "" is dropped, as
+    containerd drops it). ``present``: whether the bucket is there now
+    (None: look it up). Returns the pairs as stored, None for no bucket."""
+    if present is None:
+        present = record.bucket(name) is not None
+    if present:
+        record.delete_bucket(name)
+    if not pairs:
+        return None
+    bucket = record.create_bucket(name)
+    kept = [pair for pair in pairs if pair[1]]
+    if kept:
+        bucket.put_many(kept)
+    return kept
+
+
+def write_record(record: "bolt.Bucket", new: RawImage, stored: Optional[RawImage] = None, *,
+                 fresh: bool = False) -> RawImage:
+    """Store ``new`` into the record bucket ``record`` the way containerd's
+    writeImage leaves it, and return the record as now stored. The one
+    writer of image records: the store's Create/Update and the offline
+    tools (through :func:`replace_record`) all end here.
+
+    ``fresh``: the bucket was created in this transaction (it is empty).
+    ``stored``: the record as read in this transaction, which lets the
+    writer skip lookups it already knows the answer to and puts that would
+    store the bytes already there (the stored tree ends up the same). A time
+    that is None is not written (containerd reads a missing time as zero;
+    an empty value would fail its whole List).
+    """
+    created, updated = new.created, new.updated
+    if created is not None and (stored is None or stored.created != created):
+        record.put(layout.CREATED_AT_KEY, created)
+    if updated is not None:
+        record.put(layout.UPDATED_AT_KEY, updated)
+    labels = _write_pairs(record, layout.LABELS_BUCKET, new.labels,
+                          False if fresh else None if stored is None else stored.labels is not None)
+    annotations = _write_pairs(record, layout.ANNOTATIONS_BUCKET, new.annotations,
+                               False if fresh else None if stored is None else stored.annotations is not None)
+    digest = new.digest or b""
+    media_type = new.media_type or b""
+    size = new.size if new.size is not None else codec.encode_varint(0)
+    written = RawImage(new.name, created, updated, labels, annotations, True, digest, media_type, size)
+    if fresh:
+        bucket = record.create_bucket(layout.TARGET_BUCKET)
+    elif stored is not None and stored.has_target:
+        if stored.digest == digest and stored.media_type == media_type and stored.size == size:
+            return written  # target unchanged: the three puts would rewrite the same bytes
+        bucket = record.bucket(layout.TARGET_BUCKET)
+    else:
+        bucket = record.create_bucket_if_not_exists(layout.TARGET_BUCKET)
+    bucket.put(layout.DIGEST_KEY, digest)
+    bucket.put(layout.MEDIA_TYPE_KEY, media_type)
+    bucket.put(layout.SIZE_KEY, size)
+    return written
+
+
+def validate(new: RawImage) -> None:
+    """Raise InvalidArgument unless containerd would accept ``new`` as it is
+    about to be written (rules: store/validation.py): validateImage on its
+    decoded fields, then both times, which must be there and decode (a
+    record containerd writes always carries them)."""
+    validation.validate_image(new.text_name(), text_map(new.labels), _text(new.digest), new.size_value(),
+                              _text(new.media_type))
+    validation.validate_time("createdAt", new.created)
+    validation.validate_time("updatedAt", new.updated)
+
+
+def replace_record(images: "bolt.Bucket", new: RawImage) -> RawImage:
+    """Write ``new`` as a whole new record under a namespace's ``images``
+    bucket, replacing any record of that name: the offline tools' writer
+    (import, copy, tag). It refuses (InvalidArgument, nothing touched) a
+    record containerd would refuse; tools validate earlier too, with
+    :func:`validate`, so a dry run refuses the same records."""
+    validate(new)
+    if images.bucket(new.name) is not None:
+        images.delete_bucket(new.name)
+    return write_record(images.create_bucket(new.name), new, fresh=True)
+
+
+def same_content(a: RawImage, b: RawImage) -> bool:
+    """Whether two records hold the same image apart from their names, as
+    containerd would read them back: labels/annotations compare without
+    empty values (an empty or absent bucket reads as no map), sizes by
+    value, times byte for byte (their zone is part of them)."""
+    def kept(pairs: Optional[list[tuple[bytes, bytes]]]) -> list[tuple[bytes, bytes]]:
+        return sorted(pair for pair in pairs or () if pair[1])
+    return (a.digest or b"", a.media_type or b"", a.size_value(), kept(a.labels), kept(a.annotations),
+            a.created, a.updated) == (b.digest or b"", b.media_type or b"", b.size_value(), kept(b.labels),
+                                      kept(b.annotations), b.created, b.updated)
+
+
 def _text(raw: Optional[bytes]) -> str:
     return "" if raw is None else raw.decode("utf-8", "surrogateescape")
 
@@ -171,12 +270,6 @@ def is_utf8(data: Optional[bytes]) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def plain_time(raw: Optional[bytes]) -> bool:
-    """Whether a stored time is in the 15-byte form containerd writes, with
-    its nanoseconds in range: the form that decodes and re-encodes to itself."""
-    return raw is not None and len(raw) == 15 and raw[0] == 1 and 0 <= _TIME_V1.unpack(raw)[1] < _NANOS
 
 
 def text_map(pairs: Optional[list[tuple[bytes, bytes]]]) -> Optional[dict[str, str]]:
@@ -246,35 +339,79 @@ def _selector_test(selector: "Selector") -> Callable[[RawImage], bool]:
     with ``==``, ``!=`` or presence, the key and value are encoded once here
     and compared with the stored bytes, which gives the same answer (filter
     text never holds lone surrogates, so its UTF-8 equals the stored bytes
-    exactly when the decoded strings are equal). Everything else takes the
-    generic path.
+    exactly when the decoded strings are equal). ``~=`` on any field the
+    adaptor knows searches the stored bytes (an absent field is "", as the
+    adaptor answers), remembering each distinct value's answer: media types
+    and digests repeat across a namespace, and one RE2 search costs about
+    1.5 us. Everything else takes the generic path.
     """
-    from .filters import OP_EQUAL, OP_NOT_EQUAL, OP_PRESENT
+    from .filters import OP_EQUAL, OP_MATCHES, OP_NOT_EQUAL, OP_PRESENT, regex_search_stored
 
     path, operator = selector.fieldpath, selector.operator
+    if operator == OP_MATCHES:
+        regex = selector.compiled_regex()
+        stored = _stored_field(path)
+        if regex is None:
+            return lambda raw: False  # containerd: a pattern that does not compile matches nothing
+        if stored is None:
+            match = selector.match
+            return lambda raw: match(raw.lookup)
+        seen: dict[bytes, bool] = {}
+
+        def search(raw: RawImage) -> bool:
+            data = stored(raw) or b""  # type: ignore[misc]
+            hit = seen.get(data)
+            if hit is None:
+                hit = seen[data] = regex_search_stored(regex, data)
+            return hit
+        return search
     if len(path) < 2 or path[0] not in ("labels", "annotations") or \
             operator not in (OP_PRESENT, OP_EQUAL, OP_NOT_EQUAL):
         match = selector.match
         return lambda raw: match(raw.lookup)
     try:
-        key = ".".join(path[1:]).encode("utf-8")
         want = selector.value.encode("utf-8")
     except UnicodeEncodeError:
         match = selector.match
         return lambda raw: match(raw.lookup)
-    labels = path[0] == "labels"
-
-    def value(raw: RawImage) -> Optional[bytes]:
-        for k, v in (raw.labels if labels else raw.annotations) or ():
-            if k == key:
-                return v
-        return None
+    value = _stored_field(path)
+    if value is None:
+        match = selector.match
+        return lambda raw: match(raw.lookup)
 
     if operator == OP_PRESENT:
-        return lambda raw: value(raw) is not None
+        return lambda raw: value(raw) is not None  # type: ignore[misc]
     if operator == OP_EQUAL:
-        return lambda raw: value(raw) == want
-    return lambda raw: (value(raw) or b"") != want
+        return lambda raw: value(raw) == want  # type: ignore[misc]
+    return lambda raw: (value(raw) or b"") != want  # type: ignore[misc]
+
+
+def _stored_field(path: Sequence[str]) -> Optional[Callable[[RawImage], Optional[bytes]]]:
+    """The stored bytes a filter path names, as a getter (None: the field
+    is absent or empty, as :meth:`RawImage.lookup` reports it), or None when
+    the path needs the generic lookup. Mirrors :meth:`RawImage.lookup`."""
+    if path and path[0] == "name":  # containerd's adaptor ignores what follows "name"
+        return lambda raw: raw.name or None
+    if len(path) >= 2 and path[0] == "target":
+        if path[1] == "digest":
+            return lambda raw: raw.digest or None
+        if path[1] == "mediatype":
+            return lambda raw: raw.media_type or None
+        return None
+    if len(path) >= 2 and path[0] in ("labels", "annotations"):
+        try:
+            key = ".".join(path[1:]).encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        labels = path[0] == "labels"
+
+        def value(raw: RawImage) -> Optional[bytes]:
+            for k, v in (raw.labels if labels else raw.annotations) or ():
+                if k == key:
+                    return v
+            return None
+        return value
+    return None
 
 
 class _Snapshot:
@@ -341,8 +478,3 @@ class Snapshots:
             by_ns[namespace] = _Snapshot(txid, records, size)
             self._by_ns = by_ns
 
-
-# keep the layout's names and the parser's literals in step
-assert (layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layout.LABELS_BUCKET, layout.ANNOTATIONS_BUCKET,
-        layout.TARGET_BUCKET, layout.DIGEST_KEY, layout.MEDIA_TYPE_KEY, layout.SIZE_KEY) == (
-        b"createdat", b"updatedat", b"labels", b"annotations", b"target", b"digest", b"mediatype", b"size")

@@ -24,21 +24,19 @@ Behaviour copied from containerd's metadata image store (1.6, plus the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
-from ..errors import AlreadyExists, DataCorruption, InvalidArgument, NotFound, go_quote
-from . import codec, image_records, layout
+from ..errors import AlreadyExists, InvalidArgument, NotFound, go_quote
+from . import codec, image_records, layout, validation
 from .filters import parse_all
-from .identifiers import namespace_required
+from .validation import namespace_required
 from .image_records import RawImage
 
 if TYPE_CHECKING:  # the engine is only needed once a store touches a file
     from .. import bolt
     from .db import MetadataDB
 
-MAX_LABEL_SIZE = 4096
 GC_EXPIRE_LABEL = "containerd.io/gc.expire"
 
 
@@ -59,168 +57,27 @@ class Image:
     updated_at: Optional[codec.Timestamp] = None
 
 
-#: Go's zero time.Time: what containerd writes for a time its record lacked
-_GO_ZERO_TIME = codec.Timestamp(-codec.UNIX_TO_GO_INTERNAL, 0)
-
-# --- validation ------------------------------------------------------------
-
-# digest algorithms containerd's binary can compute, with their hex length
-_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
-_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
-_HEX_RE = re.compile(r"[a-f0-9]+")
-
-
-def digest_error(digest: str) -> Optional[str]:
-    """None when valid, else go-digest's reason text."""
-    i = digest.find(":")
-    if i <= 0 or i + 1 == len(digest):
-        return "invalid checksum digest format"
-    algorithm, encoded = digest[:i], digest[i + 1:]
-    if algorithm not in _ALGORITHMS:
-        if not _DIGEST_RE.fullmatch(digest):
-            return "invalid checksum digest format"
-        return "unsupported digest algorithm"
-    if len(encoded.encode()) != _ALGORITHMS[algorithm]:
-        return "invalid checksum digest length"
-    if not _HEX_RE.fullmatch(encoded):
-        return "invalid checksum digest format"
-    return None
-
-
-def validate_label(key: str, value: str) -> None:
-    if len(key.encode()) + len(value.encode()) > MAX_LABEL_SIZE:
-        shown = key.encode()[:10].decode("utf-8", "replace") if len(key.encode()) > 10 else key
-        raise InvalidArgument(
-            f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {shown}")
-
-
 def validate_image(image: Image) -> None:
+    """containerd's validateImage on an image about to be written (rules: validation.py)."""
     target = image.target
-    _validate(image.name, image.labels, target.digest, target.size, target.media_type)
-
-
-def _validate(name: str, labels: Optional[dict[str, str]], digest: str, size: int, media_type: str) -> None:
-    """containerd's validateImage, in its order, on the fields it looks at."""
-    if not name:
-        raise InvalidArgument("image name must not be empty")
-    for key, value in (labels or {}).items():
-        try:
-            validate_label(key, value)
-        except InvalidArgument as exc:
-            raise exc.wrap("image.Labels") from None
-    reason = digest_error(digest)
-    if reason is not None:
-        raise InvalidArgument(f"Target.Digest {go_quote(digest)} invalid: {reason}")
-    if size <= 0:
-        raise InvalidArgument("Target.Size must be greater than zero")
-    if not media_type:
-        raise InvalidArgument("Target.MediaType must be set")
+    validation.validate_image(image.name, image.labels, target.digest, target.size, target.media_type)
 
 
 # --- record encoding -------------------------------------------------------
+# Reading, writing and the filter adaptor of a record live in image_records.py.
 
-def _read_map(bucket: "bolt.Bucket", name: bytes) -> Optional[dict[str, str]]:
-    sub = bucket.bucket(name)
-    if sub is None:
-        return None
-    return {k.decode("utf-8", "surrogateescape"): (v or b"").decode("utf-8", "surrogateescape")
-            for k, v in sub.items()}
-
-
-def read_image(name: str, bucket: "bolt.Bucket") -> Image:
-    image = Image(name=name)
-    for key, attr in ((layout.CREATED_AT_KEY, "created_at"), (layout.UPDATED_AT_KEY, "updated_at")):
-        raw = bucket.get(key)
-        if raw is not None:
-            try:
-                setattr(image, attr, codec.decode_time(raw))
-            except codec.CodecError as exc:
-                raise DataCorruption(f"image {go_quote(name)}: {exc}") from None
-    image.labels = _read_map(bucket, layout.LABELS_BUCKET)
-    image.target.annotations = _read_map(bucket, layout.ANNOTATIONS_BUCKET)
-    target = bucket.bucket(layout.TARGET_BUCKET)
-    if target is None:
-        # containerd: "image %q: unable to read target bucket" (an Unknown error)
-        raise DataCorruption(f"image {go_quote(name)}: unable to read target bucket")
-    for key, value in target.items():
-        if value is None:
-            continue
-        if key == layout.DIGEST_KEY:
-            image.target.digest = value.decode("utf-8", "surrogateescape")
-        elif key == layout.MEDIA_TYPE_KEY:
-            image.target.media_type = value.decode("utf-8", "surrogateescape")
-        elif key == layout.SIZE_KEY:
-            image.target.size = codec.decode_varint_lenient(value)
-    return image
+def _drop_empty_values(image: Image) -> None:
+    """containerd's writeMap deletes empty values from the image it returns."""
+    for values in (image.labels, image.target.annotations):
+        if values:
+            for key in [k for k, v in values.items() if v == ""]:
+                del values[key]
 
 
-def write_image(bucket: "bolt.Bucket", image: Image) -> None:
-    """Store ``image`` into an existing record bucket, whatever it holds."""
-    _write_record(bucket, image, None, fresh=False)
-
-
-def _write_map(record: "bolt.Bucket", name: bytes, values: Optional[dict[str, str]],
-               present: Optional[bool]) -> Optional[list[tuple[bytes, bytes]]]:
-    """containerd's writeMap: delete the labels/annotations bucket, recreate it
-    when ``values`` is not empty, store the non-empty values. Empty values
-    are dropped from ``values`` too (containerd drops them from the object it
-    returns), although the bucket is still created when all were empty.
-    ``present``: whether the bucket is there now (None: look it up).
-    Returns the stored pairs in key order, None when no bucket is left."""
-    if present is None:
-        present = record.bucket(name) is not None
-    if present:
-        record.delete_bucket(name)
-    if not values:
-        return None
-    put = record.create_bucket(name).put
-    pairs = []
-    for key, value in list(values.items()):
-        if value == "":
-            del values[key]
-        else:
-            pair = (key.encode(), value.encode())
-            put(*pair)
-            pairs.append(pair)
-    pairs.sort()
-    return pairs
-
-
-def _write_record(record: "bolt.Bucket", image: Image, stored: Optional[RawImage], *, fresh: bool) -> RawImage:
-    """Write ``image`` the way containerd's writeImage leaves the record, and
-    return the record as now stored.
-
-    ``fresh``: the record bucket was created in this transaction (so it is
-    empty). ``stored``: the record as read in this transaction, which lets
-    the writer skip lookups it already knows the answer to and puts that
-    would store the bytes already there (the stored tree ends up the same).
-    """
-    created = codec.encode_time(image.created_at or _GO_ZERO_TIME)
-    updated = created if image.updated_at == image.created_at and image.updated_at is not None \
-        else codec.encode_time(image.updated_at or _GO_ZERO_TIME)
-    if stored is None or stored.created != created:
-        record.put(layout.CREATED_AT_KEY, created)
-    record.put(layout.UPDATED_AT_KEY, updated)
-    labels = _write_map(record, layout.LABELS_BUCKET, image.labels,
-                        False if fresh else None if stored is None else stored.labels is not None)
-    annotations = _write_map(record, layout.ANNOTATIONS_BUCKET, image.target.annotations,
-                             False if fresh else None if stored is None else stored.annotations is not None)
-    target = image.target
-    digest = target.digest.encode()
-    media_type = target.media_type.encode()
-    size = codec.encode_varint(target.size)
-    written = RawImage(image.name.encode(), created, updated, labels, annotations, True, digest, media_type, size)
-    if fresh:
-        bucket = record.create_bucket(layout.TARGET_BUCKET)
-    elif stored is not None and stored.has_target:
-        if stored.digest == digest and stored.media_type == media_type and stored.size == size:
-            return written  # target unchanged: the three puts would rewrite the same bytes
-        bucket = record.bucket(layout.TARGET_BUCKET)
-    else:
-        bucket = record.create_bucket_if_not_exists(layout.TARGET_BUCKET)
-    bucket.put(layout.DIGEST_KEY, digest)
-    bucket.put(layout.MEDIA_TYPE_KEY, media_type)
-    bucket.put(layout.SIZE_KEY, size)
+def _write_image(record: "bolt.Bucket", image: Image, stored: Optional[RawImage], *, fresh: bool) -> RawImage:
+    """Write ``image`` (a copy the store owns) through the one record writer."""
+    written = image_records.write_record(record, image_records.from_image(image), stored, fresh=fresh)
+    _drop_empty_values(image)
     return written
 
 
@@ -237,7 +94,7 @@ def _plain_record(stored: RawImage) -> bool:
     complete target whose size is the canonical varint and whose media type
     is text. Anything else takes the general path, which rewrites them."""
     media_type, size = stored.media_type, stored.size
-    return (image_records.plain_time(stored.created)
+    return (codec.is_plain_time(stored.created)
             and stored.digest is not None and media_type is not None and size is not None
             and codec.encode_varint(stored.size_value()) == size
             and image_records.is_utf8(media_type))
@@ -263,50 +120,14 @@ def _update_labels(tx: "bolt.Tx", ns: str, lease: Optional[str], record: "bolt.B
             key = path[len("labels."):]
             labels[key] = (given_labels or {}).get(key, "")
     digest = stored.digest.decode("utf-8", "surrogateescape")  # type: ignore[union-attr]
-    _validate(given.name, labels, digest, stored.size_value(),
-              stored.media_type.decode())  # type: ignore[union-attr]
+    validation.validate_image(given.name, labels, digest, stored.size_value(),
+                              stored.media_type.decode())  # type: ignore[union-attr]
     _add_image_lease(tx, ns, lease, given.name, labels)
     updated = codec.encode_time(_now(epoch))
-    record.put(layout.UPDATED_AT_KEY, updated)
-    pairs = _write_map(record, layout.LABELS_BUCKET, labels, stored.labels is not None)
     # containerd rewrites the annotations too: that drops empty values and nested buckets
-    annotations = _write_map(record, layout.ANNOTATIONS_BUCKET, image_records.text_map(stored.annotations),
-                             stored.annotations is not None)
-    return RawImage(stored.name, stored.created, updated, pairs, annotations, True, stored.digest,
-                    stored.media_type, stored.size)
-
-
-def image_adaptor(image: Image):  # type: ignore[no-untyped-def]
-    """Field lookup for filters: containerd's image adaptor."""
-    def lookup(path: Sequence[str]) -> tuple[str, bool]:
-        if not path:
-            return "", False
-        head = path[0]
-        if head == "name":
-            return image.name, bool(image.name)
-        if head == "target":
-            if len(path) < 2:
-                return "", False
-            if path[1] == "digest":
-                return image.target.digest, bool(image.target.digest)
-            if path[1] == "mediatype":
-                return image.target.media_type, bool(image.target.media_type)
-            return "", False
-        if head == "labels":
-            return _check_map(path[1:], image.labels)
-        if head == "annotations":
-            return _check_map(path[1:], image.target.annotations)
-        return "", False
-    return lookup
-
-
-def _check_map(path: Sequence[str], values: Optional[dict[str, str]]) -> tuple[str, bool]:
-    if not values:
-        return "", False
-    key = ".".join(path)
-    if key in values:
-        return values[key], True
-    return "", False
+    return image_records.write_record(
+        record, RawImage(stored.name, stored.created, updated, image_records.pairs_of(labels),
+                         stored.annotations, True, stored.digest, stored.media_type, stored.size), stored)
 
 
 def _bucket_path(tx: "bolt.Tx", path: Iterable[bytes]) -> Optional["bolt.Bucket"]:
@@ -425,9 +246,19 @@ class ImageStore:
 
     def create(self, namespace: Optional[str], image: Image, *, epoch: Optional[codec.Timestamp] = None,
                lease: Optional[str] = None) -> Image:
+        return self._create(namespace, image, epoch, lease)[0]
+
+    def create_record(self, namespace: Optional[str], image: Image, *, epoch: Optional[codec.Timestamp] = None,
+                      lease: Optional[str] = None) -> RawImage:
+        """:meth:`create`, answering with the record as written: for callers
+        that frame its bytes without decoding them (the server)."""
+        return self._create(namespace, image, epoch, lease)[1]
+
+    def _create(self, namespace: Optional[str], image: Image, epoch: Optional[codec.Timestamp],
+                lease: Optional[str]) -> tuple[Image, RawImage]:
         ns = namespace_required(namespace)
 
-        def write(tx: "bolt.Tx") -> Image:
+        def write(tx: "bolt.Tx") -> tuple[Image, RawImage]:
             created = _copy(image)
             validate_image(created)
             images = _create_path(tx, layout.images_path(ns))
@@ -442,8 +273,7 @@ class ImageStore:
                     raise AlreadyExists(f"image {go_quote(created.name)}") from None
                 raise
             created.created_at = created.updated_at = _now(epoch)
-            _write_record(record, created, None, fresh=True)
-            return created
+            return created, _write_image(record, created, None, fresh=True)
         return self._write(write)
 
     def update(self, namespace: Optional[str], image: Image, fieldpaths: Sequence[str] = (), *,
@@ -500,7 +330,7 @@ class ImageStore:
             _add_image_lease(tx, ns, lease, updated.name, updated.labels)
             updated.created_at = created_at
             updated.updated_at = _now(epoch)
-            return _write_record(record, updated, stored, fresh=False)
+            return _write_image(record, updated, stored, fresh=False)
         return self._write(write)
 
     def delete(self, namespace: Optional[str], name: str, *, target_digest: Optional[str] = None,

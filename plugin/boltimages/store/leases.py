@@ -31,6 +31,7 @@ from .. import bolt
 from ..errors import (AlreadyExists, BoltImagesError, DataCorruption, InvalidArgument, NotFound,
                       NotImplementedKind, go_quote)
 from . import layout
+from .validation import digest_problem
 from .codec import CodecError, Timestamp, decode_time, encode_time
 
 #: label whose RFC 3339 value ends a lease's life (containerd's GC reads it)
@@ -168,24 +169,6 @@ def list_leases(tx: bolt.Tx, namespace: str,
 
 # --- resources -------------------------------------------------------------
 
-_DIGEST_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
-_ALGORITHM = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*")
-
-
-def _digest_problem(value: str) -> Optional[str]:
-    """go-digest's Parse errors (the text containerd embeds), or None when valid."""
-    alg, sep, hexpart = value.partition(":")
-    if not sep or not alg or not hexpart or not _ALGORITHM.fullmatch(alg):
-        return "invalid checksum digest format"
-    if alg not in _DIGEST_HEX_LEN:
-        return "unsupported digest algorithm"
-    if len(hexpart) != _DIGEST_HEX_LEN[alg]:
-        return "invalid checksum digest length"
-    if not re.fullmatch(r"[a-f0-9]+", hexpart):
-        return "invalid checksum digest format"
-    return None
-
-
 def _resource_path(resource: Resource) -> tuple[list[str], str]:
     """Bucket keys under the lease and the key to store, validated like containerd."""
     keys = resource.type.split("/")
@@ -193,7 +176,7 @@ def _resource_path(resource: Resource) -> tuple[list[str], str]:
         if len(keys) != 1:
             raise InvalidArgument(f"invalid resource type {resource.type}")
         if keys[0] == RESOURCE_CONTENT:
-            problem = _digest_problem(resource.id)
+            problem = digest_problem(resource.id)
             if problem:
                 raise InvalidArgument(f"invalid content resource id {resource.id}: {problem}")
     elif keys[0] == RESOURCE_SNAPSHOTS:

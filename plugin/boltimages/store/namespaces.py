@@ -27,21 +27,7 @@ from typing import Optional
 from .. import bolt
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, go_quote
 from . import layout
-from .identifiers import validate_identifier
-
-#: containerd's limit on len(key) + len(value) of one label, in bytes
-MAX_LABEL_SIZE = 4096
-#: how many bytes of an oversize key containerd quotes in its error
-_LABEL_KEY_PREVIEW = 10
-
-
-def validate_label(key: str, value: str) -> None:
-    """containerd's labels.Validate: key and value together at most 4096 bytes."""
-    kb, vb = key.encode("utf-8", "surrogatepass"), value.encode("utf-8", "surrogatepass")
-    if len(kb) + len(vb) > MAX_LABEL_SIZE:
-        shown = kb[:_LABEL_KEY_PREVIEW].decode("utf-8", "replace") if len(kb) > _LABEL_KEY_PREVIEW else key
-        raise InvalidArgument(
-            f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {shown}")
+from .validation import validate_identifier, validate_labels
 
 
 def _schema(tx: bolt.Tx) -> Optional[bolt.Bucket]:
@@ -78,11 +64,7 @@ def get_labels(tx: bolt.Tx, namespace: str) -> dict[str, str]:
 def create(tx: bolt.Tx, namespace: str, labels: dict[str, str]) -> None:
     """Create ``namespace`` with ``labels`` (empty values are not stored)."""
     validate_identifier(namespace)
-    for key, value in labels.items():
-        try:
-            validate_label(key, value)
-        except InvalidArgument as exc:
-            raise exc.wrap("namespace.Labels") from None
+    validate_labels(labels, "namespace.Labels")
     schema = tx.create_bucket_if_not_exists(layout.SCHEMA_BUCKET)
     if schema.bucket(namespace.encode()) is not None:
         raise AlreadyExists(f"namespace {go_quote(namespace)}")
@@ -95,10 +77,7 @@ def create(tx: bolt.Tx, namespace: str, labels: dict[str, str]) -> None:
 
 def set_label(tx: bolt.Tx, namespace: str, key: str, value: str) -> None:
     """Set one label; "" deletes it. Creates the namespace if needed (containerd does)."""
-    try:
-        validate_label(key, value)
-    except InvalidArgument as exc:
-        raise exc.wrap("namespace.Labels") from None
+    validate_labels({key: value}, "namespace.Labels")
     if not key:
         # bbolt refuses empty keys; containerd surfaces bbolt's "key required"
         raise InvalidArgument("namespace.Labels: label key required")

@@ -2,9 +2,10 @@
 
     <root>/io.containerd.metadata.v1.bolt/meta.db     the metadata file (bbolt)
     <root>/io.containerd.content.v1.content/blobs/... the content store (blob files)
+    <root>/io.containerd.snapshotter.v1.<name>/...    the snapshotters' own files
 
-One place for serve (Content/Read) and the offline tools (copy, import): both
-find the content store next to the metadata file they were given, so a copy
+One place for serve (Content/Read, Snapshots) and the offline tools (copy, import): all
+find containerd's stores next to the metadata file they were given, so a copy
 of a node's root works the same as the node itself.
 """
 
@@ -17,12 +18,19 @@ METADATA_DIR = "io.containerd.metadata.v1.bolt"
 CONTENT_DIR = "io.containerd.content.v1.content"
 
 
-def expected_content_root(db_path: str) -> Optional[str]:
-    """Where the content store would be if ``db_path`` is ``<root>/io.containerd.metadata.v1.bolt/meta.db``."""
+def containerd_root(db_path: str) -> Optional[str]:
+    """The containerd root holding ``db_path`` (``<root>/io.containerd.metadata.v1.bolt/meta.db``),
+    where the content directory and the snapshotters' own files live; None otherwise."""
     meta_dir = os.path.dirname(os.path.abspath(db_path))
     if os.path.basename(meta_dir) != METADATA_DIR:
         return None
-    return os.path.join(os.path.dirname(meta_dir), CONTENT_DIR)
+    return os.path.dirname(meta_dir)
+
+
+def expected_content_root(db_path: str) -> Optional[str]:
+    """Where the content store would be if ``db_path`` sits in a containerd root (it may not exist)."""
+    root = containerd_root(db_path)
+    return None if root is None else os.path.join(root, CONTENT_DIR)
 
 
 def default_content_root(db_path: str) -> Optional[str]:

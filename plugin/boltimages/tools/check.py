@@ -3,8 +3,8 @@
 Two layers: the engine's structural check (every page reachable exactly once,
 freelist consistent - bbolt's tx.Check), run in a child process because a
 damaged file may crash a page walker; then containerd's layout: db version
-known, every image has a decodable target and timestamps, every content blob
-record decodes.
+known, and every namespace, image and content blob record passes the rules
+containerd applies when it writes or reads one (store/validation.py).
 """
 
 from __future__ import annotations
@@ -12,18 +12,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import re
 from typing import Any, Optional
 
-from ..store import codec, layout
-from . import records, selection
-from .progress import Progress
 from ..lockholder import locked_text
+from ..store import codec, image_records, layout, validation
+from . import records, selection
 from .common import EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS, ToolError, open_db
+from .progress import Progress
 
 #: db versions containerd has shipped (1.0-1.2 used 1-2; 1.3-1.7: 3; 2.x: 4)
 KNOWN_DB_VERSIONS = (1, 2, 3, 4)
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 
 
 def _structural_child(path: str, conn: Any) -> None:
@@ -36,7 +34,7 @@ def _structural_child(path: str, conn: Any) -> None:
         except bolt.BoltError as exc:
             conn.send(("error", str(exc)))
     except Exception as exc:  # anything else still becomes a message, not a hang
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", str(exc) or "the structural check failed unexpectedly"))
 
 
 def structural_problems(path: str) -> list[str]:
@@ -64,7 +62,9 @@ def structural_problems(path: str) -> list[str]:
 
 
 def layout_problems(tx: Any, bar: Optional[Any] = None) -> list[str]:
-    """containerd's record layout; ``bar`` (a Progress) advances once per image and blob record."""
+    """Every record containerd would refuse or read differently from what it
+    holds, as "<bucket path>: <why>" (rules: store/validation.py); ``bar`` (a
+    Progress) advances once per image and blob record."""
     problems: list[str] = []
     v1 = tx.bucket(layout.SCHEMA_BUCKET)
     if v1 is None:
@@ -79,39 +79,63 @@ def layout_problems(tx: Any, bar: Optional[Any] = None) -> list[str]:
                 problems.append(f"v1/version is {version}, not a version containerd knows {KNOWN_DB_VERSIONS}")
         except codec.CodecError as exc:
             problems.append(f"v1/version does not decode: {exc}")
-    for ns in records.namespaces(tx):
-        for img in records.iter_images(tx, ns):
-            if bar is not None:
-                bar.advance()
-            for p in img.problems:
-                problems.append(f"namespace {ns!r} image {img.name!r}: {p}")
-        blobs = records.blob_bucket(tx, ns)
-        if blobs is None:
+    for key, value in v1.items():
+        if value is None:
+            problems += _namespace_problems(v1.bucket(key), f"v1/{validation.show_key(key)}", key, bar)
+    return problems
+
+
+def _namespace_problems(ns: Any, where: str, name: bytes, bar: Optional[Any]) -> list[str]:
+    problems = [f"{where}: {p} (containerd refuses every request naming it, removal included)"
+                for p in validation.namespace_problems(name)]
+    problems += [f"{where}/{p}" for p in validation.label_bucket_problems(ns, "namespace.Labels")]
+    if ns.get(layout.IMAGES_BUCKET) is not None:
+        problems.append(f"{where}/images: a value where containerd expects a bucket (it lists no images)")
+    images = ns.bucket(layout.IMAGES_BUCKET)
+    for key, value in images.items() if images is not None else ():
+        if bar is not None:
+            bar.advance()
+        path = f"{where}/images/{validation.show_key(key)}"
+        if value is not None:
+            problems.append(f"{path}: a value where containerd expects an image bucket "
+                            "(it fails to list the namespace)")
             continue
-        for key, value in blobs.items():
-            if bar is not None:
-                bar.advance()
-            where = f"namespace {ns!r} blob {records.text(key)!r}"
-            if value is not None:
-                problems.append(f"{where}: a value where a bucket belongs")
-                continue
-            if not _DIGEST.match(records.text(key)):
-                problems.append(f"{where}: key is not a digest")
-            bkt = blobs.bucket(key)
-            for tkey in (layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY):
-                data = bkt.get(tkey)
-                if data is None:
-                    continue
-                try:
-                    codec.decode_time(data)
-                except codec.CodecError as exc:
-                    problems.append(f"{where}: {tkey.decode()} does not decode: {exc}")
-            size = bkt.get(layout.SIZE_KEY)
-            if size is not None:
-                try:
-                    codec.decode_varint_exact(size)
-                except codec.CodecError as exc:
-                    problems.append(f"{where}: size does not decode: {exc}")
+        record = images.bucket(key)
+        # the values as the one reader reads them; the bucket shows their layout
+        raw = image_records.read_one(key, record)
+        problems += [f"{path}: {p}" for p in validation.image_record_problems(record, raw)]
+    leases = ns.bucket(layout.LEASES_BUCKET)
+    for key, value in leases.items() if leases is not None else ():
+        path = f"{where}/leases/{validation.show_key(key)}"
+        if value is not None:
+            problems.append(f"{path}: a value where containerd expects a lease bucket (it skips it)")
+            continue
+        lease = leases.bucket(key)
+        problem = validation.time_problem(lease.get(layout.CREATED_AT_KEY))
+        if problem is not None and problem != "missing":
+            problems.append(f"{path}: createdat: {problem} (containerd fails to list leases)")
+    content = ns.bucket(layout.CONTENT_BUCKET)
+    blobs = content.bucket(layout.BLOB_BUCKET) if content is not None else None
+    for key, value in blobs.items() if blobs is not None else ():
+        if bar is not None:
+            bar.advance()
+        path = f"{where}/content/blob/{validation.show_key(key)}"
+        if value is not None:
+            problems.append(f"{path}: a value where a bucket belongs")
+            continue
+        problems += [f"{path}: {p}" for p in validation.blob_key_problems(key)]
+        bkt = blobs.bucket(key)
+        for tkey in (layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY):
+            problem = validation.time_problem(bkt.get(tkey))
+            if problem is not None and problem != "missing":
+                problems.append(f"{path}: {tkey.decode()}: {problem}")
+        size = bkt.get(layout.SIZE_KEY)
+        if size is not None:
+            try:
+                codec.decode_varint_exact(size)
+            except codec.CodecError as exc:
+                problems.append(f"{path}: size does not decode: {exc}")
+        problems += [f"{path}/{p}" for p in validation.label_bucket_problems(bkt, "content.Labels")]
     return problems
 
 

@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Callable, Iterator, Optional
 
+from ..errors import BoltImagesError
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -38,6 +40,12 @@ class ToolError(Exception):
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.code = code
+
+
+def refused(where: str, exc: BoltImagesError) -> ToolError:
+    """A write containerd's validation refuses (store/validation.py): one line
+    saying which record and why; the command's transaction is rolled back."""
+    return ToolError(f"{where}: {exc.detail or exc}; nothing written")
 
 
 def engine():

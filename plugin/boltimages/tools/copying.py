@@ -22,9 +22,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..store import rootdirs
+from ..errors import InvalidArgument
+from ..store import image_records, rootdirs, validation
+from ..store.image_records import RawImage
 from . import content_walk, records, selection
-from .common import EXIT_OK, EXIT_USAGE, ToolError, note, open_db, writing
+from .common import EXIT_OK, EXIT_USAGE, ToolError, note, open_db, refused, writing
 from .progress import Progress
 
 
@@ -68,28 +70,32 @@ def resolve_content_root(db_path: str, given: Optional[str], records_only: bool,
     return root
 
 
-def add_content_records(img: records.Image, dst_tx: Any, dst_ns: str, content_root: str,
-                        stats: ContentStats, src_tx: Any = None, verbose: bool = False) -> None:
+def add_content_records(img: RawImage, dst_tx: Any, dst_ns: str, content_root: str,
+                        stats: ContentStats, src_tx: Any = None, src_ns: str = "",
+                        verbose: bool = False) -> None:
     """Record in ``dst_ns`` every blob reachable from the image's target, as containerd would.
 
     A blob recorded in the source namespace (``src_tx``, namespace
-    ``img.namespace``) is copied as is, GC labels included; one only in the
+    ``src_ns``) is copied as is, GC labels included; one only in the
     content store gets the labels containerd gives a fetched image's blobs.
     """
     now = records.now_bytes()
-    for node in content_walk.reachable(content_root, img.digest, img.media_type, img.size):
-        src_blob = records.read_blob(src_tx, img.namespace, node.digest) if src_tx is not None else None
+    name = img.text_name()
+    digest = records.text(img.digest or b"")
+    for node in content_walk.reachable(content_root, digest, records.text(img.media_type or b""),
+                                       img.size_value()):
+        src_blob = records.read_blob(src_tx, src_ns, node.digest) if src_tx is not None else None
         if src_blob is None and not node.present:
             # never fetched (e.g. another platform of an index): nothing to record
-            if node.digest == img.digest:
+            if node.digest == digest:
                 stats.absent += 1
                 if verbose:
-                    note(f"warning: {img.name}: target {node.digest} is neither recorded nor under {content_root}")
+                    note(f"warning: {name}: target {node.digest} is neither recorded nor under {content_root}")
             continue
         if not node.present:
             stats.absent += 1
             if verbose:
-                note(f"warning: blob {node.digest} of {img.name} has a record but no file under {content_root}")
+                note(f"warning: blob {node.digest} of {name} has a record but no file under {content_root}")
         if node.digest in stats.done or records.read_blob(dst_tx, dst_ns, node.digest) is not None:
             stats.kept += 1
             continue
@@ -114,8 +120,12 @@ def run_copy(args: argparse.Namespace) -> int:
                         "give --to-namespace or --to-db")
     if not args.names and not args.filters and not args.all:
         raise ToolError("name images to copy, or give --filter or --all")
-    content_root = resolve_content_root(args.db, args.content_root, args.records_only, "copy")
+    try:
+        validation.validate_namespace(dst_ns)
+    except InvalidArgument as exc:
+        raise refused("--to-namespace" if args.to_namespace else "--namespace", exc) from None
     compiled = selection.compile_filters(args.filters)
+    content_root = resolve_content_root(args.db, args.content_root, args.records_only, "copy")
     prefix = "would " if args.dry_run else ""
     copied = skipped = 0
     stats = ContentStats()
@@ -128,14 +138,18 @@ def run_copy(args: argparse.Namespace) -> int:
         else:
             src_db = stack.enter_context(open_db(args.db, write=False))
             src_tx = stack.enter_context(src_db.begin())
-        names = args.names
-        spaces = [args.namespace]
-        with Progress("reading", selection.count_images(src_tx, spaces, names)) as bar:
-            imgs = list(selection.select_images(src_tx, spaces, names, compiled, bar))
-        missing = sorted(set(args.names) - {i.name for i in imgs})
+        with Progress("reading", selection.count_images(src_tx, [args.namespace], args.names)) as bar:
+            imgs = [img for _, img in selection.select_images(src_tx, [args.namespace], args.names, compiled, bar)]
+        missing = sorted(set(args.names) - {i.text_name() for i in imgs})
         if missing:
             raise ToolError(f"image(s) not found in {args.db} namespace {args.namespace!r}: "
                             + ", ".join(missing) + "; nothing written")
+        for img in imgs:
+            # containerd's Create would refuse such a copy; so do we, before writing anything
+            try:
+                image_records.validate(img)
+            except InvalidArgument as exc:
+                raise refused(f"image {args.namespace}/{img.text_name()}", exc) from None
         if dst_tx.writable:
             records.ensure_schema(dst_tx, records.db_version(src_tx))
         with Progress("copy", len(imgs)) as bar:
@@ -152,25 +166,26 @@ def run_copy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _copy_one(img: records.Image, src_tx: Any, dst_tx: Any, dst_ns: str, args: argparse.Namespace,
+def _copy_one(img: RawImage, src_tx: Any, dst_tx: Any, dst_ns: str, args: argparse.Namespace,
               prefix: str, content_root: Optional[str], stats: ContentStats) -> bool:
+    """Write (or plan) one image and its content records; False when it is skipped."""
+    name = img.text_name()
     images = records.images_bucket(dst_tx, dst_ns)
-    existing = images.bucket(records.raw(img.name)) if images is not None else None
+    existing = images.bucket(img.name) if images is not None else None
     if existing is not None:
-        old = records.read_image(dst_ns, records.raw(img.name), existing)
-        if not old.same_record(img):
+        if not image_records.same_content(image_records.read_one(img.name, existing), img):
             if args.on_conflict == "fail":
-                raise ToolError(f"image {img.name!r} already exists in namespace {dst_ns!r} with other "
+                raise ToolError(f"image {name!r} already exists in namespace {dst_ns!r} with other "
                                 "content (use --on-conflict skip|overwrite); nothing written")
             if args.on_conflict == "skip":
                 if args.verbose:
-                    print(f"{prefix}skip {img.name} (exists in {dst_ns})")
+                    print(f"{prefix}skip {name} (exists in {dst_ns})")
                 return False
     if args.verbose:
-        print(f"{prefix}copy {img.namespace}/{img.name} -> {dst_ns}/{img.name}")
+        print(f"{prefix}copy {args.namespace}/{name} -> {dst_ns}/{name}")
     if content_root is not None:
-        add_content_records(img, dst_tx, dst_ns, content_root, stats, src_tx=src_tx, verbose=args.verbose)
+        add_content_records(img, dst_tx, dst_ns, content_root, stats, src_tx=src_tx, src_ns=args.namespace,
+                            verbose=args.verbose)
     if dst_tx.writable:
-        copy = records.Image(**{**img.__dict__, "namespace": dst_ns, "problems": []})
-        records.write_image(records.images_bucket(dst_tx, dst_ns, create=True), copy)
+        image_records.replace_record(records.images_bucket(dst_tx, dst_ns, create=True), img)
     return True

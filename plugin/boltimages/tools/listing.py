@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from ..store import validation
 from . import records, selection
 from .common import EXIT_FAILED, EXIT_OK, open_db
 from .progress import Progress
@@ -40,23 +41,26 @@ def run_ls(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"dbVersion": version,
                           "namespaces": [{"name": ns, "labels": ns_info[ns]} for ns in spaces],
-                          "images": [img.to_json() for img in imgs]}, indent=2, ensure_ascii=True))
+                          "images": [records.image_to_json(ns, img) for ns, img in imgs]}, indent=2,
+                         ensure_ascii=True))
         return EXIT_OK
     if args.namespaces:
         rows = [["NAME", "LABELS"]] + [[ns, label_text(ns_info[ns])] for ns in spaces]
         print_table(rows)
         return EXIT_OK
     if args.quiet:
-        for img in imgs:
-            print(img.name)
+        for _, img in imgs:
+            print(img.text_name())
         return EXIT_OK
     show_ns = args.namespace is None
     header = (["NAMESPACE"] if show_ns else []) + ["REF", "TYPE", "DIGEST", "SIZE", "CREATED", "LABELS"]
     rows = [header]
-    for img in imgs:
-        created = (records.time_to_json_safe(img.created) or "-")[:19]
-        rows.append(([img.namespace] if show_ns else []) + [
-            img.name, img.media_type, img.digest, human_size(img.size), created, label_text(img.labels)])
+    for ns, img in imgs:
+        doc = records.image_to_json(ns, img)
+        target = doc["target"]
+        rows.append(([ns] if show_ns else []) + [
+            doc["name"], target["mediaType"], target["digest"], human_size(target["size"]),
+            (doc["createdAt"] or "-")[:19], label_text(doc["labels"])])
     print_table(rows)
     return EXIT_OK
 
@@ -71,10 +75,12 @@ def run_inspect(args: argparse.Namespace) -> int:
     found: list[dict[str, Any]] = []
     with open_db(args.db, write=False) as db, db.begin() as tx:
         spaces = selection.pick_namespaces(tx, args.namespace)
-        for img in selection.select_images(tx, spaces, args.names, None):
-            doc = img.to_json()
-            if img.problems:
-                doc["problems"] = img.problems
+        for ns, img in selection.select_images(tx, spaces, args.names, None):
+            doc = records.image_to_json(ns, img)
+            # containerd's rules on the record as read (check adds its layout)
+            problems = validation.image_problems(img)
+            if problems:
+                doc["problems"] = problems
             found.append(doc)
     missing = sorted(set(args.names) - {d["name"] for d in found})
     print(json.dumps(found, indent=2, ensure_ascii=True))

@@ -8,6 +8,13 @@ One JSON object per line, ``"kind"`` first:
 Times keep all nine fraction digits and the zone Go stored ("Z" = UTC), so
 importing an export writes byte-identical records. The first line is a
 header {"kind": "boltimages-export", "version": 1, "dbVersion": N}.
+
+Import writes only what containerd itself would accept (store/validation.py):
+namespace names, labels, image names and targets are checked as containerd's
+Create checks them, and stored times must decode. A record without
+createdAt/updatedAt gets the time of the import, as containerd's Create
+stamps a new image (an existing image of that name keeps its own). The first
+refused record stops the import and nothing is written.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import os
 import sys
 from typing import Any, Iterator, Optional, TextIO
 
-from ..store import layout, rootdirs
+from ..errors import InvalidArgument
+from ..store import image_records, layout, rootdirs, validation
+from ..store.image_records import RawImage
 from . import records, selection
 from .copying import ContentStats, add_content_records, resolve_content_root
-from .common import EXIT_FAILED, EXIT_OK, ToolError, note, open_db, os_error_text, writing
+from .common import EXIT_FAILED, EXIT_OK, ToolError, note, open_db, os_error_text, refused, writing
 from .progress import Progress
 from .scratch import ScratchFile
 
@@ -54,9 +63,10 @@ def run_export(args: argparse.Namespace) -> int:
         with Progress("export", selection.count_images(tx, spaces, args.names)) as bar:
             for ns in spaces:
                 _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
-                for img in selection.select_images(tx, [ns], args.names, compiled, bar):
-                    _line(out, img.to_json())
-                    exported.add(img.name)
+                for _, img in selection.select_images(tx, [ns], args.names, compiled, bar):
+                    doc = records.image_to_json(ns, img)
+                    _line(out, doc)
+                    exported.add(doc["name"])
                     count += 1
         if scratch is not None:
             out.flush()
@@ -91,6 +101,11 @@ def read_lines(source: TextIO) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    if args.namespace is not None:
+        try:
+            validation.validate_namespace(args.namespace)
+        except InvalidArgument as exc:
+            raise refused("--namespace", exc) from None
     src: TextIO = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")
     try:
         docs = list(read_lines(src))
@@ -122,15 +137,16 @@ def run_import(args: argparse.Namespace) -> int:
                     if kind == "namespace":
                         _import_namespace(tx, doc, args, changes)
                     elif kind == "image":
-                        img = records.Image.from_json(doc)
-                        if args.namespace:
-                            img.namespace = args.namespace
-                        if _import_image(tx, img, args, changes, conflicts):
-                            _import_content(tx, img, content_root, content, no_content, args.verbose)
+                        ns, img = records.image_from_json(doc)
+                        ns = args.namespace or ns
+                        if _import_image(tx, ns, img, args, changes, conflicts):
+                            _import_content(tx, ns, img, content_root, content, no_content, args.verbose)
                     elif kind != "boltimages-export":
                         raise ValueError(f"unknown kind {kind!r}")
+                except InvalidArgument as exc:
+                    raise refused(f"line {number}", exc) from None
                 except (ValueError, TypeError) as exc:
-                    raise ToolError(f"line {number}: {exc}") from exc
+                    raise ToolError(f"line {number}: {exc}; nothing written") from exc
                 bar.advance()
         if conflicts and args.on_conflict == "fail":
             raise ToolError(f"{len(conflicts)} image(s) already exist with other content: "
@@ -177,13 +193,14 @@ def _import_content_root(args: argparse.Namespace) -> Optional[str]:
     return rootdirs.default_content_root(args.db)
 
 
-def _import_content(tx: Any, img: records.Image, content_root: Optional[str], stats: ContentStats,
+def _import_content(tx: Any, ns: str, img: RawImage, content_root: Optional[str], stats: ContentStats,
                     no_content: dict[str, int], verbose: bool) -> None:
     if content_root is not None:
-        add_content_records(img, tx, img.namespace, content_root, stats, verbose=verbose)
-    if img.digest in stats.done or records.read_blob(tx, img.namespace, img.digest) is not None:
+        add_content_records(img, tx, ns, content_root, stats, verbose=verbose)
+    digest = records.text(img.digest or b"")
+    if digest in stats.done or records.read_blob(tx, ns, digest) is not None:
         return
-    no_content[img.namespace] = no_content.get(img.namespace, 0) + 1
+    no_content[ns] = no_content.get(ns, 0) + 1
 
 
 def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, changes: list[str]) -> None:
@@ -191,6 +208,8 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
     if not isinstance(ns, str) or not ns:
         raise ValueError("namespace record without a name")
     labels = {str(k): str(v) for k, v in (doc.get("labels") or {}).items()}
+    validation.validate_namespace(ns)
+    validation.validate_labels(labels, f"namespace {ns}: namespace.Labels")
     current = records.namespace_labels(tx, ns)
     v1 = tx.bucket(layout.SCHEMA_BUCKET)
     exists = v1 is not None and v1.bucket(ns.encode()) is not None
@@ -210,15 +229,21 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
             records.write_map(nsb, layout.NS_LABELS_BUCKET, merged)
 
 
-def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
+def _import_image(tx: Any, ns: str, img: RawImage, args: argparse.Namespace,
                   changes: list[str], conflicts: list[str]) -> bool:
-    """Write (or plan) one image record; True when it is (to be) written."""
-    images = records.images_bucket(tx, img.namespace)
-    existing = images.bucket(records.raw(img.name)) if images is not None else None
-    where = f"{img.namespace}/{img.name}"
-    if existing is not None:
-        old = records.read_image(img.namespace, records.raw(img.name), existing)
-        if old.same_record(img):
+    """Write (or plan) one image record; True when it is (to be) written or already there."""
+    validation.validate_namespace(ns)
+    images = records.images_bucket(tx, ns)
+    existing = images.bucket(img.name) if images is not None else None
+    where = f"{ns}/{img.text_name()}"
+    old = image_records.read_one(img.name, existing) if existing is not None else None
+    _fill_times(img, old)
+    try:
+        image_records.validate(img)
+    except InvalidArgument as exc:
+        raise exc.wrap(f"image {where}") from None
+    if old is not None:
+        if image_records.same_content(old, img):
             return True  # already there: its content records may still be missing
         conflicts.append(where)
         if args.on_conflict != "overwrite":
@@ -227,7 +252,20 @@ def _import_image(tx: Any, img: records.Image, args: argparse.Namespace,
             return False
         changes.append(f"overwrite image {where}")
     else:
-        changes.append(f"add image {where} -> {img.digest}")
+        changes.append(f"add image {where} -> {records.text(img.digest or b'')}")
     if tx.writable:
-        records.write_image(records.images_bucket(tx, img.namespace, create=True), img)
+        image_records.replace_record(records.images_bucket(tx, ns, create=True), img)
     return True
+
+
+def _fill_times(img: RawImage, old: "RawImage | None") -> None:
+    """Times a record left out: those of the image already stored under that
+    name (so importing the same file twice changes nothing), else now, as
+    containerd's Create stamps a new image."""
+    if img.created is not None and img.updated is not None:
+        return
+    now = records.now_bytes()
+    if img.created is None:
+        img.created = old.created if old is not None and old.created else now
+    if img.updated is None:
+        img.updated = old.updated if old is not None and old.updated else now

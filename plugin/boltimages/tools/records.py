@@ -1,19 +1,23 @@
 """Image, namespace and content-blob records as the offline tools see them.
 
-The tools must reproduce records exactly (a copy or an export/import round
-trip may not change a timestamp's nanoseconds or zone), so times are kept
-as the stored bytes and only decoded for display and JSON. Encodings come
-from store/codec.py, paths from store/layout.py.
+Image records are the store's own (store/image_records.py: one reader, one
+writer, one filter adaptor); this module gives them their JSON form for
+export/import and ``ls``/``inspect``. The tools must reproduce records
+exactly (a copy or an export/import round trip may not change a
+timestamp's nanoseconds or zone), so times are kept as the stored bytes and
+only decoded for display and JSON. Encodings come from store/codec.py,
+paths from store/layout.py.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
-from ..store import codec, layout
+from ..store import codec, image_records, layout
+from ..store.image_records import RawImage
 
 # RFC 3339 with nanoseconds and the zone Go recorded: "Z" for UTC, otherwise
 # +HH:MM (or +HH:MM:SS for the rare sub-minute offsets Go encodes as version 2)
@@ -89,57 +93,50 @@ def write_map(bucket: Any, name: bytes, values: dict[str, str]) -> None:
         sub.put_many(sorted((raw(k), raw(v)) for k, v in values.items()))
 
 
-@dataclass
-class Image:
-    namespace: str
-    name: str
-    digest: str = ""
-    media_type: str = ""
-    size: int = 0
-    annotations: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    created: bytes = b""
-    updated: bytes = b""
-    #: decoding problems, for check and for honest display
-    problems: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": "image",
-            "namespace": self.namespace,
-            "name": self.name,
-            "target": {"mediaType": self.media_type, "digest": self.digest, "size": self.size,
-                       "annotations": self.annotations},
-            "labels": self.labels,
-            "createdAt": _time_or_hex(self.created),
-            "updatedAt": _time_or_hex(self.updated),
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Image":
-        target = doc.get("target") or {}
-        img = cls(namespace=_need_str(doc, "namespace"), name=_need_str(doc, "name"),
-                  digest=str(target.get("digest", "")), media_type=str(target.get("mediaType", "")),
-                  size=int(target.get("size", 0)),
-                  annotations=_str_map(target.get("annotations")), labels=_str_map(doc.get("labels")))
-        img.created = _time_from_doc(doc.get("createdAt"))
-        img.updated = _time_from_doc(doc.get("updatedAt"))
-        return img
-
-    def same_record(self, other: "Image") -> bool:
-        return (self.digest, self.media_type, self.size, self.annotations, self.labels, self.created,
-                self.updated) == (other.digest, other.media_type, other.size, other.annotations,
-                                  other.labels, other.created, other.updated)
-
-    # the shape store/filters.py matches against (containerd's image adaptor fields)
-    def filter_fields(self) -> dict[str, Any]:
-        return {"name": self.name, "target": {"digest": self.digest, "mediatype": self.media_type},
-                "labels": self.labels}
+# --- image records: the store's record module (store/image_records.py), seen as JSON
 
 
-def _time_or_hex(data: bytes) -> Optional[str]:
+def image_to_json(namespace: str, record: RawImage) -> dict[str, Any]:
+    """One image as a line of an export (and of ``ls -o json``/``inspect``)."""
+    return {
+        "kind": "image",
+        "namespace": namespace,
+        "name": record.text_name(),
+        "target": {"mediaType": _text_or_empty(record.media_type), "digest": _text_or_empty(record.digest),
+                   "size": record.size_value(), "annotations": image_records.text_map(record.annotations) or {}},
+        "labels": image_records.text_map(record.labels) or {},
+        "createdAt": _time_or_hex(record.created),
+        "updatedAt": _time_or_hex(record.updated),
+    }
+
+
+def image_from_json(doc: dict[str, Any]) -> tuple[str, RawImage]:
+    """(namespace, record) from an export line; ValueError says what is wrong."""
+    target = doc.get("target") or {}
+    if not isinstance(target, dict):
+        raise ValueError("target must be an object")
+    namespace, name = _need_str(doc, "namespace"), _need_str(doc, "name")
+    try:
+        size = codec.encode_varint(int(target.get("size", 0)))
+    except codec.CodecError as exc:
+        raise ValueError(f"target size: {exc}") from None
+    return namespace, RawImage(
+        raw(name), _time_from_doc(doc.get("createdAt")), _time_from_doc(doc.get("updatedAt")),
+        image_records.pairs_of(_str_map(doc.get("labels"))), image_records.pairs_of(_str_map(target.get("annotations"))),
+        True, raw(str(target.get("digest", ""))), raw(str(target.get("mediaType", ""))), size)
+
+
+def image_labels(record: RawImage) -> dict[str, str]:
+    return image_records.text_map(record.labels) or {}
+
+
+def _text_or_empty(data: Optional[bytes]) -> str:
+    return "" if data is None else text(data)
+
+
+def _time_or_hex(data: Optional[bytes]) -> Optional[str]:
     if not data:
-        return None
+        return None  # absent, or empty (which containerd cannot read): no time
     try:
         text = time_to_json(data)
         # a few encodings do not survive Go's own decode/encode (negative
@@ -151,9 +148,9 @@ def _time_or_hex(data: bytes) -> Optional[str]:
     return "hex:" + data.hex()
 
 
-def _time_from_doc(value: Any) -> bytes:
+def _time_from_doc(value: Any) -> Optional[bytes]:
     if value is None:
-        return b""
+        return None
     value = str(value)
     if value.startswith("hex:"):
         return bytes.fromhex(value[4:])
@@ -175,41 +172,6 @@ def _str_map(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-def read_image(ns: str, name: bytes, bucket: Any) -> Image:
-    img = Image(namespace=ns, name=text(name))
-    img.created = bucket.get(layout.CREATED_AT_KEY) or b""
-    img.updated = bucket.get(layout.UPDATED_AT_KEY) or b""
-    for label, value in ((b"createdat", img.created), (b"updatedat", img.updated)):
-        if not value:
-            img.problems.append(f"no {label.decode()}")
-            continue
-        try:
-            codec.decode_time(value)
-        except codec.CodecError as exc:
-            img.problems.append(f"{label.decode()} does not decode: {exc}")
-    img.labels = read_map(bucket, layout.LABELS_BUCKET)
-    img.annotations = read_map(bucket, layout.ANNOTATIONS_BUCKET)
-    target = bucket.bucket(layout.TARGET_BUCKET)
-    if target is None:
-        img.problems.append("no target")
-        return img
-    img.digest = text(target.get(layout.DIGEST_KEY) or b"")
-    img.media_type = text(target.get(layout.MEDIA_TYPE_KEY) or b"")
-    size = target.get(layout.SIZE_KEY)
-    if size is None:
-        img.problems.append("target has no size")
-    else:
-        try:
-            img.size = codec.decode_varint_exact(size)
-        except codec.CodecError as exc:
-            img.problems.append(f"target size does not decode: {exc}")
-    if not re.match(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$", img.digest):
-        img.problems.append(f"target digest {img.digest!r} is not a digest")
-    if not img.media_type:
-        img.problems.append("target has no media type")
-    return img
-
-
 def _replace_record(parent: Any, key: bytes, created: bytes, updated: bytes,
                     labels: dict[str, str]) -> Any:
     """A new bucket ``key`` under ``parent`` (dropping any old one) holding the
@@ -221,16 +183,6 @@ def _replace_record(parent: Any, key: bytes, created: bytes, updated: bytes,
     bkt.put(layout.UPDATED_AT_KEY, updated)
     write_map(bkt, layout.LABELS_BUCKET, labels)
     return bkt
-
-
-def write_image(images: Any, img: Image) -> None:
-    """(Re)write one image bucket the way containerd lays it out."""
-    bkt = _replace_record(images, raw(img.name), img.created, img.updated, img.labels)
-    write_map(bkt, layout.ANNOTATIONS_BUCKET, img.annotations)
-    target = bkt.create_bucket(layout.TARGET_BUCKET)
-    target.put(layout.DIGEST_KEY, raw(img.digest))
-    target.put(layout.MEDIA_TYPE_KEY, raw(img.media_type))
-    target.put(layout.SIZE_KEY, codec.encode_varint(img.size))
 
 
 def namespaces(tx: Any) -> list[str]:
@@ -249,13 +201,10 @@ def images_bucket(tx: Any, ns: str, create: bool = False) -> Any:
     return bucket
 
 
-def iter_images(tx: Any, ns: str) -> Iterator[Image]:
+def iter_images(tx: Any, ns: str) -> list[RawImage]:
+    """Every record of a namespace, in name order, read as the store reads them."""
     bucket = images_bucket(tx, ns)
-    if bucket is None:
-        return
-    for name, value in bucket.items():
-        if value is None:
-            yield read_image(ns, name, bucket.bucket(name))
+    return [] if bucket is None else image_records.read_all(bucket)
 
 
 def namespace_labels(tx: Any, ns: str) -> dict[str, str]:
@@ -313,5 +262,5 @@ def write_blob(tx: Any, ns: str, blob: Blob) -> None:
     bkt.put(layout.SIZE_KEY, codec.encode_varint(blob.size))
 
 
-def time_to_json_safe(data: bytes) -> Optional[str]:
+def time_to_json_safe(data: Optional[bytes]) -> Optional[str]:
     return _time_or_hex(data)

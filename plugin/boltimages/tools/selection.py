@@ -1,63 +1,41 @@
 """Choosing namespaces and images: by name, or with containerd's filter language.
 
-The filter parser and matcher live in store/filters.py (shared with the
-Images/List server); this module only feeds it the fields of an image record.
+The filter parser and matcher live in store/filters.py and the filter
+adaptor in store/image_records.py, both shared with the Images/List server,
+so a filter picks here exactly the images the server's List returns.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
+from ..errors import InvalidArgument
+from ..store import filters, image_records
+from ..store.image_records import RawImage
 from . import records
 from .common import ToolError
 
 
-def compile_filters(exprs: Sequence[str]) -> Optional[Any]:
-    """Parse filters once; several filters are OR-ed like containerd's List."""
+def compile_filters(exprs: Sequence[str]) -> Optional[filters.AnyFilter]:
+    """Parse filters once; several filters are OR-ed like containerd's List.
+
+    A regular expression that does not compile is an error here, although
+    containerd's List answers it with no image: from a command line, an empty
+    answer would read as "no such image"."""
     if not exprs:
         return None
-    from ..errors import InvalidArgument
-    from ..store import filters
     try:
-        return filters.parse_all(list(exprs))
+        return filters.parse_all(list(exprs), strict_regex=True)
     except InvalidArgument as exc:
-        raise ToolError(f"bad filter: {exc}") from exc
+        # containerd's text carries its error kind, twice for a syntax error
+        # (": invalid argument: invalid argument"): the tool says it once
+        detail = exc.detail
+        while detail.endswith(_KIND):
+            detail = detail[:-len(_KIND)]
+        raise ToolError(f"bad filter: {detail}") from None
 
 
-def matches(compiled: Optional[Any], img: records.Image) -> bool:
-    if compiled is None:
-        return True
-    return compiled.match(_Adaptor(img.filter_fields()))
-
-
-class _Adaptor:
-    """containerd's filters.Adaptor: Field(fieldpath) -> (value, present)."""
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.fields = fields
-
-    def field(self, path: Sequence[str]) -> tuple[str, bool]:
-        if not path:
-            return "", False
-        node: Any = self.fields
-        for i, part in enumerate(path):
-            if not isinstance(node, dict):
-                return "", False
-            if part == "labels" and i == 0:
-                # label keys may contain dots: the rest of the path is one key
-                key = ".".join(path[1:])
-                value = self.fields["labels"].get(key)
-                return (value, True) if value is not None else ("", False)
-            if part not in node:
-                return "", False
-            node = node[part]
-        return (node, True) if isinstance(node, str) and node != "" else ("", False)
-
-    # spelled both ways so either matcher convention finds it
-    Field = field
-
-    def __call__(self, path: Sequence[str]) -> tuple[str, bool]:
-        return self.field(path)
+_KIND = ": invalid argument"
 
 
 def pick_namespaces(tx: Any, namespace: Optional[str]) -> list[str]:
@@ -67,38 +45,38 @@ def pick_namespaces(tx: Any, namespace: Optional[str]) -> list[str]:
 
 
 def select_images(tx: Any, namespaces: Iterable[str], names: Sequence[str],
-                  compiled: Optional[Any], bar: Optional[Any] = None) -> Iterator[records.Image]:
-    """Images of ``namespaces`` (in key order) that are named (if names are given) and match.
+                  compiled: Optional[filters.AnyFilter],
+                  bar: Optional[Any] = None) -> Iterator[tuple[str, RawImage]]:
+    """(namespace, record) of every image named (all when no name is given)
+    that the filters match, namespace by namespace, in name order.
 
     Named images are looked up by key, one B+tree search each, instead of
     reading every record: ``inspect NAME`` on a 50,000-image file took 1.7 s
-    reading them all. ``bar`` (a Progress) advances once per record read.
+    reading them all. ``bar`` (a Progress) advances once per record read or name looked up.
     """
-    if names:
-        keys = sorted({records.raw(n) for n in names})
-        for ns in namespaces:
-            images = records.images_bucket(tx, ns)
-            if images is None:
-                continue
-            for key in keys:
-                try:
-                    bucket = images.bucket(key) if key else None
-                except ValueError:  # a name no bucket key can be (too long): not there
-                    bucket = None
-                if bucket is None:
-                    continue
-                img = records.read_image(ns, key, bucket)
-                if bar is not None:
-                    bar.advance()
-                if matches(compiled, img):
-                    yield img
-        return
+    keys = sorted({records.raw(name) for name in names})
     for ns in namespaces:
-        for img in records.iter_images(tx, ns):
-            if bar is not None:
-                bar.advance()
-            if matches(compiled, img):
-                yield img
+        found = _named(tx, ns, keys) if keys else records.iter_images(tx, ns)
+        if bar is not None:
+            bar.advance(len(keys) if keys else len(found))
+        if compiled is not None:
+            found = image_records.select(found, compiled)
+        for record in found:
+            yield ns, record
+
+
+def _named(tx: Any, ns: str, keys: list[bytes]) -> list[RawImage]:
+    """The records of ``ns`` stored under ``keys`` (sorted), read one bucket each."""
+    images = records.images_bucket(tx, ns)
+    found: list[RawImage] = []
+    for key in keys if images is not None else ():
+        try:
+            bucket = images.bucket(key) if key else None
+        except ValueError:  # a name no bucket key can be (too long): not there
+            bucket = None
+        if bucket is not None:
+            found.append(image_records.read_one(key, bucket))
+    return found
 
 
 def count_images(tx: Any, namespaces: Iterable[str], names: Sequence[str] = ()) -> int:

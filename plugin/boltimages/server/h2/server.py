@@ -52,7 +52,6 @@ INLINE_METHODS = frozenset((
     "/containerd.services.leases.v1.Leases/List",
     "/containerd.services.leases.v1.Leases/ListResources",
     "/containerd.services.content.v1.Content/Info",
-    "/containerd.services.snapshots.v1.Snapshots/Stat",
     "/grpc.health.v1.Health/Check",
 ))
 
