@@ -13,6 +13,7 @@ import re
 import runpy
 
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -62,6 +63,27 @@ class BuildPy(build_py):
             generate_protos(pathlib.Path(self.build_lib))
 
 
+class BuildExt(build_ext):
+    """Rebuild every extension when the C flags changed since the last build.
+
+    setuptools keeps objects, and skips an extension whose output is newer
+    than its sources, whatever flags built it: a sanitizer build
+    (BOLTIMAGES_SANITIZE) after a plain one would link uninstrumented
+    objects, and a plain one after it would ship sanitizer builds. The flags
+    of the last build are kept beside its objects.
+    """
+
+    def run(self) -> None:
+        flags = runpy.run_path(str(ROOT / "native" / "build_bolt.py"))
+        wanted = " ".join(flags["compile_args"]() + ["|"] + flags["link_args"]())
+        stamp = pathlib.Path(self.build_temp) / "boltimages-c-flags"
+        if not stamp.exists() or stamp.read_text() != wanted:
+            self.force = True
+        super().run()
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(wanted)
+
+
 def pyext_extensions() -> list[Extension]:
     """The CPython extensions in native/pyext/, with the engine's flags:
     boltimages._unpack cuts packed engine batches into Python objects (cffi
@@ -100,7 +122,7 @@ def main() -> None:
         ],
         extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6.80"]},
         entry_points={"console_scripts": ["boltimages=boltimages.cli:main"]},
-        cmdclass={"build_py": BuildPy},
+        cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
         zip_safe=False,
     )
 

@@ -18,6 +18,7 @@ Steps, in order, in namespace "bench":
   list_all           List with no filter (N images), --list-reps times
   list_filter        List with labels."bench.group"==3 (N/10 match)
   get                2,000 Gets by name
+  get_concurrent     N Gets by name from 16 clients (default 10,000)
   update             2,000 Updates of the labels (field mask "labels")
   list_after_write   List with no filter right after an Update, --list-reps
                      times (only the List is timed): no List can reuse what
@@ -58,6 +59,7 @@ STEP_LABELS = {
     "list_all": "List, {images} images, no filter (per List)",
     "list_filter": "List, {images} images, label filter → {match} (per List)",
     "get": "Get by name (per call)",
+    "get_concurrent": "Get by name, {clients} concurrent clients (per call)",
     "update": "Update labels (per call)",
     "list_after_write": "List, {images} images, right after an Update (per List)",
     "create_single": "Create, 1 client (per call)",
@@ -171,10 +173,13 @@ def containerd_version() -> str:
 
 # ---------------------------------------------------------------- workload
 
-def run_client(client: pathlib.Path, socket: pathlib.Path, args: argparse.Namespace,
+def run_client(client: pathlib.Path, server: Server, args: argparse.Namespace,
                extra: Optional[list[str]] = None) -> list[dict[str, Any]]:
+    """The client's steps; each carries the server's CPU seconds during it."""
+    socket = server.socket
     cmd = [str(client), "-socket", str(socket), "-images", str(args.images), "-ops", str(args.ops),
-           "-concurrency", str(args.concurrency), "-list-reps", str(args.list_reps), *(extra or [])]
+           "-concurrency", str(args.concurrency), "-list-reps", str(args.list_reps),
+           "-server-pid", str(server.proc.pid), *(extra or [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"client against {socket.name} failed: {proc.stderr.strip()[-1500:]}")
@@ -188,7 +193,7 @@ def bench_server(name: str, start, client: pathlib.Path, base: pathlib.Path,
     try:
         t0 = time.perf_counter()
         cpu0 = server.cpu_seconds()
-        steps = run_client(client, server.socket, args)
+        steps = run_client(client, server, args)
         cpu = server.cpu_seconds() - cpu0
         rss = server.rss()
         print(f"{name}: workload took {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -256,7 +261,7 @@ def bench_rss(client: pathlib.Path, base: pathlib.Path, args: argparse.Namespace
                     server = start_boltimages(work)
                 try:
                     idle = server.rss()
-                    steps = run_client(client, server.socket, probe_args, ["-only", "rss-probe"])
+                    steps = run_client(client, server, probe_args, ["-only", "rss-probe"])
                     out[name] = {"idle_kib": idle, "after_probe_kib": server.rss(),
                                  "probe": {s["name"]: s for s in steps}}
                 finally:
@@ -292,6 +297,11 @@ def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, A
     def p99(step: Optional[dict[str, Any]]) -> str:
         return f"{step['p99_ms']:.2f} ms" if step else "—"
 
+    def cpu(step: Optional[dict[str, Any]]) -> str:
+        # server CPU per call: steadier than wall time on a shared machine
+        return benchlib.fmt_seconds(step["server_cpu_seconds"] / step["ops"]) \
+            if step and "server_cpu_seconds" in step else "—"
+
     rows = []
     for key, label in STEP_LABELS.items():
         a, b = ref.get(key), ours.get(key)
@@ -300,13 +310,15 @@ def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, A
         ops = (a or b)["ops"]
         rows.append([label.format(**fill), f"{ops:,}", benchlib.fmt_seconds(per_call(a)),
                      benchlib.fmt_seconds(per_call(b)), benchlib.fmt_ratio(per_call(a), per_call(b)),
-                     p99(a), p99(b)])
+                     p99(a), p99(b), cpu(a), cpu(b)])
     header = ["step", "calls", f"containerd {results.get('containerd_version', '')}".strip(), "boltimages", "ratio",
-              "containerd p99", "boltimages p99"]
+              "containerd p99", "boltimages p99", "containerd CPU/call", "boltimages CPU/call"]
     parts = ["### Images API: real containerd vs boltimages serve" + (" (--quick)" if args.quick else ""), "",
              benchlib.markdown_table(header, rows), "",
              "Ratio = containerd time / boltimages time (> 1.0: boltimages is faster). Per-call times are "
-             "wall time / calls (for the concurrent Create: wall time of all clients / calls). "
+             "wall time / calls (for the concurrent steps: wall time of all clients / calls). "
+             "CPU/call = the server process's user + system CPU time during the step / calls "
+             "(all threads; for List after an Update it includes the untimed Updates). "
              f"Fastest of {args.repeat} round(s) per step, servers alternating. "
              "Both servers' databases fsync every commit (real durability: containerd's default bbolt "
              "options; boltimages with no_sync off). Same Go gRPC client over a unix socket for both; "

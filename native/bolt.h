@@ -20,8 +20,12 @@
  *     A handle whose bucket was deleted fails with BOLT_ERR_BUCKET_NOT_FOUND.
  *   - bolt_cursor memory belongs to the caller (bolt_cursor_size() bytes,
  *     8-byte aligned) so a garbage collector can drop it without calling C.
- *   - Pointers returned in bolt_kv stay valid until the next call that
- *     modifies the same transaction, or until the transaction ends.
+ *   - Pointers returned in bolt_kv point into the file's mapping or the
+ *     tx's own copies, both kept until bolt_tx_free (not released by
+ *     commit, rollback or bolt_close), so a thread still copying them when
+ *     another ends the tx reads the bytes it was given, never freed memory.
+ *     They show the current value only until the next call that modifies
+ *     the same transaction.
  *
  * Thread safety: any number of threads may use one bolt_db. Each tx carries a
  * mutex, so concurrent calls on one tx are serialised rather than undefined.
@@ -250,6 +254,15 @@ typedef int (*bolt_walk_fn)(void *ctx, uint32_t depth, const uint8_t *key, uint3
                             const uint8_t *value, uint32_t value_len, int bucket);
 int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, void *ctx);
 
+/* bolt_bucket_walk of the bucket reached from the top level through n
+ * nested buckets (names packed back to back, lengths in name_lens), in a
+ * read transaction of its own: one call where a binding would make a begin,
+ * a lookup per level, a walk and a rollback (a Get of one image by name).
+ * A missing bucket on the path: BOLT_ERR_BUCKET_NOT_FOUND; a key there
+ * holding a value: BOLT_ERR_INCOMPATIBLE. */
+int bolt_db_walk_path(bolt_db *db, size_t n, const uint8_t *names, const uint32_t *name_lens, uint32_t max_depth,
+                      uint8_t **out, size_t *out_len);
+
 /* ---- whole-file tools ---- */
 /* Structural check equivalent to bbolt's Tx.Check, plus key order and header
  * sanity. *report is a malloc'd string of newline-separated problems (empty
@@ -258,7 +271,9 @@ int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, v
 int bolt_check(bolt_tx *tx, size_t max_problems, char **report, size_t *problems);
 /* Copy every bucket, key and sequence of src into dst (both open; dst
  * writable), committing whenever a transaction has written tx_max_bytes
- * (0 = one transaction), like bbolt's Compact. */
+ * (0 = one transaction), like bbolt's Compact. A bolt_close of src from
+ * another thread waits for the copy to finish; one of dst waits for the
+ * transaction in hand, and the copy then fails with BOLT_ERR_DB_CLOSED. */
 int bolt_compact(bolt_db *dst, bolt_db *src, uint64_t tx_max_bytes);
 void bolt_free(void *p);
 

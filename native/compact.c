@@ -3,6 +3,16 @@
  * dst, committing whenever tx_max_bytes of keys and values have been written
  * (bbolt's Compact). After a commit the destination bucket path is opened
  * again by name, so a copy can span any number of transactions.
+ *
+ * Closing either file from another thread during a copy: the copy holds
+ * the lock of both its transactions (tx->mu) for as long as it uses them,
+ * and bolt_close takes each open transaction's lock before rolling it back,
+ * so a close waits for the work in hand instead of unmapping pages or
+ * freeing nodes under it (bbolt's Close likewise waits for open
+ * transactions). Closing the source therefore waits for the whole copy (its
+ * one read transaction spans it); closing the destination waits for the
+ * current write transaction, and the copy then fails with
+ * BOLT_ERR_DB_CLOSED when it begins the next, as bbolt's Compact does.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -61,18 +71,46 @@ static void release_map(const bmap *m)
         (void)madvise(m->data, m->len, MADV_DONTNEED);
 }
 
+/* A close that got in first turns "transaction is closed" into what
+ * happened, naming the file that was closed. */
+static int closed_during_copy(int rc, const char *which)
+{
+    if (rc == BOLT_ERR_TX_CLOSED || rc == BOLT_ERR_DB_CLOSED)
+        return set_err(BOLT_ERR_DB_CLOSED, "compact: the %s database was closed", which);
+    return rc;
+}
+
+/* Begin the next destination write transaction and take its lock. */
+static int begin_dst(compactor *c)
+{
+    int rc = bolt_begin(c->dst, 1, &c->dtx);
+    if (!rc && (rc = tx_enter(c->dtx, 1))) {
+        bolt_tx_free(c->dtx);
+        c->dtx = NULL;
+    }
+    return closed_during_copy(rc, "destination");
+}
+
+/* Commit the destination transaction (its lock held), let it go. */
+static int commit_dst(compactor *c)
+{
+    int rc = tx_commit_or_rollback_locked(c->dtx);
+    tx_leave(c->dtx);
+    bolt_tx_free(c->dtx);
+    c->dtx = NULL;
+    return rc;
+}
+
 static int account(compactor *c, uint64_t sz)
 {
     if (c->max && c->size + sz > c->max) {
-        int rc = bolt_tx_commit(c->dtx);
-        if (rc)
+        int rc = commit_dst(c);
+        if (rc || (rc = begin_dst(c)))
             return rc;
-        bolt_tx_free(c->dtx);
-        c->dtx = NULL;
+        /* through the transactions' own mapping references (held, locked):
+         * a close from another thread cannot unmap them meanwhile */
         release_map(c->stx->map);
-        release_map(c->dst->map);
-        if ((rc = bolt_begin(c->dst, 1, &c->dtx)))
-            return rc;
+        release_map(c->dtx->map);
         c->nvalid = 0;
         c->size = 0;
     }
@@ -123,24 +161,27 @@ int bolt_compact(bolt_db *dst, bolt_db *src, uint64_t tx_max_bytes)
         return set_err(BOLT_ERR_INVALID_ARG, "compact needs two different open databases");
     bolt_tx *stx;
     int rc = bolt_begin(src, 0, &stx);
+    if (!rc && (rc = tx_enter(stx, 0)))
+        bolt_tx_free(stx);
     if (rc)
-        return rc;
+        return closed_during_copy(rc, "source");
     compactor c;
     memset(&c, 0, sizeof c);
     c.dst = dst;
     c.stx = stx;
     c.max = tx_max_bytes;
-    if ((rc = bolt_begin(dst, 1, &c.dtx))) {
-        bolt_tx_free(stx);
-        return rc;
+    if (!(rc = begin_dst(&c))) {
+        /* Both transactions are private to this call and locked by it, so
+         * the internal (unlocked) functions are safe here. */
+        rc = copy_bucket(&c, stx->root, 0);
+        if (!rc) {
+            rc = commit_dst(&c);
+        } else if (c.dtx) {
+            tx_leave(c.dtx);
+            bolt_tx_free(c.dtx); /* rolls back */
+        }
     }
-    /* Both transactions are private to this call: no other thread can
-     * reach them, so the internal (unlocked) functions are safe here. */
-    rc = copy_bucket(&c, stx->root, 0);
-    if (!rc)
-        rc = bolt_tx_commit(c.dtx);
-    if (c.dtx)
-        bolt_tx_free(c.dtx); /* rolls back if the commit did not happen */
+    tx_leave(stx);
     bolt_tx_free(stx);
     return rc;
 }

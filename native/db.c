@@ -520,6 +520,7 @@ static void tx_unref(bolt_tx *tx)
         bucket_free_handle(tx->buckets);
         tx->buckets = n;
     }
+    tx_free_retained(tx);
     pthread_mutex_destroy(&tx->mu);
     free(tx);
     pthread_mutex_lock(&db->mu);
@@ -637,11 +638,8 @@ int bolt_db_sync(bolt_db *db)
 
 /* ---- transaction API ---- */
 
-int bolt_tx_commit(bolt_tx *tx)
+int tx_commit_or_rollback_locked(bolt_tx *tx)
 {
-    if (!tx)
-        return set_err(BOLT_ERR_INVALID_ARG, "no transaction");
-    pthread_mutex_lock(&tx->mu);
     int rc = tx_commit_locked(tx);
     if (rc && tx->writable && !tx->closed) {
         /* Like bbolt: a commit that fails rolls back at once, so the writer
@@ -652,6 +650,15 @@ int bolt_tx_commit(bolt_tx *tx)
         tx->commit_failed = 1;
         set_err(rc, "%s", msg);
     }
+    return rc;
+}
+
+int bolt_tx_commit(bolt_tx *tx)
+{
+    if (!tx)
+        return set_err(BOLT_ERR_INVALID_ARG, "no transaction");
+    pthread_mutex_lock(&tx->mu);
+    int rc = tx_commit_or_rollback_locked(tx);
     pthread_mutex_unlock(&tx->mu);
     return rc;
 }
@@ -679,7 +686,16 @@ void bolt_tx_free(bolt_tx *tx)
 
 uint64_t bolt_tx_id(bolt_tx *tx) { return tx ? tx->meta.txid : 0; }
 int bolt_tx_writable(bolt_tx *tx) { return tx ? tx->writable : 0; }
-int bolt_tx_closed(bolt_tx *tx) { return tx ? tx->closed : 1; }
+int bolt_tx_closed(bolt_tx *tx)
+{
+    if (!tx)
+        return 1;
+    /* under the lock: another thread's commit, rollback or close sets it */
+    pthread_mutex_lock(&tx->mu);
+    int closed = tx->closed;
+    pthread_mutex_unlock(&tx->mu);
+    return closed;
+}
 
 uint64_t bolt_tx_size(bolt_tx *tx)
 {

@@ -280,8 +280,12 @@ static void drop_array(void **arr, size_t *n, size_t *cap)
     *n = *cap = 0;
 }
 
-/* Drop everything the tx built in memory (bucket handles survive until
- * bolt_tx_free so that late calls can report TX_CLOSED). */
+/* Drop what the tx built in memory. Bucket handles survive until
+ * bolt_tx_free so that late calls can report TX_CLOSED; so do the arena and
+ * the mapping (tx_free_retained), because a bolt_kv handed out earlier may
+ * point into them and its reader may be copying it on another thread while
+ * a commit, rollback or bolt_close ends the tx. Node and dirty page memory
+ * can go now: no bolt_kv points into it. */
 static void tx_release_memory(bolt_tx *tx)
 {
     for (size_t i = 0; i < tx->nnodes; i++) {
@@ -295,18 +299,27 @@ static void tx_release_memory(bolt_tx *tx)
     drop_array((void **)&tx->dirty, &tx->ndirty, &tx->capdirty);
     drop_array((void **)&tx->allocs, &tx->nallocs, &tx->capallocs);
     drop_array((void **)&tx->freed, &tx->nfreed, &tx->capfreed);
-    while (tx->arena) {
-        arena_chunk *n = tx->arena->next;
-        free(tx->arena);
-        tx->arena = n;
-    }
     /* Only a write tx materialises nodes; a reader's handles never point at one. */
     if (tx->writable)
         for (struct bolt_bucket *b = tx->buckets; b; b = b->next_all)
             b->root_node = NULL;
 }
 
-/* Unregister from the db: readers list, writer slot, mapping ref. */
+void tx_free_retained(bolt_tx *tx)
+{
+    while (tx->arena) {
+        arena_chunk *n = tx->arena->next;
+        free(tx->arena);
+        tx->arena = n;
+    }
+    pthread_mutex_lock(&tx->db->mu);
+    map_unref_locked(tx->db, tx->map);
+    pthread_mutex_unlock(&tx->db->mu);
+    tx->map = NULL;
+}
+
+/* Unregister from the db: readers list, writer slot (the mapping ref is
+ * kept until bolt_tx_free, see tx_release_memory). */
 static void tx_detach(bolt_tx *tx)
 {
     bolt_db *db = tx->db;
@@ -329,8 +342,6 @@ static void tx_detach(bolt_tx *tx)
     if (tx->next_open)
         tx->next_open->prev_open = tx->prev_open;
     tx->next_open = tx->prev_open = NULL;
-    map_unref_locked(db, tx->map);
-    tx->map = NULL;
     pthread_mutex_unlock(&db->mu);
     tx->closed = 1;
 }

@@ -78,7 +78,12 @@ int tx_fail(bolt_tx *tx, int rc);
 int tx_enter(bolt_tx *tx, int write);
 void tx_leave(bolt_tx *tx);
 int tx_rollback_locked(bolt_tx *tx);
+/* Free what an ended tx kept for readers of its bolt_kv results: the
+ * arena and its mapping reference. Only from bolt_tx_free's last reference. */
+void tx_free_retained(bolt_tx *tx);
 int tx_commit_locked(bolt_tx *tx);
+/* bolt_tx_commit with tx->mu already held: a failed commit rolls back. */
+int tx_commit_or_rollback_locked(bolt_tx *tx);
 
 /* Bytes of a cache line, the step of page prefetch hints. */
 #define TX_CACHE_LINE 64u

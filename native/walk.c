@@ -198,21 +198,29 @@ static int walk_bucket(struct bolt_bucket *b, uint32_t depth, walk_visit *wv)
     return rc;
 }
 
-/* Walk b's subtree with the transaction entered once; fn sees every entry
+/* Walk b's subtree, its transaction already entered; fn sees every entry
  * (of the top level, those from `start` on when it is not NULL). */
-static int walk_run(bolt_bucket *b, const uint8_t *start, size_t start_len, uint32_t max_depth, bolt_walk_fn fn,
-                    void *ctx)
+static int walk_entered(bolt_bucket *b, const uint8_t *start, size_t start_len, uint32_t max_depth,
+                        bolt_walk_fn fn, void *ctx)
 {
     if (max_depth > WALK_MAX_DEPTH)
         max_depth = WALK_MAX_DEPTH;
+    walk_visit wv = {fn, ctx, max_depth, 0, start, start_len, {NULL}};
+    int rc = walk_bucket(b, 0, &wv);
+    for (uint32_t d = 0; d <= max_depth; d++)
+        free(wv.levels[d]);
+    return rc;
+}
+
+/* walk_entered with the transaction entered once for the whole walk. */
+static int walk_run(bolt_bucket *b, const uint8_t *start, size_t start_len, uint32_t max_depth, bolt_walk_fn fn,
+                    void *ctx)
+{
     int rc = bucket_enter(b, 0);
     if (rc)
         return rc;
-    walk_visit wv = {fn, ctx, max_depth, 0, start, start_len, {NULL}};
-    rc = walk_bucket(b, 0, &wv);
+    rc = walk_entered(b, start, start_len, max_depth, fn, ctx);
     tx_leave(b->tx);
-    for (uint32_t d = 0; d <= max_depth; d++)
-        free(wv.levels[d]);
     return rc;
 }
 
@@ -231,6 +239,20 @@ static int walk_buf_visit(void *ctx, uint32_t depth, const uint8_t *key, uint32_
     return w->rc;
 }
 
+/* The buffer walk's ending: hand the copy over, or free it on failure. */
+static int walk_buf_finish(walk_buf_ctx *w, int rc, uint8_t **out, size_t *out_len)
+{
+    if (!rc)
+        rc = w->rc;
+    if (rc) {
+        free(w->buf.data);
+        return rc;
+    }
+    *out = w->buf.data;
+    *out_len = w->buf.len;
+    return BOLT_OK;
+}
+
 int bolt_bucket_walk(bolt_bucket *b, uint32_t max_depth, uint8_t **out, size_t *out_len)
 {
     if (!b || !out || !out_len)
@@ -238,16 +260,37 @@ int bolt_bucket_walk(bolt_bucket *b, uint32_t max_depth, uint8_t **out, size_t *
     *out = NULL;
     *out_len = 0;
     walk_buf_ctx w = {{NULL, 0, 0}, BOLT_OK};
-    int rc = walk_run(b, NULL, 0, max_depth, walk_buf_visit, &w);
-    if (!rc)
-        rc = w.rc;
-    if (rc) {
-        free(w.buf.data);
+    return walk_buf_finish(&w, walk_run(b, NULL, 0, max_depth, walk_buf_visit, &w), out, out_len);
+}
+
+int bolt_db_walk_path(bolt_db *db, size_t n, const uint8_t *names, const uint32_t *name_lens, uint32_t max_depth,
+                      uint8_t **out, size_t *out_len)
+{
+    if (!db || (n && (!names || !name_lens)) || !out || !out_len)
+        return set_err(BOLT_ERR_INVALID_ARG, "path walk: missing path or output");
+    *out = NULL;
+    *out_len = 0;
+    bolt_tx *tx;
+    int rc = bolt_begin(db, 0, &tx);
+    if (rc)
         return rc;
+    /* A close from another thread between begin and here has ended the tx. */
+    if ((rc = tx_enter(tx, 0))) {
+        bolt_tx_free(tx);
+        return rc == BOLT_ERR_TX_CLOSED ? set_err(BOLT_ERR_DB_CLOSED, "database is closed") : rc;
     }
-    *out = w.buf.data;
-    *out_len = w.buf.len;
-    return BOLT_OK;
+    struct bolt_bucket *b = tx->root;
+    size_t off = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = bucket_child(b, names + off, name_lens[i], &b);
+        off += name_lens[i];
+    }
+    walk_buf_ctx w = {{NULL, 0, 0}, BOLT_OK};
+    if (!rc)
+        rc = walk_buf_finish(&w, walk_entered(b, NULL, 0, max_depth, walk_buf_visit, &w), out, out_len);
+    tx_leave(tx);
+    bolt_tx_free(tx);
+    return rc;
 }
 
 int bolt_bucket_walk_each(bolt_bucket *b, uint32_t max_depth, bolt_walk_fn fn, void *ctx)

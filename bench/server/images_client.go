@@ -4,7 +4,7 @@
 // client side costs the same on both. It is built at run time in GOPATH mode
 // against Debian's containerd API packages; never committed as a binary.
 //
-// Usage: images_client -socket PATH [-images 10000] [-concurrency 16] [-ops 2000]
+// Usage: images_client -socket PATH [-images 10000] [-concurrency 16] [-ops 2000] [-server-pid PID]
 package main
 
 import (
@@ -13,9 +13,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io/ioutil"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +42,29 @@ type step struct {
 	P50Ms   float64 `json:"p50_ms"`
 	P99Ms   float64 `json:"p99_ms"`
 	Check   string  `json:"check"`
+	// user + system CPU seconds the server process used during the step
+	// (all threads), when -server-pid names it: steadier than wall time on
+	// a shared machine
+	ServerCPU float64 `json:"server_cpu_seconds"`
+}
+
+// serverPid is the server process whose CPU time each step reads (0: none).
+var serverPid int
+
+// serverCPU returns the server's utime + stime in seconds (0 without -server-pid).
+func serverCPU() float64 {
+	if serverPid == 0 {
+		return 0
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", serverPid))
+	if err != nil {
+		fail("reading the server's CPU time: %v", err)
+	}
+	// the command name may hold spaces: fields start after its closing ')'
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
 }
 
 func fail(format string, args ...interface{}) {
@@ -64,6 +91,50 @@ func dialConn(socket string) *grpc.ClientConn {
 		fail("cannot connect to %s: %v", socket, err)
 	}
 	return conn
+}
+
+// rawCodec passes messages through as bytes: the list-floor step records a
+// server's List answer and serves it again without decoding it.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v interface{}) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string   { return "proto" }
+func (rawCodec) String() string { return "proto" }
+
+const listMethod = "/containerd.services.images.v1.Images/List"
+
+// serveRecorded answers every Images/List on a new unix socket with the
+// same recorded bytes: a server that does no work, so a List from it costs
+// only the transfer and the client's own decoding.
+func serveRecorded(recorded []byte) (string, func()) {
+	dir, err := ioutil.TempDir("", "list-floor-")
+	if err != nil {
+		fail("list floor: %v", err)
+	}
+	socket := filepath.Join(dir, "floor.sock")
+	lis, err := net.Listen("unix", socket)
+	if err != nil {
+		fail("list floor: %v", err)
+	}
+	srv := grpc.NewServer(grpc.CustomCodec(rawCodec{}), grpc.MaxSendMsgSize(64<<20))
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "containerd.services.images.v1.Images",
+		HandlerType: (*interface{})(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "List",
+			Handler: func(_ interface{}, _ context.Context, dec func(interface{}) error, _ grpc.UnaryServerInterceptor) (interface{}, error) {
+				var req []byte
+				if err := dec(&req); err != nil {
+					return nil, err
+				}
+				return &recorded, nil
+			}}},
+	}, struct{}{})
+	go func() { _ = srv.Serve(lis) }()
+	return socket, func() { srv.Stop(); os.RemoveAll(dir) }
 }
 
 func nsContext() context.Context {
@@ -106,6 +177,7 @@ func run(name string, conns []imagesapi.ImagesClient, clients, first, n int, op 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
+	cpu0 := serverCPU()
 	start := time.Now()
 	for w := 0; w < clients; w++ {
 		wg.Add(1)
@@ -128,11 +200,12 @@ func run(name string, conns []imagesapi.ImagesClient, clients, first, n int, op 
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
+	cpu := serverCPU() - cpu0
 	if firstErr != nil {
 		fail("%v", firstErr)
 	}
 	return step{Name: name, Seconds: secs, Ops: n, Clients: clients,
-		P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99)}
+		P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99), ServerCPU: cpu}
 }
 
 func main() {
@@ -141,10 +214,14 @@ func main() {
 	concurrency := flag.Int("concurrency", 16, "clients for the concurrent Create")
 	nOps := flag.Int("ops", 2000, "calls for Get, Update, single-client Create and Delete")
 	listReps := flag.Int("list-reps", 10, "List calls per List step")
+	flag.IntVar(&serverPid, "server-pid", 0, "server process to read CPU time from (per step)")
 	only := flag.String("only", "", "run only this step: rss-probe (Get + filtered List on an existing set), "+
 		"create-concurrent (the concurrent Create on an empty server, for profiling), "+
 		"update (Update on images an earlier create-concurrent made), "+
-		"list-after-write (Update then List, on images an earlier create-concurrent made)")
+		"list-after-write (Update then List, on images an earlier create-concurrent made), "+
+		"reads (List, Get, Get from all clients: the read steps, on images an earlier create-concurrent made), "+
+		"list-floor (List from the server, then the same answer replayed by a server that does no work), "+
+		"gets (Get, Get from all clients, with no List first)")
 	flag.Parse()
 	if *socket == "" {
 		fail("-socket is required")
@@ -193,6 +270,7 @@ func main() {
 		var got int
 		lat := make([]time.Duration, *listReps)
 		var total time.Duration
+		cpu0 := serverCPU() // includes the untimed Updates
 		for r := 0; r < *listReps; r++ {
 			im := newImage((r * 4801) % *nImages)
 			im.Labels["bench.listed"] = fmt.Sprintf("%d", r)
@@ -213,7 +291,64 @@ func main() {
 			fail("list_after_write returned %d images, want %d", got, *nImages)
 		}
 		return step{Name: "list_after_write", Seconds: total.Seconds(), Ops: *listReps, Clients: 1,
-			P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99), Check: fmt.Sprintf("images=%d", got)}
+			P50Ms: percentile(lat, 0.5), P99Ms: percentile(lat, 0.99), Check: fmt.Sprintf("images=%d", got),
+			ServerCPU: serverCPU() - cpu0}
+	}
+
+	// Gets by name spread over the images, each answer checked.
+	get := func(name string, clients []imagesapi.ImagesClient, n, calls int) step {
+		return run(name, clients, n, 0, calls, func(c imagesapi.ImagesClient, i int) error {
+			want := imageName((i * 7919) % *nImages)
+			resp, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: want})
+			if err == nil && resp.Image.Name != want {
+				return fmt.Errorf("Get returned %q", resp.Image.Name)
+			}
+			return err
+		})
+	}
+
+	// The same Gets on a server that has not listed the images since the
+	// last write, as after a pull: each Get reads the file.
+	if *only == "gets" {
+		steps = append(steps, get("get", one, 1, *nOps))
+		steps = append(steps, get("get_concurrent", conns, *concurrency, *nImages))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
+	}
+
+	if *only == "reads" {
+		// in the full run's order: the Gets come after a List
+		steps = append(steps, list("list_all", nil, *nImages))
+		steps = append(steps, get("get", one, 1, *nOps))
+		steps = append(steps, get("get_concurrent", conns, *concurrency, *nImages))
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
+	}
+
+	// The floor under a List: the same answer, recorded from the server and
+	// replayed by one that does no work, timed through the same client.
+	if *only == "list-floor" {
+		var recorded []byte
+		empty := []byte{}
+		if err := dialConn(*socket).Invoke(ctx, listMethod, &empty, &recorded, grpc.ForceCodec(rawCodec{})); err != nil {
+			fail("list floor: recording the List: %v", err)
+		}
+		floorSocket, stop := serveRecorded(recorded)
+		defer stop()
+		floorConn, floor := dial(floorSocket)
+		defer floorConn.Close()
+		steps = append(steps, list("list_all", nil, *nImages))
+		s := run("list_floor", []imagesapi.ImagesClient{floor}, 1, 0, *listReps, func(c imagesapi.ImagesClient, _ int) error {
+			resp, err := c.List(ctx, &imagesapi.ListImagesRequest{})
+			if err == nil && len(resp.Images) != *nImages {
+				return fmt.Errorf("replayed List has %d images, want %d", len(resp.Images), *nImages)
+			}
+			return err
+		})
+		s.Check = fmt.Sprintf("bytes=%d", len(recorded))
+		steps = append(steps, s)
+		_ = json.NewEncoder(os.Stdout).Encode(steps)
+		return
 	}
 
 	if *only == "rss-probe" {
@@ -274,13 +409,8 @@ func main() {
 		}
 	}
 	steps = append(steps, list("list_filter", []string{`labels."bench.group"==3`}, inGroup3))
-	steps = append(steps, run("get", one, 1, 0, *nOps, func(c imagesapi.ImagesClient, i int) error {
-		resp, err := c.Get(ctx, &imagesapi.GetImageRequest{Name: imageName((i * 7919) % *nImages)})
-		if err == nil && resp.Image.Name != imageName((i*7919)%*nImages) {
-			return fmt.Errorf("Get returned %q", resp.Image.Name)
-		}
-		return err
-	}))
+	steps = append(steps, get("get", one, 1, *nOps))
+	steps = append(steps, get("get_concurrent", conns, *concurrency, *nImages))
 	steps = append(steps, update())
 	steps = append(steps, listAfterWrite())
 	steps = append(steps, run("create_single", one, 1, *nImages, *nOps, func(c imagesapi.ImagesClient, i int) error {

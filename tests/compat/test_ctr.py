@@ -23,7 +23,6 @@ import pytest
 from google.protobuf import any_pb2
 
 from tests.compat import scenario
-from tests.compat.awaiting import CONTAINERS, TRANSFER_TAG, awaiting
 from tests.compat.ctr_runner import Ctr, CtrResult, table_rows
 from tests.compat.grpc_client import Client, api
 from tests.compat.grpc_proxy import LoggingProxy, short_method
@@ -137,11 +136,9 @@ def test_images_tag_local(both, release) -> None:
     _tag_sequence(real, ours, LOCAL_FLAG[release.minor], overwrites=False)
 
 
-def test_images_tag_default(both, release, request) -> None:
+def test_images_tag_default(both, release) -> None:
     """`ctr images tag` as a user types it: through Transfer on 2.x."""
     real, ours = both
-    if TAG_USES_TRANSFER[release.minor]:
-        request.node.add_marker(awaiting(TRANSFER_TAG))
     _tag_sequence(real, ours, (), overwrites=TAG_USES_TRANSFER[release.minor])
 
 
@@ -179,7 +176,6 @@ def test_snapshots_ls(both) -> None:
         assert theirs.rc == 0 and theirs.stdout.split() == ["KEY", "PARENT", "KIND"]
 
 
-@awaiting(CONTAINERS)
 def test_containers_ls(both) -> None:
     real, ours = both
     theirs, _ = _same(real, ours, "containers", "ls")
@@ -375,13 +371,9 @@ def ctr_calls(release, real_containerd, our_server, real_client: Client, our_cli
 
 
 @pytest.mark.parametrize("command", list(CALLS), ids=COMMAND_IDS)
-def test_ctr_calls(command: tuple, release, ctr_calls: dict, request) -> None:
+def test_ctr_calls(command: tuple, release, ctr_calls: dict) -> None:
     theirs, mine = ctr_calls[("containerd", command)], ctr_calls[("boltimages", command)]
     assert [c[0] for c in theirs] == _expected_calls(command, release.minor), (
         f"ctr {release.version} {' '.join(command)} on containerd called {theirs}")
     assert all(c[2] == ctr_calls["namespace"] for c in theirs)
-    if "Transfer/Transfer" in _expected_calls(command, release.minor):
-        request.node.add_marker(awaiting(TRANSFER_TAG))
-    if command == ("containers", "ls"):
-        request.node.add_marker(awaiting(CONTAINERS))
     assert mine == theirs, f"ctr {' '.join(command)}: containerd {theirs}\nboltimages {mine}"

@@ -19,7 +19,6 @@ import pytest
 from google.protobuf import any_pb2, json_format, symbol_database
 
 from tests.compat import scenario
-from tests.compat.awaiting import NAMESPACE_EVENTS, awaiting
 from tests.compat.conftest import SELFTEST
 from tests.compat.grpc_client import Client, api
 
@@ -234,11 +233,10 @@ def _expected_cross_namespace(minor: str) -> list:
     ]
 
 
-def test_namespace_event_envelope(release, real_client: Client, our_client: Client, request) -> None:
+def test_namespace_event_envelope(release, real_client: Client, our_client: Client) -> None:
     tag = uuid.uuid4().hex[:6]
     theirs = _cross_namespace_events(real_client, "r" + tag)
     assert theirs == _expected_cross_namespace(release.minor), theirs
-    request.node.add_marker(awaiting(NAMESPACE_EVENTS))
     ours = _cross_namespace_events(our_client, "o" + tag)
     target = theirs if SELFTEST else _expected_cross_namespace("2.1")
     assert ours == target, f"containerd 2.x publishes these under the namespace itself\n{ours}"

@@ -21,7 +21,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from tests.compat import awaiting, scenario
+from tests.compat import scenario
 from tests.compat.conftest import SELFTEST
 from tests.compat.grpc_client import Client
 from tests.compat.releases import Release
@@ -60,13 +60,10 @@ DELIBERATE = {
 # parts of the normalised answer that differ (the rest must be equal between every
 # release and ours); `answers`: those parts per release. Ours must give 2.x's answer
 # (the target: most nodes run 1.7/2.x) unless `ours` pins a deliberate difference.
-# `needs`: while our server still answers otherwise, the case is a strict xfail with
-# this reason (flip it when the server change is merged).
 @dataclasses.dataclass
 class Versioned:
     keys: tuple[str, ...]
     answers: dict[str, dict]          # "1.6"/"1.7"/"2.1" -> {key: value}
-    needs: Optional[str] = None
     ours: Optional[dict] = None       # our deliberate answer (parts), when we differ from every release
 
 
@@ -80,7 +77,7 @@ def _label_text(what: str, key: str, size: int) -> dict[str, dict]:
 
 def _ns_update_response() -> Versioned:
     return Versioned(("response",), {"1.6": {"response": {"namespace": {}}}, "1.7": {"response": {}},
-                                     "2.1": {"response": {}}}, awaiting.NS_UPDATE_RESPONSE)
+                                     "2.1": {"response": {}}})
 
 
 def _header_case(ns_suffix: str, newer_response: dict, bad_header: bool) -> Versioned:
@@ -90,22 +87,17 @@ def _header_case(ns_suffix: str, newer_response: dict, bad_header: bool) -> Vers
     else:
         text = "failed publishing event: namespace is required: failed precondition"
     newer = {"code": "OK", "details": "", "response": newer_response}
-    needs = awaiting.NS_UPDATE_RESPONSE if newer_response == {} else None
     return Versioned(("code", "details", "response"),
-                     {"1.6": {"code": "UNKNOWN", "details": text, "response": None}, "1.7": newer, "2.1": newer},
-                     needs)
+                     {"1.6": {"code": "UNKNOWN", "details": text, "response": None}, "1.7": newer, "2.1": newer})
 
 
 VERSIONED: dict[str, Versioned] = {
-    "create/label-4097": Versioned(("details",), _label_text("image", "k" * 2048, 4097), awaiting.LABEL_TEXT),
-    "create/label-key-4097": Versioned(("details",), _label_text("image", "k" * 4097, 4097), awaiting.LABEL_TEXT),
-    "update/mask-labels.key-value-too-big": Versioned(("details",), _label_text("image", "big", 4097),
-                                                      awaiting.LABEL_TEXT),
-    "update/mask-labels-too-big": Versioned(("details",), _label_text("image", "k" * 4000, 4097), awaiting.LABEL_TEXT),
-    "namespaces/create-label-too-big": Versioned(("details",), _label_text("namespace", "k" * 4097, 4097),
-                                                 awaiting.LABEL_TEXT),
-    "namespaces/update-label-too-big": Versioned(("details",), _label_text("namespace", "k" * 4097, 4097),
-                                                 awaiting.LABEL_TEXT),
+    "create/label-4097": Versioned(("details",), _label_text("image", "k" * 2048, 4097)),
+    "create/label-key-4097": Versioned(("details",), _label_text("image", "k" * 4097, 4097)),
+    "update/mask-labels.key-value-too-big": Versioned(("details",), _label_text("image", "big", 4097)),
+    "update/mask-labels-too-big": Versioned(("details",), _label_text("image", "k" * 4000, 4097)),
+    "namespaces/create-label-too-big": Versioned(("details",), _label_text("namespace", "k" * 4097, 4097)),
+    "namespaces/update-label-too-big": Versioned(("details",), _label_text("namespace", "k" * 4097, 4097)),
     "namespaces/update-no-mask": _ns_update_response(),
     "namespaces/update-mask-labels.d": _ns_update_response(),
     "namespaces/update-mask-labels.key": _ns_update_response(),
@@ -124,7 +116,9 @@ VERSIONED: dict[str, Versioned] = {
                     "details": 'failed publishing event: namespace validation: identifier "Bad Name" must match '
                                '^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument'}
             for minor in ("1.7", "2.1")}},
-        awaiting.INVALID_NS_UPDATE, ours={"code": "INVALID_ARGUMENT"}),
+        # deliberate: we refuse inside the write, so nothing is stored; 2.x's code, without
+        # its "failed publishing event" (nothing was published)
+        ours={"code": "UNKNOWN", "response": None}),
 }
 TARGET = "2.1"
 
@@ -149,7 +143,7 @@ def test_containerd_answer(step_id: str, release: Release, real_results: dict) -
 
 
 @pytest.mark.parametrize("step_id", STEP_IDS)
-def test_ours_matches(step_id: str, release: Release, real_results: dict, our_results: dict, request) -> None:
+def test_ours_matches(step_id: str, release: Release, real_results: dict, our_results: dict) -> None:
     step = STEPS[step_id]
     theirs, ours = dict(real_results[step_id]), dict(our_results[step_id])
     if step_id in DELIBERATE and not SELFTEST:
@@ -161,8 +155,6 @@ def test_ours_matches(step_id: str, release: Release, real_results: dict, our_re
         theirs.pop("details"), ours.pop("details")
     versioned = VERSIONED.get(step_id)
     if versioned is not None and not SELFTEST:
-        if versioned.needs:
-            request.node.add_marker(awaiting.awaiting(versioned.needs))
         if versioned.ours is not None:
             assert _parts(ours, versioned.ours) == versioned.ours, f"{step_id}: ours\n{_show(ours)}"
             return

@@ -560,6 +560,7 @@ def test_reader_snapshot_survives_many_commits(make_db):
         assert tx.check() == []
 
 
+@pytest.mark.threaded
 def test_concurrent_readers_and_writer_threads(make_db):
     db = make_db(page_size=4096)
     with db.begin(write=True) as tx:
@@ -601,6 +602,7 @@ def test_concurrent_readers_and_writer_threads(make_db):
         assert tx.check() == []
 
 
+@pytest.mark.threaded
 def test_second_writer_waits_for_the_first(db):
     order: list[str] = []
     tx = db.begin(write=True)

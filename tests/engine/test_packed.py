@@ -59,6 +59,7 @@ def test_items_resume_inside_a_write_transaction(db):
         assert all(v == b"x" * (int(k) % 300) for k, v in seen)
 
 
+@pytest.mark.threaded
 def test_threads_do_not_share_results(db):
     with db.begin(write=True) as tx:
         for name in (b"x", b"y"):

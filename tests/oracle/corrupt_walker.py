@@ -13,6 +13,8 @@ parent as a missing "done" line. Requests:
 
 from __future__ import annotations
 
+import itertools
+
 import os
 import resource
 import sys
@@ -76,7 +78,21 @@ def _steps(path: str):
                     target.put(b"fuzz-key", b"v" * 2000)
                     target.delete(b"fuzz-key")
 
-    return bolt, [read, check, write]
+    def paths(db):
+        # bolt_db_walk_path: the lookups down a path and the walk in one call
+        with db.begin() as tx:
+            paths = []
+            for name, value in itertools.islice(tx.root.items(), 3):
+                if value is None:
+                    paths.append((name,))
+                    child = tx.bucket(name)
+                    if child is not None:
+                        paths += [(name, key) for key, v in itertools.islice(child.items(), 3) if v is None]
+        for walk_path in paths:
+            db.walk_path(walk_path, 64)
+            db.walk_path(walk_path + (b"missing",), 1)
+
+    return bolt, [read, check, paths, write]
 
 
 def walk(path: str) -> str:

@@ -229,7 +229,7 @@ def _stored(meta_db: MetadataDB, name: bytes) -> image_records.RawImage:
     ("digest", b"notadigest", 'Target.Digest "notadigest" invalid: invalid checksum digest format'),
     ("size", codec.encode_varint(-5), "Target.Size must be greater than zero"),
     ("media_type", b"", "Target.MediaType must be set"),
-    ("labels", [(b"k", b"v" * 5000)], "image.Labels: label key and value greater than maximum size"),
+    ("labels", [(b"k", b"v" * 5000)], "image.Labels: label key and value length (5001 bytes) greater than maximum size"),
     ("name", b"", "image name must not be empty"),
     ("created", None, "createdAt: missing"),
     ("updated", b"\x09garbage", "updatedAt: Time.UnmarshalBinary: unsupported version"),

@@ -54,8 +54,11 @@ def test_label_size_limit() -> None:
     validate_image(image(labels={"k": "v" * 4095}))  # exactly 4096 bytes is fine
     with pytest.raises(InvalidArgument) as info:
         validate_image(image(labels={"k" * 20: "v" * 4090}))
-    assert str(info.value) == ("image.Labels: label key and value greater than maximum size (4096 bytes), "
-                               "key: kkkkkkkkkk: invalid argument")
+    assert str(info.value) == ("image.Labels: label key and value length (4110 bytes) greater than maximum "
+                               "size (4096 bytes), key: kkkkkkkkkkkkkkkkkkkk: invalid argument")
+    with pytest.raises(InvalidArgument) as info:  # 2.x quotes at most 64 bytes of the key
+        validate_image(image(labels={"k" * 4097: ""}))
+    assert str(info.value).endswith(f"key: {'k' * 64}: invalid argument")
     with pytest.raises(InvalidArgument):  # bytes, not characters
         validate_image(image(labels={"k": "\u00e9" * 2048}))
 

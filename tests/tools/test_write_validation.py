@@ -56,7 +56,7 @@ BAD_IMAGES = {
     "no media type": (_image(**{"target.mediaType": ""}), "Target.MediaType must be set"),
     "no target": (_image(target=None), 'Target.Digest "" invalid'),
     "oversized label": (_image(labels={"k": BIG_LABEL}),
-                        "image.Labels: label key and value greater than maximum size (4096 bytes), key: k"),
+                        "image.Labels: label key and value length (5001 bytes) greater than maximum size (4096 bytes), key: k"),
     "bad namespace": (_image(namespace="Bad NS"), 'identifier "Bad NS" must match'),
     "long namespace": (_image(namespace=LONG_NS), "greater than maximum length (76 characters)"),
     "garbled time": (_image(createdAt="hex:0900"), "createdAt: Time.UnmarshalBinary: unsupported version"),
@@ -97,7 +97,7 @@ def test_namespace_record_with_oversized_label_is_refused(cli, small_db, tmp_pat
     src = write_jsonl(tmp_path / "in.jsonl", {"kind": "namespace", "namespace": "default",
                                               "labels": {"k": BIG_LABEL}})
     _one_line_refusal(cli("import", "--db", str(small_db), "-i", str(src)),
-                      "line 1: namespace default: namespace.Labels: label key and value greater than maximum size")
+                      "line 1: namespace default: namespace.Labels: label key and value length (5001 bytes) greater than maximum size")
     assert _digest(small_db) == before
 
 
@@ -105,7 +105,7 @@ def test_label_and_tag_refuse_what_containerd_refuses(cli, small_db):
     before = _digest(small_db)
     name = IMAGE["name"]
     _one_line_refusal(cli("label", "--db", str(small_db), name, f"k={BIG_LABEL}"),
-                      "image.Labels: label key and value greater than maximum size (4096 bytes), key: k")
+                      "image.Labels: label key and value length (5001 bytes) greater than maximum size (4096 bytes), key: k")
     _one_line_refusal(cli("tag", "--db", str(small_db), name, ""), "image name must not be empty")
     assert _digest(small_db) == before
     # the boundary: key and value of exactly 4096 bytes together is containerd's maximum
@@ -221,7 +221,7 @@ def test_check_names_every_record_containerd_would_refuse_or_misread(cli, small_
     record = f"v1/default/images/{IMAGE['name']}"
     expected = [
         f"{record}: createdat: Time.UnmarshalBinary: no data",
-        f"{record}: labels/big: image.Labels: label key and value greater than maximum size (4096 bytes)",
+        f"{record}: labels/big: image.Labels: label key and value length (5003 bytes) greater than maximum size (4096 bytes)",
         f'{record}: target/digest: "notadigest" invalid: invalid checksum digest format',
         f"{record}: target/size: -5: must be greater than zero",
         f"{record}: annotations/nested: a bucket where containerd expects a value",
@@ -229,7 +229,7 @@ def test_check_names_every_record_containerd_would_refuse_or_misread(cli, small_
         "v1/default/images/no-target: target: a value: containerd cannot read the image",
         "v1/default/images/plain: a value where containerd expects an image bucket",
         'v1/"Bad NS": namespace validation: identifier "Bad NS" must match',
-        'v1/"Bad NS"/labels/k: namespace.Labels: label key and value greater than maximum size',
+        'v1/"Bad NS"/labels/k: namespace.Labels: label key and value length (4097 bytes) greater than maximum size',
         f"v1/{LONG_NS}: namespace validation: identifier",
         "v1/default/leases/l1: createdat: Time.UnmarshalBinary: invalid length",
     ]

@@ -54,7 +54,7 @@ def test_refused_writes_leave_a_containerd_file_unchanged(cli, root, tmp_path, s
         (("copy", "--db", db, "--to-namespace", "Bad NS", "--content-root", str(root.content), "--all"),
          'identifier "Bad NS" must match'),
         (("label", "--db", db, "docker.io/library/beta:2", "k=" + "v" * 5000),
-         "label key and value greater than maximum size (4096 bytes)"),
+         "label key and value length (5001 bytes) greater than maximum size (4096 bytes)"),
         (("tag", "--db", db, "docker.io/library/beta:2", ""), "image name must not be empty"),
     ]
     for args, expected in cases:

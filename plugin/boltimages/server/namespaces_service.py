@@ -118,7 +118,7 @@ class NamespacesServicer(namespace_pb2_grpc.NamespacesServicer):
         self.db.batch(write)
         self.publish(name, "/namespaces/update", events_pb.NamespaceUpdate(name=name, labels=labels))
         # containerd answers with an empty namespace (it never fills the response in)
-        return api.UpdateNamespaceResponse(namespace=api.Namespace())
+        return api.UpdateNamespaceResponse()  # 1.7/2.x answer empty (1.6 set an empty namespace)
 
     @grpc_errors
     def Delete(self, request: api.DeleteNamespaceRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:

@@ -70,19 +70,50 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 #: Status messages travel in the grpc-message trailer, and gRPC clients refuse
-#: trailers above their metadata limit (16 KiB in grpc-python and grpc-go's
-#: default 8 KiB list on some paths). A message quoting a 40 KB image name would
-#: turn a clean NotFound into RESOURCE_EXHAUSTED, so long messages keep their
-#: head and tail and say how much was left out.
+#: trailers above their metadata limit (grpc core's soft limit is 8 KiB, its
+#: hard one 16 KiB; grpc-go's default 8 KiB list on some paths). A message
+#: quoting a 40 KB image name would turn a clean NotFound into
+#: RESOURCE_EXHAUSTED, so long messages keep their head and tail and say how
+#: much was left out. The cap is on the bytes as sent: UTF-8, then every byte
+#: outside printable ASCII (and '%') percent-encoded as three, so a capped
+#: CJK message is 4 KiB on the wire too, not 12 KiB (UTF-8) or 36 KiB (a
+#: cap in characters).
 MAX_STATUS_MESSAGE = 4096
+
+# bytes that grpc-message carries as themselves (printable ASCII except '%')
+_PLAIN_BYTES = bytes(b for b in range(0x20, 0x7F) if b != 0x25)
+
+
+def wire_size(text: str) -> int:
+    """Bytes of `text` in a grpc-message trailer (UTF-8, percent-encoded)."""
+    raw = text.encode("utf-8", "replace")
+    return len(raw) + 2 * len(raw.translate(None, _PLAIN_BYTES))
+
+
+def _longest_fitting(message: str, budget: int, from_end: bool) -> int:
+    """Most whole characters from one end of `message` within `budget` wire
+    bytes (each character costs at least one byte: at most `budget` of them)."""
+    low, high = 0, min(budget, len(message))
+    while low < high:
+        mid = (low + high + 1) // 2
+        part = message[len(message) - mid:] if from_end else message[:mid]
+        if wire_size(part) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def cap_message(message: str) -> str:
-    if len(message) <= MAX_STATUS_MESSAGE:
+    # (every character costs at least one byte: a longer one never fits)
+    if len(message) <= MAX_STATUS_MESSAGE and wire_size(message) <= MAX_STATUS_MESSAGE:
         return message
-    keep = MAX_STATUS_MESSAGE // 2 - 64
-    omitted = len(message) - 2 * keep
-    return f"{message[:keep]}...[{omitted} characters omitted]...{message[-keep:]}"
+    # room for "...[<count> characters omitted]..." with a count of any length
+    side = (MAX_STATUS_MESSAGE - 64) // 2
+    head = _longest_fitting(message, side, from_end=False)
+    tail = _longest_fitting(message, side, from_end=True)
+    omitted = len(message) - head - tail
+    return f"{message[:head]}...[{omitted} characters omitted]...{message[len(message) - tail:]}"
 
 
 def _report(exc: BaseException, context: grpc.ServicerContext, method: str) -> None:

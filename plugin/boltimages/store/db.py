@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from .. import bolt
 from ..errors import DatabaseUnavailable, FailedPrecondition, without_path
@@ -277,6 +277,11 @@ class MetadataDB:
             log.error("commit failed; nothing of this transaction was written",
                       extra={"db": self.path, "error": without_path(str(exc), self.path)})
             raise
+
+    def walk_path(self, path: Sequence[bytes], max_depth: int) -> Optional[bytes]:
+        """The walk copy of the bucket at ``path`` as of the last commit, in
+        one engine call (None: no such bucket); see bolt.DB.walk_path."""
+        return self._db.walk_path(path, max_depth)
 
     def update(self, fn: Callable[["bolt.Tx"], T]) -> T:
         if self.read_only:

@@ -201,15 +201,15 @@ class ImageStore:
                 raise NotFound(f"image {go_quote(name)}")
             return raw
 
-        def read(tx: "bolt.Tx") -> RawImage:
-            images = _bucket_path(tx, layout.images_path(ns))
-            record = images.bucket(key) if images is not None and name else None
-            if record is None:
-                raise NotFound(f"image {go_quote(name)}")
-            raw = image_records.read_one(key, record)
-            raw.check()
-            return raw
-        return self.db.view(read)
+        # Otherwise one engine call reads the record's bucket in a read
+        # transaction of its own: 11 us a Get in a loop, against 23 us for a
+        # transaction, a Bucket per level and a walk made from Python.
+        walk = self.db.walk_path(layout.images_path(ns) + (key,), 1) if name else None
+        if walk is None:
+            raise NotFound(f"image {go_quote(name)}")
+        raw = image_records.parse(walk, -1, key)[0]
+        raw.check()
+        return raw
 
     def list(self, namespace: Optional[str], filters: Sequence[str] = ()) -> list[Image]:
         return [raw.to_image() for raw in self.list_records(namespace, filters)]

@@ -95,17 +95,20 @@ def namespace_required(value: Optional[str]) -> str:
 
 #: containerd's limit on len(key) + len(value) of one label, in bytes
 MAX_LABEL_SIZE = 4096
-#: how many bytes of an oversize key containerd quotes in its error
-_LABEL_KEY_PREVIEW = 10
+#: how many bytes of an oversize key containerd 1.7/2.x quote in the error (1.6 quoted 10
+#: and no length; we follow 2.x, which most nodes run)
+_LABEL_KEY_PREVIEW = 64
 
 
 def validate_label(key: str, value: str) -> None:
     """containerd's labels.Validate: key and value together at most 4096 bytes."""
     kb, vb = _utf8(key), _utf8(value)
-    if len(kb) + len(vb) > MAX_LABEL_SIZE:
-        shown = kb[:_LABEL_KEY_PREVIEW].decode("utf-8", "replace") if len(kb) > _LABEL_KEY_PREVIEW else key
+    total = len(kb) + len(vb)
+    if total > MAX_LABEL_SIZE:
+        shown = kb[:_LABEL_KEY_PREVIEW].decode("utf-8", "replace")
         raise InvalidArgument(
-            f"label key and value greater than maximum size ({MAX_LABEL_SIZE} bytes), key: {shown}")
+            f"label key and value length ({total} bytes) greater than maximum size "
+            f"({MAX_LABEL_SIZE} bytes), key: {shown}")
 
 
 def validate_labels(labels: Optional[Mapping[str, str]], context: str) -> None:
