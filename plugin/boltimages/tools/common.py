@@ -30,9 +30,6 @@ EXIT_PARTIAL = 5
 
 DEFAULT_DB = "/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"
 
-#: kept for callers that have no path at hand; prefer lockholder.locked_text(path)
-LOCKED_TEXT = "locked by another process (containerd, or a running 'boltimages serve')"
-
 
 class ToolError(Exception):
     """A failure reported to the user as one line, with an exit code."""
