@@ -147,6 +147,12 @@ int bolt_db_info(bolt_db *db, bolt_info *out);
  * to know whether the file changed since they last looked. */
 uint64_t bolt_db_txid(bolt_db *db);
 int bolt_db_sync(bolt_db *db);
+/* Drop the file mapping's pages from this process's page tables (madvise
+ * DONTNEED on the read-only shared mapping): nothing changes for readers, a
+ * page read again faults back in from the page cache. For a long read of a
+ * whole file (verification, export) whose RSS would otherwise grow to the
+ * file's size. */
+int bolt_db_release_pages(bolt_db *db);
 uint32_t bolt_os_page_size(void);
 
 /* ---- transactions ---- */

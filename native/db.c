@@ -615,6 +615,17 @@ uint64_t bolt_db_txid(bolt_db *db)
     return txid;
 }
 
+int bolt_db_release_pages(bolt_db *db)
+{
+    if (!db)
+        return set_err(BOLT_ERR_INVALID_ARG, "no db");
+    pthread_mutex_lock(&db->mu);
+    if (db->map && db->map->data && db->map->len)
+        (void)madvise(db->map->data, db->map->len, MADV_DONTNEED);
+    pthread_mutex_unlock(&db->mu);
+    return BOLT_OK;
+}
+
 int bolt_db_sync(bolt_db *db)
 {
     if (!db)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from array import array
+from array import array  # typecode "I" is the C unsigned int: 32 bits on every platform we build for
 from bisect import bisect_left
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
@@ -290,6 +290,11 @@ class DB:
             "page_size", "txid", "pgid", "root_pgid", "freelist_pgid", "meta_slot", "file_size",
             "free_count", "pending_count", "freelist_persisted", "read_only", "open_read_txs",
             "last_commit_runs")}
+
+    def release_pages(self) -> None:
+        """Let go of the mapping's resident pages (see bolt_db_release_pages):
+        keeps RSS bounded while a whole file is read once."""
+        _check(lib.bolt_db_release_pages(self._handle()), self.path)
 
     @property
     def txid(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -60,6 +61,24 @@ def _write_parent() -> argparse.ArgumentParser:
     return p
 
 
+def _output_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no summary; failures are still reported on stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every record as it is handled")
+    return p
+
+
+def _content_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--content-root", metavar="DIR",
+                   help="containerd's content store, to write the content records containerd needs "
+                        "(default: <root>/io.containerd.content.v1.content next to --db, when --db is "
+                        "<root>/io.containerd.metadata.v1.bolt/meta.db)")
+    p.add_argument("--records-only", action="store_true",
+                   help="write image records without content records (containerd shows such images "
+                        "as unavailable until their content is pulled again)")
+
+
 def _filter_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filter", "-f", dest="filters", action="append", default=[], metavar="FILTER",
                    help="containerd filter, e.g. 'name~=alpine' or 'labels.\"a.b\"==c' "
@@ -74,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_PrintVersion, help="print the version and source revision, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    db, wr = _db_parent(), _write_parent()
+    db, wr, out = _db_parent(), _write_parent(), _output_parent()
 
     def cmd(name: str, help_text: str, parents: Sequence[argparse.ArgumentParser],
             handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
@@ -99,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", help="only this namespace (default: all)")
     p.add_argument("names", nargs="+", metavar="NAME")
 
-    cmd("check", "check the file's structure (as bbolt) and containerd's record layout", [db],
+    cmd("check", "check the file's structure (as bbolt) and containerd's record layout", [db, out],
         check.run_check)
 
-    p = cmd("compact", "rewrite the file without free space, verify the copy", [db], compact.run_compact)
+    p = cmd("compact", "rewrite the file without free space, verify the copy", [db, out], compact.run_compact)
     p.add_argument("-o", "--output", help="write the compacted copy here")
     p.add_argument("--in-place", action="store_true",
                    help="replace the file atomically after verification (keeps PATH.bak-<time>)")
@@ -111,13 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing OUTPUT")
     p.add_argument("--tx-max-bytes", type=int, default=64 << 20, help=argparse.SUPPRESS)
 
-    p = cmd("export", "write image records and namespace labels as JSON Lines", [db], porting.run_export)
+    p = cmd("export", "write image records and namespace labels as JSON Lines", [db, out], porting.run_export)
     p.add_argument("-n", "--namespace", help="only this namespace (default: all)")
     _filter_arg(p)
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p.add_argument("names", nargs="*", metavar="NAME", help="only these images")
 
-    p = cmd("import", "read JSON Lines written by export into the file (created if missing)", [db, wr],
+    p = cmd("import", "read JSON Lines written by export into the file (created if missing)", [db, wr, out],
             porting.run_import)
     p.description += (". Every record must pass containerd's own checks (namespace name, labels, image "
                       "name, target digest, size, media type, times) or nothing is written. A missing "
@@ -127,14 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", help="put every record into this namespace instead")
     p.add_argument("--on-conflict", choices=["skip", "overwrite", "fail"], default="fail",
                    help="an image that exists with other content (default: %(default)s)")
+    _content_args(p)
 
     p = cmd("copy", "copy images (and their content blob records) to another namespace and/or file",
-            [db, wr], copying.run_copy)
+            [db, wr, out], copying.run_copy)
     p.add_argument("-n", "--namespace", default="default", help="source namespace (default: %(default)s)")
     p.add_argument("--to-namespace", help="target namespace (default: the source namespace)")
     p.add_argument("--to-db", metavar="PATH", help="target file (default: the source file; created if missing)")
-    p.add_argument("--content-root", default=common.DEFAULT_CONTENT_ROOT,
-                   help="containerd content store directory (default: %(default)s)")
+    _content_args(p)
     p.add_argument("--on-conflict", choices=["skip", "overwrite", "fail"], default="fail")
     p.add_argument("--all", action="store_true", help="every image of the source namespace")
     _filter_arg(p)
@@ -158,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labels", nargs="*", metavar="KEY=VALUE")
 
     p = cmd("salvage", "recover what a damaged file still holds into a new file, with a loss report",
-            [db], salvage.run_salvage)
+            [db, out], salvage.run_salvage)
     p.add_argument("-o", "--output", required=True, help="the new file (the input is never modified)")
     p.add_argument("--report", metavar="JSON", help="also write the report as JSON here")
     p.add_argument("--dry-run", action="store_true", help="read and report only")
@@ -186,12 +205,68 @@ def _unavailable(reason: str) -> int:
     raise common.ToolError(f"serve is unavailable: {reason}")
 
 
+class _StdoutGuard:
+    """stdout that survives the reader going away (``boltimages check ... | head -3``).
+
+    When the pipe closes, Python raises BrokenPipeError at whatever print
+    happens next, and the command's real result (problems found: exit 4) is
+    lost. Instead the guard notes the closed pipe, drops further output, and
+    lets the command finish and return its own status.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.closed_early = False
+
+    def write(self, text: str) -> int:
+        if self.closed_early:
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        if self.closed_early:
+            return
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def _closed(self) -> None:
+        self.closed_early = True
+        # the interpreter flushes stdout at exit: point fd 1 at /dev/null so that flush cannot fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "raw_handler", False):
         result = args.handler(args)
         return int(result or 0)
+    from .tools import progress
+    progress.set_quiet(bool(getattr(args, "quiet", False)))
+    # past a file size limit (ulimit -f) the kernel sends SIGXFSZ, which kills a process
+    # mid-commit; ignored, the write fails with EFBIG and the command cleans up and says so
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    guard = _StdoutGuard(sys.stdout)
+    sys.stdout = guard
+    try:
+        return _run(args)
+    finally:
+        guard.flush()
+        sys.stdout = guard._stream
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args) or 0)
     except common.ToolError as exc:
@@ -201,9 +276,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"boltimages {args.command}: interrupted; the file is unchanged unless a commit finished",
               file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # stdout closed early (| head): not an error worth a message
-        return common.EXIT_OK
     except Exception as exc:  # last resort: still one line, never a traceback or a class name
         print(f"boltimages {args.command}: {_user_text(exc, args)}", file=sys.stderr)
         if os.environ.get("BOLTIMAGES_DEBUG"):
@@ -213,21 +285,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _user_text(exc: BaseException, args: argparse.Namespace) -> str:
     """A failure no tool turned into a ToolError, as one line a user can act
-    on: our own errors and the engine's carry readable text; anything else is
-    a bug, said so, with the way to get the traceback."""
-    from .errors import BoltImagesError
+    on: our own errors and the engine's carry readable text (the file named
+    once), the system's errors get the file, the reason and what to do;
+    anything else is a bug, said so, with the way to get the traceback."""
+    from .errors import BoltImagesError, without_path
     name = type(exc).__name__
+    where = getattr(args, "db", "") or ""
     if name in ("CorruptDatabase", "InvalidDatabase"):
-        return (f"{getattr(args, 'db', '')}: damaged: {exc} (see 'boltimages check' and "
-                "'boltimages salvage')")
+        return (f"{where}: damaged: {without_path(str(exc), where)}; run 'boltimages check', "
+                "then 'boltimages salvage' to recover what it holds")
     if name == "DatabaseLocked":
-        return common.LOCKED_TEXT
+        from .lockholder import locked_text
+        return locked_text(where or "?")
     if isinstance(exc, BoltImagesError):
         return exc.detail or str(exc)
-    if type(exc).__module__.endswith(".bolt"):  # the engine's own text names what failed
+    if type(exc).__module__.endswith(".bolt"):  # the engine's own text (IOFailure too) names the file
         return str(exc)
-    if isinstance(exc, OSError):  # the system's text names the file and the reason
-        return str(exc)
+    if isinstance(exc, OSError):
+        return common.os_error_text(exc)
     return f"unexpected failure ({exc}); run with BOLTIMAGES_DEBUG=1 for details"
 
 

@@ -99,6 +99,20 @@ class DatabaseUnavailable(Unavailable):
     """The metadata file cannot be opened (locked by containerd, unreadable...)."""
 
 
+def without_path(message: str, path: str) -> str:
+    """The engine starts its messages with the file's path (sometimes twice, and with
+    "cannot open: "); a caller that names the file once already wants only the reason."""
+    text = message
+    changed = True
+    while changed:
+        changed = False
+        for prefix in (path + ": ", "cannot open: ", "not a valid bolt database: "):
+            if prefix and text.startswith(prefix):
+                text = text[len(prefix):]
+                changed = True
+    return text
+
+
 def go_quote(text: str) -> str:
     """Quote like Go's %q verb (strconv.Quote), so messages match containerd's byte for byte."""
     out = ['"']

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 
 from boltimages import bolt
-from boltimages.store.layout import containerd_root
+from boltimages.store.rootdirs import containerd_root
 from boltimages.store.snapshot_kinds import ACTIVE, COMMITTED, VIEW, SnapshotKinds
 
 

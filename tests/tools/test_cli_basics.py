@@ -88,7 +88,7 @@ def test_dry_run_writes_nothing(cli, small_db, tmp_path):
                                                             "--content-root", str(tmp_path)]):
         res = cli(command[0], "--db", str(small_db), "--dry-run", *command[1:])
         assert res.rc == 0, (command, res.stderr)
-        assert res.stdout.startswith("would") or "would" in res.stdout, res.stdout
+        assert "would" in res.stdout + res.stderr, (res.stdout, res.stderr)
     res = cli("compact", "--db", str(small_db), "--in-place", "--dry-run")
     assert res.rc == 0 and "dry run" in res.stdout
     assert small_db.read_bytes() == before

@@ -34,15 +34,6 @@ READ_CHUNK = 1 << 20
 LIST_BATCH = 100
 
 
-def default_content_root(db_path: str) -> Optional[str]:
-    """containerd's content directory when ``db_path`` sits in a containerd root, else None."""
-    root = layout.containerd_root(db_path)
-    if root is None:
-        return None
-    candidate = os.path.join(root, "io.containerd.content.v1.content")
-    return candidate if os.path.isdir(candidate) else None
-
-
 def _blobs(tx: Any, ns: str) -> Any:
     return namespace_bucket(tx, ns, layout.CONTENT_BUCKET, layout.BLOB_BUCKET)
 

@@ -34,13 +34,16 @@ is what makes many concurrent writers cheap in Python.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from .. import bolt
-from ..errors import DatabaseUnavailable, FailedPrecondition
+from ..errors import DatabaseUnavailable, FailedPrecondition, without_path
 from . import codec, layout
+
+log = logging.getLogger("boltimages.store")
 
 T = TypeVar("T")
 
@@ -141,7 +144,7 @@ class WriteGroup:
         """Commit (and fsync) the shared transaction; any thread may call it.
         The commit lock is released whatever happens."""
         try:
-            self.tx.commit()
+            self._owner._commit(self.tx)
             self._owner.batches_committed += 1
         finally:
             self._end()
@@ -185,13 +188,13 @@ class MetadataDB:
             self._db = bolt.open(self.path, read_only=read_only, create=create and not read_only,
                                  timeout=timeout, freelist="keep", no_sync=no_sync)
         except bolt.DatabaseLocked:
-            raise DatabaseUnavailable(
-                f"{self.path} is locked by another process (is containerd running? "
-                "stop it, or point boltimages at a copy)") from None
+            from ..lockholder import locked_text
+            raise DatabaseUnavailable(locked_text(self.path)) from None
         except FileNotFoundError:
             raise DatabaseUnavailable(f"{self.path} does not exist") from None
         except (bolt.CorruptDatabase, bolt.InvalidDatabase, bolt.VersionMismatch) as exc:
-            raise DatabaseUnavailable(f"{self.path} is not a usable bolt file: {exc}") from None
+            raise DatabaseUnavailable(f"{self.path}: not a usable bolt file: {without_path(str(exc), self.path)}; "
+                                      "see 'boltimages check'") from None
         except PermissionError as exc:
             raise DatabaseUnavailable(f"cannot open {self.path}: {exc.strerror or exc}") from None
         except OSError as exc:
@@ -257,6 +260,24 @@ class MetadataDB:
     def view(self, fn: Callable[["bolt.Tx"], T]) -> T:
         return self._db.view(fn)
 
+    def _write(self, fn: Callable[["bolt.Tx"], T]) -> T:
+        """``fn`` in a write transaction, committed (like bolt's DB.update), with a failed
+        commit logged: callers answer their clients, but the operator must see it too."""
+        with self._db.begin(write=True) as tx:
+            result = fn(tx)
+            self._commit(tx)  # the block's own end then finds the tx closed: nothing more to do
+        return result
+
+    def _commit(self, tx: "bolt.Tx") -> None:
+        try:
+            tx.commit()
+        except BaseException as exc:
+            # ENOSPC, EIO, a read-only remount...: every caller in the batch gets an
+            # error, and the file keeps its last committed state
+            log.error("commit failed; nothing of this transaction was written",
+                      extra={"db": self.path, "error": without_path(str(exc), self.path)})
+            raise
+
     def walk_path(self, path: Sequence[bytes], max_depth: int) -> Optional[bytes]:
         """The walk copy of the bucket at ``path`` as of the last commit, in
         one engine call (None: no such bucket); see bolt.DB.walk_path."""
@@ -272,7 +293,7 @@ class MetadataDB:
         # writer and steps aside instead of blocking the loop on the engine.
         self._commit_lock.acquire()
         try:
-            return self._db.update(fn)
+            return self._write(fn)
         finally:
             self._release_commit()
 
@@ -309,7 +330,7 @@ class MetadataDB:
         if not self._queue and self._commit_lock.acquire(blocking=False):
             try:
                 if not self._queue:
-                    result = self._db.update(fn)
+                    result = self._write(fn)
                     self.batches_committed += 1
                     return result
             finally:
@@ -363,7 +384,7 @@ class MetadataDB:
                         raise _Rollback(index) from None
 
             try:
-                self._db.update(run_all)
+                self._write(run_all)
             except _Rollback as failed:
                 # retry the others without it; the failing call reruns alone
                 # in its own thread so it sees its error (or its success if

@@ -53,9 +53,6 @@ Rules that follow from sharing the file:
 
 from __future__ import annotations
 
-import os.path
-from typing import Optional
-
 # --- root ---------------------------------------------------------------
 #: schema bucket at the root of the file
 SCHEMA_BUCKET = b"v1"
@@ -110,16 +107,3 @@ def namespace_labels_path(namespace: str) -> tuple[bytes, bytes, bytes]:
 def leases_path(namespace: str) -> tuple[bytes, bytes, bytes]:
     """Bucket path of a namespace's leases: ``v1/<ns>/leases``."""
     return (SCHEMA_BUCKET, namespace.encode(), LEASES_BUCKET)
-
-
-#: the directory containerd keeps its metadata file in, under its root
-METADATA_PLUGIN_DIR = "io.containerd.metadata.v1.bolt"
-
-
-def containerd_root(db_path: str) -> Optional[str]:
-    """The containerd root holding ``db_path`` (``<root>/io.containerd.metadata.v1.bolt/meta.db``),
-    where the content directory and the snapshotters' own files live; None otherwise."""
-    meta_dir = os.path.dirname(os.path.abspath(db_path))
-    if os.path.basename(meta_dir) != METADATA_PLUGIN_DIR:
-        return None
-    return os.path.dirname(meta_dir)

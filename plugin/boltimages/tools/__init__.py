@@ -8,7 +8,8 @@
   edit        tag, rm, label       like their ``ctr images`` counterparts
   salvage     salvage              tolerant raw page reader (rawpages) -> new valid file + loss report
 
-Shared: common (safe open, lock detection, backups, progress, exit codes),
+Shared: common (safe open, one-line failures, backups, exit codes), progress (the
+bar), scratch (files named only when complete),
 records (image/blob records and JSON times), selection (names and filters),
 content_walk (blobs reachable from a target), treewalk (logical comparison).
 """

@@ -14,8 +14,11 @@ import multiprocessing
 import os
 from typing import Any, Optional
 
+from ..lockholder import locked_text
 from ..store import codec, image_records, layout, validation
-from .common import EXIT_OK, EXIT_PROBLEMS, LOCKED_TEXT, ToolError, EXIT_LOCKED, open_db
+from . import records, selection
+from .common import EXIT_LOCKED, EXIT_OK, EXIT_PROBLEMS, ToolError, open_db
+from .progress import Progress
 
 #: db versions containerd has shipped (1.0-1.2 used 1-2; 1.3-1.7: 3; 2.x: 4)
 KNOWN_DB_VERSIONS = (1, 2, 3, 4)
@@ -52,15 +55,16 @@ def structural_problems(path: str) -> list[str]:
         return [f"the structural check crashed (exit {proc.exitcode}): the file is badly damaged"]
     kind, payload = result
     if kind == "locked":
-        raise ToolError(f"{path}: {LOCKED_TEXT}", EXIT_LOCKED)
+        raise ToolError(locked_text(path), EXIT_LOCKED)
     if kind == "error":
         return [f"cannot be checked: {payload}"]
     return list(payload)
 
 
-def layout_problems(tx: Any) -> list[str]:
+def layout_problems(tx: Any, bar: Optional[Any] = None) -> list[str]:
     """Every record containerd would refuse or read differently from what it
-    holds, as "<bucket path>: <why>" (rules: store/validation.py)."""
+    holds, as "<bucket path>: <why>" (rules: store/validation.py); ``bar`` (a
+    Progress) advances once per image and blob record."""
     problems: list[str] = []
     v1 = tx.bucket(layout.SCHEMA_BUCKET)
     if v1 is None:
@@ -77,11 +81,11 @@ def layout_problems(tx: Any) -> list[str]:
             problems.append(f"v1/version does not decode: {exc}")
     for key, value in v1.items():
         if value is None:
-            problems += _namespace_problems(v1.bucket(key), f"v1/{validation.show_key(key)}", key)
+            problems += _namespace_problems(v1.bucket(key), f"v1/{validation.show_key(key)}", key, bar)
     return problems
 
 
-def _namespace_problems(ns: Any, where: str, name: bytes) -> list[str]:
+def _namespace_problems(ns: Any, where: str, name: bytes, bar: Optional[Any]) -> list[str]:
     problems = [f"{where}: {p} (containerd refuses every request naming it, removal included)"
                 for p in validation.namespace_problems(name)]
     problems += [f"{where}/{p}" for p in validation.label_bucket_problems(ns, "namespace.Labels")]
@@ -89,6 +93,8 @@ def _namespace_problems(ns: Any, where: str, name: bytes) -> list[str]:
         problems.append(f"{where}/images: a value where containerd expects a bucket (it lists no images)")
     images = ns.bucket(layout.IMAGES_BUCKET)
     for key, value in images.items() if images is not None else ():
+        if bar is not None:
+            bar.advance()
         path = f"{where}/images/{validation.show_key(key)}"
         if value is not None:
             problems.append(f"{path}: a value where containerd expects an image bucket "
@@ -111,6 +117,8 @@ def _namespace_problems(ns: Any, where: str, name: bytes) -> list[str]:
     content = ns.bucket(layout.CONTENT_BUCKET)
     blobs = content.bucket(layout.BLOB_BUCKET) if content is not None else None
     for key, value in blobs.items() if blobs is not None else ():
+        if bar is not None:
+            bar.advance()
         path = f"{where}/content/blob/{validation.show_key(key)}"
         if value is not None:
             problems.append(f"{path}: a value where a bucket belongs")
@@ -145,13 +153,28 @@ def check_file(path: str) -> tuple[list[str], Optional[list[str]]]:
     structural = structural_problems(path)
     layout_found: list[str] = []
     try:
-        with open_db(path, write=False) as db, db.begin() as tx:
-            layout_found = layout_problems(tx)
+        with open_db(path, write=False) as db, db.begin() as tx, \
+                Progress("check", _record_count(tx)) as bar:
+            layout_found = layout_problems(tx, bar)
     except ToolError as exc:
         layout_found = [str(exc)]
     except Exception as exc:  # a damaged tree surfaces as an engine error mid-walk
         layout_found = [f"reading records failed: {exc}"]
     return structural, layout_found
+
+
+def _record_count(tx: Any) -> Optional[int]:
+    """Images and blob records, the check's progress total (keys only); None if it cannot be counted."""
+    try:
+        spaces = records.namespaces(tx)
+        total = selection.count_images(tx, spaces)
+        for ns in spaces:
+            blobs = records.blob_bucket(tx, ns)
+            if blobs is not None:
+                total += sum(1 for _ in blobs.keys())
+        return total
+    except Exception:  # noqa: BLE001 - a damaged tree: the check itself will say where
+        return None
 
 
 def run_check(args: argparse.Namespace) -> int:

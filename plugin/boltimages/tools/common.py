@@ -12,11 +12,12 @@ Exit codes (documented in ``boltimages --help``):
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sys
 import time
-from typing import Iterator, Optional, TextIO
+from typing import Callable, Iterator, Optional
 
 from ..errors import BoltImagesError
 
@@ -28,9 +29,6 @@ EXIT_PROBLEMS = 4
 EXIT_PARTIAL = 5
 
 DEFAULT_DB = "/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"
-DEFAULT_CONTENT_ROOT = "/var/lib/containerd/io.containerd.content.v1.content"
-
-LOCKED_TEXT = "locked by another process — is containerd running?"
 
 
 class ToolError(Exception):
@@ -57,6 +55,48 @@ def engine():
     return bolt
 
 
+#: what to do about an OSError, by errno (the text after the file name and the system's reason)
+_OS_ADVICE = {
+    errno.EACCES: "run as root, or check the file's and its directory's permissions",
+    errno.EPERM: "check the file's permissions and attributes ('lsattr': an immutable file cannot change)",
+    errno.EROFS: "the filesystem is mounted read-only; work on a copy elsewhere",
+    errno.ENOSPC: "free some space (or give --output on another filesystem) and run again",
+    errno.EDQUOT: "the disk quota is exhausted; free some space and run again",
+    errno.EISDIR: "give a file name, not a directory",
+    errno.ENOTDIR: "a part of the path is not a directory",
+    errno.EFBIG: "the file would exceed the size limit (ulimit -f)",
+    errno.EIO: "the disk reported an I/O error; copy what you can and check the disk",
+}
+
+
+def os_error_text(exc: OSError, path: Optional[str] = None) -> str:
+    """One line for an OSError: the file, what went wrong in words, and what to do.
+
+    Never Python's ``[Errno 13] ...: '...'`` form, never the exception class.
+    """
+    name = path or exc.filename or "?"
+    if exc.filename2 and not path:
+        name = f"{exc.filename} -> {exc.filename2}"
+    reason = (exc.strerror or str(exc)).rstrip(".").lower() if exc.errno else str(exc)
+    if exc.errno == errno.ENOENT:
+        parent = os.path.dirname(os.path.abspath(os.fspath(name))) if path or exc.filename else ""
+        if parent and not os.path.isdir(parent):
+            return f"{name}: directory {parent} does not exist; create it first"
+        return f"{name}: no such file or directory"
+    advice = _OS_ADVICE.get(exc.errno or 0)
+    return f"{name}: {reason}" + (f"; {advice}" if advice else "")
+
+
+def _probe_open(path: str, write: bool, create: bool) -> None:
+    """Open the file the way the engine would, to get the OSError (errno and all) behind an engine I/O failure."""
+    flags = (os.O_RDWR if write else os.O_RDONLY) | (os.O_CREAT if create else 0) | os.O_CLOEXEC
+    existed = os.path.exists(path)
+    fd = os.open(path, flags, 0o600)
+    os.close(fd)
+    if create and not existed:
+        os.unlink(path)
+
+
 def open_db(path: str, *, write: bool, create: bool = False, timeout: float = 1.0):
     """Open a metadata file, turning engine failures into one-line ToolErrors.
 
@@ -65,26 +105,35 @@ def open_db(path: str, *, write: bool, create: bool = False, timeout: float = 1.
     and nothing is read or written.
     """
     bolt = engine()
+    if os.path.isdir(path):
+        raise ToolError(f"{path}: is a directory; give the metadata file itself (meta.db)")
     if not create and not os.path.exists(path):
-        raise ToolError(f"{path}: no such file")
+        raise ToolError(os_error_text(FileNotFoundError(errno.ENOENT, "no such file", path)))
     try:
         return bolt.open(path, read_only=not write, create=create, timeout=timeout)
     except bolt.DatabaseLocked as exc:
-        raise ToolError(f"{path}: {LOCKED_TEXT}", EXIT_LOCKED) from exc
-    except (bolt.InvalidDatabase, bolt.CorruptDatabase, bolt.VersionMismatch) as exc:
-        raise ToolError(f"{path}: cannot open: {_without_path(exc, path)} (try 'boltimages salvage')") from exc
+        from ..lockholder import locked_text
+        raise ToolError(locked_text(path), EXIT_LOCKED) from exc
+    except (bolt.InvalidDatabase, bolt.VersionMismatch) as exc:
+        raise ToolError(f"{path}: not a bolt database ({_without_path(exc, path)}); "
+                        "check the path (containerd's is .../io.containerd.metadata.v1.bolt/meta.db)") from exc
+    except bolt.CorruptDatabase as exc:
+        raise ToolError(f"{path}: damaged: {_without_path(exc, path)}; "
+                        "run 'boltimages check', then 'boltimages salvage' to recover what it holds") from exc
     except bolt.BoltError as exc:
+        try:
+            _probe_open(path, write, create)
+        except OSError as os_exc:
+            raise ToolError(os_error_text(os_exc, path)) from exc
         raise ToolError(f"{path}: cannot open: {_without_path(exc, path)}") from exc
     except OSError as exc:
-        raise ToolError(f"{path}: {exc.strerror or exc}") from exc
+        raise ToolError(os_error_text(exc, path)) from exc
 
 
 def _without_path(exc: BaseException, path: str) -> str:
-    """The engine prefixes its messages with the path; we already say it once."""
-    text = str(exc)
-    while text.startswith(path + ": "):
-        text = text[len(path) + 2:]
-    return text
+    """The engine prefixes its messages with the path and 'cannot open'; we already say both once."""
+    from ..errors import without_path
+    return without_path(str(exc), path)
 
 
 def backup_path(path: str) -> str:
@@ -98,24 +147,43 @@ def backup_path(path: str) -> str:
 
 
 def make_backup(path: str) -> str:
-    """Copy the file (we hold its lock, so the copy is consistent) and return the copy's path."""
-    dest = backup_path(path)
-    shutil.copy2(path, dest)
-    _fsync_path(dest)
-    return dest
+    """Copy the file (we hold its lock, so the copy is consistent) and return the copy's path.
 
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    The copy is written into an unnamed file and named only once complete and
+    synced, so a failed or killed backup leaves nothing that looks like one.
+    """
+    from .scratch import ScratchFile
+    directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with ScratchFile(directory) as scratch, open(path, "rb") as src:
+            _copy_fd(src.fileno(), scratch.fd)
+            copy_ownership(path, scratch.path)
+            stop_point("backup-copied")
+            while True:
+                dest = backup_path(path)
+                try:
+                    scratch.publish(dest)
+                    return dest
+                except FileExistsError:
+                    continue  # another backup took that second's name
+    except OSError as exc:
+        raise ToolError(f"cannot keep a backup of {path}: {os_error_text(exc, directory)}; "
+                        "nothing was written (--no-backup skips the backup)") from exc
+
+
+def _copy_fd(src: int, dst: int) -> None:
+    size = os.fstat(src).st_size
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(dst, src, offset, min(size - offset, 1 << 30))
+        if sent == 0:
+            break
+        offset += sent
 
 
 def fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):
-        _fsync_path(os.path.dirname(os.path.abspath(path)) or ".")
+    from .scratch import fsync_dir as sync
+    sync(path)
 
 
 def copy_ownership(src: str, dst: str) -> None:
@@ -126,61 +194,66 @@ def copy_ownership(src: str, dst: str) -> None:
         os.chown(dst, st.st_uid, st.st_gid)
 
 
+def keep_old_as_backup(target: str) -> str:
+    """Name the current file as a backup before it is replaced: a hard link (instant, the very
+    inode), or a complete copy where links are refused."""
+    backup = backup_path(target)
+    try:
+        os.link(target, backup)
+        return backup
+    except OSError:
+        return make_backup(target)
+
+
 def atomic_replace(new: str, target: str, keep_backup: bool) -> Optional[str]:
-    """Swap new into target's place; the old file stays as a backup unless told otherwise."""
+    """Swap the named file ``new`` into target's place; the old file stays as a backup unless told otherwise."""
+    fd = os.open(new, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return replace_keeping_backup(target, new, lambda: os.replace(new, target), keep_backup)
+
+
+def replace_keeping_backup(target: str, new_path: str, swap: "Callable[[], None]",
+                           keep_backup: bool) -> Optional[str]:
+    """Run ``swap`` (which puts the new file in target's place) with target's mode and owner given
+    to the new file and, if asked, the old file kept as a backup; a failed swap leaves no backup."""
     backup = None
     if os.path.exists(target):
-        copy_ownership(target, new)
+        copy_ownership(target, new_path)
         if keep_backup:
-            backup = backup_path(target)
-            try:
-                os.link(target, backup)  # instant, and the backup is exactly the old inode
-            except OSError:
-                shutil.copy2(target, backup)
-                _fsync_path(backup)
-    _fsync_path(new)
-    os.replace(new, target)
+            backup = keep_old_as_backup(target)
+    try:
+        swap()
+    except BaseException:
+        if backup:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+        raise
     fsync_dir(target)
     return backup
 
 
-class Progress:
-    """A one-line progress indicator on stderr, only when stderr is a terminal."""
+# The progress bar lives in its own module; the name stays importable from here.
+from .progress import Progress  # noqa: E402,F401
 
-    def __init__(self, label: str, total: Optional[int] = None, stream: TextIO = sys.stderr) -> None:
-        self.label = label
-        self.total = total
-        self.done = 0
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self._last = 0.0
 
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.1:
-            return
-        self._last = now
-        if self.total:
-            pct = min(100, self.done * 100 // self.total)
-            bar = "#" * (pct // 4)
-            self.stream.write(f"\r{self.label} [{bar:<25}] {pct:3d}%")
-        else:
-            self.stream.write(f"\r{self.label} {self.done}")
-        self.stream.flush()
+#: tests stop a command at a named point to kill it there (see stop_point)
+STOP_ENV = "BOLTIMAGES_STOP_AT"
 
-    def finish(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
 
-    def __enter__(self) -> "Progress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.finish()
+def stop_point(name: str) -> None:
+    """Where a test may freeze this process to kill it at a known step, with no timing guesses:
+    with BOLTIMAGES_STOP_AT=<name> the process says so on stderr, then stops itself (SIGSTOP)
+    until the test kills or continues it. Without the variable this does nothing."""
+    if os.environ.get(STOP_ENV) != name:
+        return
+    import signal
+    os.environ.pop(STOP_ENV, None)  # once: a continued process runs on
+    sys.stderr.write(f"stop-point {name} pid {os.getpid()}\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def say(text: str, quiet: bool = False) -> None:
@@ -232,10 +305,67 @@ def writing(path: str, *, dry_run: bool, backup: bool, create: bool = False) -> 
         if dry_run or not session.changed:
             tx.rollback()
         else:
-            if backup and existed:
-                note(f"backup: {make_backup(path)}")
-            tx.commit()
+            backup_made = make_backup(path) if backup and existed else None
+            try:
+                tx.commit()
+            except (OSError, engine().BoltError) as exc:
+                with contextlib.suppress(Exception):
+                    db.close()
+                raise ToolError(_failed_commit_text(path, exc, existed, backup_made)) from exc
+            if backup_made:
+                note(f"backup: {backup_made}")
     finally:
-        db.close()
+        if not db.closed:
+            db.close()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _failed_commit_text(path: str, exc: BaseException, existed: bool, backup: Optional[str]) -> str:
+    """Undo what a failed commit left on disk, and say so in one line.
+
+    The file is unchanged as containerd and bbolt read it (the meta pages still
+    name the last commit), but it may have grown into the space the commit
+    wanted; that space is given back, and a backup of an unchanged file or a
+    file this command created is removed.
+    """
+    reason = _without_path(exc, path)
+    if backup:
+        with contextlib.suppress(OSError):
+            os.unlink(backup)
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        what = "nothing was written (the new file was removed)"
+    else:
+        freed = give_back_space(path)
+        what = "the file is unchanged" + (f" (gave back {freed} bytes it had grown by)" if freed else "")
+    advice = ""
+    if os.strerror(errno.ENOSPC) in reason:
+        advice = "; " + _OS_ADVICE[errno.ENOSPC]
+    elif os.strerror(errno.EFBIG) in reason:
+        advice = "; " + _OS_ADVICE[errno.EFBIG]
+    return f"{path}: writing failed: {reason}; {what}{advice}"
+
+
+def give_back_space(path: str) -> int:
+    """Cut the file back to its committed size after a failed write; returns the bytes freed.
+
+    Every bbolt reader accepts a file that ends at or after the last page the
+    meta counts (``pgid * page size``): bbolt itself leaves files of exactly
+    that length under NoFreelistSync, and compact writes them. We hold a
+    shared lock while measuring and cutting, so no writer (containerd) can
+    start in between; a file we cannot open or lock is left as it is.
+    """
+    bolt = engine()
+    try:
+        with bolt.open(path, read_only=True, timeout=1.0) as db:
+            info = db.info()
+            committed = int(info["pgid"]) * int(info["page_size"])
+            size = os.path.getsize(path)
+            if size <= committed:
+                return 0
+            os.truncate(path, committed)
+            return size - committed
+    except (OSError, bolt.BoltError):
+        return 0

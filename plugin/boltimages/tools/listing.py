@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ..store import validation
 from . import records, selection
 from .common import EXIT_FAILED, EXIT_OK, open_db
+from .progress import Progress
 
 
 def human_size(n: int) -> str:
@@ -32,7 +34,8 @@ def run_ls(args: argparse.Namespace) -> int:
     compiled = selection.compile_filters(args.filters)
     with open_db(args.db, write=False) as db, db.begin() as tx:
         spaces = selection.pick_namespaces(tx, args.namespace)
-        imgs = list(selection.select_images(tx, spaces, [], compiled))
+        with Progress("ls", selection.count_images(tx, spaces)) as bar:
+            imgs = list(selection.select_images(tx, spaces, [], compiled, bar))
         ns_info = {ns: records.namespace_labels(tx, ns) for ns in spaces}
         version = records.db_version(tx)
     if args.format == "json":
@@ -82,5 +85,5 @@ def run_inspect(args: argparse.Namespace) -> int:
     missing = sorted(set(args.names) - {d["name"] for d in found})
     print(json.dumps(found, indent=2, ensure_ascii=True))
     for name in missing:
-        print(f"image {name!r}: not found", file=__import__("sys").stderr)
+        print(f"image {name!r}: not found", file=sys.stderr)
     return EXIT_FAILED if missing else EXIT_OK

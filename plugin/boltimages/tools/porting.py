@@ -20,42 +20,62 @@ refused record stops the import and nothing is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from typing import Any, Iterator, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 from ..errors import InvalidArgument
-from ..store import image_records, layout, validation
+from ..store import image_records, layout, rootdirs, validation
 from ..store.image_records import RawImage
 from . import records, selection
-from .common import EXIT_FAILED, EXIT_OK, Progress, ToolError, note, open_db, refused, writing
+from .copying import ContentStats, add_content_records, resolve_content_root
+from .common import EXIT_FAILED, EXIT_OK, ToolError, note, open_db, os_error_text, refused, writing
+from .progress import Progress
+from .scratch import ScratchFile
 
 FORMAT_VERSION = 1
 
 
 def run_export(args: argparse.Namespace) -> int:
     compiled = selection.compile_filters(args.filters)
-    out: TextIO = sys.stdout if args.output in (None, "-") else open(args.output, "w", encoding="utf-8")
+    to_file = args.output not in (None, "-")
+    if to_file and os.path.isdir(args.output):
+        raise ToolError(f"{args.output}: is a directory; give the name of the file to write")
     count = 0
     exported: set[str] = set()
-    try:
-        with open_db(args.db, write=False) as db, db.begin() as tx:
-            spaces = selection.pick_namespaces(tx, args.namespace)
-            _line(out, {"kind": "boltimages-export", "version": FORMAT_VERSION,
-                        "dbVersion": records.db_version(tx)})
-            with Progress("export") as bar:
-                for ns in spaces:
-                    _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
-                    for _, img in selection.select_images(tx, [ns], args.names, compiled):
-                        doc = records.image_to_json(ns, img)
-                        _line(out, doc)
-                        exported.add(doc["name"])
-                        count += 1
-                        bar.advance()
-    finally:
-        if out is not sys.stdout:
-            out.close()
-    note(f"exported {count} image(s) from {len(spaces)} namespace(s)")
+    with contextlib.ExitStack() as stack:
+        db = stack.enter_context(open_db(args.db, write=False))
+        tx = stack.enter_context(db.begin())
+        out: TextIO = sys.stdout
+        scratch = None
+        if to_file:
+            # written unnamed and named when complete: a failed export leaves no half file
+            try:
+                scratch = stack.enter_context(ScratchFile(os.path.dirname(os.path.abspath(args.output))))
+            except OSError as exc:
+                raise ToolError(os_error_text(exc, args.output)) from exc
+            out = stack.enter_context(open(os.dup(scratch.fd), "w", encoding="utf-8"))
+        spaces = selection.pick_namespaces(tx, args.namespace)
+        _line(out, {"kind": "boltimages-export", "version": FORMAT_VERSION,
+                    "dbVersion": records.db_version(tx)})
+        with Progress("export", selection.count_images(tx, spaces, args.names)) as bar:
+            for ns in spaces:
+                _line(out, {"kind": "namespace", "namespace": ns, "labels": records.namespace_labels(tx, ns)})
+                for _, img in selection.select_images(tx, [ns], args.names, compiled, bar):
+                    doc = records.image_to_json(ns, img)
+                    _line(out, doc)
+                    exported.add(doc["name"])
+                    count += 1
+        if scratch is not None:
+            out.flush()
+            try:
+                scratch.replace(args.output)
+            except OSError as exc:
+                raise ToolError(f"{os_error_text(exc, args.output)}; nothing was written") from exc
+    if not args.quiet:
+        note(f"exported {count} image(s) from {len(spaces)} namespace(s)")
     missing = sorted(set(args.names) - exported)
     for name in missing:
         note(f"image {name!r}: not found")
@@ -100,6 +120,9 @@ def run_import(args: argparse.Namespace) -> int:
             header_version = doc.get("dbVersion")
     changes: list[str] = []
     conflicts: list[str] = []
+    content_root = _import_content_root(args)
+    content = ContentStats()
+    no_content: dict[str, int] = {}  # namespace -> images whose target has no content record there
     with writing(args.db, dry_run=args.dry_run, backup=not args.no_backup, create=True) as session:
         tx = session.tx
         if not args.dry_run:
@@ -107,30 +130,77 @@ def run_import(args: argparse.Namespace) -> int:
             if v1 is None or v1.get(layout.DB_VERSION_KEY) is None:
                 changes.append(f"initialise the file (db version {header_version or 3})")
             records.ensure_schema(tx, header_version)
-        for number, doc in docs:
-            kind = doc["kind"]
-            try:
-                if kind == "namespace":
-                    _import_namespace(tx, doc, args, changes)
-                elif kind == "image":
-                    ns, img = records.image_from_json(doc)
-                    _import_image(tx, args.namespace or ns, img, args, changes, conflicts)
-                elif kind != "boltimages-export":
-                    raise ValueError(f"unknown kind {kind!r}")
-            except InvalidArgument as exc:
-                raise refused(f"line {number}", exc) from None
-            except (ValueError, TypeError) as exc:
-                raise ToolError(f"line {number}: {exc}; nothing written") from exc
+        with Progress("import", len(docs)) as bar:
+            for number, doc in docs:
+                kind = doc["kind"]
+                try:
+                    if kind == "namespace":
+                        _import_namespace(tx, doc, args, changes)
+                    elif kind == "image":
+                        ns, img = records.image_from_json(doc)
+                        ns = args.namespace or ns
+                        if _import_image(tx, ns, img, args, changes, conflicts):
+                            _import_content(tx, ns, img, content_root, content, no_content, args.verbose)
+                    elif kind != "boltimages-export":
+                        raise ValueError(f"unknown kind {kind!r}")
+                except InvalidArgument as exc:
+                    raise refused(f"line {number}", exc) from None
+                except (ValueError, TypeError) as exc:
+                    raise ToolError(f"line {number}: {exc}; nothing written") from exc
+                bar.advance()
         if conflicts and args.on_conflict == "fail":
             raise ToolError(f"{len(conflicts)} image(s) already exist with other content: "
                             + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "")
                             + " (use --on-conflict skip|overwrite); nothing written")
-        session.changed = bool(changes)
+        session.changed = bool(changes) or content.written > 0
     prefix = "would " if args.dry_run else ""
-    for change in changes:
-        print(f"{prefix}{change}")
-    note(f"{prefix}apply {len(changes)} change(s)" + (f", {len(conflicts)} conflict(s)" if conflicts else ""))
+    if args.verbose:
+        for change in changes:
+            print(f"{prefix}{change}")
+    if not args.quiet:
+        note(f"{prefix}apply {len(changes)} change(s)" + _change_summary(changes)
+             + (f", {len(conflicts)} conflict(s)" if conflicts else ""))
+        if content_root is not None and (content.written or content.kept or content.absent):
+            note(content.text(prefix, content_root))
+    for ns, count in sorted(no_content.items()):
+        # said even with --quiet: these images look imported but containerd cannot use them
+        note(f"warning: {count} imported image(s) have no content record for their target in namespace "
+             f"{ns!r}: containerd shows them as unavailable. "
+             + ("Give --content-root DIR (the node's content store) to add the content records, as copy does"
+                if content_root is None else f"their content is not under {content_root} either; pull them "
+                "again with containerd"))
     return EXIT_OK
+
+
+def _change_summary(changes: list[str]) -> str:
+    """': 50000 add image, 1 create namespace': each change starts with its verb and object."""
+    counts: dict[str, int] = {}
+    for change in changes:
+        kind = " ".join([w for w in change.split() if w != "the"][:2])
+        counts[kind] = counts.get(kind, 0) + 1
+    if not counts:
+        return ""
+    return " (" + ", ".join(f"{kind} x{n}" for kind, n in counts.items()) + ")"
+
+
+def _import_content_root(args: argparse.Namespace) -> Optional[str]:
+    """The content store to take content records from: given, or next to --db; None when there is
+    none (then import says which images containerd will show as unavailable)."""
+    if args.records_only:
+        return None
+    if args.content_root:
+        return resolve_content_root(args.db, args.content_root, False, "import")
+    return rootdirs.default_content_root(args.db)
+
+
+def _import_content(tx: Any, ns: str, img: RawImage, content_root: Optional[str], stats: ContentStats,
+                    no_content: dict[str, int], verbose: bool) -> None:
+    if content_root is not None:
+        add_content_records(img, tx, ns, content_root, stats, verbose=verbose)
+    digest = records.text(img.digest or b"")
+    if digest in stats.done or records.read_blob(tx, ns, digest) is not None:
+        return
+    no_content[ns] = no_content.get(ns, 0) + 1
 
 
 def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, changes: list[str]) -> None:
@@ -160,7 +230,8 @@ def _import_namespace(tx: Any, doc: dict[str, Any], args: argparse.Namespace, ch
 
 
 def _import_image(tx: Any, ns: str, img: RawImage, args: argparse.Namespace,
-                  changes: list[str], conflicts: list[str]) -> None:
+                  changes: list[str], conflicts: list[str]) -> bool:
+    """Write (or plan) one image record; True when it is (to be) written or already there."""
     validation.validate_namespace(ns)
     images = records.images_bucket(tx, ns)
     existing = images.bucket(img.name) if images is not None else None
@@ -173,17 +244,18 @@ def _import_image(tx: Any, ns: str, img: RawImage, args: argparse.Namespace,
         raise exc.wrap(f"image {where}") from None
     if old is not None:
         if image_records.same_content(old, img):
-            return
+            return True  # already there: its content records may still be missing
         conflicts.append(where)
         if args.on_conflict != "overwrite":
             if args.on_conflict == "skip":
                 changes.append(f"skip image {where} (exists with other content)")
-            return
+            return False
         changes.append(f"overwrite image {where}")
     else:
         changes.append(f"add image {where} -> {records.text(img.digest or b'')}")
     if tx.writable:
         image_records.replace_record(records.images_bucket(tx, ns, create=True), img)
+    return True
 
 
 def _fill_times(img: RawImage, old: "RawImage | None") -> None:

@@ -360,8 +360,9 @@ def _refuse_if_locked(path: str) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            from .common import EXIT_LOCKED, LOCKED_TEXT
-            raise ToolError(f"{path}: {LOCKED_TEXT}", EXIT_LOCKED) from exc
+            from ..lockholder import locked_text
+            from .common import EXIT_LOCKED
+            raise ToolError(locked_text(path), EXIT_LOCKED) from exc
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
