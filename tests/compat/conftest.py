@@ -12,6 +12,7 @@ Missing containerd/ctr or missing root skips locally and fails in CI
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pathlib
@@ -43,6 +44,45 @@ def _stop(daemon: Daemon) -> None:
     daemon.stop()
     if daemon in _daemons_in_use:
         _daemons_in_use.remove(daemon)
+
+
+def seeded_root(release: Release, base: pathlib.Path, seed: Callable[[Daemon], None]) -> pathlib.Path:
+    """A containerd root that a private `release` daemon wrote: `seed(daemon)` runs while it
+    serves under base/seed; it is stopped before this returns the root."""
+    daemon = _start(containerd_daemon(release.containerd, base / "seed", None, release))
+    try:
+        seed(daemon)
+    finally:
+        _stop(daemon)
+    assert daemon.db_path is not None
+    return daemon.db_path.parents[1]
+
+
+@contextlib.contextmanager
+def real_and_ours(release: Release, base: pathlib.Path, seed_root: Optional[pathlib.Path] = None,
+                  prepare: Optional[Callable[[pathlib.Path], None]] = None) -> Iterator[tuple[Daemon, Daemon]]:
+    """A private `release` containerd and our server side by side under `base`, both stopped
+    on exit. With `seed_root` each serves its own copy of that containerd root (`prepare`
+    may change each copy first), so ours finds the content and snapshotter stores beside
+    its meta.db; without it both start on empty files."""
+    roots: dict[str, pathlib.Path] = {}
+    for side in ("real", "ours") if seed_root is not None else ():
+        roots[side] = base / side / "root"
+        shutil.copytree(seed_root, roots[side], symlinks=True)
+        if prepare is not None:
+            prepare(roots[side])
+    real = _start(containerd_daemon(release.containerd, base / "real", roots.get("real"), release))
+    try:
+        ours = _start(_our_daemon(base / "ours", containerd_meta_db(roots["ours"]) if roots
+                                  else base / "ours" / "meta.db"))
+    except BaseException:
+        _stop(real)
+        raise
+    try:
+        yield real, ours
+    finally:
+        _stop(ours)
+        _stop(real)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -9,9 +9,8 @@ from typing import Iterator
 import pytest
 from google.protobuf import empty_pb2
 
-from tests.compat.daemons import containerd_daemon
-from tests.compat.releases import BY_VERSION, RELEASES
-from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
+from tests.compat.releases import BY_VERSION
+from tests.compat.conftest import real_and_ours
 from tests.compat.grpc_client import Client, api
 
 pytestmark = pytest.mark.compat
@@ -20,29 +19,15 @@ DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
 
 
-def _started(daemon: Daemon) -> Daemon:
-    try:
-        return daemon.start()
-    except DaemonError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def clients(tmp_path_factory) -> Iterator[dict[str, Client]]:
     release = BY_VERSION["2.1.9"].require()
     base = tmp_path_factory.mktemp("api-v2")
-    real = _started(containerd_daemon(release.containerd, base / "real", release=release))
-    try:
-        ours = _started(boltimages_daemon(base / "ours", base / "ours" / "meta.db"))
-    except BaseException:
-        real.stop()
-        raise
-    out = {"real": Client(real.address), "ours": Client(ours.address)}
-    yield out
-    for client in out.values():
-        client.close()
-    ours.stop()
-    real.stop()
+    with real_and_ours(release, base) as (real, ours):
+        out = {"real": Client(real.address), "ours": Client(ours.address)}
+        yield out
+        for client in out.values():
+            client.close()
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -11,7 +11,6 @@ the same. Writes are refused by us with Unimplemented.
 
 from __future__ import annotations
 
-import shutil
 from typing import Iterator
 
 import grpc
@@ -19,9 +18,9 @@ import pytest
 from google.protobuf import any_pb2
 
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemons import containerd_daemon
 from tests.compat.releases import BY_VERSION, RELEASES
-from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
+from tests.compat.conftest import real_and_ours, seeded_root
+from tests.compat.daemons import Daemon
 from tests.compat.grpc_client import Client, api
 from tests.compat.oci_archive import build_image, write_archive
 
@@ -29,13 +28,6 @@ pytestmark = pytest.mark.compat
 
 IMAGE = "docker.io/library/c:1"
 SERVICE = "/containerd.services.containers.v1.Containers/"
-
-
-def _started(daemon: Daemon) -> Daemon:
-    try:
-        return daemon.start()
-    except DaemonError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 def _pb():
@@ -70,36 +62,22 @@ def sides(request, tmp_path_factory) -> Iterator[dict]:
     base = tmp_path_factory.mktemp("containers")
     ctr = release.ctr
     archive = write_archive(base / "img.tar", [build_image(IMAGE, "c")])
-    seed = _started(containerd_daemon(release.containerd, base / "seed", release=release))
-    try:
-        run = Ctr(ctr, seed.address)
+    def seed(daemon: Daemon) -> None:
+        run = Ctr(ctr, daemon.address)
         run("images", "import", str(archive)).ok()
         run("containers", "create", "--label", "team=x", IMAGE, "ctr-made").ok()
-        client = Client(seed.address)
+        client = Client(daemon.address)
         try:
             _seed(client, request.param)
         finally:
             client.close()
-    finally:
-        seed.stop()
-    roots = {}
-    for side in ("real", "ours"):
-        roots[side] = base / side / "root"
-        shutil.copytree(base / "seed" / "root", roots[side], symlinks=True)
-    real = _started(containerd_daemon(release.containerd, base / "real", roots["real"], release=release))
-    try:
-        ours = _started(boltimages_daemon(base / "ours",
-                                          roots["ours"] / "io.containerd.metadata.v1.bolt" / "meta.db"))
-    except BaseException:
-        real.stop()
-        raise
-    out = {"real": (Client(real.address), Ctr(ctr, real.address)),
-           "ours": (Client(ours.address), Ctr(ctr, ours.address))}
-    yield out
-    for client, _ in out.values():
-        client.close()
-    ours.stop()
-    real.stop()
+
+    with real_and_ours(release, base, seeded_root(release, base, seed)) as (real, ours):
+        out = {"real": (Client(real.address), Ctr(ctr, real.address)),
+               "ours": (Client(ours.address), Ctr(ctr, ours.address))}
+        yield out
+        for client, _ in out.values():
+            client.close()
 
 
 def _call(client: Client, method: str, request, response_cls, ns="default", stream=False):

@@ -28,7 +28,7 @@ from boltimages import bolt
 from boltimages.tools import records
 from boltimages.tools.rawpages import NO_FREELIST
 from tests.compat import scenario
-from tests.compat.conftest import _our_daemon, _start, _stop, copy_file
+from tests.compat.conftest import _our_daemon, _start, _stop
 from tests.compat.ctr_runner import Ctr, table_rows
 from tests.compat.daemons import Daemon, containerd_daemon, containerd_meta_db
 from tests.compat.grpc_client import Client

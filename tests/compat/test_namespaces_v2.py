@@ -15,9 +15,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.compat.daemons import containerd_daemon
 from tests.compat.releases import BY_VERSION, RELEASES
-from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
+from tests.compat.conftest import real_and_ours
 from tests.compat.grpc_client import Client
 from tests.compat.test_events_differential import Subscription
 
@@ -26,30 +25,16 @@ pytestmark = pytest.mark.compat
 INVALID = "Bad Name"
 
 
-def _started(daemon: Daemon) -> Daemon:
-    try:
-        return daemon.start()
-    except DaemonError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
 @pytest.fixture(scope="module", params=[r.version for r in RELEASES if not r.system])
 def clients(request, tmp_path_factory) -> Iterator[dict[str, Client]]:
     """1.7 and 2.x answer every case here alike (and unlike 1.6)."""
     release = BY_VERSION[request.param].require()
     base = tmp_path_factory.mktemp("ns-v2")
-    real = _started(containerd_daemon(release.containerd, base / "real", release=release))
-    try:
-        ours = _started(boltimages_daemon(base / "ours", base / "ours" / "meta.db"))
-    except BaseException:
-        real.stop()
-        raise
-    out = {"real": Client(real.address), "ours": Client(ours.address)}
-    yield out
-    for client in out.values():
-        client.close()
-    ours.stop()
-    real.stop()
+    with real_and_ours(release, base) as (real, ours):
+        out = {"real": Client(real.address), "ours": Client(ours.address)}
+        yield out
+        for client in out.values():
+            client.close()
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -10,7 +10,6 @@ of List and fails its Stat, and so must we.
 
 from __future__ import annotations
 
-import shutil
 from typing import Iterator
 
 import grpc
@@ -19,9 +18,9 @@ from google.protobuf import json_format
 
 from boltimages import bolt
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemons import containerd_daemon
 from tests.compat.releases import BY_VERSION, RELEASES
-from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
+from tests.compat.conftest import real_and_ours, seeded_root
+from tests.compat.daemons import Daemon
 from tests.compat.grpc_client import Client, api
 from tests.compat.oci_archive import build_image, write_archive
 
@@ -29,13 +28,6 @@ pytestmark = pytest.mark.compat
 
 SNAPSHOTTER = "overlayfs"
 GONE = "gone1"   # a view whose backend entry is deleted from the snapshotter's file
-
-
-def _started(daemon: Daemon) -> Daemon:
-    try:
-        return daemon.start()
-    except DaemonError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 def _drop_backend(root, key: str) -> None:
@@ -61,9 +53,8 @@ def sides(request, tmp_path_factory) -> Iterator[Sides]:
     base = tmp_path_factory.mktemp("kinds")
     ctr = release.ctr
     archive = write_archive(base / "img.tar", [build_image("docker.io/library/k:1", "k")])
-    seed = _started(containerd_daemon(release.containerd, base / "seed", release=release))
-    try:
-        run = Ctr(ctr, seed.address)
+    def seed(daemon: Daemon) -> None:
+        run = Ctr(ctr, daemon.address)
         run("images", "import", str(archive)).ok()      # unpacks: committed layer snapshots
         run("snapshots", "prepare", "base1", "").ok()
         run("snapshots", "commit", "c1", "base1").ok()
@@ -71,7 +62,7 @@ def sides(request, tmp_path_factory) -> Iterator[Sides]:
         run("snapshots", "label", "act1", "team=x").ok()
         # ctr's view sets no gc.root label, so containerd's collector removes the
         # view within milliseconds; made through the API with one, they stay
-        seed_client = Client(seed.address)
+        seed_client = Client(daemon.address)
         try:
             pb, stub = _snapshots_api(seed_client)
             for key in ("view1", GONE):
@@ -80,26 +71,13 @@ def sides(request, tmp_path_factory) -> Iterator[Sides]:
                           metadata=[("containerd-namespace", "default")], timeout=10)
         finally:
             seed_client.close()
-    finally:
-        seed.stop()
-    roots = {}
-    for side in ("real", "ours"):
-        roots[side] = base / side / "root"
-        shutil.copytree(base / "seed" / "root", roots[side], symlinks=True)
-        _drop_backend(roots[side], GONE)
-    real = _started(containerd_daemon(release.containerd, base / "real", roots["real"], release=release))
-    try:
-        ours = _started(boltimages_daemon(base / "ours",
-                                          roots["ours"] / "io.containerd.metadata.v1.bolt" / "meta.db"))
-    except BaseException:
-        real.stop()
-        raise
-    out = Sides(real, ours, ctr)
-    yield out
-    for client in out.clients.values():
-        client.close()
-    ours.stop()
-    real.stop()
+
+    with real_and_ours(release, base, seeded_root(release, base, seed),
+                       prepare=lambda root: _drop_backend(root, GONE)) as (real, ours):
+        out = Sides(real, ours, ctr)
+        yield out
+        for client in out.clients.values():
+            client.close()
 
 
 def _snapshots_api(client: Client):

@@ -9,7 +9,6 @@ answer the same statuses, and publish the same events.
 from __future__ import annotations
 
 import queue
-import shutil
 import threading
 from typing import Iterator
 
@@ -18,9 +17,9 @@ import pytest
 from google.protobuf.internal.encoder import _VarintBytes
 
 from tests.compat.ctr_runner import Ctr
-from tests.compat.daemons import containerd_daemon
-from tests.compat.releases import BY_VERSION, RELEASES
-from tests.compat.daemons import Daemon, DaemonError, boltimages_daemon
+from tests.compat.releases import BY_VERSION
+from tests.compat.conftest import real_and_ours, seeded_root
+from tests.compat.daemons import Daemon
 from tests.compat.grpc_client import Client
 from tests.compat.oci_archive import build_image, build_index_image, write_archive
 from tests.compat.test_events_differential import Subscription
@@ -32,13 +31,6 @@ A, B = "docker.io/library/a:1", "docker.io/library/b:1"
 IDX = "docker.io/library/multi:1"
 TRANSFER = "/containerd.services.transfer.v1.Transfer/Transfer"
 STORE = "containerd.types.transfer.ImageStore"
-
-
-def _started(daemon: Daemon) -> Daemon:
-    try:
-        return daemon.start()
-    except DaemonError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 class Pair:
@@ -60,28 +52,15 @@ def pair(tmp_path_factory) -> Iterator[Pair]:
     archive = write_archive(base / "images.tar", [build_image(A, "a"), build_image(B, "b"),
                                                   build_index_image(IDX, "m")])
     ctr = release.ctr
-    seed = _started(containerd_daemon(release.containerd, base / "seed", release=release))
-    try:
-        Ctr(ctr, seed.address)("images", "import", str(archive)).ok()
-        Ctr(ctr, seed.address)("images", "label", A, "foo=bar").ok()
-    finally:
-        seed.stop()
-    assert seed.db_path is not None
-    for side in ("real", "ours"):
-        shutil.copytree(seed.db_path.parents[1], base / side / "root")
-    real = _started(containerd_daemon(release.containerd, base / "real", base / "real" / "root", release=release))
-    try:
-        ours = _started(boltimages_daemon(base / "ours",
-                                          base / "ours" / "root" / "io.containerd.metadata.v1.bolt" / "meta.db"))
-    except BaseException:
-        real.stop()
-        raise
-    p = Pair(real, ours, ctr)
-    yield p
-    p.real_client.close()
-    p.our_client.close()
-    ours.stop()
-    real.stop()
+    def seed(daemon: Daemon) -> None:
+        Ctr(ctr, daemon.address)("images", "import", str(archive)).ok()
+        Ctr(ctr, daemon.address)("images", "label", A, "foo=bar").ok()
+
+    with real_and_ours(release, base, seeded_root(release, base, seed)) as (real, ours):
+        p = Pair(real, ours, ctr)
+        yield p
+        p.real_client.close()
+        p.our_client.close()
 
 
 def _images(client: Client, ns: str = NS) -> list:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import resource
 import select
 import socket
