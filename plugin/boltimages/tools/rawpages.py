@@ -160,7 +160,11 @@ class RawFile:
         for meta in self.metas:
             if meta.valid:
                 return meta.page_size
-        raise PageError("neither meta page is valid: not a bbolt file, or both metas are destroyed")
+        size = detect_page_size(self.data)
+        if size is None:
+            raise PageError("neither meta page is valid and no page carries its own id: "
+                            "not a bbolt file, or nothing of it is left")
+        return size
 
     def valid_metas(self) -> list[Meta]:
         """Valid metas, newest first."""
@@ -206,6 +210,25 @@ class RawFile:
         if start + 8 * count > len(buf):
             return None
         return set(struct.unpack_from(f"<{count}Q", buf, start))
+
+
+def detect_page_size(data: bytes) -> Optional[int]:
+    """The page size under which most pages carry their own id in their header, or None.
+
+    Used when neither meta page can say: at the wrong size, page p's offset
+    lands on another page's header (id != p) or in the middle of one.
+    """
+    best, best_hits = None, 0
+    for size in CANDIDATE_PAGE_SIZES:
+        pages = min(len(data) // size, 4096)
+        hits = 0
+        for pgid in range(2, pages):
+            pid, flags, _count, _ov = PAGE_HEADER.unpack_from(data, pgid * size)
+            if pid == pgid and flags in (FLAG_BRANCH, FLAG_LEAF, FLAG_FREELIST):
+                hits += 1
+        if hits > best_hits:
+            best, best_hits = size, hits
+    return best if best_hits >= 2 else None
 
 
 def parse_leaf(buf: memoryview, count: int) -> list[tuple[int, bytes, bytes]]:
@@ -304,6 +327,11 @@ class TolerantReader:
                 elements = parse_leaf(buf, count)
             else:
                 raise PageError(f"page type {flags:#x} where a branch or leaf belongs")
+            keys = [key for key, _child in children] if flags == FLAG_BRANCH else [e[1] for e in elements]
+            if keys and ((lo is not None and keys[0] < lo) or (hi is not None and keys[-1] >= hi)):
+                # a branch pointing at the wrong page (a flipped bit in the child id): that page's
+                # own place is elsewhere, and the right child turns up as an unreachable page
+                raise PageError("its keys lie outside the range its parent branch gives it (wrong child pointer)")
         except PageError as exc:
             self._lose(path, pgid, str(exc), lo, hi)
             return

@@ -19,49 +19,84 @@ import tempfile
 from typing import Any, Optional
 
 from ..store import layout
-from . import check, rawpages
+from . import check, pagescan, rawpages
 from .common import EXIT_OK, EXIT_PARTIAL, EXIT_PROBLEMS, Progress, ToolError, atomic_replace
 
 
-def recover(data: bytes) -> dict[str, Any]:
-    """Read data tolerantly; returns the tree and a structured report."""
+#: root-level bucket of the output holding what salvage recovered but could not place
+LOST_AND_FOUND = b"lost+found"
+
+
+def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, Any]:
+    """Read data tolerantly; returns the tree and a structured report.
+
+    progress, when given, is called with (pages scanned, pages in all) during
+    the page scans, for a progress display.
+    """
     try:
         raw = rawpages.RawFile(data)
     except rawpages.PageError as exc:
         raise ToolError(f"nothing to salvage: {exc}") from exc
     report: dict[str, Any] = {"page_size": raw.page_size, "file_pages": raw.page_count(), "metas": [],
-                              "lost": [], "recovered_orphans": [], "ambiguous_orphans": [], "notes": []}
+                              "lost": [], "recovered_orphans": [], "ambiguous_orphans": [], "notes": [],
+                              "placed": [], "lost_and_found": []}
     for meta in raw.metas:
         report["metas"].append({"slot": meta.slot, "txid": meta.txid, "valid": meta.valid,
                                 "problem": meta.problem, "root": meta.root, "pgid": meta.pgid})
-    walks = []
-    for meta in raw.valid_metas():
-        walk = rawpages.TolerantReader(raw, meta).read()
-        walks.append((meta, walk))
-    meta, walk = walks[0]
-    root_lost = any(loss.path == () and loss.pgid == meta.root for loss in walk.losses)
-    if walk.losses and len(walks) > 1:
-        other_meta, other = walks[1]
-        if root_lost and other.root.count() > walk.root.count():
-            # the newest tree is gone from its root: the previous commit's tree is the best left
-            report["notes"].append(f"meta {meta.slot} (txid {meta.txid}) has an unreadable root page; "
-                                   f"meta {other_meta.slot} (txid {other_meta.txid}) is used instead: "
-                                   "changes of the last transaction are lost")
-            meta, walk = other_meta, other
-        elif not other.losses:
-            # newest data first; the older tree would bring back stale records too
-            report["notes"].append(f"the previous commit (meta {other_meta.slot}, txid {other_meta.txid}) "
-                                   "is intact; records are taken from the newest commit")
-    if meta.slot != raw.valid_metas()[0].slot or any(not m.valid for m in raw.metas):
-        bad = [m for m in raw.metas if not m.valid]
-        for m in bad:
-            report["notes"].append(f"meta page {m.slot} is invalid ({m.problem}); using meta {meta.slot} "
-                                   f"(txid {meta.txid})")
+    metas = raw.valid_metas()
+    for m in raw.metas:
+        if not m.valid:
+            report["notes"].append(f"meta page {m.slot} is invalid ({m.problem})")
+    alternative: Optional[rawpages.Meta] = None
+    if len(metas) < 2:
+        # the damaged meta may have named a newer commit whose pages are all intact
+        survivor = metas[0] if metas else None
+        found, why = pagescan.rebuild_metas(raw, survivor)
+        newer = [m for m in found if survivor is None or m.pgid > survivor.pgid]
+        if newer and (len(newer) == 1 or newer[0].pgid > newer[1].pgid):
+            report["notes"].append(
+                f"a complete commit (root page {newer[0].root}, freelist page {newer[0].freelist}) was found "
+                f"on the pages; {'its high water mark is above the surviving meta' if survivor else 'it is the only or the highest one'}"
+                ", so it is the newest and is used")
+            metas = [newer[0]] + metas
+        elif found:
+            # pages carry no transaction id: two complete commits with the same high water mark
+            # cannot be ordered. The surviving (or first) one is used; what the other holds
+            # differently is kept in lost-and-found, not merged by guess.
+            if survivor is None:
+                metas = [found[0]]
+                alternative = found[1] if len(found) > 1 else None
+            else:
+                alternative = found[0]
+            report["notes"].append(
+                f"another complete commit (root page {alternative.root if alternative else '?'}) is on the pages and "
+                "cannot be told older or newer; records it holds differently are kept in lost-and-found")
+        elif not metas:
+            raise ToolError(f"nothing to salvage: neither meta page is valid and {why}")
+        else:
+            report["notes"].append(f"no other complete commit is on the pages: {why}")
+    tries = []
+    for i, meta in enumerate(metas[:2]):
+        other = metas[1 - i] if len(metas) > 1 else None
+        tries.append(_salvage_from(raw, meta, other, progress))
+    chosen = tries[0]
+    if len(tries) > 1 and chosen.root_lost and tries[1].result_count() > chosen.result_count():
+        # the newest tree is gone from its root and nothing could stand in for it:
+        # the previous commit's tree is the best left
+        older = tries[1]
+        report["notes"].append(f"meta {chosen.meta.slot} (txid {chosen.meta.txid}) has an unreadable root page; "
+                               f"meta {older.meta.slot} (txid {older.meta.txid}) is used instead: "
+                               "changes of the last transaction are lost")
+        chosen = older
+    elif len(tries) > 1 and not tries[1].walk.losses and chosen.walk.losses:
+        report["notes"].append(f"the previous commit (meta {tries[1].meta.slot}, txid {tries[1].meta.txid}) "
+                               "is intact; records are taken from the newest commit")
+    meta, walk = chosen.meta, chosen.walk
+    report["notes"].extend(chosen.notes)
     report["meta_used"] = meta.slot
     report["txid"] = meta.txid
-    if walk.losses:
-        others = [w for m, w in walks if m.slot != meta.slot]
-        _adopt_orphans(raw, meta, walk, others[0] if others else None, report)
+    report["recovered_orphans"] = chosen.report["recovered_orphans"]
+    report["ambiguous_orphans"] = chosen.report["ambiguous_orphans"]
     free = raw.freelist(meta)
     if free is None and meta.freelist != rawpages.NO_FREELIST:
         report["notes"].append(f"freelist page {meta.freelist} is unreadable (it is rebuilt in the output)")
@@ -76,10 +111,80 @@ def recover(data: bytes) -> dict[str, Any]:
                               "from": None if loss.lo is None else loss.lo.decode("utf-8", "backslashreplace"),
                               "to": None if loss.hi is None else loss.hi.decode("utf-8", "backslashreplace")}
                              for loss in walk.losses]
-    report["dropped"] = drop_incomplete_records(walk.root)
+    placement = chosen.placement
+    report["placed"] = placement.placed if placement else []
+    if placement and placement.conflicts:
+        report["notes"].append(f"{placement.conflicts} key(s) of unreachable pages were also in the tree; "
+                               "the tree's values are kept")
+    found = dict(placement.found) if placement else {}
+    report["lost_and_found"] = list(placement.lost_and_found) if placement else []
+    if alternative is not None:
+        other_tree = rawpages.TolerantReader(raw, alternative).read().root
+        extra = pagescan.difference(other_tree, walk.root)
+        if extra.values or extra.buckets:
+            name = f"other-commit-root-{alternative.root}"
+            found[name] = extra
+            report["lost_and_found"].append({
+                "name": name, "page": alternative.root, "kind": "records of another complete commit",
+                "entries": extra.count(), "belongs_under": [], "damaged_inside": [],
+                "why": "a meta page is damaged and this commit's order against the one used is unknown"})
+    for text, record, why in set_aside_incomplete_records(walk.root):
+        # kept under their original path so the name they had is not lost with them
+        pagescan.put_at(found.setdefault("incomplete", rawpages.Bucket()), text, record)
+        report["lost_and_found"].append({"name": "incomplete/" + pagescan.path_text(text), "page": None, "kind": "an incomplete record",
+                                         "entries": record.count(), "why": why, "belongs_under": [],
+                                         "damaged_inside": []})
+    report["dropped"] = [f"{d['name']}: {d['why']}; moved to {LOST_AND_FOUND.decode()}"
+                         for d in report["lost_and_found"] if d["page"] is None]
+    if found:
+        shelf = walk.root.buckets.setdefault(LOST_AND_FOUND, rawpages.Bucket())
+        for name, bucket in found.items():
+            key = name.encode()
+            while key in shelf.buckets or key in shelf.values:
+                key += b"+"
+            shelf.buckets[key] = bucket
     report["images"] = _image_counts(walk.root)
     report["entries"] = walk.root.count()
     return {"tree": walk.root, "report": report}
+
+
+class _Attempt:
+    """What one meta's tree yields once unreachable pages are put back."""
+
+    def __init__(self, meta: rawpages.Meta, walk: rawpages.Walk) -> None:
+        self.meta = meta
+        self.walk = walk
+        self.notes: list[str] = []
+        self.report: dict[str, Any] = {"recovered_orphans": [], "ambiguous_orphans": [], "notes": []}
+        self.placement: Optional[pagescan.Placement] = None
+        self.root_lost = False
+
+    def result_count(self) -> int:
+        return self.walk.root.count()
+
+
+def _salvage_from(raw: rawpages.RawFile, meta: rawpages.Meta, other: Optional[rawpages.Meta],
+                  progress: pagescan.ProgressHook) -> _Attempt:
+    walk = rawpages.TolerantReader(raw, meta).read()
+    attempt = _Attempt(meta, walk)
+    older_walk = None
+    if other is not None:
+        older_walk = rawpages.TolerantReader(raw, other).read()
+    if not walk.losses:
+        return attempt
+    _adopt_orphans(raw, meta, walk, older_walk, attempt.report)
+    attempt.notes.extend(attempt.report["notes"])
+    older_meta = other if other is not None and other.txid < meta.txid else None
+    unreached = pagescan.unreached_pages(raw, meta, walk.visited, older_meta, progress)
+    if unreached.note:
+        attempt.notes.append(unreached.note)
+    fragments = pagescan.read_fragments(raw, meta, unreached.pages, walk.visited)
+    placement = pagescan.place(walk.root, fragments, walk.losses, older_walk)
+    walk.losses.extend(placement.losses)
+    attempt.placement = placement
+    attempt.root_lost = (any(loss.path == () and loss.pgid == meta.root for loss in walk.losses)
+                         and not walk.root.buckets and not walk.root.values)
+    return attempt
 
 
 def _image_counts(root: rawpages.Bucket) -> dict[str, int]:
@@ -91,20 +196,20 @@ def _image_counts(root: rawpages.Bucket) -> dict[str, int]:
     return out
 
 
-def drop_incomplete_records(root: rawpages.Bucket) -> list[str]:
-    """Remove containerd records that lost a required part with a damaged page.
+def set_aside_incomplete_records(root: rawpages.Bucket) -> list[tuple[pagescan.BucketPath, rawpages.Bucket, str]]:
+    """Take out containerd records that lost a required part with a damaged page.
 
     containerd's image reader fails the whole Images/List when one image has
     no target bucket, so a half-recovered image would hide every image of its
     namespace; a blob record without a size would report a wrong size. Such
-    records are dropped and named in the report.
+    records leave the tree; the caller keeps them in lost-and-found.
+    Returns (original path, record, why) for each.
     """
-    dropped: list[str] = []
+    out: list[tuple[pagescan.BucketPath, rawpages.Bucket, str]] = []
     v1 = root.buckets.get(layout.SCHEMA_BUCKET)
     if v1 is None:
-        return dropped
+        return out
     for ns_name, ns in v1.buckets.items():
-        ns_text = ns_name.decode("utf-8", "backslashreplace")
         images = ns.buckets.get(layout.IMAGES_BUCKET)
         for name, img in list(images.buckets.items()) if images else []:
             target = img.buckets.get(layout.TARGET_BUCKET)
@@ -112,16 +217,16 @@ def drop_incomplete_records(root: rawpages.Bucket) -> list[str]:
                   and target.values.get(layout.MEDIA_TYPE_KEY) and layout.SIZE_KEY in target.values)
             if not ok:
                 del images.buckets[name]
-                dropped.append(f"v1/{ns_text}/images/{name.decode('utf-8', 'backslashreplace')}: "
-                               "image record incomplete (target lost with a damaged page); dropped")
+                out.append(((layout.SCHEMA_BUCKET, ns_name, layout.IMAGES_BUCKET, name), img,
+                            "image record incomplete (its target was on a damaged page)"))
         content = ns.buckets.get(layout.CONTENT_BUCKET)
         blobs = content.buckets.get(layout.BLOB_BUCKET) if content else None
         for digest, blob in list(blobs.buckets.items()) if blobs else []:
             if layout.SIZE_KEY not in blob.values:
                 del blobs.buckets[digest]
-                dropped.append(f"v1/{ns_text}/content/blob/{digest.decode('utf-8', 'backslashreplace')}: "
-                               "blob record incomplete (size lost with a damaged page); dropped")
-    return dropped
+                out.append(((layout.SCHEMA_BUCKET, ns_name, layout.CONTENT_BUCKET, layout.BLOB_BUCKET, digest), blob,
+                            "blob record incomplete (its size was on a damaged page)"))
+    return out
 
 
 def _find_bucket(root: rawpages.Bucket, path: tuple[bytes, ...]) -> Optional[rawpages.Bucket]:
@@ -177,6 +282,13 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
     # pages of sub-buckets named in orphan leaves belong under those buckets:
     # they are reached through their parent, never adopted on their own
     owned: set[int] = set()
+    # leaves below an unreachable branch belong with that branch (a subtree the
+    # page scan places as a whole), never on their own
+    free = raw.freelist(meta) or set()
+    for pgid in range(2, min(meta.pgid, raw.page_count())):
+        head = pagescan.header(raw, pgid)
+        if head is not None and head[0] == rawpages.FLAG_BRANCH and pgid not in walk.visited and pgid not in free:
+            owned.update(pagescan.children(raw, pgid, meta.pgid))
     for _pgid, elements in orphans:
         for flags, _key, value in elements:
             if flags & rawpages.LEAF_FLAG_BUCKET and len(value) >= rawpages.BUCKET_HEADER.size:
@@ -346,7 +458,8 @@ def run_salvage(args: argparse.Namespace) -> int:
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=2)
-    return EXIT_PARTIAL if report["lost"] or report["dropped"] or report.get("not_written") else EXIT_OK
+    partial = report["lost"] or report["lost_and_found"] or report.get("not_written")
+    return EXIT_PARTIAL if partial else EXIT_OK
 
 
 def _refuse_if_locked(path: str) -> None:
@@ -377,8 +490,15 @@ def _print_report(report: dict[str, Any], dry_run: bool) -> None:
         print(f"  recovered {o['entries']} entries from orphaned leaf page {o['page']} into {o['bucket']}")
     for o in report["ambiguous_orphans"]:
         print(f"  orphaned leaf page {o['page']} might belong to {', '.join(o['buckets'])}; not used")
-    for line in report["dropped"]:
-        print(f"  dropped {line}")
+    for p in report["placed"]:
+        print(f"  put back {p['entries']} entries of unreachable page {p['page']} into {p['bucket']}: {p['why']}")
+    if report["lost_and_found"]:
+        print(f"  {LOST_AND_FOUND.decode()} ({len(report['lost_and_found'])} item(s) recovered but not placed; "
+              "see the report):")
+        for item in report["lost_and_found"]:
+            page = f"page {item['page']}: " if item["page"] is not None else ""
+            under = f"; belongs under {', '.join(item['belongs_under'])}" if item["belongs_under"] else ""
+            print(f"    {item['name']}: {page}{item['kind']}, {item['entries']} entries: {item['why']}{under}")
     for line in report.get("not_written", []):
         print(f"  not written: {line}")
     if report["lost"]:

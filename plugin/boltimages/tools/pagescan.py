@@ -1,0 +1,447 @@
+"""Finding and placing what a tree walk of a damaged bbolt file could not reach.
+
+When a meta, a bucket's root page or a branch page is lost, the pages below it
+are still on disk, intact but unreachable. This module scans every page,
+groups the unreachable pages of the commit being salvaged into subtrees
+("fragments"), and puts each one back where its content says it belongs:
+
+1. where the other meta's tree (the previous commit) holds one of its pages -
+   a page a commit did not rewrite keeps its place in the tree; or
+2. where its shape says (a namespace bucket holds ``images``/``content``/...,
+   an image bucket holds ``target``/``createdat``..., a blob record holds
+   ``size``...) and exactly one damaged page of the walked tree left a hole
+   of that kind and key range.
+
+Anything else goes to a lost-and-found list with the reason and the places it
+might belong to; nothing is placed by guessing. Page ids, offsets and lengths
+are all checked by rawpages before use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from ..store import layout
+from . import rawpages
+from .rawpages import Bucket, Loss, Meta, PageError, RawFile, Walk
+
+BucketPath = tuple[bytes, ...]
+#: a place in containerd's layout; None stands for a name only the parent's page knew
+Pattern = tuple[Optional[bytes], ...]
+#: called with (pages done, pages in all) while scanning, for a progress display
+ProgressHook = Optional[Callable[[int, int], None]]
+
+#: how many freelist pages a meta rebuild tries at most (stale freelist pages of old commits)
+MAX_FREELIST_CANDIDATES = 64
+
+
+def path_text(path: BucketPath) -> str:
+    return "/".join(p.decode("utf-8", "backslashreplace") for p in path) or "(root)"
+
+
+# --- page size and meta rebuild --------------------------------------------
+
+def header(raw: RawFile, pgid: int) -> Optional[tuple[int, int, int]]:
+    """(flags, count, overflow) when page pgid carries its own id, else None."""
+    offset = pgid * raw.page_size
+    if offset + rawpages.PAGE_HEADER_SIZE > len(raw.data):
+        return None
+    pid, flags, count, overflow = rawpages.PAGE_HEADER.unpack_from(raw.data, offset)
+    return (flags, count, overflow) if pid == pgid else None
+
+
+def _freelist_ids(raw: RawFile, pgid: int, hwm: int) -> Optional[tuple[set[int], int]]:
+    meta = Meta(0, raw.page_size, 0, pgid, hwm, 0, True)
+    ids = raw.freelist(meta)
+    head = header(raw, pgid)
+    if ids is None or head is None:
+        return None
+    return ids, head[2]
+
+
+def children(raw: RawFile, pgid: int, hwm: int) -> list[int]:
+    """Pages a tree page points at (branch children, roots of sub-buckets); [] when unreadable."""
+    try:
+        flags, count, _ov, buf = raw.page(pgid, hwm)
+        if flags == rawpages.FLAG_BRANCH:
+            return [child for _key, child in rawpages.parse_branch(buf, count)]
+        if flags != rawpages.FLAG_LEAF:
+            return []
+        out = []
+        for eflags, _key, value in rawpages.parse_leaf(buf, count):
+            if eflags & rawpages.LEAF_FLAG_BUCKET and len(value) >= rawpages.BUCKET_HEADER.size:
+                root = rawpages.BUCKET_HEADER.unpack_from(value, 0)[0]
+                if root:
+                    out.append(root)
+        return out
+    except PageError:
+        return []
+
+
+def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], str]:
+    """Commits other than `survivor` found whole on the pages, highest high water mark first.
+
+    A commit of a file that keeps its freelist leaves a freelist page F and a
+    root page R such that R's tree, F's run, F's ids and the two metas cover
+    the pages [0, N) exactly once each. Pages carry no transaction id, so the
+    commit just before the survivor passes this test as well as the one just
+    after it; only a higher N (bbolt never lowers the high water mark) proves
+    a commit newer, a lower one proves it older (those are left out). Files
+    kept without a freelist (containerd 1.7+) cannot be checked this way.
+    Returns (metas, a sentence for the report when there are none).
+    """
+    n = raw.page_count()
+    heads = {p: h for p in range(2, n) if (h := header(raw, p)) is not None}
+    survivor_free = raw.freelist(survivor) if survivor is not None else None
+    freelists = []
+    for pgid, (flags, _count, _ov) in heads.items():
+        if flags != rawpages.FLAG_FREELIST:
+            continue
+        if survivor is not None:
+            if pgid == survivor.freelist:
+                continue
+            # another commit's freelist lies where the survivor has free space (or past it)
+            if pgid < survivor.pgid and (survivor_free is None or pgid not in survivor_free):
+                continue
+        freelists.append(pgid)
+    if not freelists:
+        return [], "no other freelist page is on disk"
+    freelists = freelists[-MAX_FREELIST_CANDIDATES:]
+    referrers: dict[int, list[int]] = {}
+    tree_pages = [p for p, h in heads.items() if h[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF)]
+    for pgid in tree_pages:
+        for child in children(raw, pgid, n):
+            referrers.setdefault(child, []).append(pgid)
+    found: list[Meta] = []
+    for fl in freelists:
+        got = _freelist_ids(raw, fl, n)
+        if got is None:
+            continue
+        free, overflow = got
+        if any(p < 2 or p >= n for p in free):
+            continue
+        run = set(range(fl, fl + overflow + 1))
+        roots = [p for p in tree_pages if p not in free and p not in run
+                 and all(r in free for r in referrers.get(p, ()))]
+        for root in roots[:8]:
+            candidate = Meta(survivor.slot ^ 1 if survivor else 0, raw.page_size, root, fl, n,
+                             survivor.txid if survivor else 0, True, "rebuilt from its pages")
+            walk = rawpages.TolerantReader(raw, candidate).read()
+            if walk.losses or walk.shared:
+                continue
+            used = walk.visited | free | run | {0, 1}
+            if len(walk.visited) + len(free) + len(run) + 2 != len(used):
+                continue  # overlapping: not one commit's state
+            top = max(used) + 1
+            if used != set(range(top)):
+                continue
+            if survivor is not None and (top < survivor.pgid or root == survivor.root):
+                continue
+            candidate.pgid = top
+            found.append(candidate)
+    found.sort(key=lambda m: -m.pgid)
+    return found, "" if found else "no other complete commit is on the pages"
+
+
+def difference(other: Bucket, base: Bucket) -> Bucket:
+    """The part of other that base lacks or holds with another value (empty buckets left out)."""
+    out = Bucket(other.sequence)
+    for key, value in other.values.items():
+        if base.values.get(key) != value:
+            out.values[key] = value
+    for key, sub in other.buckets.items():
+        mine = base.buckets.get(key)
+        if mine is None:
+            out.buckets[key] = sub
+            continue
+        diff = difference(sub, mine)
+        if diff.values or diff.buckets:
+            out.buckets[key] = diff
+    return out
+
+
+# --- which unreachable pages belong to the commit ---------------------------
+
+@dataclass
+class Unreached:
+    """Unreachable tree pages of the salvaged commit, and ones that may be stale."""
+
+    pages: set[int]
+    stale_maybe: set[int]
+    note: str = ""
+
+
+def unreached_pages(raw: RawFile, meta: Meta, visited: set[int], older: Optional[Meta],
+                    progress: ProgressHook = None) -> Unreached:
+    """Leaf and branch pages of meta's commit that no walk reached.
+
+    With the commit's freelist, every page it does not list and no tree
+    reaches was cut off by damage. Without it, free pages (old versions of
+    records) look the same; only pages at or past the previous commit's high
+    water mark are certainly the newest commit's (it wrote them), the others
+    are only reported.
+    """
+    limit = min(meta.pgid, raw.page_count())
+    skip = set(visited) | {0, 1}
+    free = raw.freelist(meta)
+    if free is not None:
+        head = header(raw, meta.freelist)
+        skip |= set(range(meta.freelist, meta.freelist + (head[2] if head else 0) + 1))
+    pages: set[int] = set()
+    pgid = 2
+    while pgid < limit:
+        if progress is not None and pgid % 4096 == 0:
+            progress(pgid, limit)
+        head = header(raw, pgid) if pgid not in skip else None
+        if head is None or head[0] not in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF):
+            pgid += 1
+            continue
+        pages.add(pgid)
+        pgid += head[2] + 1
+    if free is not None:
+        return Unreached(pages - free, set())
+    if older is not None and older.txid < meta.txid and older.pgid <= meta.pgid:
+        new = {p for p in pages if p >= older.pgid}
+        note = ("" if new == pages else
+                f"the freelist is unreadable: {len(pages - new)} unreachable page(s) below page {older.pgid} "
+                "cannot be told from stale free pages and are not used")
+        return Unreached(new, pages - new, note)
+    return Unreached(set(), pages, "no usable freelist: unreachable pages cannot be told from stale "
+                                   "free pages, so none are used")
+
+
+# --- containerd shapes -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str
+    pattern: Pattern
+
+
+V1 = layout.SCHEMA_BUCKET
+ROOT = Shape("the root bucket", ())
+SCHEMA = Shape("containerd's v1 bucket", (V1,))
+NAMESPACE = Shape("a namespace bucket", (V1, None))
+IMAGES = Shape("an images bucket", (V1, None, layout.IMAGES_BUCKET))
+IMAGE = Shape("an image record", (V1, None, layout.IMAGES_BUCKET, None))
+CONTENT = Shape("a content bucket", (V1, None, layout.CONTENT_BUCKET))
+BLOBS = Shape("a content blob bucket", (V1, None, layout.CONTENT_BUCKET, layout.BLOB_BUCKET))
+BLOB = Shape("a content blob record", (V1, None, layout.CONTENT_BUCKET, layout.BLOB_BUCKET, None))
+LEASES = Shape("a leases bucket", (V1, None, layout.LEASES_BUCKET))
+LEASE = Shape("a lease record", (V1, None, layout.LEASES_BUCKET, None))
+
+NAMESPACE_KEYS = {layout.IMAGES_BUCKET, layout.CONTENT_BUCKET, layout.LEASES_BUCKET, layout.NS_LABELS_BUCKET,
+                  layout.CONTAINERS_BUCKET, layout.SNAPSHOTS_BUCKET, layout.SANDBOXES_BUCKET}
+IMAGE_KEYS = {layout.TARGET_BUCKET, layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layout.LABELS_BUCKET,
+              layout.ANNOTATIONS_BUCKET}
+BLOB_KEYS = {layout.SIZE_KEY, layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layout.LABELS_BUCKET}
+LEASE_KEYS = {layout.CREATED_AT_KEY, layout.LABELS_BUCKET, layout.LEASE_CONTENT_BUCKET,
+              layout.LEASE_SNAPSHOTS_BUCKET, layout.LEASE_INGESTS_BUCKET, layout.LEASE_IMAGES_BUCKET}
+COLLECTIONS = {IMAGE: IMAGES, BLOB: BLOBS, LEASE: LEASES, NAMESPACE: SCHEMA}
+
+
+def classify(bucket: Bucket) -> Optional[Shape]:
+    """What part of containerd's layout this bucket content is, or None when it does not say."""
+    keys = set(bucket.values) | set(bucket.buckets)
+    if not keys:
+        return None
+    if V1 in bucket.buckets:
+        return ROOT
+    if layout.DB_VERSION_KEY in bucket.values and set(bucket.values) == {layout.DB_VERSION_KEY}:
+        return SCHEMA
+    if layout.TARGET_BUCKET in bucket.buckets and keys <= IMAGE_KEYS:
+        return IMAGE
+    if layout.SIZE_KEY in bucket.values and keys <= BLOB_KEYS:
+        return BLOB
+    if layout.CREATED_AT_KEY in bucket.values and keys <= LEASE_KEYS and not keys & {layout.SIZE_KEY}:
+        return LEASE
+    if bucket.values:
+        return None
+    if keys <= {layout.BLOB_BUCKET, layout.INGESTS_BUCKET} and layout.BLOB_BUCKET in keys:
+        return CONTENT
+    if keys <= NAMESPACE_KEYS and keys - {layout.NS_LABELS_BUCKET}:
+        return NAMESPACE
+    kinds = {classify(sub) for sub in bucket.buckets.values()}
+    if len(kinds) == 1:
+        return COLLECTIONS.get(kinds.pop())  # type: ignore[arg-type]
+    return None
+
+
+# --- fragments and their places ----------------------------------------------
+
+@dataclass
+class Fragment:
+    """A subtree no walk reached, read from its topmost unreachable page."""
+
+    pgid: int
+    content: Bucket
+    #: page id -> bucket path relative to the fragment
+    page_path: dict[int, BucketPath]
+    losses: list[Loss]
+    shape: Optional[Shape] = None
+
+    def key_range(self) -> tuple[Optional[bytes], Optional[bytes]]:
+        keys = sorted(set(self.content.values) | set(self.content.buckets))
+        return (keys[0], keys[-1]) if keys else (None, None)
+
+
+@dataclass
+class Placement:
+    placed: list[dict] = field(default_factory=list)
+    lost_and_found: list[dict] = field(default_factory=list)
+    #: fragments that go to lost-and-found, by the name they get there
+    found: dict[str, Bucket] = field(default_factory=dict)
+    #: losses inside placed fragments, with their real paths
+    losses: list[Loss] = field(default_factory=list)
+    conflicts: int = 0
+
+
+def read_fragments(raw: RawFile, meta: Meta, unreached: set[int], visited: set[int]) -> list[Fragment]:
+    """Group unreachable pages into subtrees, each read from its topmost page."""
+    pointed: set[int] = set()
+    for pgid in unreached:
+        pointed.update(children(raw, pgid, meta.pgid))
+    tops = sorted(p for p in unreached if p not in pointed)
+    fragments = []
+    for top in tops:
+        if top in visited:
+            continue
+        reader = rawpages.TolerantReader(raw, meta)
+        reader.walk.visited = visited  # shared: a page is read once, by whichever fragment reaches it
+        content = Bucket()
+        reader._tree(top, (), content, None, None, 0)
+        if not content.values and not content.buckets:
+            continue
+        fragments.append(Fragment(top, content, dict(reader.walk.page_path), list(reader.walk.losses)))
+    return fragments
+
+
+def _matches(pattern: Pattern, path: BucketPath) -> bool:
+    return len(pattern) == len(path) and all(p is None or p == q for p, q in zip(pattern, path))
+
+
+def _find(root: Bucket, path: BucketPath) -> Optional[Bucket]:
+    node: Optional[Bucket] = root
+    for part in path:
+        node = node.buckets.get(part) if node is not None else None
+    return node
+
+
+def _ensure(root: Bucket, path: BucketPath) -> Bucket:
+    node = root
+    for part in path:
+        node = node.buckets.setdefault(part, Bucket())
+    return node
+
+
+def _by_older_tree(fragment: Fragment, older: Optional[Walk]) -> tuple[set[BucketPath], Optional[int]]:
+    """Places the previous commit's tree implies: a page it holds at A, found at relative path r."""
+    bases: set[BucketPath] = set()
+    witness = None
+    if older is None:
+        return bases, witness
+    for pgid, rel in fragment.page_path.items():
+        where = older.page_path.get(pgid)
+        if where is None or len(where) < len(rel) or where[len(where) - len(rel):] != rel:
+            continue
+        bases.add(where[:len(where) - len(rel)])
+        witness = pgid
+    return bases, witness
+
+
+def _in_range(key: Optional[bytes], loss: Loss) -> bool:
+    return key is not None and (loss.lo is None or key >= loss.lo) and (loss.hi is None or key < loss.hi)
+
+
+def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss]) -> tuple[set[BucketPath], set[str]]:
+    """Places a hole left by a damaged page fits, given what the fragment holds."""
+    shape = fragment.shape
+    bases: set[BucketPath] = set()
+    hints: set[str] = set()
+    if shape is None:
+        return bases, hints
+    pattern = shape.pattern
+    first, last = fragment.key_range()
+    for hole in holes:
+        depth = len(hole.path)
+        if len(pattern) < depth or not _matches(pattern[:depth], hole.path):
+            continue
+        if len(pattern) == depth:
+            # part of the damaged bucket itself (children of a lost branch or root page)
+            if _in_range(first, hole) and _in_range(last, hole):
+                bases.add(hole.path)
+            continue
+        rest = pattern[depth:]
+        if None in rest:
+            hints.add(f"{path_text(hole.path)} (its name was on damaged page {hole.pgid})")
+            continue
+        if not _in_range(rest[0], hole):
+            continue
+        parent = _find(root, hole.path)
+        existing = parent.buckets.get(rest[0]) if parent is not None else None  # type: ignore[arg-type]
+        if existing is not None and (existing.values or existing.buckets):
+            continue  # that sub-bucket was read whole: the fragment is not its lost part
+        bases.add(hole.path + tuple(rest))  # type: ignore[arg-type]
+    return bases, hints
+
+
+def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Optional[Walk]) -> Placement:
+    """Merge each fragment into root where its place is known; collect the rest for lost-and-found."""
+    out = Placement()
+    for fragment in fragments:
+        fragment.shape = classify(fragment.content)
+    fragments = sorted(fragments, key=lambda f: (len(f.shape.pattern) if f.shape else 99, f.pgid))
+    holes = list(holes)
+    for fragment in fragments:
+        kind = fragment.shape.kind if fragment.shape else "unrecognized content"
+        bases, witness = _by_older_tree(fragment, older)
+        how = f"the previous commit's tree holds page {witness} there" if len(bases) == 1 else ""
+        hints: set[str] = set()
+        if not bases:
+            bases, hints = _by_shape(fragment, root, holes)
+            how = f"{kind}, and the only damaged page it fits" if len(bases) == 1 else ""
+        entries = fragment.content.count()
+        if len(bases) == 1:
+            base = bases.pop()
+            into = _ensure(root, base)
+            out.conflicts += _merge(into, fragment.content)
+            for loss in fragment.losses:
+                moved = Loss(base + loss.path, loss.pgid, loss.reason, loss.lo, loss.hi, loss.siblings)
+                out.losses.append(moved)
+                holes.append(moved)
+            out.placed.append({"page": fragment.pgid, "bucket": path_text(base), "kind": kind,
+                               "entries": entries, "why": how})
+            continue
+        name = f"page-{fragment.pgid}"
+        out.found[name] = fragment.content
+        why = ("its place is ambiguous: " + ", ".join(sorted(path_text(b) for b in bases)) if bases else
+               "no damaged page of the tree explains it (a page bbolt leaked, or its parent is lost)"
+               if not hints else "its name was only on a damaged page")
+        out.lost_and_found.append({"name": name, "page": fragment.pgid, "kind": kind, "entries": entries,
+                                   "why": why, "belongs_under": sorted(hints),
+                                   "damaged_inside": [loss.describe() for loss in fragment.losses]})
+    return out
+
+
+def put_at(shelf: Bucket, path: BucketPath, record: Bucket) -> None:
+    """Put record into shelf under its full original path (buckets created on the way)."""
+    _ensure(shelf, path[:-1]).buckets[path[-1]] = record
+
+
+def _merge(into: Bucket, extra: Bucket) -> int:
+    """Add what extra holds and into lacks; returns how many keys both held (into's are kept)."""
+    clashes = 0
+    for key, value in extra.values.items():
+        if key in into.values or key in into.buckets:
+            clashes += 1
+        else:
+            into.values[key] = value
+    for key, sub in extra.buckets.items():
+        if key in into.values:
+            clashes += 1
+        elif key in into.buckets:
+            clashes += _merge(into.buckets[key], sub)
+        else:
+            into.buckets[key] = sub
+    return clashes
