@@ -31,6 +31,12 @@ def _dump(out: list[str], bucket: rawpages.Bucket, path: list[str]) -> None:
             out.append(f"K {'/'.join(path)} {key.hex()} {value_repr(bucket.values[key])}")
 
 
+def unsequenced(lines: Iterable[str]) -> set[str]:
+    """Dump lines without bucket sequences: a bucket put back from its own pages lost its
+    sequence with the header on the damaged page (it comes back as 0)."""
+    return {line.rsplit(" ", 1)[0] if line.startswith("B ") else line for line in lines}
+
+
 def read_intact(data: bytes, slot: Optional[int] = None) -> rawpages.Walk:
     """Tree of an undamaged file, from its newest meta or the given meta slot."""
     raw = rawpages.RawFile(data)

@@ -294,26 +294,52 @@ class Placement:
     found: dict[str, Bucket] = field(default_factory=dict)
     #: losses inside placed fragments, with their real paths
     losses: list[Loss] = field(default_factory=list)
+    #: every page read into a fragment (placed or not)
+    pages: set[int] = field(default_factory=set)
     conflicts: int = 0
 
 
+class _Overlay(set):
+    """The pages one fragment read, seen together with the pages read before it."""
+
+    def __init__(self, base: set[int]) -> None:
+        super().__init__()
+        self.base = base
+
+    def __contains__(self, pgid: object) -> bool:
+        return super().__contains__(pgid) or pgid in self.base
+
+
 def read_fragments(raw: RawFile, meta: Meta, unreached: set[int], visited: set[int]) -> list[Fragment]:
-    """Group unreachable pages into subtrees, each read from its topmost page."""
+    """Group unreachable pages into subtrees, each read from its topmost page.
+
+    A page is a top when no other unreachable page points at it; a top can
+    still lie below another one through a page outside the set (a live page
+    below the previous commit's high water mark), so fragments found inside
+    another fragment are dropped. visited gains every page read.
+    """
     pointed: set[int] = set()
     for pgid in unreached:
         pointed.update(children(raw, pgid, meta.pgid))
-    tops = sorted(p for p in unreached if p not in pointed)
-    fragments = []
+    tops = sorted(p for p in unreached if p not in pointed and p not in visited)
+    read: list[tuple[Fragment, set[int]]] = []
     for top in tops:
-        if top in visited:
-            continue
         reader = rawpages.TolerantReader(raw, meta)
-        reader.walk.visited = visited  # shared: a page is read once, by whichever fragment reaches it
+        reader.walk.visited = _Overlay(visited)
         content = Bucket()
         reader._tree(top, (), content, None, None, 0)
-        if not content.values and not content.buckets:
+        pages = set(reader.walk.visited)
+        read.append((Fragment(top, content, dict(reader.walk.page_path), list(reader.walk.losses)), pages))
+    inside: set[int] = set()
+    for fragment, pages in read:
+        inside |= pages - {fragment.pgid}
+    fragments = []
+    for fragment, pages in read:
+        if fragment.pgid in inside:
             continue
-        fragments.append(Fragment(top, content, dict(reader.walk.page_path), list(reader.walk.losses)))
+        visited |= pages
+        if fragment.content.values or fragment.content.buckets:
+            fragments.append(fragment)
     return fragments
 
 
@@ -374,7 +400,8 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss]) -> tuple[set[
             continue
         rest = pattern[depth:]
         if None in rest:
-            hints.add(f"{path_text(hole.path)} (its name was on damaged page {hole.pgid})")
+            shown = "/".join("<name>" if part is None else part.decode() for part in pattern)
+            hints.add(f"{shown} (the name was on damaged page {hole.pgid} of {path_text(hole.path)})")
             continue
         if not _in_range(rest[0], hole):
             continue
@@ -391,6 +418,7 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
     out = Placement()
     for fragment in fragments:
         fragment.shape = classify(fragment.content)
+        out.pages.update(fragment.page_path)
     fragments = sorted(fragments, key=lambda f: (len(f.shape.pattern) if f.shape else 99, f.pgid))
     holes = list(holes)
     for fragment in fragments:

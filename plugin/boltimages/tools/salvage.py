@@ -96,7 +96,9 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
     report["meta_used"] = meta.slot
     report["txid"] = meta.txid
     report["recovered_orphans"] = chosen.report["recovered_orphans"]
-    report["ambiguous_orphans"] = chosen.report["ambiguous_orphans"]
+    # orphans the page scan placed or kept are accounted for there
+    scanned = chosen.placement.pages if chosen.placement else set()
+    report["ambiguous_orphans"] = [o for o in chosen.report["ambiguous_orphans"] if o["page"] not in scanned]
     free = raw.freelist(meta)
     if free is None and meta.freelist != rawpages.NO_FREELIST:
         report["notes"].append(f"freelist page {meta.freelist} is unreadable (it is rebuilt in the output)")
@@ -271,11 +273,9 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
     candidates = [loss for loss in walk.losses if loss.pgid is not None]
     branch_level = [loss for loss in candidates if _lost_page_was_branch(raw, meta, loss, older)]
     adopt = raw.freelist(meta) is not None
-    if not adopt:
-        # without a freelist, free pages (stale versions of records) and orphaned
-        # pages look alike: adopting them could bring back deleted or old data
-        report["notes"].append("no usable freelist: orphaned leaf pages cannot be told from stale free "
-                               "pages, so none are adopted (candidates are listed)")
+    # without a freelist, free pages (stale versions of records) and orphaned pages
+    # look alike: adopting them could bring back deleted or old data. The page scan
+    # (pagescan.unreached_pages) says which of them it can still use, and why.
     reader = rawpages.TolerantReader(raw, meta)
     reader.walk.visited = walk.visited
     orphans = list(rawpages.orphan_leaves(raw, meta, set(walk.visited)))
@@ -480,6 +480,27 @@ def _refuse_if_locked(path: str) -> None:
         os.close(fd)
 
 
+#: lost-and-found items printed one by one; larger groups of the same kind and reason get one line
+ITEMS_SHOWN = 3
+
+
+def _print_grouped(items: list[dict[str, Any]]) -> None:
+    """One line per item, or per group of alike items: a truncated big file leaves thousands."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for item in items:
+        groups.setdefault((item["kind"], item["why"], tuple(item["belongs_under"])), []).append(item)
+    for (kind, why, under), group in groups.items():
+        where = f"; belongs under {', '.join(under)}" if under else ""
+        if len(group) <= ITEMS_SHOWN:
+            for item in group:
+                page = f"page {item['page']}: " if item["page"] is not None else ""
+                print(f"    {item['name']}: {page}{kind}, {item['entries']} entries: {why}{where}")
+            continue
+        pages = [item["page"] for item in group if item["page"] is not None]
+        span = f" (pages {min(pages)}..{max(pages)})" if pages else ""
+        print(f"    {len(group)} x {kind}{span}, {sum(i['entries'] for i in group)} entries in all: {why}{where}")
+
+
 def _print_report(report: dict[str, Any], dry_run: bool) -> None:
     verb = "would write" if dry_run else "wrote"
     print(f"salvage of {report['input']}: page size {report['page_size']}, meta {report['meta_used']} "
@@ -488,17 +509,17 @@ def _print_report(report: dict[str, Any], dry_run: bool) -> None:
         print(f"  note: {n}")
     for o in report["recovered_orphans"]:
         print(f"  recovered {o['entries']} entries from orphaned leaf page {o['page']} into {o['bucket']}")
-    for o in report["ambiguous_orphans"]:
-        print(f"  orphaned leaf page {o['page']} might belong to {', '.join(o['buckets'])}; not used")
+    ambiguous = report["ambiguous_orphans"]
+    for o in ambiguous[:ITEMS_SHOWN]:
+        print(f"  orphaned leaf page {o['page']} might belong to {', '.join(o['buckets']) or '?'}; not used")
+    if len(ambiguous) > ITEMS_SHOWN:
+        print(f"  ... and {len(ambiguous) - ITEMS_SHOWN} more orphaned leaf pages not used (see the --report file)")
     for p in report["placed"]:
         print(f"  put back {p['entries']} entries of unreachable page {p['page']} into {p['bucket']}: {p['why']}")
     if report["lost_and_found"]:
-        print(f"  {LOST_AND_FOUND.decode()} ({len(report['lost_and_found'])} item(s) recovered but not placed; "
-              "see the report):")
-        for item in report["lost_and_found"]:
-            page = f"page {item['page']}: " if item["page"] is not None else ""
-            under = f"; belongs under {', '.join(item['belongs_under'])}" if item["belongs_under"] else ""
-            print(f"    {item['name']}: {page}{item['kind']}, {item['entries']} entries: {item['why']}{under}")
+        print(f"  {LOST_AND_FOUND.decode()}: {len(report['lost_and_found'])} item(s) recovered but not placed "
+              "(each is listed in the --report file):")
+        _print_grouped(report["lost_and_found"])
     for line in report.get("not_written", []):
         print(f"  not written: {line}")
     if report["lost"]:
