@@ -205,10 +205,10 @@ def unreached_pages(raw: RawFile, meta: Meta, visited: set[int], older: Optional
         new = {p for p in pages if p >= older.pgid}
         note = ("" if new == pages else
                 f"the freelist is unreadable: {len(pages - new)} unreachable page(s) below page {older.pgid} "
-                "cannot be told from stale free pages and are not used")
+                "cannot be told from stale free pages: they go to lost-and-found, not into the tree")
         return Unreached(new, pages - new, note)
     return Unreached(set(), pages, "no usable freelist: unreachable pages cannot be told from stale "
-                                   "free pages, so none are used")
+                                   "free pages: they go to lost-and-found, not into the tree")
 
 
 # --- containerd shapes -------------------------------------------------------
@@ -380,15 +380,21 @@ def _in_range(key: Optional[bytes], loss: Loss) -> bool:
     return key is not None and (loss.lo is None or key >= loss.lo) and (loss.hi is None or key < loss.hi)
 
 
-def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss]) -> tuple[set[BucketPath], set[str]]:
+def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
+              was_branch: Callable[[Loss], bool]) -> tuple[set[BucketPath], set[str]]:
     """Places a hole left by a damaged page fits, given what the fragment holds."""
     shape = fragment.shape
     bases: set[BucketPath] = set()
     hints: set[str] = set()
+    first, last = fragment.key_range()
     if shape is None:
+        # content of any file: only the pages below a lost branch page of a bucket, whose
+        # key range the parent branch recorded, are known to belong to that bucket
+        for hole in holes:
+            if was_branch(hole) and _in_range(first, hole) and _in_range(last, hole):
+                bases.add(hole.path)
         return bases, hints
     pattern = shape.pattern
-    first, last = fragment.key_range()
     for hole in holes:
         depth = len(hole.path)
         if len(pattern) < depth or not _matches(pattern[:depth], hole.path):
@@ -413,9 +419,16 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss]) -> tuple[set[
     return bases, hints
 
 
-def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Optional[Walk]) -> Placement:
-    """Merge each fragment into root where its place is known; collect the rest for lost-and-found."""
-    out = Placement()
+def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Optional[Walk],
+          was_branch: Callable[[Loss], bool] = lambda loss: False, stale: str = "",
+          out: Optional[Placement] = None) -> Placement:
+    """Merge each fragment into root where its place is known; collect the rest for lost-and-found.
+
+    was_branch tells whether a lost page held only pointers (then unrecognized
+    pages in its key range are its children); stale, when set, says why these
+    fragments may be old copies: they all go to lost-and-found with that reason.
+    """
+    out = out if out is not None else Placement()
     for fragment in fragments:
         fragment.shape = classify(fragment.content)
         out.pages.update(fragment.page_path)
@@ -423,11 +436,11 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
     holes = list(holes)
     for fragment in fragments:
         kind = fragment.shape.kind if fragment.shape else "unrecognized content"
-        bases, witness = _by_older_tree(fragment, older)
+        bases, witness = _by_older_tree(fragment, older) if not stale else (set(), None)
         how = f"the previous commit's tree holds page {witness} there" if len(bases) == 1 else ""
         hints: set[str] = set()
-        if not bases:
-            bases, hints = _by_shape(fragment, root, holes)
+        if not bases and not stale:
+            bases, hints = _by_shape(fragment, root, holes, was_branch)
             how = f"{kind}, and the only damaged page it fits" if len(bases) == 1 else ""
         entries = fragment.content.count()
         if len(bases) == 1:
@@ -443,7 +456,8 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
             continue
         name = f"page-{fragment.pgid}"
         out.found[name] = fragment.content
-        why = ("its place is ambiguous: " + ", ".join(sorted(path_text(b) for b in bases)) if bases else
+        why = (stale if stale else
+               "its place is ambiguous: " + ", ".join(sorted(path_text(b) for b in bases)) if bases else
                "no damaged page of the tree explains it (a page bbolt leaked, or its parent is lost)"
                if not hints else "its name was only on a damaged page")
         out.lost_and_found.append({"name": name, "page": fragment.pgid, "kind": kind, "entries": entries,

@@ -181,7 +181,14 @@ def _salvage_from(raw: rawpages.RawFile, meta: rawpages.Meta, other: Optional[ra
     if unreached.note:
         attempt.notes.append(unreached.note)
     fragments = pagescan.read_fragments(raw, meta, unreached.pages, walk.visited)
-    placement = pagescan.place(walk.root, fragments, walk.losses, older_walk)
+    placement = pagescan.place(walk.root, fragments, walk.losses, older_walk,
+                               lambda loss: _lost_page_was_branch(raw, meta, loss, older_walk))
+    if unreached.stale_maybe:
+        # without a freelist, what is left may be old copies of records; nothing intact is thrown
+        # away, but none of it is put in the tree
+        maybe = pagescan.read_fragments(raw, meta, unreached.stale_maybe, walk.visited)
+        pagescan.place(walk.root, maybe, [], None, stale="it may be an old copy: without the freelist, pages "
+                       "freed by earlier commits cannot be told from pages the damage cut off", out=placement)
     walk.losses.extend(placement.losses)
     attempt.placement = placement
     attempt.root_lost = (any(loss.path == () and loss.pgid == meta.root for loss in walk.losses)
