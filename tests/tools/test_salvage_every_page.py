@@ -13,6 +13,7 @@ real bbolt's check, and containerd must start on one whose root leaf was lost.
 from __future__ import annotations
 
 import random
+import struct
 import time
 from typing import Iterator
 
@@ -20,7 +21,7 @@ import pytest
 
 from boltimages.tools import rawpages, salvage
 from boltimages.tools.common import ToolError
-from tests.helpers import slow_budget
+from tests.helpers import require_root, require_tool, slow_budget
 from tests.tools.conftest import IMAGES, ctr_on
 from tests.tools.salvage_helpers import (LOST_AND_FOUND, read_intact, records_by_page, run_starts, score,
                                          tree_records)
@@ -90,12 +91,40 @@ def _show(name: str, figures: dict[str, list[int]], seconds: float) -> str:
     return f"{name} in {seconds:.1f} s: " + "; ".join(parts)
 
 
-def test_every_page_of_a_containerd_file(session_root, capsys):
-    data = session_root.db.read_bytes()
+#: more images for a second real file, 11 images as in the issue's report
+EXTRA_IMAGES = [("default" if i % 3 else "other", f"example.com/extra/img{i}:v{i}", f"extra{i}") for i in range(7)]
+
+
+@pytest.fixture(scope="module")
+def eleven_images(tmp_path_factory) -> bytes:
+    """meta.db of a real containerd that imported 11 images in two namespaces, one commit each."""
+    require_root()
+    containerd = require_tool("containerd")
+    ctr = require_tool("ctr")
+    from tests.compat.daemons import containerd_daemon
+    from tests.compat.oci_archive import build_image, write_archive
+    from tests.tools.conftest import META_REL, populate
+    base = tmp_path_factory.mktemp("eleven")
+    daemon = containerd_daemon(containerd, base)
+    daemon.start()
+    try:
+        populate(ctr, daemon.address, base)
+        for ns, ref, seed in EXTRA_IMAGES:
+            archive = write_archive(base / f"{seed}.tar", [build_image(ref, seed)])
+            ctr_on(daemon, ns, "images", "import", "--no-unpack", str(archive))
+    finally:
+        daemon.stop()
+    return (base / "root" / META_REL).read_bytes()
+
+
+@pytest.mark.parametrize("which", ["session", "eleven images"])
+def test_every_page_of_a_containerd_file(which, session_root, request, capsys):
+    data = session_root.db.read_bytes() if which == "session" else request.getfixturevalue("eleven_images")
     start = time.monotonic()
     figures = sweep(data)
     with capsys.disabled():
-        print("\n" + _show("containerd 1.6 file", figures, time.monotonic() - start))
+        pages = len(data) // rawpages.RawFile(data).page_size
+        print("\n" + _show(f"containerd 1.6 file ({which}, {pages} pages)", figures, time.monotonic() - start))
     for intact, placed, shelved, _cases in figures.values():
         assert placed + shelved == intact
 
@@ -148,3 +177,54 @@ def test_lost_root_and_v1_pages_keep_every_image(cli, root, oracle, tmp_path, st
         for row in ctr_on(daemon, ns, "images", "ls", "-q").split():
             seen.add((ns, row))
     assert {(ns, ref) for ns, ref, _ in IMAGES} <= seen
+
+
+def test_branch_pointing_at_the_wrong_child(cli, root, oracle, tmp_path):
+    """A flipped bit in a branch's child id: the page it now names is refused (its keys lie outside
+    the branch's range) and the real child, unreachable now, is put back by its key range."""
+    tags = [f"example.com/many/t:{i:04d}" for i in range(400)]
+    assert cli("tag", "--db", str(root.db), "--no-backup", "docker.io/library/alpha:1", *tags).rc == 0
+    data = bytearray(root.db.read_bytes())
+    original = bytes(data)
+    raw = rawpages.RawFile(original)
+    walk = read_intact(original)
+    images = (b"v1", b"default", b"images")
+    leaves = sorted({p for (path, _k), p in walk.page_of.items() if path == images and p is not None})
+    branch = walk.parent[leaves[0]]
+    assert branch is not None and struct.unpack_from("<H", data, branch * raw.page_size + 8)[0] == 1
+    count = struct.unpack_from("<H", data, branch * raw.page_size + 10)[0]
+    assert count >= 3
+    # element 1 now names the child of element 2: a valid leaf of the same bucket, wrong range
+    at = branch * raw.page_size + 16 + 16 + 8
+    right = struct.unpack_from("<Q", data, at)[0]
+    wrong = struct.unpack_from("<Q", data, at + 16)[0]
+    struct.pack_into("<Q", data, at, wrong)
+    result = salvage.recover(bytes(data))
+    got = score(original, set(), result["tree"])
+    assert got.missing == [] and got.wrong == [] and got.in_lost_and_found == 0, str(got)
+    assert any(d["page"] == wrong and "outside the range" in d["reason"] for d in result["report"]["lost_detail"])
+    assert right in {o["page"] for o in result["report"]["recovered_orphans"]} | {
+        p["page"] for p in result["report"]["placed"]}
+    out = tmp_path / "out.db"
+    assert salvage.write_tree(str(out), result["tree"], result["report"]["page_size"]) == []
+    assert oracle.check(out) == []
+
+
+def test_both_metas_destroyed(cli, root, oracle, tmp_path, start_containerd):
+    """Neither meta page is left: salvage finds the commits on the pages, and containerd starts on the output."""
+    data = bytearray(root.db.read_bytes())
+    ps = rawpages.RawFile(bytes(data)).page_size
+    data[:2 * ps] = bytes(2 * ps)
+    root.db.write_bytes(bytes(data))
+    out = tmp_path / "salvaged.db"
+    res = cli("salvage", "--db", str(root.db), "-o", str(out))
+    assert res.rc in (0, 5) and "Traceback" not in res.stderr, res.stderr
+    assert "complete commit" in res.stdout, res.stdout
+    assert oracle.check(out) == []
+    root.db.write_bytes(out.read_bytes())
+    daemon = start_containerd(root)
+    seen = {(ns, row) for ns in ("default", "other") for row in ctr_on(daemon, ns, "images", "ls", "-q").split()}
+    expected = {(ns, ref) for ns, ref, _ in IMAGES}
+    # the two commits cannot be ordered without their metas; containerd's last one was a label,
+    # so both hold every image
+    assert expected <= seen
