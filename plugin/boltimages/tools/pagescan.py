@@ -400,8 +400,14 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
         if len(pattern) < depth or not _matches(pattern[:depth], hole.path):
             continue
         if len(pattern) == depth:
-            # part of the damaged bucket itself (children of a lost branch or root page)
-            if _in_range(first, hole) and _in_range(last, hole):
+            # part of the damaged bucket itself: below a lost branch page, or in the place of a
+            # page its parent branch no longer reaches (a wrong child id: the page is intact, and
+            # only the bucket's own kind of page fits its key range). A lost root page of unknown
+            # kind may have been a branch for a collection (images, blob, ...); a record (an
+            # image, a blob) is always a single leaf, so an orphaned record is never its part
+            in_a_branch = hole.lo is not None or hole.hi is not None or bool(hole.siblings)
+            maybe_branch = was_branch(hole) or in_a_branch or (pattern and pattern[-1] is not None)
+            if maybe_branch and _in_range(first, hole) and _in_range(last, hole):
                 bases.add(hole.path)
             continue
         rest = pattern[depth:]
@@ -462,7 +468,8 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
                if not hints else "its name was only on a damaged page")
         out.lost_and_found.append({"name": name, "page": fragment.pgid, "kind": kind, "entries": entries,
                                    "why": why, "belongs_under": sorted(hints),
-                                   "damaged_inside": [loss.describe() for loss in fragment.losses]})
+                                   "damaged_inside": [loss.describe() for loss in fragment.losses
+                                                      if loss.reason != rawpages.ALREADY_USED]})
     return out
 
 

@@ -39,6 +39,8 @@ NO_FREELIST = 0xFFFFFFFFFFFFFFFF
 #: page sizes worth trying when meta 0 cannot tell us (bbolt files use the OS
 #: page size unless created otherwise; 4 KiB first as the common case)
 CANDIDATE_PAGE_SIZES = (4096, 8192, 16384, 65536, 1024, 2048, 32768)
+#: loss reason for a page reached a second time (a cycle, or a page read already)
+ALREADY_USED = "page already used elsewhere in the tree"
 #: deeper than any real file (bbolt trees of 2^64 keys are ~20 levels deep per bucket)
 MAX_DEPTH = 64
 
@@ -317,7 +319,7 @@ class TolerantReader:
             return
         if pgid in self.walk.visited:
             self.walk.shared.append(pgid)
-            self._lose(path, pgid, "page already used elsewhere in the tree", lo, hi)
+            self._lose(path, pgid, ALREADY_USED, lo, hi)
             return
         try:
             flags, count, overflow, buf = self.raw.page(pgid, self.meta.pgid)

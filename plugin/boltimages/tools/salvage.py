@@ -86,7 +86,9 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         older = tries[1]
         report["notes"].append(f"meta {chosen.meta.slot} (txid {chosen.meta.txid}) has an unreadable root page; "
                                f"meta {older.meta.slot} (txid {older.meta.txid}) is used instead: "
-                               "changes of the last transaction are lost")
+                               "changes of the last transaction are not in the tree (pages it may have written are kept in "
+                               f"{LOST_AND_FOUND.decode()})")
+        _keep_newer_pages(raw, chosen.meta, older)
         chosen = older
     elif len(tries) > 1 and not tries[1].walk.losses and chosen.walk.losses:
         report["notes"].append(f"the previous commit (meta {tries[1].meta.slot}, txid {tries[1].meta.txid}) "
@@ -150,6 +152,29 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
     return {"tree": walk.root, "report": report}
 
 
+def _keep_newer_pages(raw: rawpages.RawFile, newest: rawpages.Meta, older: "_Attempt") -> None:
+    """After falling back to the previous commit, keep what the lost newest commit may have written.
+
+    The newest commit wrote into pages the previous one lists free (or past its
+    high water mark); those pages may also hold old copies, so they go to
+    lost-and-found, never into the tree.
+    """
+    free = raw.freelist(older.meta) or set()
+    limit = min(newest.pgid, raw.page_count())
+    maybe = {p for p in free | set(range(older.meta.pgid, limit))
+             if p not in older.walk.visited and (head := pagescan.header(raw, p)) is not None
+             and head[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF)}
+    if not maybe:
+        return
+    hwm = rawpages.Meta(older.meta.slot, raw.page_size, older.meta.root, older.meta.freelist, max(limit, older.meta.pgid),
+                        older.meta.txid, True)
+    # a copy: pages read here are not part of the tree (the double-free check looks at the tree only)
+    fragments = pagescan.read_fragments(raw, hwm, maybe, set(older.walk.visited))
+    older.placement = pagescan.place(
+        older.walk.root, fragments, [], None, out=older.placement,
+        stale=f"the newest commit (txid {newest.txid}, its root page lost) may have written it, or it is an old copy")
+
+
 class _Attempt:
     """What one meta's tree yields once unreachable pages are put back."""
 
@@ -186,7 +211,7 @@ def _salvage_from(raw: rawpages.RawFile, meta: rawpages.Meta, other: Optional[ra
     if unreached.stale_maybe:
         # without a freelist, what is left may be old copies of records; nothing intact is thrown
         # away, but none of it is put in the tree
-        maybe = pagescan.read_fragments(raw, meta, unreached.stale_maybe, walk.visited)
+        maybe = pagescan.read_fragments(raw, meta, unreached.stale_maybe, set(walk.visited))
         pagescan.place(walk.root, maybe, [], None, stale="it may be an old copy: without the freelist, pages "
                        "freed by earlier commits cannot be told from pages the damage cut off", out=placement)
     walk.losses.extend(placement.losses)
