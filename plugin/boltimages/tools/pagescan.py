@@ -376,6 +376,17 @@ def _by_older_tree(fragment: Fragment, older: Optional[Walk]) -> tuple[set[Bucke
     return bases, witness
 
 
+def _explains(hole: Loss, base: BucketPath) -> bool:
+    """Whether content placed at base could have been cut off by the damaged page of hole."""
+    depth = len(hole.path)
+    if base[:depth] != hole.path:
+        return False
+    if len(base) == depth:
+        return True
+    # below a lost page: the name must lie in the key range that page covered
+    return _in_range(base[depth], hole)
+
+
 def _in_range(key: Optional[bytes], loss: Loss) -> bool:
     return key is not None and (loss.lo is None or key >= loss.lo) and (loss.hi is None or key < loss.hi)
 
@@ -425,6 +436,22 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
     return bases, hints
 
 
+def _tiling(fragments: list[Fragment], holes: list[Loss]) -> dict[int, BucketPath]:
+    """Unrecognized fragments that are the children of the one lost bucket root page.
+
+    A lost root page that was a branch leaves two or more subtrees whose key
+    ranges follow one another without overlap; sub-buckets of a lost leaf come
+    from separate key spaces. Only used when one such hole exists.
+    """
+    roots = [h for h in holes if h.pgid is not None and not h.siblings and h.lo is None and h.hi is None]
+    spans = sorted((f.key_range(), f.pgid) for f in fragments if f.shape is None and f.key_range()[0] is not None)
+    if len(roots) != 1 or len(spans) < 2:
+        return {}
+    if any(spans[i][0][1] >= spans[i + 1][0][0] for i in range(len(spans) - 1)):  # type: ignore[operator]
+        return {}
+    return {pgid: roots[0].path for _span, pgid in spans}
+
+
 def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Optional[Walk],
           was_branch: Callable[[Loss], bool] = lambda loss: False, stale: str = "",
           out: Optional[Placement] = None) -> Placement:
@@ -439,15 +466,23 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
         fragment.shape = classify(fragment.content)
         out.pages.update(fragment.page_path)
     fragments = sorted(fragments, key=lambda f: (len(f.shape.pattern) if f.shape else 99, f.pgid))
+    tiles = {} if stale else _tiling(fragments, holes)
     holes = list(holes)
     for fragment in fragments:
         kind = fragment.shape.kind if fragment.shape else "unrecognized content"
         bases, witness = _by_older_tree(fragment, older) if not stale else (set(), None)
+        # a place the previous commit knows is taken only where a damaged page left a hole: bbolt
+        # leaks the pages of a bucket deleted in the commit that wrote it (see the facts on bbolt
+        # 1.3.6), and those must not bring the deleted bucket back
+        bases = {base for base in bases if any(_explains(hole, base) for hole in holes)}
         how = f"the previous commit's tree holds page {witness} there" if len(bases) == 1 else ""
         hints: set[str] = set()
         if not bases and not stale:
             bases, hints = _by_shape(fragment, root, holes, was_branch)
             how = f"{kind}, and the only damaged page it fits" if len(bases) == 1 else ""
+            if not bases and fragment.pgid in tiles:
+                bases = {tiles[fragment.pgid]}
+                how = "with the other unreachable pages it tiles the key space of the lost root page"
         entries = fragment.content.count()
         if len(bases) == 1:
             base = bases.pop()
