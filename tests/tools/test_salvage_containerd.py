@@ -147,7 +147,9 @@ def test_zeroed_branch_page_of_a_big_images_bucket(cli, root, oracle, tmp_path, 
     root.db.write_bytes(bytes(data))
     out, report, res = _salvage(cli, root, tmp_path)
     assert [d["page"] for d in report["lost_detail"]] == [victim]
-    assert report["recovered_orphans"]
+    # the branch's children come back by their key range (orphan adoption) or as the images
+    # bucket's part they are by shape (page scan)
+    assert report["recovered_orphans"] or report["placed"]
     assert oracle.check(out) == []
     assert _oracle_entries(oracle, out) == intact  # a branch holds no records: nothing is lost
     seen = _install_and_list(root, out, start_containerd)

@@ -32,6 +32,8 @@ Pattern = tuple[Optional[bytes], ...]
 #: called with (pages done, pages in all) while scanning, for a progress display
 ProgressHook = Optional[Callable[[int, int], None]]
 
+#: Meta.problem of a meta rebuilt from the pages
+REBUILT = "rebuilt from its pages"
 #: how many freelist pages a meta rebuild tries at most (stale freelist pages of old commits)
 MAX_FREELIST_CANDIDATES = 64
 
@@ -126,7 +128,7 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
                  and all(r in free for r in referrers.get(p, ()))]
         for root in roots[:8]:
             candidate = Meta(survivor.slot ^ 1 if survivor else 0, raw.page_size, root, fl, n,
-                             survivor.txid if survivor else 0, True, "rebuilt from its pages")
+                             survivor.txid if survivor else 0, True, REBUILT)
             walk = rawpages.TolerantReader(raw, candidate).read()
             if walk.losses or walk.shared:
                 continue
@@ -262,7 +264,8 @@ def classify(bucket: Bucket) -> Optional[Shape]:
         return CONTENT
     if keys <= NAMESPACE_KEYS and keys - {layout.NS_LABELS_BUCKET}:
         return NAMESPACE
-    kinds = {classify(sub) for sub in bucket.buckets.values()}
+    # sub-buckets whose own pages are lost come back empty: they do not say anything
+    kinds = {classify(sub) for sub in bucket.buckets.values() if sub.values or sub.buckets}
     if len(kinds) == 1:
         return COLLECTIONS.get(kinds.pop())  # type: ignore[arg-type]
     return None

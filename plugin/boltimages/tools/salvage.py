@@ -47,34 +47,7 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
     for m in raw.metas:
         if not m.valid:
             report["notes"].append(f"meta page {m.slot} is invalid ({m.problem})")
-    alternative: Optional[rawpages.Meta] = None
-    if len(metas) < 2:
-        # the damaged meta may have named a newer commit whose pages are all intact
-        survivor = metas[0] if metas else None
-        found, why = pagescan.rebuild_metas(raw, survivor)
-        newer = [m for m in found if survivor is None or m.pgid > survivor.pgid]
-        if newer and (len(newer) == 1 or newer[0].pgid > newer[1].pgid):
-            report["notes"].append(
-                f"a complete commit (root page {newer[0].root}, freelist page {newer[0].freelist}) was found "
-                f"on the pages; {'its high water mark is above the surviving meta' if survivor else 'it is the only or the highest one'}"
-                ", so it is the newest and is used")
-            metas = [newer[0]] + metas
-        elif found:
-            # pages carry no transaction id: two complete commits with the same high water mark
-            # cannot be ordered. The surviving (or first) one is used; what the other holds
-            # differently is kept in lost-and-found, not merged by guess.
-            if survivor is None:
-                metas = [found[0]]
-                alternative = found[1] if len(found) > 1 else None
-            else:
-                alternative = found[0]
-            report["notes"].append(
-                f"another complete commit (root page {alternative.root if alternative else '?'}) is on the pages and "
-                "cannot be told older or newer; records it holds differently are kept in lost-and-found")
-        elif not metas:
-            raise ToolError(f"nothing to salvage: neither meta page is valid and {why}")
-        else:
-            report["notes"].append(f"no other complete commit is on the pages: {why}")
+    metas, alternative = _choose_metas(raw, metas, report)
     tries = []
     for i, meta in enumerate(metas[:2]):
         other = metas[1 - i] if len(metas) > 1 else None
@@ -85,14 +58,22 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         # the previous commit's tree is the best left
         older = tries[1]
         report["notes"].append(f"meta {chosen.meta.slot} (txid {chosen.meta.txid}) has an unreadable root page; "
-                               f"meta {older.meta.slot} (txid {older.meta.txid}) is used instead: "
-                               "changes of the last transaction are not in the tree (pages it may have written are kept in "
+                               f"meta {older.meta.slot} (txid {older.meta.txid}) is used instead: changes of the "
+                               "last transaction are not in the tree (pages it may have written are kept in "
                                f"{LOST_AND_FOUND.decode()})")
-        _keep_newer_pages(raw, chosen.meta, older)
+        _keep_newer_pages(raw, older, min(chosen.meta.pgid, raw.page_count()),
+                          f"the newest commit (txid {chosen.meta.txid}, its root page lost) may have written it, "
+                          "or it is an old copy")
         chosen = older
     elif len(tries) > 1 and not tries[1].walk.losses and chosen.walk.losses:
         report["notes"].append(f"the previous commit (meta {tries[1].meta.slot}, txid {tries[1].meta.txid}) "
                                "is intact; records are taken from the newest commit")
+    kept_newer = chosen is not tries[0]
+    if (any(not m.valid for m in raw.metas) and metas[0].problem != pagescan.REBUILT and alternative is None
+            and not kept_newer):
+        # a damaged meta may have named a newer commit that is no longer whole (pages damaged too)
+        _keep_newer_pages(raw, chosen, raw.page_count(), "a newer commit whose meta page is damaged may have "
+                          "written it, or it is an old copy")
     meta, walk = chosen.meta, chosen.walk
     report["notes"].extend(chosen.notes)
     report["meta_used"] = meta.slot
@@ -135,9 +116,9 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
     for text, record, why in set_aside_incomplete_records(walk.root):
         # kept under their original path so the name they had is not lost with them
         pagescan.put_at(found.setdefault("incomplete", rawpages.Bucket()), text, record)
-        report["lost_and_found"].append({"name": "incomplete/" + pagescan.path_text(text), "page": None, "kind": "an incomplete record",
-                                         "entries": record.count(), "why": why, "belongs_under": [],
-                                         "damaged_inside": []})
+        report["lost_and_found"].append({"name": "incomplete/" + pagescan.path_text(text), "page": None,
+                                         "kind": "an incomplete record", "entries": record.count(), "why": why,
+                                         "belongs_under": [], "damaged_inside": []})
     report["dropped"] = [f"{d['name']}: {d['why']}; moved to {LOST_AND_FOUND.decode()}"
                          for d in report["lost_and_found"] if d["page"] is None]
     if found:
@@ -152,27 +133,59 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
     return {"tree": walk.root, "report": report}
 
 
-def _keep_newer_pages(raw: rawpages.RawFile, newest: rawpages.Meta, older: "_Attempt") -> None:
-    """After falling back to the previous commit, keep what the lost newest commit may have written.
+def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
+                  report: dict[str, Any]) -> tuple[list[rawpages.Meta], Optional[rawpages.Meta]]:
+    """The metas to salvage from, newest first, and a commit that cannot be ordered against them.
 
-    The newest commit wrote into pages the previous one lists free (or past its
-    high water mark); those pages may also hold old copies, so they go to
-    lost-and-found, never into the tree.
+    When a meta page is damaged, the commit it named may still be whole on the
+    pages (pagescan.rebuild_metas).
+    """
+    if len(metas) >= 2:
+        return metas, None
+    survivor = metas[0] if metas else None
+    found, why = pagescan.rebuild_metas(raw, survivor)
+    newer = [m for m in found if survivor is None or m.pgid > survivor.pgid]
+    if newer and (len(newer) == 1 or newer[0].pgid > newer[1].pgid):
+        reason = "its high water mark is above the surviving meta's" if survivor else "no other is as high"
+        report["notes"].append(f"a complete commit (root page {newer[0].root}, freelist page {newer[0].freelist}) "
+                               f"was found on the pages; {reason}, so it is the newest and is used")
+        return [newer[0]] + metas, None
+    if not found:
+        if not metas:
+            raise ToolError(f"nothing to salvage: neither meta page is valid and {why}")
+        report["notes"].append(f"no other complete commit is on the pages: {why}")
+        return metas, None
+    # pages carry no transaction id: two complete commits with the same high water mark
+    # cannot be ordered. The surviving (or first) one is used; what the other holds
+    # differently is kept in lost-and-found, not merged by guess.
+    if survivor is None:
+        metas, alternative = [found[0]], (found[1] if len(found) > 1 else None)
+    else:
+        alternative = found[0]
+    if alternative is not None:
+        report["notes"].append(f"another complete commit (root page {alternative.root}) is on the pages and cannot "
+                               "be told older or newer; records it holds differently are kept in lost-and-found")
+    return metas, alternative
+
+
+def _keep_newer_pages(raw: rawpages.RawFile, older: "_Attempt", limit: int, why: str) -> None:
+    """Salvaging an older commit than the newest: keep what the newer one may have written.
+
+    A newer commit writes into pages the older one lists free (or past its
+    high water mark, up to limit); those pages may also hold old copies, so
+    they go to lost-and-found, never into the tree.
     """
     free = raw.freelist(older.meta) or set()
-    limit = min(newest.pgid, raw.page_count())
     maybe = {p for p in free | set(range(older.meta.pgid, limit))
              if p not in older.walk.visited and (head := pagescan.header(raw, p)) is not None
              and head[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF)}
     if not maybe:
         return
-    hwm = rawpages.Meta(older.meta.slot, raw.page_size, older.meta.root, older.meta.freelist, max(limit, older.meta.pgid),
-                        older.meta.txid, True)
+    hwm = rawpages.Meta(older.meta.slot, raw.page_size, older.meta.root, older.meta.freelist,
+                        max(limit, older.meta.pgid), older.meta.txid, True)
     # a copy: pages read here are not part of the tree (the double-free check looks at the tree only)
     fragments = pagescan.read_fragments(raw, hwm, maybe, set(older.walk.visited))
-    older.placement = pagescan.place(
-        older.walk.root, fragments, [], None, out=older.placement,
-        stale=f"the newest commit (txid {newest.txid}, its root page lost) may have written it, or it is an old copy")
+    older.placement = pagescan.place(older.walk.root, fragments, [], None, out=older.placement, stale=why)
 
 
 class _Attempt:
@@ -339,17 +352,10 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
         fits = [loss for loss in pool
                 if (loss.lo is None or first >= loss.lo) and (loss.hi is None or last < loss.hi)]
         infos.append((pgid, elements, known, fits))
+    # a lost bucket root of unknown kind is left to the page scan, which knows
+    # containerd's shapes (pagescan.place): orphans tiling its key space may be
+    # whole sub-buckets of different kinds, not its own leaves
     adoptable = {id(loss) for loss in branch_level}
-    for loss in candidates:
-        if id(loss) in adoptable or loss.siblings or loss.lo is not None or loss.hi is not None:
-            continue
-        # a lost bucket root of unknown kind: its orphans are its own leaves when they tile
-        # the key space (two or more, disjoint, as a branch's children are); pages of
-        # sub-buckets of a lost leaf come from several key spaces and overlap
-        spans = sorted((el[0][1], el[-1][1]) for _p, el, known, fits in infos
-                       if known is None and any(f is loss for f in fits))
-        if len(spans) >= 2 and all(spans[i][1] < spans[i + 1][0] for i in range(len(spans) - 1)):
-            adoptable.add(id(loss))
     for pgid, elements, known, fits in infos:
         if pgid in walk.visited:
             continue  # reached through an orphan adopted earlier in this loop
@@ -401,19 +407,15 @@ def write_tree(path: str, tree: rawpages.Bucket, page_size: int) -> list[str]:
     with db, db.begin(write=True) as tx, Progress("writing", total) as bar:
         for name in sorted(tree.buckets):
             if len(name) > MAX_KEY_SIZE:
-                skipped.append(f"{_path_text((name[:64],))}: bucket name larger than bbolt allows")
+                skipped.append(f"{pagescan.path_text((name[:64],))}: bucket name larger than bbolt allows")
                 continue
             try:
                 bucket = tx.create_bucket(name)
             except bolt.BoltError as exc:
-                skipped.append(f"{_path_text((name,))}: {exc}")
+                skipped.append(f"{pagescan.path_text((name,))}: {exc}")
                 continue
             _fill(bolt, bucket, tree.buckets[name], (name,), bar, skipped)
     return skipped
-
-
-def _path_text(path: tuple[bytes, ...]) -> str:
-    return "/".join(p.decode("utf-8", "backslashreplace") for p in path)
 
 
 def _fill(bolt: Any, bucket: Any, node: rawpages.Bucket, path: tuple[bytes, ...], bar: Progress,
@@ -427,11 +429,11 @@ def _fill(bolt: Any, bucket: Any, node: rawpages.Bucket, path: tuple[bytes, ...]
         if key in node.buckets:
             continue
         if len(key) > MAX_KEY_SIZE or len(value) > MAX_VALUE_SIZE:
-            skipped.append(f"{_path_text(path + (key[:64],))}: key or value larger than bbolt allows")
+            skipped.append(f"{pagescan.path_text(path + (key[:64],))}: key or value larger than bbolt allows")
             continue
         values.append((key, value))
     for key in sorted(set(node.values) & set(node.buckets)):
-        skipped.append(f"{_path_text(path + (key,))}: both a value and a bucket; the value was dropped")
+        skipped.append(f"{pagescan.path_text(path + (key,))}: both a value and a bucket; the value was dropped")
     try:
         bucket.put_many(values)
     except bolt.BoltError:
@@ -439,13 +441,13 @@ def _fill(bolt: Any, bucket: Any, node: rawpages.Bucket, path: tuple[bytes, ...]
             try:
                 bucket.put(key, value)
             except bolt.BoltError as exc:
-                skipped.append(f"{_path_text(path + (key,))}: {exc}")
+                skipped.append(f"{pagescan.path_text(path + (key,))}: {exc}")
     bar.advance(len(values))
     for name in sorted(node.buckets):
         try:
             child = bucket.create_bucket(name)
         except bolt.BoltError as exc:
-            skipped.append(f"{_path_text(path + (name,))}: {exc}")
+            skipped.append(f"{pagescan.path_text(path + (name,))}: {exc}")
             continue
         _fill(bolt, child, node.buckets[name], path + (name,), bar, skipped)
         bar.advance()
