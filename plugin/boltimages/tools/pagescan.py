@@ -42,7 +42,7 @@ def path_text(path: BucketPath) -> str:
     return "/".join(p.decode("utf-8", "backslashreplace") for p in path) or "(root)"
 
 
-# --- page size and meta rebuild --------------------------------------------
+# --- pages, and commits rebuilt from them --------------------------------------------
 
 def header(raw: RawFile, pgid: int) -> Optional[tuple[int, int, int]]:
     """(flags, count, overflow) when page pgid carries its own id, else None."""
@@ -330,7 +330,7 @@ def read_fragments(raw: RawFile, meta: Meta, unreached: set[int], visited: set[i
         reader = rawpages.TolerantReader(raw, meta)
         reader.walk.visited = _Overlay(visited)
         content = Bucket()
-        reader._tree(top, (), content, None, None, 0)
+        reader.read_subtree(top, content)
         pages = set(reader.walk.visited)
         read.append((Fragment(top, content, dict(reader.walk.page_path), list(reader.walk.losses)), pages))
     inside: set[int] = set()
@@ -350,7 +350,7 @@ def _matches(pattern: Pattern, path: BucketPath) -> bool:
     return len(pattern) == len(path) and all(p is None or p == q for p, q in zip(pattern, path))
 
 
-def _find(root: Bucket, path: BucketPath) -> Optional[Bucket]:
+def find(root: Bucket, path: BucketPath) -> Optional[Bucket]:
     node: Optional[Bucket] = root
     for part in path:
         node = node.buckets.get(part) if node is not None else None
@@ -431,7 +431,7 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
             continue
         if not _in_range(rest[0], hole):
             continue
-        parent = _find(root, hole.path)
+        parent = find(root, hole.path)
         existing = parent.buckets.get(rest[0]) if parent is not None else None  # type: ignore[arg-type]
         if existing is not None and (existing.values or existing.buckets):
             continue  # that sub-bucket was read whole: the fragment is not its lost part

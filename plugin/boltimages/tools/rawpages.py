@@ -308,6 +308,11 @@ class TolerantReader:
         self._tree(self.meta.root, (), self.walk.root, None, None, 0)
         return self.walk
 
+    def read_subtree(self, pgid: int, into: Bucket) -> Walk:
+        """Read the tree below page pgid (a bucket's root or any page of one) into `into`."""
+        self._tree(pgid, (), into, None, None, 0)
+        return self.walk
+
     def _lose(self, path: tuple[bytes, ...], pgid: Optional[int], reason: str,
               lo: Optional[bytes], hi: Optional[bytes]) -> None:
         self.walk.losses.append(Loss(path, pgid, reason, lo, hi, self._siblings))

@@ -276,15 +276,6 @@ def set_aside_incomplete_records(root: rawpages.Bucket) -> list[tuple[pagescan.B
     return out
 
 
-def _find_bucket(root: rawpages.Bucket, path: tuple[bytes, ...]) -> Optional[rawpages.Bucket]:
-    node = root
-    for part in path:
-        node = node.buckets.get(part)
-        if node is None:
-            return None
-    return node
-
-
 def _lost_page_was_branch(raw: rawpages.RawFile, meta: rawpages.Meta, loss: rawpages.Loss,
                           older: Optional[rawpages.Walk]) -> bool:
     """Whether the lost page held only pointers (a branch), so its orphaned children can be adopted.
@@ -339,9 +330,7 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
             if flags & rawpages.LEAF_FLAG_BUCKET and len(value) >= rawpages.BUCKET_HEADER.size:
                 sub_root = rawpages.BUCKET_HEADER.unpack_from(value, 0)[0]
                 if sub_root:
-                    probe = rawpages.TolerantReader(raw, meta)
-                    probe._tree(sub_root, (), rawpages.Bucket(), None, None, 0)
-                    owned |= probe.walk.visited
+                    owned |= rawpages.TolerantReader(raw, meta).read_subtree(sub_root, rawpages.Bucket()).visited
     infos = []
     for pgid, elements in orphans:
         if pgid in owned:
@@ -374,7 +363,7 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
             report["ambiguous_orphans"].append({"page": pgid, "buckets": [
                 "/".join(x.decode("utf-8", "backslashreplace") for x in path)]})
             continue
-        into = _find_bucket(walk.root, path)
+        into = pagescan.find(walk.root, path)
         if into is None:
             continue
         walk.visited.add(pgid)
