@@ -250,3 +250,21 @@ def test_both_metas_destroyed(cli, root, oracle, tmp_path, start_containerd):
     # the two commits cannot be ordered without their metas; containerd's last one was a label,
     # so both hold every image
     assert expected <= seen
+
+
+def test_both_metas_destroyed_in_a_file_without_freelist(session_root, oracle, tmp_path):
+    """containerd 1.7+ keeps no freelist: with both metas gone, the only whole containerd tree on the
+    pages is used (and said to be unproven newest); before, salvage found nothing to salvage."""
+    tree = salvage.recover(session_root.db.read_bytes())["tree"]
+    path = tmp_path / "nofreelist.db"
+    assert salvage.write_tree(str(path), tree, 4096, freelist="no-sync") == []
+    data = bytearray(path.read_bytes())
+    assert rawpages.RawFile(bytes(data)).valid_metas()[0].freelist == rawpages.NO_FREELIST
+    intact = tree_records(read_intact(bytes(data)).root)
+    data[:2 * 4096] = bytes(2 * 4096)
+    result = salvage.recover(bytes(data))
+    assert any("nothing proves it is the newest" in n for n in result["report"]["notes"]), result["report"]["notes"]
+    assert tree_records(result["tree"]) == intact
+    out = tmp_path / "out.db"
+    assert salvage.write_tree(str(out), result["tree"], result["report"]["page_size"]) == []
+    assert oracle.check(out) == []

@@ -107,14 +107,19 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
             if pgid < survivor.pgid and (survivor_free is None or pgid not in survivor_free):
                 continue
         freelists.append(pgid)
-    if not freelists:
-        return [], "no other freelist page is on disk"
-    freelists = freelists[-MAX_FREELIST_CANDIDATES:]
     referrers: dict[int, list[int]] = {}
     tree_pages = [p for p, h in heads.items() if h[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF)]
     for pgid in tree_pages:
         for child in children(raw, pgid, n):
             referrers.setdefault(child, []).append(pgid)
+    # bbolt never lowers the high water mark: every page a commit's successors wrote lies below theirs
+    last_written = max((p + h[2] for p, h in heads.items()
+                        if h[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF, rawpages.FLAG_FREELIST)), default=0)
+    if not freelists:
+        if survivor is None:
+            return _unproven_roots(raw, tree_pages, referrers)
+        return [], "no other freelist page is on disk"
+    freelists = freelists[-MAX_FREELIST_CANDIDATES:]
     found: list[Meta] = []
     for fl in freelists:
         got = _freelist_ids(raw, fl, n)
@@ -138,12 +143,47 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
             top = max(used) + 1
             if used != set(range(top)):
                 continue
+            if top <= last_written:
+                continue  # a page past its high water mark was written later: an older commit
             if survivor is not None and (top < survivor.pgid or root == survivor.root):
                 continue
             candidate.pgid = top
             found.append(candidate)
     found.sort(key=lambda m: -m.pgid)
+    if not found and survivor is None:
+        return _unproven_roots(raw, tree_pages, referrers)
     return found, "" if found else "no other complete commit is on the pages"
+
+
+def _unproven_roots(raw: RawFile, tree_pages: list[int],
+                    referrers: dict[int, list[int]]) -> tuple[list[Meta], str]:
+    """Whole containerd trees on a file without metas and without a freelist (containerd 1.7+).
+
+    A root leaf holding the ``v1`` bucket that no page points at, whose tree
+    reads without a loss. Without a freelist nothing proves which is newest:
+    all get the same high water mark, so more than one is reported as
+    unordered by the caller.
+    """
+    n = raw.page_count()
+    found = []
+    for pgid in tree_pages:
+        if referrers.get(pgid):
+            continue
+        try:
+            flags, count, _ov, buf = raw.page(pgid, n)
+            keys = {key for eflags, key, _v in rawpages.parse_leaf(buf, count)
+                    if eflags & rawpages.LEAF_FLAG_BUCKET} if flags == rawpages.FLAG_LEAF else set()
+        except PageError:
+            continue
+        if V1 not in keys:
+            continue
+        candidate = Meta(0, raw.page_size, pgid, rawpages.NO_FREELIST, n, 0, True, REBUILT)
+        walk = rawpages.TolerantReader(raw, candidate).read()
+        if not walk.losses and not walk.shared:
+            found.append(candidate)
+        if len(found) > 8:
+            break
+    return found, "" if found else "no freelist page and no whole tree is on the pages"
 
 
 def difference(other: Bucket, base: Bucket) -> Bucket:

@@ -146,9 +146,14 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
     found, why = pagescan.rebuild_metas(raw, survivor)
     newer = [m for m in found if survivor is None or m.pgid > survivor.pgid]
     if newer and (len(newer) == 1 or newer[0].pgid > newer[1].pgid):
-        reason = "its high water mark is above the surviving meta's" if survivor else "no other is as high"
-        report["notes"].append(f"a complete commit (root page {newer[0].root}, freelist page {newer[0].freelist}) "
-                               f"was found on the pages; {reason}, so it is the newest and is used")
+        if newer[0].freelist == rawpages.NO_FREELIST:
+            report["notes"].append(f"the only complete containerd tree on the pages (root page {newer[0].root}) is "
+                                   "used; the file keeps no freelist, so nothing proves it is the newest commit")
+        else:
+            reason = "its high water mark is above the surviving meta's" if survivor else "no other is as high"
+            report["notes"].append(f"a complete commit (root page {newer[0].root}, freelist page "
+                                   f"{newer[0].freelist}) was found on the pages; {reason}, so it is the newest "
+                                   "and is used")
         return [newer[0]] + metas, None
     if not found:
         if not metas:
@@ -380,19 +385,22 @@ MAX_KEY_SIZE = 32768
 MAX_VALUE_SIZE = (1 << 31) - 2
 
 
-def write_tree(path: str, tree: rawpages.Bucket, page_size: int) -> list[str]:
-    """Write the recovered tree into a new file in one transaction; returns what could not be written."""
+def write_tree(path: str, tree: rawpages.Bucket, page_size: int, freelist: str = "persist") -> list[str]:
+    """Write the recovered tree into a new file in one transaction; returns what could not be written.
+
+    freelist is the engine's freelist mode ("no-sync" writes a file the way containerd 1.7+ keeps it).
+    """
     from .common import engine
     bolt = engine()
     skipped: list[str] = []
     total = tree.count()
     try:
-        db = bolt.open(path, create=True, page_size=page_size, freelist="persist")
+        db = bolt.open(path, create=True, page_size=page_size, freelist=freelist)
     except (bolt.BoltError, ValueError):
         # a page size the engine will not create (tiny ones from old files): use the default
         if os.path.exists(path):
             os.unlink(path)
-        db = bolt.open(path, create=True, freelist="persist")
+        db = bolt.open(path, create=True, freelist=freelist)
     with db, db.begin(write=True) as tx, Progress("writing", total) as bar:
         for name in sorted(tree.buckets):
             if len(name) > MAX_KEY_SIZE:
