@@ -1,7 +1,8 @@
 """`salvage` against damage to every page of real containerd files, one page at a time.
 
-Files: the metadata file a real containerd 1.6.20 wrote (tools conftest) and
-the same content rewritten in one transaction by our `compact`. Damage kinds:
+Files: metadata files real containerds wrote (1.6.20: the tools conftest's root
+and one with 11 images; 1.7.24, which keeps no freelist: 11 images) and the
+same content rewritten in one transaction by our `compact`. Damage kinds:
 each page zeroed, each page filled with random bytes, truncation at every page
 boundary, both meta pages zeroed. For each case every record of the newest
 commit that lies on an intact page must come back - in place, or in the
@@ -12,6 +13,7 @@ real bbolt's check, and containerd must start on one whose root leaf was lost.
 
 from __future__ import annotations
 
+import pathlib
 import random
 import struct
 import time
@@ -21,7 +23,7 @@ import pytest
 
 from boltimages.tools import rawpages, salvage
 from boltimages.tools.common import ToolError
-from tests.helpers import require_root, require_tool, slow_budget
+from tests.helpers import missing, require_root, require_tool, slow_budget
 from tests.tools.conftest import IMAGES, ctr_on
 from tests.tools.salvage_helpers import (LOST_AND_FOUND, read_intact, records_by_page, run_starts, score,
                                          tree_records)
@@ -95,36 +97,49 @@ def _show(name: str, figures: dict[str, list[int]], seconds: float) -> str:
 EXTRA_IMAGES = [("default" if i % 3 else "other", f"example.com/extra/img{i}:v{i}", f"extra{i}") for i in range(7)]
 
 
-@pytest.fixture(scope="module")
-def eleven_images(tmp_path_factory) -> bytes:
+def _eleven_images(base: pathlib.Path, containerd: str, ctr: str) -> bytes:
     """meta.db of a real containerd that imported 11 images in two namespaces, one commit each."""
-    require_root()
-    containerd = require_tool("containerd")
-    ctr = require_tool("ctr")
     from tests.compat.daemons import containerd_daemon
     from tests.compat.oci_archive import build_image, write_archive
-    from tests.tools.conftest import META_REL, populate
-    base = tmp_path_factory.mktemp("eleven")
+    from tests.tools.conftest import META_REL, _ctr, populate
     daemon = containerd_daemon(containerd, base)
     daemon.start()
     try:
         populate(ctr, daemon.address, base)
         for ns, ref, seed in EXTRA_IMAGES:
             archive = write_archive(base / f"{seed}.tar", [build_image(ref, seed)])
-            ctr_on(daemon, ns, "images", "import", "--no-unpack", str(archive))
+            _ctr(ctr, daemon.address, ns, "images", "import", "--no-unpack", str(archive))
     finally:
         daemon.stop()
     return (base / "root" / META_REL).read_bytes()
 
 
-@pytest.mark.parametrize("which", ["session", "eleven images"])
+@pytest.fixture(scope="module")
+def eleven_images(tmp_path_factory) -> bytes:
+    require_root()
+    return _eleven_images(tmp_path_factory.mktemp("eleven"), require_tool("containerd"), require_tool("ctr"))
+
+
+@pytest.fixture(scope="module")
+def eleven_images_1_7(tmp_path_factory) -> bytes:
+    """The same, written by containerd 1.7, which keeps no freelist (NoFreelistSync)."""
+    require_root()
+    from tests.compat.fetch_containerd import bin_dir, is_fetched
+    if not is_fetched("1.7.24"):
+        missing("containerd 1.7.24 is not fetched (python tests/compat/fetch_containerd.py)")
+    bins = bin_dir("1.7.24")
+    return _eleven_images(tmp_path_factory.mktemp("eleven17"), str(bins / "containerd"), str(bins / "ctr"))
+
+
+@pytest.mark.parametrize("which", ["1.6 tools root", "1.6 eleven images", "1.7 eleven images"])
 def test_every_page_of_a_containerd_file(which, session_root, request, capsys):
-    data = session_root.db.read_bytes() if which == "session" else request.getfixturevalue("eleven_images")
+    fixture = {"1.6 eleven images": "eleven_images", "1.7 eleven images": "eleven_images_1_7"}
+    data = session_root.db.read_bytes() if which not in fixture else request.getfixturevalue(fixture[which])
     start = time.monotonic()
     figures = sweep(data)
     with capsys.disabled():
         pages = len(data) // rawpages.RawFile(data).page_size
-        print("\n" + _show(f"containerd 1.6 file ({which}, {pages} pages)", figures, time.monotonic() - start))
+        print("\n" + _show(f"containerd {which} ({pages} pages)", figures, time.monotonic() - start))
     for intact, placed, shelved, _cases in figures.values():
         assert placed + shelved == intact
 
