@@ -118,7 +118,7 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
     if not freelists:
         if survivor is None:
             return _unproven_roots(raw, tree_pages, referrers)
-        return [], "no other freelist page is on disk"
+        return [], "no freelist page of another commit is on disk"
     freelists = freelists[-MAX_FREELIST_CANDIDATES:]
     found: list[Meta] = []
     for fl in freelists:
@@ -152,7 +152,7 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
     found.sort(key=lambda m: -m.pgid)
     if not found and survivor is None:
         return _unproven_roots(raw, tree_pages, referrers)
-    return found, "" if found else "no other complete commit is on the pages"
+    return found, "" if found else "no freelist page and root page on disk cover the file exactly"
 
 
 def _unproven_roots(raw: RawFile, tree_pages: list[int],

@@ -158,7 +158,7 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
     if not found:
         if not metas:
             raise ToolError(f"nothing to salvage: neither meta page is valid and {why}")
-        report["notes"].append(f"no other complete commit is on the pages: {why}")
+        report["notes"].append(f"no other complete commit could be found on the pages: {why}")
         return metas, None
     # pages carry no transaction id: two complete commits with the same high water mark
     # cannot be ordered. The surviving (or first) one is used; what the other holds
