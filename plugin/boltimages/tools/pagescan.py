@@ -34,6 +34,8 @@ ProgressHook = Optional[Callable[[int, int], None]]
 
 #: Meta.problem of a meta rebuilt from the pages
 REBUILT = "rebuilt from its pages"
+#: how many whole trees a file without metas and freelist may offer (old roots survive in free pages)
+MAX_UNPROVEN_ROOTS = 8
 #: how many freelist pages a meta rebuild tries at most (stale freelist pages of old commits)
 MAX_FREELIST_CANDIDATES = 64
 
@@ -117,7 +119,7 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
                         if h[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF, rawpages.FLAG_FREELIST)), default=0)
     if not freelists:
         if survivor is None:
-            return _unproven_roots(raw, tree_pages, referrers)
+            return _unproven_roots(raw, tree_pages)
         return [], "no freelist page of another commit is on disk"
     freelists = freelists[-MAX_FREELIST_CANDIDATES:]
     found: list[Meta] = []
@@ -151,24 +153,22 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
             found.append(candidate)
     found.sort(key=lambda m: -m.pgid)
     if not found and survivor is None:
-        return _unproven_roots(raw, tree_pages, referrers)
+        return _unproven_roots(raw, tree_pages)
     return found, "" if found else "no freelist page and root page on disk cover the file exactly"
 
 
-def _unproven_roots(raw: RawFile, tree_pages: list[int],
-                    referrers: dict[int, list[int]]) -> tuple[list[Meta], str]:
+def _unproven_roots(raw: RawFile, tree_pages: list[int]) -> tuple[list[Meta], str]:
     """Whole containerd trees on a file without metas and without a freelist (containerd 1.7+).
 
-    A root leaf holding the ``v1`` bucket that no page points at, whose tree
-    reads without a loss. Without a freelist nothing proves which is newest:
-    all get the same high water mark, so more than one is reported as
-    unordered by the caller.
+    A root leaf holds the ``v1`` bucket and reads without a loss. Old roots
+    can pass too, and without a freelist nothing orders them: the one whose
+    tree covers the most pages comes first, all get the same high water mark
+    (so the caller reports them as unordered and keeps what the others hold
+    differently).
     """
     n = raw.page_count()
     found = []
     for pgid in tree_pages:
-        if referrers.get(pgid):
-            continue
         try:
             flags, count, _ov, buf = raw.page(pgid, n)
             keys = {key for eflags, key, _v in rawpages.parse_leaf(buf, count)
@@ -180,10 +180,11 @@ def _unproven_roots(raw: RawFile, tree_pages: list[int],
         candidate = Meta(0, raw.page_size, pgid, rawpages.NO_FREELIST, n, 0, True, REBUILT)
         walk = rawpages.TolerantReader(raw, candidate).read()
         if not walk.losses and not walk.shared:
-            found.append(candidate)
-        if len(found) > 8:
+            found.append((len(walk.visited), candidate))
+        if len(found) >= MAX_UNPROVEN_ROOTS:
             break
-    return found, "" if found else "no freelist page and no whole tree is on the pages"
+    found.sort(key=lambda f: -f[0])
+    return [m for _size, m in found], "" if found else "no freelist page and no whole tree is on the pages"
 
 
 def difference(other: Bucket, base: Bucket) -> Bucket:

@@ -47,7 +47,7 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
     for m in raw.metas:
         if not m.valid:
             report["notes"].append(f"meta page {m.slot} is invalid ({m.problem})")
-    metas, alternative = _choose_metas(raw, metas, report)
+    metas, alternatives = _choose_metas(raw, metas, report)
     tries = []
     for i, meta in enumerate(metas[:2]):
         other = metas[1 - i] if len(metas) > 1 else None
@@ -69,7 +69,7 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         report["notes"].append(f"the previous commit (meta {tries[1].meta.slot}, txid {tries[1].meta.txid}) "
                                "is intact; records are taken from the newest commit")
     kept_newer = chosen is not tries[0]
-    if (any(not m.valid for m in raw.metas) and metas[0].problem != pagescan.REBUILT and alternative is None
+    if (any(not m.valid for m in raw.metas) and metas[0].problem != pagescan.REBUILT and not alternatives
             and not kept_newer):
         # a damaged meta may have named a newer commit that is no longer whole (pages damaged too)
         _keep_newer_pages(raw, chosen, raw.page_count(), "a newer commit whose meta page is damaged may have "
@@ -103,7 +103,7 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
                                "the tree's values are kept")
     found = dict(placement.found) if placement else {}
     report["lost_and_found"] = list(placement.lost_and_found) if placement else []
-    if alternative is not None:
+    for alternative in alternatives:
         other_tree = rawpages.TolerantReader(raw, alternative).read().root
         extra = pagescan.difference(other_tree, walk.root)
         if extra.values or extra.buckets:
@@ -134,14 +134,14 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
 
 
 def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
-                  report: dict[str, Any]) -> tuple[list[rawpages.Meta], Optional[rawpages.Meta]]:
-    """The metas to salvage from, newest first, and a commit that cannot be ordered against them.
+                  report: dict[str, Any]) -> tuple[list[rawpages.Meta], list[rawpages.Meta]]:
+    """The metas to salvage from, newest first, and commits that cannot be ordered against them.
 
     When a meta page is damaged, the commit it named may still be whole on the
     pages (pagescan.rebuild_metas).
     """
     if len(metas) >= 2:
-        return metas, None
+        return metas, []
     survivor = metas[0] if metas else None
     found, why = pagescan.rebuild_metas(raw, survivor)
     newer = [m for m in found if survivor is None or m.pgid > survivor.pgid]
@@ -154,23 +154,25 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
             report["notes"].append(f"a complete commit (root page {newer[0].root}, freelist page "
                                    f"{newer[0].freelist}) was found on the pages; {reason}, so it is the newest "
                                    "and is used")
-        return [newer[0]] + metas, None
+        return [newer[0]] + metas, []
     if not found:
         if not metas:
             raise ToolError(f"nothing to salvage: neither meta page is valid and {why}")
         report["notes"].append(f"no other complete commit could be found on the pages: {why}")
-        return metas, None
+        return metas, []
     # pages carry no transaction id: two complete commits with the same high water mark
     # cannot be ordered. The surviving (or first) one is used; what the other holds
     # differently is kept in lost-and-found, not merged by guess.
+    # found lists the one covering the most pages first
     if survivor is None:
-        metas, alternative = [found[0]], (found[1] if len(found) > 1 else None)
+        metas, alternatives = [found[0]], found[1:]
     else:
-        alternative = found[0]
-    if alternative is not None:
-        report["notes"].append(f"another complete commit (root page {alternative.root}) is on the pages and cannot "
-                               "be told older or newer; records it holds differently are kept in lost-and-found")
-    return metas, alternative
+        alternatives = found
+    if alternatives:
+        roots = ", ".join(str(m.root) for m in alternatives)
+        report["notes"].append(f"other complete commits (root pages {roots}) are on the pages and cannot be told "
+                               "older or newer; records they hold differently are kept in lost-and-found")
+    return metas, alternatives
 
 
 def _keep_newer_pages(raw: rawpages.RawFile, older: "_Attempt", limit: int, why: str) -> None:
