@@ -1,12 +1,18 @@
 """``salvage``: recover what a damaged metadata file still holds into a new, valid file.
 
 The damaged file is only read (by rawpages' tolerant reader, never by the
-engine, which rightly refuses it). The newest valid meta page is used, or the
-other one when that recovers more; damaged pages are skipped and reported
-with the bucket and key range they covered; unreachable leaf pages that the
-freelist does not list - typically the children of a damaged branch page -
-are matched back to the lost key range they fit and recovered. The output is
-written through the engine in one transaction, then checked.
+engine, which rightly refuses it). The newest valid meta page is used; when a
+meta page is damaged, the commit it named is looked for on the pages
+(pagescan.rebuild_metas). Damaged pages are skipped and reported with the
+bucket and key range they covered. Unreachable leaf pages the freelist does
+not list - children of a damaged branch page - are matched back to the lost
+key range they fit; every other unreachable subtree (below a lost meta, root,
+``v1``, namespace or record page) is put back where the previous commit's
+tree or its containerd shape says (pagescan.place), or else kept in a
+``lost+found`` bucket at the root of the output with the reason - never
+placed by guessing. Records that lost a required part go to ``lost+found``
+too, under their original path. The output is written through the engine in
+one transaction, then checked.
 """
 
 from __future__ import annotations
