@@ -207,6 +207,11 @@ def test_lost_root_and_v1_pages_keep_every_image(cli, root, oracle, tmp_path, st
     assert res.rc == 5 and "Traceback" not in res.stderr, res.stderr
     assert "put back" in res.stdout, res.stdout
     assert oracle.check(out) == []
+    # the schema version was on the lost v1 page: the previous commit's value, said so (containerd
+    # would otherwise rerun its migrations)
+    assert "v1/version" in res.stdout
+    version = read_intact(out.read_bytes()).root.buckets[b"v1"].values[b"version"]
+    assert version == walk.root.buckets[b"v1"].values[b"version"]
     root.db.write_bytes(out.read_bytes())
     daemon = start_containerd(root)
     seen = set()

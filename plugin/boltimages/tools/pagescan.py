@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..store import layout
+from ..store import codec, layout
 from . import rawpages
 from .rawpages import Bucket, Loss, Meta, PageError, RawFile, Walk
 
@@ -160,11 +160,12 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
 def _unproven_roots(raw: RawFile, tree_pages: list[int]) -> tuple[list[Meta], str]:
     """Whole containerd trees on a file without metas and without a freelist (containerd 1.7+).
 
-    A root leaf holds the ``v1`` bucket and reads without a loss. Old roots
-    can pass too, and without a freelist nothing orders them: the one whose
-    tree covers the most pages comes first, all get the same high water mark
-    (so the caller reports them as unordered and keeps what the others hold
-    differently).
+    A root leaf holds the ``v1`` bucket, with its schema ``version``, and reads
+    without a loss. Old roots whose pages were not reused pass too, and no
+    page says which commit is newest: the tree holding the latest
+    ``createdat``/``updatedat`` comes first (a commit that only deleted
+    records cannot be told this way; the caller says so and keeps what the
+    others hold differently).
     """
     n = raw.page_count()
     found = []
@@ -179,12 +180,29 @@ def _unproven_roots(raw: RawFile, tree_pages: list[int]) -> tuple[list[Meta], st
             continue
         candidate = Meta(0, raw.page_size, pgid, rawpages.NO_FREELIST, n, 0, True, REBUILT)
         walk = rawpages.TolerantReader(raw, candidate).read()
-        if not walk.losses and not walk.shared:
-            found.append((len(walk.visited), candidate))
+        v1 = walk.root.buckets.get(V1)
+        if walk.losses or walk.shared or v1 is None or classify(v1) is not SCHEMA:
+            continue
+        found.append((_latest_time(walk.root), candidate))
         if len(found) >= MAX_UNPROVEN_ROOTS:
             break
-    found.sort(key=lambda f: -f[0])
-    return [m for _size, m in found], "" if found else "no freelist page and no whole tree is on the pages"
+    found.sort(key=lambda f: f[0], reverse=True)
+    return [m for _when, m in found], "" if found else "no freelist page and no whole tree is on the pages"
+
+
+def _latest_time(bucket: Bucket) -> tuple[int, int]:
+    """The latest createdat/updatedat in a tree, as (seconds, nanoseconds); (0, 0) when none decodes."""
+    latest = (0, 0)
+    for key, value in bucket.values.items():
+        if key in (layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY):
+            try:
+                when = codec.decode_time(value)
+            except codec.CodecError:
+                continue
+            latest = max(latest, (when.seconds, when.nanos))
+    for sub in bucket.buckets.values():
+        latest = max(latest, _latest_time(sub))
+    return latest
 
 
 def difference(other: Bucket, base: Bucket) -> Bucket:
@@ -374,16 +392,19 @@ def read_fragments(raw: RawFile, meta: Meta, unreached: set[int], visited: set[i
         reader.read_subtree(top, content)
         pages = set(reader.walk.visited)
         read.append((Fragment(top, content, dict(reader.walk.page_path), list(reader.walk.losses)), pages))
-    inside: set[int] = set()
-    for fragment, pages in read:
-        inside |= pages - {fragment.pgid}
+    # biggest first, and a fragment whose top another kept one already read is dropped: stale
+    # pages can point at each other both ways, and one of the two must still be kept
+    read.sort(key=lambda item: (-len(item[1]), item[0].pgid))
+    taken: set[int] = set()
     fragments = []
     for fragment, pages in read:
-        if fragment.pgid in inside:
+        if fragment.pgid in taken:
             continue
+        taken |= pages
         visited |= pages
         if fragment.content.values or fragment.content.buckets:
             fragments.append(fragment)
+    fragments.sort(key=lambda f: f.pgid)
     return fragments
 
 
@@ -435,6 +456,29 @@ def _in_range(key: Optional[bytes], loss: Loss) -> bool:
     return key is not None and (loss.lo is None or key >= loss.lo) and (loss.hi is None or key < loss.hi)
 
 
+def _cut_off(hole: Loss) -> bool:
+    """Whether the page was lost to truncation.
+
+    A truncation takes a branch's neighbours with it (writers put a branch
+    right after its children), so subtrees near a cut-off branch may be
+    sub-buckets of a cut-off leaf as well as its own parts: content that does
+    not say what it is is not placed there.
+    """
+    return "truncated" in hole.reason
+
+
+def _interleaves(bucket: Optional[Bucket], first: Optional[bytes], last: Optional[bytes]) -> bool:
+    """Whether bucket already holds a key within [first, last].
+
+    The pages of one B+tree split its key space into ranges that follow one
+    another: a subtree whose keys straddle keys the bucket already holds is
+    not one of its parts (it is a sub-bucket, cut off with its name).
+    """
+    if bucket is None or first is None or last is None:
+        return False
+    return any(first <= key <= last for key in bucket.values) or any(first <= key <= last for key in bucket.buckets)
+
+
 def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
               was_branch: Callable[[Loss], bool]) -> tuple[set[BucketPath], set[str]]:
     """Places a hole left by a damaged page fits, given what the fragment holds."""
@@ -446,7 +490,8 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
         # content of any file: only the pages below a lost branch page of a bucket, whose
         # key range the parent branch recorded, are known to belong to that bucket
         for hole in holes:
-            if was_branch(hole) and _in_range(first, hole) and _in_range(last, hole):
+            if (was_branch(hole) and not _cut_off(hole) and _in_range(first, hole) and _in_range(last, hole)
+                    and not _interleaves(find(root, hole.path), first, last)):
                 bases.add(hole.path)
         return bases, hints
     pattern = shape.pattern
@@ -462,7 +507,8 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
             # image, a blob) is always a single leaf, so an orphaned record is never its part
             in_a_branch = hole.lo is not None or hole.hi is not None or bool(hole.siblings)
             maybe_branch = was_branch(hole) or in_a_branch or (pattern and pattern[-1] is not None)
-            if maybe_branch and _in_range(first, hole) and _in_range(last, hole):
+            if (maybe_branch and _in_range(first, hole) and _in_range(last, hole)
+                    and not _interleaves(find(root, hole.path), first, last)):
                 bases.add(hole.path)
             continue
         rest = pattern[depth:]
@@ -487,7 +533,8 @@ def _tiling(fragments: list[Fragment], holes: list[Loss]) -> dict[int, BucketPat
     ranges follow one another without overlap; sub-buckets of a lost leaf come
     from separate key spaces. Only used when one such hole exists.
     """
-    roots = [h for h in holes if h.pgid is not None and not h.siblings and h.lo is None and h.hi is None]
+    roots = [h for h in holes if h.pgid is not None and not h.siblings and h.lo is None and h.hi is None
+             and not _cut_off(h)]
     spans = sorted((f.key_range(), f.pgid) for f in fragments if f.shape is None and f.key_range()[0] is not None)
     if len(roots) != 1 or len(spans) < 2:
         return {}
@@ -509,16 +556,23 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
     for fragment in fragments:
         fragment.shape = classify(fragment.content)
         out.pages.update(fragment.page_path)
-    fragments = sorted(fragments, key=lambda f: (len(f.shape.pattern) if f.shape else 99, f.pgid))
-    tiles = {} if stale else _tiling(fragments, holes)
     holes = list(holes)
+    evidence = {}
     for fragment in fragments:
-        kind = fragment.shape.kind if fragment.shape else "unrecognized content"
         bases, witness = _by_older_tree(fragment, older) if not stale else (set(), None)
         # a place the previous commit knows is taken only where a damaged page left a hole: bbolt
         # leaks the pages of a bucket deleted in the commit that wrote it (see the facts on bbolt
         # 1.3.6), and those must not bring the deleted bucket back
-        bases = {base for base in bases if any(_explains(hole, base) for hole in holes)}
+        evidence[fragment.pgid] = ({base for base in bases if any(_explains(hole, base) for hole in holes)},
+                                   witness)
+    # what the previous commit places goes first: the key ranges it fills tell which of the
+    # other subtrees can still be parts of a bucket (_interleaves)
+    fragments = sorted(fragments, key=lambda f: (len(evidence[f.pgid][0]) != 1,
+                                                 len(f.shape.pattern) if f.shape else 99, f.pgid))
+    tiles = {} if stale else _tiling(fragments, holes)
+    for fragment in fragments:
+        kind = fragment.shape.kind if fragment.shape else "unrecognized content"
+        bases, witness = evidence[fragment.pgid]
         how = f"the previous commit's tree holds page {witness} there" if len(bases) == 1 else ""
         hints: set[str] = set()
         if not bases and not stale:

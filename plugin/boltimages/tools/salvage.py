@@ -119,6 +119,7 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
                 "name": name, "page": alternative.root, "kind": "records of another complete commit",
                 "entries": extra.count(), "belongs_under": [], "damaged_inside": [],
                 "why": "a meta page is damaged and this commit's order against the one used is unknown"})
+    _restore_db_version(walk.root, chosen.other_walk, report)
     for text, record, why in set_aside_incomplete_records(walk.root):
         # kept under their original path so the name they had is not lost with them
         pagescan.put_at(found.setdefault("incomplete", rawpages.Bucket()), text, record)
@@ -137,6 +138,26 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
     report["images"] = _image_counts(walk.root)
     report["entries"] = walk.root.count()
     return {"tree": walk.root, "report": report}
+
+
+def _restore_db_version(root: rawpages.Bucket, other: Optional[rawpages.Walk], report: dict[str, Any]) -> None:
+    """containerd reads a v1 bucket without ``version`` as schema version 0 and reruns its migrations.
+
+    When the page holding it was lost, the previous commit's value is the one
+    evidence left (containerd changes it only when it migrates); it is used
+    and said so.
+    """
+    v1 = root.buckets.get(layout.SCHEMA_BUCKET)
+    if v1 is None or layout.DB_VERSION_KEY in v1.values or not v1.buckets:
+        return
+    prev = other.root.buckets.get(layout.SCHEMA_BUCKET) if other is not None else None
+    value = prev.values.get(layout.DB_VERSION_KEY) if prev is not None else None
+    if value is not None:
+        v1.values[layout.DB_VERSION_KEY] = value
+        report["notes"].append("v1/version was on a damaged page; the previous commit's value is written")
+    else:
+        report["notes"].append("v1/version was on a damaged page and no other commit holds it: containerd will "
+                               "take the file for schema version 0 and run its migrations on it")
 
 
 def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
@@ -176,8 +197,10 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
         alternatives = found
     if alternatives:
         roots = ", ".join(str(m.root) for m in alternatives)
+        chosen = (f"; root page {metas[0].root} holds the latest createdat/updatedat and is used"
+                  if metas[0].freelist == rawpages.NO_FREELIST else "")
         report["notes"].append(f"other complete commits (root pages {roots}) are on the pages and cannot be told "
-                               "older or newer; records they hold differently are kept in lost-and-found")
+                               f"older or newer{chosen}; records they hold differently are kept in lost-and-found")
     return metas, alternatives
 
 
@@ -211,6 +234,8 @@ class _Attempt:
         self.report: dict[str, Any] = {"recovered_orphans": [], "ambiguous_orphans": [], "notes": []}
         self.placement: Optional[pagescan.Placement] = None
         self.root_lost = False
+        #: the other meta's tree, when there is one
+        self.other_walk: Optional[rawpages.Walk] = None
 
     def result_count(self) -> int:
         return self.walk.root.count()
@@ -223,6 +248,7 @@ def _salvage_from(raw: rawpages.RawFile, meta: rawpages.Meta, other: Optional[ra
     older_walk = None
     if other is not None:
         older_walk = rawpages.TolerantReader(raw, other).read()
+    attempt.other_walk = older_walk
     if not walk.losses:
         return attempt
     _adopt_orphans(raw, meta, walk, older_walk, attempt.report)
