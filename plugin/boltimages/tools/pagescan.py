@@ -34,6 +34,8 @@ ProgressHook = Optional[Callable[[int, int], None]]
 
 #: Meta.problem of a meta rebuilt from the pages
 REBUILT = "rebuilt from its pages"
+#: Meta.problem of a meta standing in for a commit no longer whole on the pages
+PARTIAL = "stands in for a commit not whole on the pages"
 #: how many whole trees a file without metas and freelist may offer (old roots survive in free pages)
 MAX_UNPROVEN_ROOTS = 8
 #: how many freelist pages a meta rebuild tries at most (stale freelist pages of old commits)
@@ -119,7 +121,8 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
                         if h[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF, rawpages.FLAG_FREELIST)), default=0)
     if not freelists:
         if survivor is None:
-            return _unproven_roots(raw, tree_pages)
+            whole = _unproven_roots(raw, tree_pages)
+            return whole if whole[0] else _unproven_roots(raw, tree_pages, whole=False)
         return [], "no freelist page of another commit is on disk"
     freelists = freelists[-MAX_FREELIST_CANDIDATES:]
     found: list[Meta] = []
@@ -153,11 +156,12 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
             found.append(candidate)
     found.sort(key=lambda m: -m.pgid)
     if not found and survivor is None:
-        return _unproven_roots(raw, tree_pages)
+        whole = _unproven_roots(raw, tree_pages)
+        return whole if whole[0] else _unproven_roots(raw, tree_pages, whole=False)
     return found, "" if found else "no freelist page and root page on disk cover the file exactly"
 
 
-def _unproven_roots(raw: RawFile, tree_pages: list[int]) -> tuple[list[Meta], str]:
+def _unproven_roots(raw: RawFile, tree_pages: list[int], whole: bool = True) -> tuple[list[Meta], str]:
     """Whole containerd trees on a file without metas and without a freelist (containerd 1.7+).
 
     A root leaf holds the ``v1`` bucket, with its schema ``version``, and reads
@@ -165,7 +169,9 @@ def _unproven_roots(raw: RawFile, tree_pages: list[int]) -> tuple[list[Meta], st
     page says which commit is newest: the tree holding the latest
     ``createdat``/``updatedat`` comes first (a commit that only deleted
     records cannot be told this way; the caller says so and keeps what the
-    others hold differently).
+    others hold differently). With whole False, trees with damaged pages count
+    too (their metas say PARTIAL), and when no root is left at all, an empty
+    one stands in: then everything intact goes to lost-and-found.
     """
     n = raw.page_count()
     found = []
@@ -178,15 +184,18 @@ def _unproven_roots(raw: RawFile, tree_pages: list[int]) -> tuple[list[Meta], st
             continue
         if V1 not in keys:
             continue
-        candidate = Meta(0, raw.page_size, pgid, rawpages.NO_FREELIST, n, 0, True, REBUILT)
+        candidate = Meta(0, raw.page_size, pgid, rawpages.NO_FREELIST, n, 0, True, REBUILT if whole else PARTIAL)
         walk = rawpages.TolerantReader(raw, candidate).read()
         v1 = walk.root.buckets.get(V1)
-        if walk.losses or walk.shared or v1 is None or classify(v1) is not SCHEMA:
+        damaged = bool(walk.losses or walk.shared)
+        if (whole and damaged) or v1 is None or (classify(v1) is not SCHEMA and not (damaged and v1.buckets)):
             continue
-        found.append((_latest_time(walk.root), candidate))
+        found.append(((_latest_time(walk.root), -len(walk.losses)), candidate))
         if len(found) >= MAX_UNPROVEN_ROOTS:
             break
     found.sort(key=lambda f: f[0], reverse=True)
+    if not found and not whole:
+        return [Meta(0, raw.page_size, 0, rawpages.NO_FREELIST, n, 0, True, PARTIAL)], ""
     return [m for _when, m in found], "" if found else "no freelist page and no whole tree is on the pages"
 
 

@@ -75,8 +75,8 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         report["notes"].append(f"the previous commit (meta {tries[1].meta.slot}, txid {tries[1].meta.txid}) "
                                "is intact; records are taken from the newest commit")
     kept_newer = chosen is not tries[0]
-    if (any(not m.valid for m in raw.metas) and metas[0].problem != pagescan.REBUILT and not alternatives
-            and not kept_newer):
+    if (any(not m.valid for m in raw.metas) and metas[0].problem not in (pagescan.REBUILT, pagescan.PARTIAL)
+            and not alternatives and not kept_newer):
         # a damaged meta may have named a newer commit that is no longer whole (pages damaged too)
         _keep_newer_pages(raw, chosen, raw.page_count(), "a newer commit whose meta page is damaged may have "
                           "written it, or it is an old copy")
@@ -173,7 +173,12 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
     found, why = pagescan.rebuild_metas(raw, survivor)
     newer = [m for m in found if survivor is None or m.pgid > survivor.pgid]
     if newer and (len(newer) == 1 or newer[0].pgid > newer[1].pgid):
-        if newer[0].freelist == rawpages.NO_FREELIST:
+        if newer[0].problem == pagescan.PARTIAL:
+            report["notes"].append(
+                f"no whole commit is left on the pages: the tree of root page {newer[0].root} (damaged too) is used "
+                "and every intact page it does not reach is kept in lost-and-found" if newer[0].root else
+                "no root page is left on the pages: every intact page is kept in lost-and-found")
+        elif newer[0].freelist == rawpages.NO_FREELIST:
             report["notes"].append(f"the only complete containerd tree on the pages (root page {newer[0].root}) is "
                                    "used; the file keeps no freelist, so nothing proves it is the newest commit")
         else:
