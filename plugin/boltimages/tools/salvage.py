@@ -68,8 +68,7 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
                                "last transaction are not in the tree (pages it may have written are kept in "
                                f"{LOST_AND_FOUND.decode()})")
         _keep_newer_pages(raw, older, min(chosen.meta.pgid, raw.page_count()),
-                          f"the newest commit (txid {chosen.meta.txid}, its root page lost) may have written it, "
-                          "or it is an old copy")
+                          f"the newest commit (txid {chosen.meta.txid}, its root page lost)")
         chosen = older
     elif len(tries) > 1 and not tries[1].walk.losses and chosen.walk.losses:
         report["notes"].append(f"the previous commit (meta {tries[1].meta.slot}, txid {tries[1].meta.txid}) "
@@ -78,8 +77,7 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
     if (any(not m.valid for m in raw.metas) and metas[0].problem not in (pagescan.REBUILT, pagescan.PARTIAL)
             and not alternatives and not kept_newer):
         # a damaged meta may have named a newer commit that is no longer whole (pages damaged too)
-        _keep_newer_pages(raw, chosen, raw.page_count(), "a newer commit whose meta page is damaged may have "
-                          "written it, or it is an old copy")
+        _keep_newer_pages(raw, chosen, raw.page_count(), "a newer commit whose meta page is damaged")
     meta, walk = chosen.meta, chosen.walk
     report["notes"].extend(chosen.notes)
     report["meta_used"] = meta.slot
@@ -212,21 +210,27 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
 def _keep_newer_pages(raw: rawpages.RawFile, older: "_Attempt", limit: int, why: str) -> None:
     """Salvaging an older commit than the newest: keep what the newer one may have written.
 
-    A newer commit writes into pages the older one lists free (or past its
-    high water mark, up to limit); those pages may also hold old copies, so
-    they go to lost-and-found, never into the tree.
+    A newer commit writes past the older one's high water mark (up to limit:
+    those pages are certainly its own) and into pages the older one lists
+    free (those may also hold old copies). All go to lost-and-found, never
+    into the tree; why says which commit.
     """
     free = raw.freelist(older.meta) or set()
-    maybe = {p for p in free | set(range(older.meta.pgid, limit))
-             if p not in older.walk.visited and (head := pagescan.header(raw, p)) is not None
-             and head[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF)}
-    if not maybe:
-        return
+
+    def tree_pages(ids: Any) -> set[int]:
+        return {p for p in ids if p not in older.walk.visited and (head := pagescan.header(raw, p)) is not None
+                and head[0] in (rawpages.FLAG_BRANCH, rawpages.FLAG_LEAF)}
+
     hwm = rawpages.Meta(older.meta.slot, raw.page_size, older.meta.root, older.meta.freelist,
                         max(limit, older.meta.pgid), older.meta.txid, True)
-    # a copy: pages read here are not part of the tree (the double-free check looks at the tree only)
-    fragments = pagescan.read_fragments(raw, hwm, maybe, set(older.walk.visited))
-    older.placement = pagescan.place(older.walk.root, fragments, [], None, out=older.placement, stale=why)
+    # a copy of visited: pages read here are not part of the tree (the double-free check looks at the tree)
+    seen = set(older.walk.visited)
+    for pages, reason in ((tree_pages(range(older.meta.pgid, limit)), f"{why} wrote it"),
+                          (tree_pages(free), f"{why} may have written it, or it is an old copy")):
+        if pages:
+            fragments = pagescan.read_fragments(raw, hwm, pages, seen)
+            older.placement = pagescan.place(older.walk.root, fragments, [], None, out=older.placement,
+                                             stale=reason)
 
 
 class _Attempt:
