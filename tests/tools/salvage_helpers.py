@@ -8,6 +8,7 @@ reads from the same file.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from boltimages.tools import rawpages
@@ -28,6 +29,12 @@ def _dump(out: list[str], bucket: rawpages.Bucket, path: list[str]) -> None:
             _dump(out, bucket.buckets[key], path + [key.hex()])
         else:
             out.append(f"K {'/'.join(path)} {key.hex()} {value_repr(bucket.values[key])}")
+
+
+def unsequenced(lines: Iterable[str]) -> set[str]:
+    """Dump lines without bucket sequences: a bucket put back from its own pages lost its
+    sequence with the header on the damaged page (it comes back as 0)."""
+    return {line.rsplit(" ", 1)[0] if line.startswith("B ") else line for line in lines}
 
 
 def read_intact(data: bytes, slot: Optional[int] = None) -> rawpages.Walk:
@@ -76,3 +83,93 @@ def pages_of_kind(data: bytes, flag: int, meta: Optional[rawpages.Meta] = None) 
         if pid == pgid and flags == flag:
             out.append(pgid)
     return out
+
+
+# --- scoring a salvage against the intact file ---------------------------------
+
+#: one record: (bucket path, key, value; None for a sub-bucket)
+Record = tuple[tuple[bytes, ...], bytes, Optional[bytes]]
+LOST_AND_FOUND = b"lost+found"
+
+
+def records_by_page(data: bytes) -> dict[Record, int]:
+    """Every record of the newest commit of an intact file, with the page it lies on.
+
+    A record inside an inline bucket lies on the page holding that bucket;
+    a record on an overflow run lies on the run's first page.
+    """
+    walk = read_intact(data)
+
+    def home(path: tuple[bytes, ...], key: bytes) -> int:
+        pgid = walk.page_of[(path, key)]
+        while pgid is None:
+            path, key = path[:-1], path[-1]
+            pgid = walk.page_of[(path, key)]
+        return pgid
+
+    out: dict[Record, int] = {}
+
+    def visit(bucket: rawpages.Bucket, path: tuple[bytes, ...]) -> None:
+        for key, value in bucket.values.items():
+            out[(path, key, value)] = home(path, key)
+        for key, sub in bucket.buckets.items():
+            out[(path, key, None)] = home(path, key)
+            visit(sub, path + (key,))
+
+    visit(walk.root, ())
+    return out
+
+
+def tree_records(root: rawpages.Bucket, path: tuple[bytes, ...] = ()) -> set[Record]:
+    out: set[Record] = set()
+    for key, value in root.values.items():
+        out.add((path, key, value))
+    for key, sub in root.buckets.items():
+        out.add((path, key, None))
+        out |= tree_records(sub, path + (key,))
+    return out
+
+
+def run_starts(data: bytes) -> dict[int, int]:
+    """Page id -> first page of the tree page run covering it (tree pages of the newest commit)."""
+    raw = rawpages.RawFile(data)
+    walk = read_intact(data)
+    out = {}
+    for pgid in walk.visited:
+        pid, _flags, _count, overflow = page_header(data, pgid, raw.page_size)
+        if pid == pgid:
+            for p in range(pgid, pgid + overflow + 1):
+                out[p] = pgid
+    return out
+
+
+@dataclass
+class Score:
+    """Records on intact pages, and where salvage put them."""
+
+    intact: int
+    placed: int
+    in_lost_and_found: int
+    missing: list[Record]
+    #: records salvage put in the tree that the newest commit does not hold there
+    wrong: list[Record]
+
+    def __str__(self) -> str:
+        return (f"{self.placed + self.in_lost_and_found}/{self.intact} recovered "
+                f"({self.placed} in place, {self.in_lost_and_found} in lost+found)")
+
+
+def score(original: bytes, lost_pages: Iterable[int], tree: rawpages.Bucket) -> Score:
+    records = records_by_page(original)
+    lost = set(lost_pages)
+    intact = {r for r, pgid in records.items() if pgid not in lost}
+    shelf = tree.buckets.get(LOST_AND_FOUND)
+    rest = rawpages.Bucket(tree.sequence, dict(tree.values),
+                           {k: v for k, v in tree.buckets.items() if k != LOST_AND_FOUND})
+    got = tree_records(rest)
+    shelved = {(key, value) for _path, key, value in tree_records(shelf)} if shelf is not None else set()
+    placed = intact & got
+    in_lf = {r for r in intact - got if (r[1], r[2]) in shelved}
+    missing = sorted(intact - got - in_lf)
+    wrong = sorted(got - set(records))
+    return Score(len(intact), len(placed), len(in_lf), missing, wrong)

@@ -16,7 +16,7 @@ import pytest
 from boltimages.tools import rawpages
 from tests.compat.ctr_runner import table_rows
 from tests.tools.conftest import IMAGES, ctr_on
-from tests.tools.salvage_helpers import dump_tree, expected_after_losing, read_intact
+from tests.tools.salvage_helpers import LOST_AND_FOUND, dump_tree, expected_after_losing, read_intact
 
 pytestmark = pytest.mark.compat
 
@@ -73,7 +73,10 @@ def test_zeroed_leaf_loses_only_its_image(cli, root, oracle, tmp_path, start_con
     # everything outside the page survives, except the incomplete image record salvage drops on purpose
     gamma = "/".join(x.hex() for x in (b"v1", b"default", b"images", b"example.com/team/gamma:latest"))
     assert {line for line in expected - got if gamma not in line} == set()
-    assert got <= expected
+    shelf = LOST_AND_FOUND.hex()
+    assert {line for line in got if not line.split()[1].startswith(shelf)} <= expected
+    # the half image is kept in lost-and-found under its own name, not dropped
+    assert any(d["name"].endswith("example.com/team/gamma:latest") for d in report["lost_and_found"])
     assert _install_and_list(root, out, start_containerd) == ALL_REFS - {("default", "example.com/team/gamma:latest")}
 
 
@@ -84,7 +87,10 @@ def test_zeroed_meta_page(cli, root, oracle, tmp_path, start_containerd):
     data[newest.slot * raw.page_size:(newest.slot + 1) * raw.page_size] = bytes(raw.page_size)
     root.db.write_bytes(bytes(data))
     out, report, res = _salvage(cli, root, tmp_path)
-    assert res.rc == 0 and report["meta_used"] == 1 - newest.slot
+    # either the zeroed commit is found whole on the pages and used, or (when the two commits cannot
+    # be ordered) the surviving one is used and the other's differing records go to lost-and-found
+    assert res.rc in (0, 5)
+    assert res.rc == 0 or report["lost_and_found"]
     assert oracle.check(out) == []
     # the previous commit is complete: containerd's last transaction was a label or tag at most
     seen = _install_and_list(root, out, start_containerd)
@@ -141,7 +147,9 @@ def test_zeroed_branch_page_of_a_big_images_bucket(cli, root, oracle, tmp_path, 
     root.db.write_bytes(bytes(data))
     out, report, res = _salvage(cli, root, tmp_path)
     assert [d["page"] for d in report["lost_detail"]] == [victim]
-    assert report["recovered_orphans"]
+    # the branch's children come back by their key range (orphan adoption) or as the images
+    # bucket's part they are by shape (page scan)
+    assert report["recovered_orphans"] or report["placed"]
     assert oracle.check(out) == []
     assert _oracle_entries(oracle, out) == intact  # a branch holds no records: nothing is lost
     seen = _install_and_list(root, out, start_containerd)

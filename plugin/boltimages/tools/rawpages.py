@@ -39,6 +39,8 @@ NO_FREELIST = 0xFFFFFFFFFFFFFFFF
 #: page sizes worth trying when meta 0 cannot tell us (bbolt files use the OS
 #: page size unless created otherwise; 4 KiB first as the common case)
 CANDIDATE_PAGE_SIZES = (4096, 8192, 16384, 65536, 1024, 2048, 32768)
+#: loss reason for a page reached a second time (a cycle, or a page read already)
+ALREADY_USED = "page already used elsewhere in the tree"
 #: deeper than any real file (bbolt trees of 2^64 keys are ~20 levels deep per bucket)
 MAX_DEPTH = 64
 
@@ -160,7 +162,11 @@ class RawFile:
         for meta in self.metas:
             if meta.valid:
                 return meta.page_size
-        raise PageError("neither meta page is valid: not a bbolt file, or both metas are destroyed")
+        size = detect_page_size(self.data)
+        if size is None:
+            raise PageError("neither meta page is valid and no page carries its own id: "
+                            "not a bbolt file, or nothing of it is left")
+        return size
 
     def valid_metas(self) -> list[Meta]:
         """Valid metas, newest first."""
@@ -206,6 +212,25 @@ class RawFile:
         if start + 8 * count > len(buf):
             return None
         return set(struct.unpack_from(f"<{count}Q", buf, start))
+
+
+def detect_page_size(data: bytes) -> Optional[int]:
+    """The page size under which most pages carry their own id in their header, or None.
+
+    Used when neither meta page can say: at the wrong size, page p's offset
+    lands on another page's header (id != p) or in the middle of one.
+    """
+    best, best_hits = None, 0
+    for size in CANDIDATE_PAGE_SIZES:
+        pages = min(len(data) // size, 4096)
+        hits = 0
+        for pgid in range(2, pages):
+            pid, flags, _count, _ov = PAGE_HEADER.unpack_from(data, pgid * size)
+            if pid == pgid and flags in (FLAG_BRANCH, FLAG_LEAF, FLAG_FREELIST):
+                hits += 1
+        if hits > best_hits:
+            best, best_hits = size, hits
+    return best if best_hits >= 2 else None
 
 
 def parse_leaf(buf: memoryview, count: int) -> list[tuple[int, bytes, bytes]]:
@@ -283,6 +308,11 @@ class TolerantReader:
         self._tree(self.meta.root, (), self.walk.root, None, None, 0)
         return self.walk
 
+    def read_subtree(self, pgid: int, into: Bucket) -> Walk:
+        """Read the tree below page pgid (a bucket's root or any page of one) into `into`."""
+        self._tree(pgid, (), into, None, None, 0)
+        return self.walk
+
     def _lose(self, path: tuple[bytes, ...], pgid: Optional[int], reason: str,
               lo: Optional[bytes], hi: Optional[bytes]) -> None:
         self.walk.losses.append(Loss(path, pgid, reason, lo, hi, self._siblings))
@@ -294,7 +324,7 @@ class TolerantReader:
             return
         if pgid in self.walk.visited:
             self.walk.shared.append(pgid)
-            self._lose(path, pgid, "page already used elsewhere in the tree", lo, hi)
+            self._lose(path, pgid, ALREADY_USED, lo, hi)
             return
         try:
             flags, count, overflow, buf = self.raw.page(pgid, self.meta.pgid)
@@ -304,6 +334,11 @@ class TolerantReader:
                 elements = parse_leaf(buf, count)
             else:
                 raise PageError(f"page type {flags:#x} where a branch or leaf belongs")
+            keys = [key for key, _child in children] if flags == FLAG_BRANCH else [e[1] for e in elements]
+            if keys and ((lo is not None and keys[0] < lo) or (hi is not None and keys[-1] >= hi)):
+                # a branch pointing at the wrong page (a flipped bit in the child id): that page's
+                # own place is elsewhere, and the right child turns up as an unreachable page
+                raise PageError("its keys lie outside the range its parent branch gives it (wrong child pointer)")
         except PageError as exc:
             self._lose(path, pgid, str(exc), lo, hi)
             return
