@@ -127,6 +127,18 @@ def test_killed_compact_leaves_no_stray_file(cli, db, oracle):
     assert sorted(os.listdir(db.parent)) == listing
 
 
+def test_killed_salvage_leaves_no_stray_file(cli, db, tmp_path):
+    """salvage writes its output as a nameless inode until it passed its check: SIGKILL there
+    leaves no file in the output directory, and the input is only ever read."""
+    out_dir = tmp_path / "rescue"
+    out_dir.mkdir()
+    before = _sha(db)
+    _, fds = _kill_at("salvage-written", "salvage", "--db", str(db), "-o", str(out_dir / "rescued.db"))
+    assert any(f.startswith(str(out_dir) + "/#") and f.endswith("(deleted)") for f in fds), fds
+    assert os.listdir(out_dir) == []
+    assert _sha(db) == before
+
+
 def test_killed_backup_leaves_no_partial_backup(cli, db):
     """A write command killed while copying its backup leaves no PATH.bak-* that looks real."""
     listing, before = sorted(os.listdir(db.parent)), _sha(db)

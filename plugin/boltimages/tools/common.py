@@ -205,16 +205,6 @@ def keep_old_as_backup(target: str) -> str:
         return make_backup(target)
 
 
-def atomic_replace(new: str, target: str, keep_backup: bool) -> Optional[str]:
-    """Swap the named file ``new`` into target's place; the old file stays as a backup unless told otherwise."""
-    fd = os.open(new, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return replace_keeping_backup(target, new, lambda: os.replace(new, target), keep_backup)
-
-
 def replace_keeping_backup(target: str, new_path: str, swap: "Callable[[], None]",
                            keep_backup: bool) -> Optional[str]:
     """Run ``swap`` (which puts the new file in target's place) with target's mode and owner given
@@ -234,9 +224,6 @@ def replace_keeping_backup(target: str, new_path: str, swap: "Callable[[], None]
     fsync_dir(target)
     return backup
 
-
-# The progress bar lives in its own module; the name stays importable from here.
-from .progress import Progress  # noqa: E402,F401
 
 
 #: tests stop a command at a named point to kill it there (see stop_point)

@@ -21,12 +21,13 @@ import argparse
 import json
 import mmap
 import os
-import tempfile
 from typing import Any, Optional
 
 from ..store import layout
 from . import check, pagescan, rawpages
-from .common import EXIT_OK, EXIT_PARTIAL, EXIT_PROBLEMS, Progress, ToolError, atomic_replace
+from .common import EXIT_OK, EXIT_PARTIAL, EXIT_PROBLEMS, ToolError, stop_point
+from .progress import Progress
+from .scratch import ScratchFile
 
 
 #: root-level bucket of the output holding what salvage recovered but could not place
@@ -441,8 +442,9 @@ def write_tree(path: str, tree: rawpages.Bucket, page_size: int, freelist: str =
         db = bolt.open(path, create=True, page_size=page_size, freelist=freelist)
     except (bolt.BoltError, ValueError):
         # a page size the engine will not create (tiny ones from old files): use the default
+        # (truncate, not unlink: the path may be an unnamed scratch file's /proc/self/fd link)
         if os.path.exists(path):
-            os.unlink(path)
+            os.truncate(path, 0)
         db = bolt.open(path, create=True, freelist=freelist)
     with db, db.begin(write=True) as tx, Progress("writing", total) as bar:
         for name in sorted(tree.buckets):
@@ -506,7 +508,12 @@ def run_salvage(args: argparse.Namespace) -> int:
             data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
     except OSError as exc:
         raise ToolError(f"{args.db}: {exc.strerror or exc}") from exc
-    result = recover(data)  # type: ignore[arg-type]
+    with Progress("scanning", unit="pages") as bar:
+        def on_pages(done: int, total: int) -> None:
+            # each scan pass reports from its start: the bar follows the pass under way
+            bar.total = total
+            bar.advance(done - bar.done)
+        result = recover(data, on_pages)  # type: ignore[arg-type]
     tree, report = result["tree"], result["report"]
     if tree.values:
         report["notes"].append(f"{len(tree.values)} plain key(s) at the root level are not allowed by bbolt "
@@ -514,20 +521,15 @@ def run_salvage(args: argparse.Namespace) -> int:
     report["input"] = args.db
     report["output"] = args.output
     if not args.dry_run:
-        out_dir = os.path.dirname(os.path.abspath(args.output))
-        fd, tmp = tempfile.mkstemp(prefix=".salvage-", suffix=".db", dir=out_dir)
-        os.close(fd)
-        os.unlink(tmp)
-        try:
-            report["not_written"] = write_tree(tmp, tree, report["page_size"])
-            problems = check.structural_problems(tmp)
+        # an unnamed file until it passed its check: a killed or failed salvage leaves nothing
+        with ScratchFile(os.path.dirname(os.path.abspath(args.output))) as scratch:
+            report["not_written"] = write_tree(scratch.path, tree, report["page_size"])
+            stop_point("salvage-written")
+            problems = check.structural_problems(scratch.path)
             if problems:
                 raise ToolError(f"salvaged file failed its check ({problems[0]}); nothing written",
                                 EXIT_PROBLEMS)
-            atomic_replace(tmp, args.output, keep_backup=False)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            scratch.replace(args.output)
     _print_report(report, args.dry_run)
     if args.report:
         with open(args.report, "w", encoding="utf-8") as fh:
