@@ -6,7 +6,7 @@ exactly what was skipped and where. Nothing here trusts the file: every page
 id, offset and length is checked against the file before it is used, a page
 is never visited twice (cycles), and recursion depth is bounded.
 
-Layout facts (see /work/shared/facts/bbolt-format.md): 16-byte page header
+Layout facts (bbolt 1.3.6, page.go): 16-byte page header
 {id u64, flags u16, count u16, overflow u32}; metas in pages 0 and 1 with an
 FNV-1a checksum; branch elements {pos u32, ksize u32, pgid u64}; leaf
 elements {flags u32, pos u32, ksize u32, vsize u32}; a sub-bucket value is
