@@ -68,3 +68,14 @@ def test_server_caps_a_cjk_not_found(channel) -> None:
     details = err.value.details()
     assert len(percent_encode(details)) <= CAP
     assert "characters omitted" in details and "镜像" in details
+
+
+class _OddFailure(Exception):
+    """Stands for a bug: an exception no servicer maps to a status."""
+
+
+def test_an_unexpected_exception_shows_no_class_name_or_bytes_repr() -> None:
+    code, message = status.to_status(_OddFailure(b"\x00secret"))
+    assert code == grpc.StatusCode.INTERNAL
+    assert "_OddFailure" not in message and "b'" not in message and "secret" not in message
+    assert message == "internal error in boltimages; the server log has the details"
