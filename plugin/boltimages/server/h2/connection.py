@@ -754,9 +754,10 @@ class H2Connection(asyncio.Protocol):
             self.send_window += increment
             if self.send_window > f.MAX_WINDOW_SIZE:
                 raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "connection window overflow")
-            blocked, self.blocked = self.blocked, {}
-            for stream in blocked.values():
-                self._flush_stream(stream)
+            if self.blocked:  # (clients top the window up with every call: no new dict for nothing)
+                blocked, self.blocked = self.blocked, {}
+                for stream in blocked.values():
+                    self._flush_stream(stream)
             return
         stream = self.streams.get(sid)
         if stream is None:

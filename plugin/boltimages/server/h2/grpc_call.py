@@ -161,6 +161,12 @@ class MessageReader:
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self.buf
+        if not buf and len(data) >= MESSAGE_PREFIX_LEN and data[0] == 0 \
+                and len(data) - MESSAGE_PREFIX_LEN == int.from_bytes(data[1:5], "big") <= self.max_size:
+            # the usual unary request: exactly one whole message in one DATA
+            # frame, taken without going through the buffer (the checks below
+            # pass for it: flag 0, within max_size)
+            return [data[MESSAGE_PREFIX_LEN:]]
         buf += data
         messages = []
         while len(buf) >= MESSAGE_PREFIX_LEN:
