@@ -273,11 +273,21 @@ class H2Connection(asyncio.Protocol):
         if stream.local_closed or self.closed:
             return
         sid = stream.id
-        self._header_frames(sid, headers, False)
-        self.wbuf.append(f.frame(f.DATA, 0, sid, payload))
-        stream.send_window -= len(payload)
-        self.send_window -= len(payload)
-        self._header_frames(sid, trailers, True)
+        n = len(payload)
+        limit = self.peer_max_frame
+        if len(headers) <= limit and len(trailers) <= limit:
+            # the usual case (a Get's answer is a few hundred bytes): no frame
+            # split, so three frame headers and no concatenation per frame
+            header = f.frame_header
+            self.wbuf += (header(len(headers), f.HEADERS, f.FLAG_END_HEADERS, sid), headers,
+                          header(n, f.DATA, 0, sid), payload,
+                          header(len(trailers), f.HEADERS, f.FLAG_END_HEADERS | f.FLAG_END_STREAM, sid), trailers)
+        else:
+            self._header_frames(sid, headers, False)
+            self.wbuf.append(f.frame(f.DATA, 0, sid, payload))
+            self._header_frames(sid, trailers, True)
+        stream.send_window -= n
+        self.send_window -= n
         self._local_close(stream)
 
     def _flush_stream(self, stream: Stream) -> None:
@@ -744,9 +754,10 @@ class H2Connection(asyncio.Protocol):
             self.send_window += increment
             if self.send_window > f.MAX_WINDOW_SIZE:
                 raise H2ConnectionError(f.FLOW_CONTROL_ERROR, "connection window overflow")
-            blocked, self.blocked = self.blocked, {}
-            for stream in blocked.values():
-                self._flush_stream(stream)
+            if self.blocked:  # (clients top the window up with every call: no new dict for nothing)
+                blocked, self.blocked = self.blocked, {}
+                for stream in blocked.values():
+                    self._flush_stream(stream)
             return
         stream = self.streams.get(sid)
         if stream is None:

@@ -161,6 +161,12 @@ class MessageReader:
 
     def feed(self, data: bytes) -> list[bytes]:
         buf = self.buf
+        if not buf and len(data) >= MESSAGE_PREFIX_LEN and data[0] == 0 \
+                and len(data) - MESSAGE_PREFIX_LEN == int.from_bytes(data[1:5], "big") <= self.max_size:
+            # the usual unary request: exactly one whole message in one DATA
+            # frame, taken without going through the buffer (the checks below
+            # pass for it: flag 0, within max_size)
+            return [data[MESSAGE_PREFIX_LEN:]]
         buf += data
         messages = []
         while len(buf) >= MESSAGE_PREFIX_LEN:
@@ -191,7 +197,9 @@ class Context(grpc.ServicerContext):
     """What servicers see as ``context``: grpcio's ServicerContext behaviour over our transport."""
 
     def __init__(self, call: "Call", headers: list[tuple[bytes, bytes]], deadline: Optional[float]) -> None:
-        self._call = call
+        #: None once the call is over and let go of (Call.detach); the peer is kept for peer()
+        self._call: Optional[Call] = call
+        self._peer = ""
         self._headers = headers
         self._metadata: Optional[tuple[Metadatum, ...]] = None
         self._deadline = deadline
@@ -218,7 +226,8 @@ class Context(grpc.ServicerContext):
         return self._metadata
 
     def peer(self) -> str:
-        return self._call.conn.peer
+        call = self._call
+        return call.conn.peer if call is not None else self._peer
 
     def peer_identities(self) -> None:
         return None
@@ -238,7 +247,9 @@ class Context(grpc.ServicerContext):
         return not self._done
 
     def cancel(self) -> None:
-        self._call.cancel_from_app()
+        call = self._call
+        if call is not None:  # a call that is over has nothing left to cancel
+            call.cancel_from_app()
 
     def add_callback(self, callback: Callable[[], Any]) -> bool:
         with self._lock:
@@ -268,7 +279,9 @@ class Context(grpc.ServicerContext):
         pass
 
     def send_initial_metadata(self, initial_metadata: Sequence[tuple[str, Any]]) -> None:
-        self._call.send_initial_metadata(initial_metadata)
+        call = self._call
+        if call is not None:  # once the call is over, headers are not sent (as Call's own check)
+            call.send_initial_metadata(initial_metadata)
 
     def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, Any]]) -> None:
         self._trailing = tuple(trailing_metadata)
@@ -716,9 +729,23 @@ class Call:
                 self.conn.send_unary_response(self.stream, RESPONSE_HEADERS, message_prefix(len(data)) + data,
                                               trailers)
                 self.context._terminate()
+                self._detach()
                 return
             self.send_message(data)
         self.finish(code, details)
+
+    def _detach(self) -> None:
+        """Loop thread, once a unary call's whole answer is out and its
+        stream closed (so no longer in the connection's table): break the
+        call's reference cycles (stream <-> call <-> context) so that its
+        objects are freed at once instead of by the cyclic GC. With them, 7
+        objects per call were left to the collector: 164 young collections
+        (and a full one) per 20,000 Gets, 2.6-3.0 us of a 22 us Get on the
+        loop thread (in-process replay of grpc-go's requests)."""
+        context = self.context
+        context._peer = self.conn.peer
+        context._call = None
+        self.stream.call = None
 
     def fail(self, code: grpc.StatusCode, details: str) -> None:
         self.finish(code, details)
