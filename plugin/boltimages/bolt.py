@@ -527,8 +527,9 @@ class Bucket:
 
     def _create(self, name: BytesLike, if_not_exists: int) -> "Bucket":
         out = _scratch.bucket_out
-        _check(lib.bolt_bucket_create(self._b, _bytes("name", name), len(name), if_not_exists, out),
-               f"bucket {_shown(name)}")
+        status = lib.bolt_bucket_create(self._b, _bytes("name", name), len(name), if_not_exists, out)
+        if status:  # the quoted name is built only for the error: 16 µs per Update when eager
+            raise _error(status, f"bucket {_shown(name)}")
         return Bucket(self.tx, out[0])
 
     def create_bucket(self, name: BytesLike) -> "Bucket":
@@ -538,8 +539,9 @@ class Bucket:
         return self._create(name, 1)
 
     def delete_bucket(self, name: BytesLike) -> None:
-        _check(lib.bolt_bucket_delete_bucket(self._b, _bytes("name", name), len(name)),
-               f"bucket {_shown(name)}")
+        status = lib.bolt_bucket_delete_bucket(self._b, _bytes("name", name), len(name))
+        if status:
+            raise _error(status, f"bucket {_shown(name)}")
 
     # -- values
     def get(self, key: BytesLike) -> Optional[bytes]:

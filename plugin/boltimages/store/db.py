@@ -263,9 +263,13 @@ class MetadataDB:
     def _write(self, fn: Callable[["bolt.Tx"], T]) -> T:
         """``fn`` in a write transaction, committed (like bolt's DB.update), with a failed
         commit logged: callers answer their clients, but the operator must see it too."""
-        with self._db.begin(write=True) as tx:
+        tx = self._db.begin(write=True)
+        try:
             result = fn(tx)
-            self._commit(tx)  # the block's own end then finds the tx closed: nothing more to do
+        except BaseException:
+            tx.rollback()
+            raise
+        self._commit(tx)
         return result
 
     def _commit(self, tx: "bolt.Tx") -> None:
