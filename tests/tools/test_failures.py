@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import pathlib
 import signal
@@ -26,6 +25,7 @@ import pytest
 
 from boltimages import bolt
 from tests.helpers import child_env, require_root, require_tool
+from tests.tools.conftest import write_jsonl
 
 IMAGE_TYPE = "application/vnd.oci.image.manifest.v1+json"
 ERROR_MARKERS = ("Traceback", "Errno", "Error:", "Exception", "b'")
@@ -42,8 +42,7 @@ def _image(i: int, label_bytes: int = 0) -> dict:
 def _jsonl(path: pathlib.Path, count: int, start: int = 0, label_bytes: int = 0) -> pathlib.Path:
     lines = [{"kind": "boltimages-export", "version": 1, "dbVersion": 3}]
     lines += [_image(i, label_bytes) for i in range(start, start + count)]
-    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
-    return path
+    return write_jsonl(path, *lines)
 
 
 def _one_clear_line(stderr: str) -> str:
