@@ -376,10 +376,9 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
             owned.update(pagescan.children(raw, pgid, meta.pgid))
     for _pgid, elements in orphans:
         for flags, _key, value in elements:
-            if flags & rawpages.LEAF_FLAG_BUCKET and len(value) >= rawpages.BUCKET_HEADER.size:
-                sub_root = rawpages.BUCKET_HEADER.unpack_from(value, 0)[0]
-                if sub_root:
-                    owned |= rawpages.TolerantReader(raw, meta).read_subtree(sub_root, rawpages.Bucket()).visited
+            sub_root = rawpages.sub_bucket_root(flags, value)
+            if sub_root:
+                owned |= rawpages.TolerantReader(raw, meta).read_subtree(sub_root, rawpages.Bucket()).visited
     infos = []
     for pgid, elements in orphans:
         if pgid in owned:
