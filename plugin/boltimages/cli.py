@@ -288,12 +288,11 @@ def _user_text(exc: BaseException, args: argparse.Namespace) -> str:
     on: our own errors and the engine's carry readable text (the file named
     once), the system's errors get the file, the reason and what to do;
     anything else is a bug, said so, with the way to get the traceback."""
-    from .errors import BoltImagesError, without_path
+    from .errors import BoltImagesError
     name = type(exc).__name__
     where = getattr(args, "db", "") or ""
     if name in ("CorruptDatabase", "InvalidDatabase"):
-        return (f"{where}: damaged: {without_path(str(exc), where)}; run 'boltimages check', "
-                "then 'boltimages salvage' to recover what it holds")
+        return common.damaged_text(where, exc)
     if name == "DatabaseLocked":
         from .lockholder import locked_text
         return locked_text(where or "?")

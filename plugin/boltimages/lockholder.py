@@ -11,10 +11,30 @@ holders, never a guess.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from typing import Optional
 
 PROC_LOCKS = "/proc/locks"
+
+
+def is_locked(path: str) -> bool:
+    """Whether someone holds the flock on ``path`` (a shared try-lock is refused).
+
+    A file that cannot be opened counts as not locked; a flock that fails for
+    another reason (a filesystem without locks) raises its OSError.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we may have taken
+    return False
 
 
 def holder_pids(path: str) -> list[int]:

@@ -103,11 +103,6 @@ def release(request) -> Release:
 
 
 @pytest.fixture(scope="session")
-def containerd_bin(release: Release) -> str:
-    return release.containerd
-
-
-@pytest.fixture(scope="session")
 def ctr_bin(release: Release) -> str:
     return release.ctr
 

@@ -17,7 +17,6 @@ has begun) before the long call is let go on.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ import pytest
 
 from boltimages import bolt
 from boltimages._bolt import ffi, lib
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.threaded
 
@@ -37,11 +37,8 @@ COMMIT_BYTES = 4096
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Poll a condition with a deadline (no sleep stands in for an event)."""
-    end = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.0005)
+    if not wait_until(condition, DEADLINE, interval=0.0005):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def big_source(make_db: Callable[..., bolt.DB], keys: int = 40_000) -> bolt.DB:

@@ -13,7 +13,8 @@ import pytest
 from boltimages.errors import DataCorruption, FailedPrecondition, InvalidArgument, NotFound
 from boltimages.server.containers_service import to_proto
 from boltimages.server.status import RawStatus, to_status
-from boltimages.store.containers import ZERO_TIME, ContainerStore
+from boltimages.store.codec import GO_ZERO_TIME
+from boltimages.store.containers import ContainerStore
 from boltimages.store.db import MetadataDB
 
 GOOD_TIME = bytes.fromhex("010000000ee2a8163c312f1ffbffff")
@@ -50,7 +51,7 @@ def store(tmp_path: pathlib.Path):
 def test_missing_keys_read_as_containerd_reads_them(store) -> None:
     containers, _ = store
     bare = to_proto(containers.get("default", "no-times"))
-    assert bare.created_at.seconds == ZERO_TIME.seconds and bare.HasField("runtime") and not bare.HasField("spec")
+    assert bare.created_at.seconds == GO_ZERO_TIME.seconds and bare.HasField("runtime") and not bare.HasField("spec")
     plain = to_proto(containers.get("default", "plain"))
     assert plain.runtime.options.type_url == "t" and dict(plain.labels) == {"k": "v"}
     assert set(plain.extensions) == {"e", "nested"}

@@ -8,6 +8,7 @@ Each test gets its own copy of that root, so tests may damage or rewrite it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import shutil
@@ -64,6 +65,11 @@ IMAGE = {"kind": "image", "namespace": "default", "name": "example.com/a:1",
          "labels": {"team": "x", "dotted.key/with": "v=1"},
          "createdAt": "2021-03-04T05:06:07.123456789Z",
          "updatedAt": "2022-12-31T23:59:59.000000001+05:30"}
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    """The file's bytes as a SHA-256 hex digest: how tests prove a command left a file untouched."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_jsonl(path: pathlib.Path, *docs: dict) -> pathlib.Path:

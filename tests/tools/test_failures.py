@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import pathlib
 import signal
@@ -26,6 +25,7 @@ import pytest
 
 from boltimages import bolt
 from tests.helpers import child_env, require_root, require_tool
+from tests.tools.conftest import file_sha256, write_jsonl
 
 IMAGE_TYPE = "application/vnd.oci.image.manifest.v1+json"
 ERROR_MARKERS = ("Traceback", "Errno", "Error:", "Exception", "b'")
@@ -42,8 +42,7 @@ def _image(i: int, label_bytes: int = 0) -> dict:
 def _jsonl(path: pathlib.Path, count: int, start: int = 0, label_bytes: int = 0) -> pathlib.Path:
     lines = [{"kind": "boltimages-export", "version": 1, "dbVersion": 3}]
     lines += [_image(i, label_bytes) for i in range(start, start + count)]
-    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
-    return path
+    return write_jsonl(path, *lines)
 
 
 def _one_clear_line(stderr: str) -> str:
@@ -52,10 +51,6 @@ def _one_clear_line(stderr: str) -> str:
     for marker in ERROR_MARKERS:
         assert marker not in lines[0], lines[0]
     return lines[0]
-
-
-def _sha(path: pathlib.Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -113,13 +108,13 @@ def _kill_at(point: str, *args: str) -> tuple[int, list[str]]:
 
 def test_killed_compact_leaves_no_stray_file(cli, db, oracle):
     """The compacted copy is a nameless inode while it is written: SIGKILL leaves nothing."""
-    listing, before = sorted(os.listdir(db.parent)), _sha(db)
+    listing, before = sorted(os.listdir(db.parent)), file_sha256(db)
     for _ in range(3):
         _, fds = _kill_at("compact-written", "compact", "--db", str(db), "--in-place")
         # the full copy existed, unnamed, in the target directory (so the rename is atomic)
         assert any(f.startswith(str(db.parent) + "/#") and f.endswith("(deleted)") for f in fds), fds
         assert sorted(os.listdir(db.parent)) == listing
-        assert _sha(db) == before
+        assert file_sha256(db) == before
     assert oracle.check(db) == []
     # and the next run simply works
     res = cli("compact", "--db", str(db), "--in-place", "--no-backup")
@@ -132,19 +127,19 @@ def test_killed_salvage_leaves_no_stray_file(cli, db, tmp_path):
     leaves no file in the output directory, and the input is only ever read."""
     out_dir = tmp_path / "rescue"
     out_dir.mkdir()
-    before = _sha(db)
+    before = file_sha256(db)
     _, fds = _kill_at("salvage-written", "salvage", "--db", str(db), "-o", str(out_dir / "rescued.db"))
     assert any(f.startswith(str(out_dir) + "/#") and f.endswith("(deleted)") for f in fds), fds
     assert os.listdir(out_dir) == []
-    assert _sha(db) == before
+    assert file_sha256(db) == before
 
 
 def test_killed_backup_leaves_no_partial_backup(cli, db):
     """A write command killed while copying its backup leaves no PATH.bak-* that looks real."""
-    listing, before = sorted(os.listdir(db.parent)), _sha(db)
+    listing, before = sorted(os.listdir(db.parent)), file_sha256(db)
     _kill_at("backup-copied", "tag", "--db", str(db), "example.com/app-000001:v1", "new:1")
     assert sorted(os.listdir(db.parent)) == listing
-    assert _sha(db) == before
+    assert file_sha256(db) == before
 
 
 # ---- full disk ---------------------------------------------------------------------------------
@@ -213,13 +208,13 @@ def test_immutable_file_is_one_line_and_untouched(cli, db):
     if subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
         pytest.skip("this filesystem does not support the immutable attribute")
     try:
-        listing, before = sorted(os.listdir(db.parent)), _sha(db)
+        listing, before = sorted(os.listdir(db.parent)), file_sha256(db)
         for args in (["tag", "example.com/app-000001:v1", "x:1"], ["compact", "--in-place"]):
             res = cli(args[0], "--db", str(db), *args[1:])
             assert res.rc == 1, res.stderr
             line = _one_clear_line(res.stderr)
             assert str(db) in line and "operation not permitted" in line and "lsattr" in line, line
-            assert sorted(os.listdir(db.parent)) == listing and _sha(db) == before
+            assert sorted(os.listdir(db.parent)) == listing and file_sha256(db) == before
     finally:
         subprocess.run(["chattr", "-i", str(db)], check=True)
 

@@ -16,6 +16,7 @@ import tempfile
 import pytest
 
 from tests.helpers import child_env
+from tests.tools.conftest import write_jsonl
 
 COUNT = 3000
 
@@ -27,8 +28,7 @@ def _jsonl(path, count=COUNT):
                      "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
                                 "digest": "sha256:" + f"{i:064x}", "size": i + 1, "annotations": {}},
                      "labels": {}, "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-01-01T00:00:00Z"})
-    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    return path
+    return write_jsonl(path, *docs)
 
 
 def _on_pty(*args: str) -> tuple[int, bytes, bytes]:

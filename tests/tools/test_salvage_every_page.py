@@ -23,7 +23,7 @@ import pytest
 
 from boltimages.tools import rawpages, salvage
 from boltimages.tools.common import ToolError
-from tests.helpers import missing, require_root, require_tool, slow_budget
+from tests.helpers import require_root, slow_budget
 from tests.tools.conftest import IMAGES, ctr_on
 from tests.tools.salvage_helpers import (LOST_AND_FOUND, read_intact, records_by_page, run_starts, score,
                                          tree_records)
@@ -97,18 +97,21 @@ def _show(name: str, figures: dict[str, list[int]], seconds: float) -> str:
 EXTRA_IMAGES = [("default" if i % 3 else "other", f"example.com/extra/img{i}:v{i}", f"extra{i}") for i in range(7)]
 
 
-def _eleven_images(base: pathlib.Path, containerd: str, ctr: str) -> bytes:
-    """meta.db of a real containerd that imported 11 images in two namespaces, one commit each."""
+def _eleven_images(base: pathlib.Path, version: str) -> bytes:
+    """meta.db of a real containerd `version` (tests/compat/releases.py) that imported 11 images in
+    two namespaces, one commit each."""
     from tests.compat.daemons import containerd_daemon
     from tests.compat.oci_archive import build_image, write_archive
+    from tests.compat.releases import BY_VERSION
     from tests.tools.conftest import META_REL, _ctr, populate
-    daemon = containerd_daemon(containerd, base)
+    release = BY_VERSION[version].require()
+    daemon = containerd_daemon(release.containerd, base, None, release)
     daemon.start()
     try:
-        populate(ctr, daemon.address, base)
+        populate(release.ctr, daemon.address, base)
         for ns, ref, seed in EXTRA_IMAGES:
             archive = write_archive(base / f"{seed}.tar", [build_image(ref, seed)])
-            _ctr(ctr, daemon.address, ns, "images", "import", "--no-unpack", str(archive))
+            _ctr(release.ctr, daemon.address, ns, "images", "import", "--no-unpack", str(archive))
     finally:
         daemon.stop()
     return (base / "root" / META_REL).read_bytes()
@@ -117,18 +120,14 @@ def _eleven_images(base: pathlib.Path, containerd: str, ctr: str) -> bytes:
 @pytest.fixture(scope="module")
 def eleven_images(tmp_path_factory) -> bytes:
     require_root()
-    return _eleven_images(tmp_path_factory.mktemp("eleven"), require_tool("containerd"), require_tool("ctr"))
+    return _eleven_images(tmp_path_factory.mktemp("eleven"), "1.6.20")
 
 
 @pytest.fixture(scope="module")
 def eleven_images_1_7(tmp_path_factory) -> bytes:
     """The same, written by containerd 1.7, which keeps no freelist (NoFreelistSync)."""
     require_root()
-    from tests.compat.fetch_containerd import bin_dir, is_fetched
-    if not is_fetched("1.7.24"):
-        missing("containerd 1.7.24 is not fetched (python tests/compat/fetch_containerd.py)")
-    bins = bin_dir("1.7.24")
-    return _eleven_images(tmp_path_factory.mktemp("eleven17"), str(bins / "containerd"), str(bins / "ctr"))
+    return _eleven_images(tmp_path_factory.mktemp("eleven17"), "1.7.24")
 
 
 @pytest.mark.parametrize("which", ["1.6 tools root", "1.6 eleven images", "1.7 eleven images"])

@@ -45,12 +45,6 @@ def test_intact_files_read_like_bbolt(oracle, tmp_path, case):
     assert dump_tree(result["tree"]) == oracle.dump(tmp_path / f"gen-{case['seed']}.db")
 
 
-def _damaged(tmp_path, data: bytearray):
-    path = tmp_path / "damaged.db"
-    path.write_bytes(bytes(data))
-    return path
-
-
 def test_zeroed_newest_meta_is_rebuilt_from_its_pages(oracle, tmp_path):
     """The newest commit's meta is gone but its tree and freelist are intact: salvage finds that commit
     (its tree, freelist and metas cover the file exactly; its high water mark is above the survivor's)."""

@@ -8,7 +8,6 @@ see exactly what the tool promised.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -18,7 +17,7 @@ from boltimages import bolt
 from boltimages.tools import treewalk
 from tests.compat.ctr_runner import table_rows
 from tests.helpers import settled
-from tests.tools.conftest import IMAGES, ctr_on
+from tests.tools.conftest import IMAGES, ctr_on, file_sha256
 
 pytestmark = pytest.mark.compat
 
@@ -118,11 +117,11 @@ def test_copy_conflicts(cli, root):
     base = ["copy", "--db", str(root.db), "--to-namespace", "other", "--content-root", str(root.content)]
     assert cli(*base, "docker.io/library/beta:2").rc == 0
     assert cli("label", "--db", str(root.db), "-n", "other", "docker.io/library/beta:2", "x=1").rc == 0
-    before = hashlib.sha256(root.db.read_bytes()).hexdigest()
+    before = file_sha256(root.db)
     fail = cli(*base, "docker.io/library/beta:2")
     assert fail.rc == 1 and "already exists" in fail.stderr
     assert cli(*base, "--on-conflict", "skip", "docker.io/library/beta:2").rc == 0
-    assert hashlib.sha256(root.db.read_bytes()).hexdigest() == before
+    assert file_sha256(root.db) == before
     assert cli(*base, "--on-conflict", "overwrite", "--no-backup", "docker.io/library/beta:2").rc == 0
     [doc] = json.loads(cli("inspect", "--db", str(root.db), "-n", "other", "docker.io/library/beta:2").stdout)
     assert "x" not in doc["labels"]
@@ -218,16 +217,16 @@ READERS = [["ls"], ["inspect", "docker.io/library/alpha:1"], ["check"], ["export
 def test_every_command_refuses_a_file_containerd_holds(cli, root, start_containerd, tmp_path):
     start_containerd(root)
     # containerd runs a GC shortly after start-up, which writes the file: wait until it is done
-    settled(lambda: hashlib.sha256(root.db.read_bytes()).hexdigest(), interval=2.0, timeout=30.0)
+    settled(lambda: file_sha256(root.db), interval=2.0, timeout=30.0)
     listing = sorted(os.listdir(root.db.parent))
     for command in WRITERS + READERS + [["salvage", "-o", str(tmp_path / "out.db")]]:
-        before = hashlib.sha256(root.db.read_bytes()).hexdigest()
+        before = file_sha256(root.db)
         out = cli(command[0], "--db", str(root.db), *command[1:])
         assert out.rc == 3, (command, out.stderr)
         # the holder is named from /proc/locks: containerd, with its pid
         assert "locked by containerd (pid " in out.stderr and "stop containerd first" in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
-        assert hashlib.sha256(root.db.read_bytes()).hexdigest() == before, command
+        assert file_sha256(root.db) == before, command
         assert sorted(os.listdir(root.db.parent)) == listing, command
     assert not (tmp_path / "out.db").exists()
 
@@ -293,11 +292,11 @@ def test_copy_refuses_without_a_content_store(cli, root, tmp_path):
     lone = tmp_path / "lone" / "meta.db"
     lone.parent.mkdir()
     lone.write_bytes(root.db.read_bytes())
-    before = hashlib.sha256(lone.read_bytes()).hexdigest()
+    before = file_sha256(lone)
     out = cli("copy", "--db", str(lone), "--to-namespace", "k8s.io", "--all")
     assert out.rc == 2 and "--records-only" in out.stderr and "--content-root" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    assert hashlib.sha256(lone.read_bytes()).hexdigest() == before
+    assert file_sha256(lone) == before
     out = cli("copy", "--db", str(lone), "--to-namespace", "k8s.io", "--all", "--records-only", "--no-backup")
     assert out.rc == 0 and "no content records (--records-only)" in out.stderr, out.stderr
     # inside a containerd root the store next to --db is found without being named

@@ -8,14 +8,13 @@ cases on a file a real containerd wrote and lets containerd read the result.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 
 import pytest
 
 from boltimages import bolt, errors
-from tests.tools.conftest import IMAGE, write_jsonl
+from tests.tools.conftest import IMAGE, file_sha256, write_jsonl
 
 LONG_NS = "n" * 100
 BIG_LABEL = "v" * 5000
@@ -32,10 +31,6 @@ def _image(**changes):
         else:
             doc[key] = value
     return doc
-
-
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _one_line_refusal(res, *expected: str) -> None:
@@ -68,12 +63,12 @@ BAD_IMAGES = {
 @pytest.mark.parametrize("case", sorted(BAD_IMAGES))
 def test_import_refuses_what_containerd_refuses(cli, small_db, tmp_path, case):
     doc, expected = BAD_IMAGES[case]
-    before = _digest(small_db)
+    before = file_sha256(small_db)
     src = write_jsonl(tmp_path / "bad.jsonl", IMAGE | {"name": "example.com/ok:1"}, doc)
     res = cli("import", "--db", str(small_db), "-i", str(src))
     # line 2: the valid record before it is not written either
     _one_line_refusal(res, "line 2: ", expected)
-    assert _digest(small_db) == before
+    assert file_sha256(small_db) == before
     assert not list(tmp_path.glob("meta.db.bak-*"))
 
 
@@ -83,31 +78,31 @@ def test_import_refuses_what_containerd_refuses(cli, small_db, tmp_path, case):
     ("a--b", 'identifier "a--b" must match'),
 ])
 def test_namespace_flags_are_validated(cli, small_db, tmp_path, namespace, expected):
-    before = _digest(small_db)
+    before = file_sha256(small_db)
     src = write_jsonl(tmp_path / "in.jsonl", IMAGE)
     _one_line_refusal(cli("import", "--db", str(small_db), "-n", namespace, "-i", str(src)),
                       "--namespace: namespace validation: ", expected)
     _one_line_refusal(cli("copy", "--db", str(small_db), "--to-namespace", namespace, "--all"),
                       "--to-namespace: namespace validation: ", expected)
-    assert _digest(small_db) == before
+    assert file_sha256(small_db) == before
 
 
 def test_namespace_record_with_oversized_label_is_refused(cli, small_db, tmp_path):
-    before = _digest(small_db)
+    before = file_sha256(small_db)
     src = write_jsonl(tmp_path / "in.jsonl", {"kind": "namespace", "namespace": "default",
                                               "labels": {"k": BIG_LABEL}})
     _one_line_refusal(cli("import", "--db", str(small_db), "-i", str(src)),
                       "line 1: namespace default: namespace.Labels: label key and value length (5001 bytes) greater than maximum size")
-    assert _digest(small_db) == before
+    assert file_sha256(small_db) == before
 
 
 def test_label_and_tag_refuse_what_containerd_refuses(cli, small_db):
-    before = _digest(small_db)
+    before = file_sha256(small_db)
     name = IMAGE["name"]
     _one_line_refusal(cli("label", "--db", str(small_db), name, f"k={BIG_LABEL}"),
                       "image.Labels: label key and value length (5001 bytes) greater than maximum size (4096 bytes), key: k")
     _one_line_refusal(cli("tag", "--db", str(small_db), name, ""), "image name must not be empty")
-    assert _digest(small_db) == before
+    assert file_sha256(small_db) == before
     # the boundary: key and value of exactly 4096 bytes together is containerd's maximum
     res = cli("label", "--db", str(small_db), name, "k=" + "v" * 4095)
     assert res.rc == 0, res.stderr
@@ -120,7 +115,7 @@ def test_tag_and_label_refuse_to_rewrite_an_image_containerd_would_refuse(cli, s
         target = tx.bucket(b"v1").bucket(b"default").bucket(b"images").bucket(IMAGE["name"].encode()) \
             .bucket(b"target")
         target.put(b"digest", b"notadigest")
-    before = _digest(small_db)
+    before = file_sha256(small_db)
     _one_line_refusal(cli("tag", "--db", str(small_db), IMAGE["name"], "example.com/b:1"),
                       'Target.Digest "notadigest" invalid')
     _one_line_refusal(cli("label", "--db", str(small_db), IMAGE["name"], "a=b"),
@@ -128,7 +123,7 @@ def test_tag_and_label_refuse_to_rewrite_an_image_containerd_would_refuse(cli, s
     # small_db has no content store beside it: the records alone are copied
     _one_line_refusal(cli("copy", "--db", str(small_db), "--to-namespace", "other", "--all", "--records-only"),
                       'Target.Digest "notadigest" invalid')
-    assert _digest(small_db) == before
+    assert file_sha256(small_db) == before
 
 
 def test_import_fills_missing_times_as_create_would(cli, small_db, tmp_path):
@@ -140,10 +135,10 @@ def test_import_fills_missing_times_as_create_would(cli, small_db, tmp_path):
     assert doc["createdAt"] == doc["updatedAt"] and doc["createdAt"].endswith("Z")
     assert cli("check", "--db", str(small_db)).rc == 0
     # the same input again: the stored times are taken, so nothing changes
-    before = _digest(small_db)
+    before = file_sha256(small_db)
     again = cli("import", "--db", str(small_db), "-i", str(src))
     assert again.rc == 0, again.stderr
-    assert _digest(small_db) == before
+    assert file_sha256(small_db) == before
 
 
 def _error_class_names() -> set[str]:

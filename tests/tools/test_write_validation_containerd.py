@@ -11,12 +11,11 @@ namespace named against its identifier rule.
 from __future__ import annotations
 
 import copy
-import hashlib
 
 import pytest
 
 from tests.compat.ctr_runner import table_rows
-from tests.tools.conftest import ctr_on, write_jsonl
+from tests.tools.conftest import ctr_on, file_sha256, write_jsonl
 
 pytestmark = pytest.mark.compat
 
@@ -31,13 +30,9 @@ def _record(namespace: str, name: str, **target) -> dict:
     return doc
 
 
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_refused_writes_leave_a_containerd_file_unchanged(cli, root, tmp_path, start_containerd):
     db = str(root.db)
-    before = _digest(root.db)
+    before = file_sha256(root.db)
     issue = _record("default", "example.com/bad:1", digest="notadigest", size=-5)  # and no createdAt
     no_target = _record("default", "example.com/bad:2")
     del no_target["target"]
@@ -62,7 +57,7 @@ def test_refused_writes_leave_a_containerd_file_unchanged(cli, root, tmp_path, s
         assert res.rc == 1, (args, res.stdout, res.stderr)
         [line] = res.stderr.strip().splitlines()
         assert expected in line and line.endswith("; nothing written"), (args, line)
-        assert _digest(root.db) == before, args
+        assert file_sha256(root.db) == before, args
     # and containerd still serves every namespace of the file
     daemon = start_containerd(root)
     for ns in ("default", "other"):

@@ -8,7 +8,6 @@ and remove the socket.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from ..api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_
 from ..api.containerd.services.streaming.v1 import streaming_pb2, streaming_pb2_grpc
 from ..api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
+from ..lockholder import is_locked
 from ..store import leases as lease_store
 from ..store.db import MetadataDB
 from ..store.rootdirs import containerd_root, default_content_root
@@ -83,18 +83,9 @@ class ServeError(Exception):
 def _held_by_another_process(path: str) -> bool:
     """True when someone holds bbolt's flock on ``path`` (containerd running on it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return is_locked(path)
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # closing drops a lock we may have taken
-    return False
 
 
 def _images_servicer(db: MetadataDB, publish: Callable[[str, str, Any], Any]) -> Optional[tuple[Any, Any, str]]:

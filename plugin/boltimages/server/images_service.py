@@ -20,7 +20,6 @@ from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.containerd.types import descriptor_pb2
 from ..store import codec
 from ..store.db import MetadataDB
-from ..store.image_records import GO_ZERO_TIME as _ZERO_TIME
 from ..store.image_records import RawImage, is_utf8, text_map
 from ..store.images import Descriptor, Image, ImageStore
 from . import status
@@ -68,8 +67,8 @@ def image_to_proto(image: Image) -> images_pb2.Image:
     out = images_pb2.Image(name=image.name)
     out.labels.update(image.labels or {})
     out.target.CopyFrom(descriptor_to_proto(image.target))
-    (image.created_at or _ZERO_TIME).to_proto(out.created_at)
-    (image.updated_at or _ZERO_TIME).to_proto(out.updated_at)
+    (image.created_at or codec.GO_ZERO_TIME).to_proto(out.created_at)
+    (image.updated_at or codec.GO_ZERO_TIME).to_proto(out.updated_at)
     return out
 
 
@@ -95,7 +94,7 @@ def descriptor_to_proto(desc: Descriptor) -> descriptor_pb2.Descriptor:
 _MASK64 = (1 << 64) - 1
 # varint bytes of every length below 2**14 (all realistic names, labels, records)
 _SMALL = [bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(1 << 14)]
-_ZERO_SECONDS_NANOS = (_ZERO_TIME.seconds, _ZERO_TIME.nanos)
+_ZERO_SECONDS_NANOS = (codec.GO_ZERO_TIME.seconds, codec.GO_ZERO_TIME.nanos)
 
 
 def _uvarint(n: int) -> bytes:

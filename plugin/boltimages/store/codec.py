@@ -203,6 +203,11 @@ class Timestamp:
         return f"{base}.{self.nanos:09d}Z"
 
 
+#: Go's zero time.Time (0001-01-01T00:00:00Z): what containerd stores for a time an image
+#: lacks (writeImage) and reports for a record without one (readContainer)
+GO_ZERO_TIME = Timestamp(-UNIX_TO_GO_INTERNAL, 0)
+
+
 def _in_gmtime_range(seconds: int) -> bool:
     return -62135596800 <= seconds <= 253402300799
 

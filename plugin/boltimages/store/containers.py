@@ -45,10 +45,6 @@ SNAPSHOT_KEY_KEY = b"snapshotKey"
 SANDBOX_KEY = b"sandboxid"
 EXTENSIONS_BUCKET = b"extensions"
 
-#: Go's zero time.Time, what containerd reports for a record without a time
-ZERO_TIME = codec.Timestamp(-codec.UNIX_TO_GO_INTERNAL, 0)
-
-
 @dataclass
 class ContainerRecord:
     """One stored container; strings as stored bytes, Anys still marshalled."""
@@ -63,8 +59,8 @@ class ContainerRecord:
     snapshot_key: bytes = b""
     sandbox: bytes = b""
     extensions: dict[bytes, bytes] = field(default_factory=dict)
-    created: codec.Timestamp = ZERO_TIME
-    updated: codec.Timestamp = ZERO_TIME
+    created: codec.Timestamp = codec.GO_ZERO_TIME
+    updated: codec.Timestamp = codec.GO_ZERO_TIME
 
     def text(self, value: bytes) -> str:
         return value.decode("utf-8", "surrogateescape")
@@ -73,7 +69,7 @@ class ContainerRecord:
 def _time(record: "bolt.Bucket", key: bytes, cid: bytes) -> codec.Timestamp:
     raw = record.get(key)
     if raw is None:
-        return ZERO_TIME
+        return codec.GO_ZERO_TIME
     try:
         return codec.decode_time(raw)
     except codec.CodecError as exc:

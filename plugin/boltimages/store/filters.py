@@ -500,11 +500,8 @@ def regex_search(regex: GoRegex, value: str) -> bool:
 def regex_search_stored(regex: GoRegex, data: bytes) -> bool:
     """:func:`regex_search` of a value as stored (bytes), without decoding it
     when it is valid UTF-8, as stored values nearly always are."""
-    if not data.isascii():
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            return regex_search(regex, data.decode("utf-8", "surrogateescape"))
+    if not is_utf8(data):
+        return regex_search(regex, data.decode("utf-8", "surrogateescape"))
     return regex.search(data)
 
 

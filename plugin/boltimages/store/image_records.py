@@ -136,9 +136,6 @@ class RawImage:
 
 # --- writing -------------------------------------------------------------------
 
-#: Go's zero time.Time: what containerd's writeImage stores for a time an image lacks
-GO_ZERO_TIME = codec.Timestamp(-codec.UNIX_TO_GO_INTERNAL, 0)
-
 
 def pairs_of(values: Optional[dict[str, str]]) -> Optional[list[tuple[bytes, bytes]]]:
     """A labels/annotations map as the (key, value) pairs a record holds, in
@@ -152,9 +149,9 @@ def pairs_of(values: Optional[dict[str, str]]) -> Optional[list[tuple[bytes, byt
 def from_image(image: "Image") -> RawImage:
     """The record containerd's writeImage stores for ``image`` (an absent
     time is Go's zero time, as containerd marshals it)."""
-    created = codec.encode_time(image.created_at or GO_ZERO_TIME)
+    created = codec.encode_time(image.created_at or codec.GO_ZERO_TIME)
     updated = created if image.updated_at == image.created_at and image.updated_at is not None \
-        else codec.encode_time(image.updated_at or GO_ZERO_TIME)
+        else codec.encode_time(image.updated_at or codec.GO_ZERO_TIME)
     target = image.target
     return RawImage(image.name.encode("utf-8", "surrogateescape"), created, updated, pairs_of(image.labels),
                     pairs_of(target.annotations), True, target.digest.encode("utf-8", "surrogateescape"),

@@ -19,7 +19,8 @@ import sys
 import time
 from typing import Callable, Iterator, Optional
 
-from ..errors import BoltImagesError
+from ..errors import BoltImagesError, without_path
+from .scratch import ScratchFile, fsync_dir
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -115,25 +116,25 @@ def open_db(path: str, *, write: bool, create: bool = False, timeout: float = 1.
         from ..lockholder import locked_text
         raise ToolError(locked_text(path), EXIT_LOCKED) from exc
     except (bolt.InvalidDatabase, bolt.VersionMismatch) as exc:
-        raise ToolError(f"{path}: not a bolt database ({_without_path(exc, path)}); "
+        raise ToolError(f"{path}: not a bolt database ({without_path(str(exc), path)}); "
                         "check the path (containerd's is .../io.containerd.metadata.v1.bolt/meta.db)") from exc
     except bolt.CorruptDatabase as exc:
-        raise ToolError(f"{path}: damaged: {_without_path(exc, path)}; "
-                        "run 'boltimages check', then 'boltimages salvage' to recover what it holds") from exc
+        raise ToolError(damaged_text(path, exc)) from exc
     except bolt.BoltError as exc:
         try:
             _probe_open(path, write, create)
         except OSError as os_exc:
             raise ToolError(os_error_text(os_exc, path)) from exc
-        raise ToolError(f"{path}: cannot open: {_without_path(exc, path)}") from exc
+        raise ToolError(f"{path}: cannot open: {without_path(str(exc), path)}") from exc
     except OSError as exc:
         raise ToolError(os_error_text(exc, path)) from exc
 
 
-def _without_path(exc: BaseException, path: str) -> str:
-    """The engine prefixes its messages with the path and 'cannot open'; we already say both once."""
-    from ..errors import without_path
-    return without_path(str(exc), path)
+def damaged_text(path: str, exc: BaseException) -> str:
+    """A file the engine found damaged, as one line naming it once, with what to run next
+    (open_db, and the CLI's last resort for a failure found later)."""
+    return (f"{path}: damaged: {without_path(str(exc), path)}; "
+            "run 'boltimages check', then 'boltimages salvage' to recover what it holds")
 
 
 def backup_path(path: str) -> str:
@@ -152,7 +153,6 @@ def make_backup(path: str) -> str:
     The copy is written into an unnamed file and named only once complete and
     synced, so a failed or killed backup leaves nothing that looks like one.
     """
-    from .scratch import ScratchFile
     directory = os.path.dirname(os.path.abspath(path))
     try:
         with ScratchFile(directory) as scratch, open(path, "rb") as src:
@@ -179,11 +179,6 @@ def _copy_fd(src: int, dst: int) -> None:
         if sent == 0:
             break
         offset += sent
-
-
-def fsync_dir(path: str) -> None:
-    from .scratch import fsync_dir as sync
-    sync(path)
 
 
 def copy_ownership(src: str, dst: str) -> None:
@@ -316,7 +311,7 @@ def _failed_commit_text(path: str, exc: BaseException, existed: bool, backup: Op
     wanted; that space is given back, and a backup of an unchanged file or a
     file this command created is removed.
     """
-    reason = _without_path(exc, path)
+    reason = without_path(str(exc), path)
     if backup:
         with contextlib.suppress(OSError):
             os.unlink(backup)

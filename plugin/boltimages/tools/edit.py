@@ -104,7 +104,7 @@ def run_label(args: argparse.Namespace) -> int:
         if labels != current:
             # as containerd's Update: labels and updatedat, the rest as stored (a
             # missing createdat reads as Go's zero time, which Update then writes)
-            created = img.created if img.created is not None else codec.encode_time(image_records.GO_ZERO_TIME)
+            created = img.created if img.created is not None else codec.encode_time(codec.GO_ZERO_TIME)
             new = RawImage(img.name, created, records.now_bytes(), image_records.pairs_of(labels),
                            img.annotations, img.has_target, img.digest, img.media_type, img.size)
             _validated(args.namespace, new)

@@ -74,13 +74,8 @@ def children(raw: RawFile, pgid: int, hwm: int) -> list[int]:
             return [child for _key, child in rawpages.parse_branch(buf, count)]
         if flags != rawpages.FLAG_LEAF:
             return []
-        out = []
-        for eflags, _key, value in rawpages.parse_leaf(buf, count):
-            if eflags & rawpages.LEAF_FLAG_BUCKET and len(value) >= rawpages.BUCKET_HEADER.size:
-                root = rawpages.BUCKET_HEADER.unpack_from(value, 0)[0]
-                if root:
-                    out.append(root)
-        return out
+        roots = (rawpages.sub_bucket_root(eflags, value) for eflags, _key, value in rawpages.parse_leaf(buf, count))
+        return [root for root in roots if root]
     except PageError:
         return []
 

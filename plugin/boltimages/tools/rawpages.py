@@ -233,6 +233,14 @@ def detect_page_size(data: bytes) -> Optional[int]:
     return best if best_hits >= 2 else None
 
 
+def sub_bucket_root(flags: int, value: bytes) -> int:
+    """The root page of the sub-bucket a leaf element holds; 0 when the element is a plain
+    value, an inline bucket, or a bucket header too short to read."""
+    if flags & LEAF_FLAG_BUCKET and len(value) >= BUCKET_HEADER.size:
+        return BUCKET_HEADER.unpack_from(value, 0)[0]
+    return 0
+
+
 def parse_leaf(buf: memoryview, count: int) -> list[tuple[int, bytes, bytes]]:
     """Elements of a leaf page image: (flags, key, value); raises PageError on any inconsistency."""
     if PAGE_HEADER_SIZE + count * ELEMENT_SIZE > len(buf):

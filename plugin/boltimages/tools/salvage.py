@@ -376,10 +376,9 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
             owned.update(pagescan.children(raw, pgid, meta.pgid))
     for _pgid, elements in orphans:
         for flags, _key, value in elements:
-            if flags & rawpages.LEAF_FLAG_BUCKET and len(value) >= rawpages.BUCKET_HEADER.size:
-                sub_root = rawpages.BUCKET_HEADER.unpack_from(value, 0)[0]
-                if sub_root:
-                    owned |= rawpages.TolerantReader(raw, meta).read_subtree(sub_root, rawpages.Bucket()).visited
+            sub_root = rawpages.sub_bucket_root(flags, value)
+            if sub_root:
+                owned |= rawpages.TolerantReader(raw, meta).read_subtree(sub_root, rawpages.Bucket()).visited
     infos = []
     for pgid, elements in orphans:
         if pgid in owned:
@@ -540,21 +539,10 @@ def run_salvage(args: argparse.Namespace) -> int:
 
 def _refuse_if_locked(path: str) -> None:
     """Reading a file containerd is writing would salvage a moving target."""
-    import fcntl
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            from ..lockholder import locked_text
-            from .common import EXIT_LOCKED
-            raise ToolError(locked_text(path), EXIT_LOCKED) from exc
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    from ..lockholder import is_locked, locked_text
+    from .common import EXIT_LOCKED
+    if is_locked(path):
+        raise ToolError(locked_text(path), EXIT_LOCKED)
 
 
 #: lost-and-found items printed one by one; larger groups of the same kind and reason get one line
