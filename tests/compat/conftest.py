@@ -85,6 +85,20 @@ def real_and_ours(release: Release, base: pathlib.Path, seed_root: Optional[path
         _stop(real)
 
 
+@contextlib.contextmanager
+def real_and_our_clients(release: Release, base: pathlib.Path) -> Iterator[dict[str, Client]]:
+    """gRPC clients of a fresh `release` containerd ("real") and of our server ("ours"),
+    both on empty files under `base`, which is removed afterwards."""
+    with real_and_ours(release, base) as (real, ours):
+        clients = {"real": Client(real.address), "ours": Client(ours.address)}
+        try:
+            yield clients
+        finally:
+            for client in clients.values():
+                client.close()
+    shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Attach the log tail of every running daemon to a failing test's report."""

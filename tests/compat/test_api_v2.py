@@ -3,14 +3,13 @@ target check and Introspection/Server (which ctr 1.7/2.x call before every comma
 
 from __future__ import annotations
 
-import shutil
 from typing import Iterator
 
 import pytest
 from google.protobuf import empty_pb2
 
 from tests.compat.releases import BY_VERSION
-from tests.compat.conftest import real_and_ours
+from tests.compat.conftest import real_and_our_clients
 from tests.compat.grpc_client import Client, api
 
 pytestmark = pytest.mark.compat
@@ -23,12 +22,8 @@ OTHER = "sha256:" + "cd" * 32
 def clients(tmp_path_factory) -> Iterator[dict[str, Client]]:
     release = BY_VERSION["2.1.9"].require()
     base = tmp_path_factory.mktemp("api-v2")
-    with real_and_ours(release, base) as (real, ours):
-        out = {"real": Client(real.address), "ours": Client(ours.address)}
-        yield out
-        for client in out.values():
-            client.close()
-    shutil.rmtree(base, ignore_errors=True)
+    with real_and_our_clients(release, base) as clients:
+        yield clients
 
 
 def _create(client: Client, name: str) -> None:

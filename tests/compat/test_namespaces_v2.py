@@ -10,13 +10,12 @@ labels, then fails publishing the event): same code, nothing written.
 
 from __future__ import annotations
 
-import shutil
 from typing import Iterator
 
 import pytest
 
 from tests.compat.releases import BY_VERSION, RELEASES
-from tests.compat.conftest import real_and_ours
+from tests.compat.conftest import real_and_our_clients
 from tests.compat.grpc_client import Client
 from tests.compat.test_events_differential import Subscription
 
@@ -30,12 +29,8 @@ def clients(request, tmp_path_factory) -> Iterator[dict[str, Client]]:
     """1.7 and 2.x answer every case here alike (and unlike 1.6)."""
     release = BY_VERSION[request.param].require()
     base = tmp_path_factory.mktemp("ns-v2")
-    with real_and_ours(release, base) as (real, ours):
-        out = {"real": Client(real.address), "ours": Client(ours.address)}
-        yield out
-        for client in out.values():
-            client.close()
-    shutil.rmtree(base, ignore_errors=True)
+    with real_and_our_clients(release, base) as clients:
+        yield clients
 
 
 def _create(client: Client, name: str, header, labels=None):

@@ -84,7 +84,9 @@ def closing(db: bolt.DB) -> Runner:
     return closer
 
 
-def test_close_source_waits_for_the_compaction(make_db, tmp_path: Path):
+def compaction_under_way(make_db) -> tuple:
+    """(source, destination, destination's txid before, the running compaction), once the
+    compaction has committed a few transactions and is still copying."""
     src = big_source(make_db)
     dst = make_db("dst.db", page_size=4096)
     start_txid = dst.txid
@@ -93,8 +95,13 @@ def test_close_source_waits_for_the_compaction(make_db, tmp_path: Path):
     compact.start()
     wait_for(lambda: dst.txid >= start_txid + 3 or not compact.is_alive(), "the compaction to commit")
     assert compact.is_alive(), "the compaction ended before the test could overlap it; grow the source"
+    return src, dst, start_txid, compact
+
+
+def test_close_source_waits_for_the_compaction(make_db, tmp_path: Path):
+    src, dst, start_txid, compact = compaction_under_way(make_db)
     src.close()  # returns only once the compaction has let go of the source
-    assert lib.bolt_db_txid(dst_handle) > start_txid + 3
+    assert lib.bolt_db_txid(dst._handle()) > start_txid + 3
     compact.outcome()
     with dst.begin() as tx:
         top = tx.bucket(b"top")
@@ -104,14 +111,7 @@ def test_close_source_waits_for_the_compaction(make_db, tmp_path: Path):
 
 
 def test_close_destination_ends_the_compaction_cleanly(make_db, tmp_path: Path):
-    src = big_source(make_db)
-    dst = make_db("dst.db", page_size=4096)
-    start_txid = dst.txid
-    src_handle, dst_handle = src._handle(), dst._handle()
-    compact = Runner(lambda: bolt._check(lib.bolt_compact(dst_handle, src_handle, COMMIT_BYTES), "compact"))
-    compact.start()
-    wait_for(lambda: dst.txid >= start_txid + 3 or not compact.is_alive(), "the compaction to commit")
-    assert compact.is_alive(), "the compaction ended before the test could overlap it; grow the source"
+    src, dst, start_txid, compact = compaction_under_way(make_db)
     dst.close()
     with pytest.raises(bolt.DatabaseClosed, match="destination database was closed"):
         compact.outcome()

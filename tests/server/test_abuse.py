@@ -31,7 +31,7 @@ import pytest
 
 from boltimages.server.h2 import frames as f
 from tests.server.conftest import REPO, Served, serve_env
-from tests.server.h2_attack import Attacker, grpc_message, huffman_field, is_refused, request_block
+from tests.server.h2_attack import Attacker, Outcome, grpc_message, huffman_field, is_refused, request_block
 
 IMAGES = 3000
 NAMESPACE = "default"
@@ -188,6 +188,18 @@ def under_attack(target: Target, name: str, attack: Callable[[], str]) -> str:
 
 
 # ---------------------------------------------------------------- the attacks
+def calmed(a: Attacker, any_goaway: bool = False) -> Outcome:
+    """Read until the server closes the attacker's connection, close it, and require the
+    GOAWAY an abusive client earns: ENHANCE_YOUR_CALM (or any GOAWAY, when asked)."""
+    outcome = a.read_until_closed(3)
+    a.close()
+    if any_goaway:
+        assert outcome.goaway is not None, outcome.describe()
+    else:
+        assert outcome.goaway == f.ENHANCE_YOUR_CALM, outcome.describe()
+    return outcome
+
+
 def test_rapid_reset(target: Target) -> None:
     """HEADERS+RST_STREAM pairs on Images/List (CVE-2023-44487): reset calls never run."""
     pairs = scaled(20_000)
@@ -229,9 +241,7 @@ def test_idle_stream_flood(target: Target) -> None:
         greedy = Attacker(target.path)
         greedy.send(b"".join(f.frame(f.HEADERS, f.FLAG_END_HEADERS, greedy.stream_id(), block)
                              for _ in range(5000)), timeout=3)
-        outcome = greedy.read_until_closed(3)
-        greedy.close()
-        assert outcome.goaway == f.ENHANCE_YOUR_CALM, outcome.describe()
+        outcome = calmed(greedy)
         held: list[Attacker] = []
         opened = 0
         deadline = time.monotonic() + 8
@@ -269,9 +279,7 @@ def test_initial_window_churn(target: Target) -> None:
         frames = b"".join(f.settings({f.SETTINGS_INITIAL_WINDOW_SIZE: 65535 + (i % 2) * 1_000_000})
                           for i in range(changes))
         a.send(frames, timeout=3)
-        outcome = a.read_until_closed(3)
-        a.close()
-        assert outcome.goaway == f.ENHANCE_YOUR_CALM, outcome.describe()
+        outcome = calmed(a)
         return f"{outcome.describe()} after {outcome.settings_acks} SETTINGS acks"
     under_attack(target, "SETTINGS initial window churn", attack)
 
@@ -285,9 +293,7 @@ def test_ping_flood_without_reading(target: Target) -> None:
         sent = 0
         while time.monotonic() < deadline and a.send(ping, timeout=1):
             sent += 4096
-        outcome = a.read_until_closed(3)
-        a.close()
-        assert outcome.goaway == f.ENHANCE_YOUR_CALM, outcome.describe()
+        outcome = calmed(a)
         return f"{outcome.describe()} after {outcome.pings} acks ({sent} PINGs sent)"
     under_attack(target, "PING flood, acks unread", attack)
 
@@ -298,9 +304,7 @@ def test_empty_continuation_flood(target: Target) -> None:
         block = request_block(LIST)
         a.send(f.frame(f.HEADERS, 0, a.stream_id(), block))
         a.send(f.frame(f.CONTINUATION, 0, 1, b"") * scaled(100_000), timeout=3)
-        outcome = a.read_until_closed(3)
-        a.close()
-        assert outcome.goaway == f.ENHANCE_YOUR_CALM, outcome.describe()
+        outcome = calmed(a)
         return outcome.describe()
     under_attack(target, "empty CONTINUATION flood", attack)
 
@@ -311,9 +315,7 @@ def test_empty_data_flood(target: Target) -> None:
         sid = a.stream_id()
         a.send(f.frame(f.HEADERS, f.FLAG_END_HEADERS, sid, request_block(CREATE)))
         a.send(f.frame(f.DATA, 0, sid, b"") * scaled(100_000), timeout=3)
-        outcome = a.read_until_closed(3)
-        a.close()
-        assert outcome.goaway == f.ENHANCE_YOUR_CALM, outcome.describe()
+        outcome = calmed(a)
         return outcome.describe()
     under_attack(target, "empty DATA flood", attack)
 
@@ -329,9 +331,7 @@ def test_megabyte_huffman_header(target: Target) -> None:
             last = start + 16384 >= len(rest)
             frames.append(f.frame(f.CONTINUATION, f.FLAG_END_HEADERS if last else 0, 1, rest[start:start + 16384]))
         a.send(b"".join(frames), timeout=3)
-        outcome = a.read_until_closed(3)
-        a.close()
-        assert outcome.goaway is not None, outcome.describe()
+        outcome = calmed(a, any_goaway=True)
         return outcome.describe()
     under_attack(target, "1 MB Huffman header value", attack)
 
