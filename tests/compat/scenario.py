@@ -245,7 +245,6 @@ def _s(id: str, expect: grpc.StatusCode, run: Callable[[Run], Outcome], **kw) ->
     return Step(id, run, expect, **kw)
 
 
-BIG = "k" * 2000
 LONG_NAME = "example.com/" + "n" * 40000
 
 # The scenario. Names below are the only images in the run's namespace.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import struct
 import time as _time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 MAX_VARINT_LEN = 10
@@ -150,16 +149,6 @@ class Timestamp:
         return cls(ns // _NANOS, ns % _NANOS)
 
     @classmethod
-    def from_datetime(cls, value: datetime) -> "Timestamp":
-        if value.tzinfo is None:
-            raise CodecError("naive datetime has no zone")
-        delta = value - datetime(1970, 1, 1, tzinfo=timezone.utc)
-        micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-        off = value.utcoffset()
-        offset = None if value.tzinfo is timezone.utc else int(off.total_seconds()) if off is not None else None
-        return cls(micros // 1_000_000, (micros % 1_000_000) * 1000, offset)
-
-    @classmethod
     def from_proto(cls, message: object) -> "Timestamp":
         """From a google.protobuf.Timestamp (anything with seconds/nanos)."""
         return cls(int(message.seconds), int(message.nanos))  # type: ignore[attr-defined]
@@ -170,11 +159,6 @@ class Timestamp:
 
     def utc(self) -> "Timestamp":
         return Timestamp(self.seconds, self.nanos)
-
-    def to_datetime(self) -> datetime:
-        """UTC datetime (microsecond precision; Python cannot hold nanoseconds)."""
-        return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(
-            seconds=self.seconds, microseconds=self.nanos // 1000)
 
     def to_proto(self, message: object) -> None:
         """Fill a google.protobuf.Timestamp in place."""
@@ -198,7 +182,7 @@ class Timestamp:
         return self._key() >= other._key()
 
     def __str__(self) -> str:
-        base = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(self.seconds)) if _in_gmtime_range(self.seconds) \
+        base = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(self.seconds)) if in_year_range(self.seconds) \
             else f"@{self.seconds}"
         return f"{base}.{self.nanos:09d}Z"
 
@@ -208,8 +192,13 @@ class Timestamp:
 GO_ZERO_TIME = Timestamp(-UNIX_TO_GO_INTERNAL, 0)
 
 
-def _in_gmtime_range(seconds: int) -> bool:
-    return -62135596800 <= seconds <= 253402300799
+#: 9999-12-31T23:59:59Z in Unix seconds: the last second RFC 3339 (and Go's MarshalJSON) can write
+LAST_SECOND_OF_9999 = 253402300799
+
+
+def in_year_range(seconds: int) -> bool:
+    """Whether Unix ``seconds`` falls in years 1 to 9999 (what RFC 3339 text can hold)."""
+    return -UNIX_TO_GO_INTERNAL <= seconds <= LAST_SECOND_OF_9999
 
 
 def encode_time(ts: Timestamp) -> bytes:

@@ -49,8 +49,6 @@ T = TypeVar("T")
 
 #: db version written into files we create (see module docstring)
 NEW_FILE_DB_VERSION = 3
-#: newest db version a supported containerd writes
-NEWEST_KNOWN_DB_VERSION = 4
 
 
 class _Call:

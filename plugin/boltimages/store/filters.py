@@ -40,7 +40,6 @@ _ILLEGAL = -7
 _RUNE_ERROR = 0xFFFD
 
 # token kinds (negative so they cannot collide with a rune)
-TOKEN_EOF = -1
 TOKEN_QUOTED = -2
 TOKEN_VALUE = -3
 TOKEN_FIELD = -4

@@ -90,14 +90,6 @@ def set_label(tx: bolt.Tx, namespace: str, key: str, value: str) -> None:
         bucket.delete(key.encode())
 
 
-def replace_labels(tx: bolt.Tx, namespace: str, labels: dict[str, str]) -> None:
-    """Update without a mask: every existing label removed, the given ones set."""
-    for key in get_labels(tx, namespace):
-        set_label(tx, namespace, key, "")
-    for key, value in labels.items():
-        set_label(tx, namespace, key, value)
-
-
 def _is_empty(bucket: Optional[bolt.Bucket]) -> bool:
     return bucket is None or bucket.cursor().first() is None
 

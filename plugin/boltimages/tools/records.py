@@ -39,9 +39,9 @@ def time_to_json(data: bytes) -> str:
     ts = codec.decode_time(data)
     offset = ts.offset or 0
     wall = ts.seconds + offset
-    if not -62135596800 <= wall <= 253402300799:
+    if not codec.in_year_range(wall):
         raise codec.CodecError(f"time outside years 1-9999: {ts.seconds}s")
-    days, secs = divmod(wall + 62135596800, 86400)
+    days, secs = divmod(wall + codec.UNIX_TO_GO_INTERNAL, 86400)
     import datetime as _dt
     date = _dt.date(1, 1, 1) + _dt.timedelta(days=days)
     base = f"{date.year:04d}-{date.month:02d}-{date.day:02d}T{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
