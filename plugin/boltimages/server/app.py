@@ -55,8 +55,6 @@ from .version_service import VersionServicer
 
 log = logging.getLogger("boltimages.server")
 
-#: worker threads kept free of event streams for ordinary calls
-RESERVED_WORKERS = 8
 #: how often expired leases are removed (containerd's GC does it on its schedule)
 LEASE_SWEEP_SECONDS = 60.0
 
@@ -193,7 +191,6 @@ class Server:
                               limits=Limits(max_concurrent_streams=cfg.max_concurrent_streams,
                                             connection_buffer=cfg.max_connection_buffer,
                                             max_streaming_calls=cfg.max_streaming_calls,
-                                            reserved_workers=RESERVED_WORKERS,
                                             max_header_block=cfg.max_header_list_size,
                                             max_header_list=cfg.max_header_list_size))
         if not cfg.read_only:

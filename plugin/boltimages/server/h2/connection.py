@@ -325,19 +325,24 @@ class H2Connection(asyncio.Protocol):
 
     def _local_close(self, stream: Stream) -> None:
         stream.local_closed = True
-        self.blocked.pop(stream.id, None)
         if not stream.remote_closed:
             # the answer is complete; the client need not send the rest of its request
             self.wbuf.append(f.rst_stream(stream.id, f.NO_ERROR))
-        if self.streams.pop(stream.id, None) is not None:
-            self.dispatcher.open_streams -= 1
-        if stream.held:
-            self.credit += stream.held
-            stream.held = 0
-            if self.recv_window <= self._refill_at:
-                self._grant()
+        self._forget(stream.id)
         if self.goaway_sent and not self.streams:
             self.loop.call_soon(self._close_idle)
+
+    def _forget(self, sid: int) -> Optional[Stream]:
+        """Take stream ``sid`` out of the connection, with what it counted for: the
+        server's open streams, the request bytes it held of the receive budget, and a
+        wait for window. None when it was not open."""
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
+            self.dispatcher.open_streams -= 1
+            if stream.held:
+                self.release(stream, stream.held)
+            self.blocked.pop(sid, None)
+        return stream
 
     def release(self, stream: Stream, nbytes: int) -> None:
         """Loop thread: ``nbytes`` of the stream's request were consumed (or
@@ -355,12 +360,8 @@ class H2Connection(asyncio.Protocol):
             self.credit = 0
 
     def reset_stream(self, stream: Stream, code: int) -> None:
-        if self.streams.pop(stream.id, None) is None:
+        if self._forget(stream.id) is None:
             return
-        self.dispatcher.open_streams -= 1
-        if stream.held:
-            self.release(stream, stream.held)
-        self.blocked.pop(stream.id, None)
         stream.local_closed = True
         self.wbuf.append(f.rst_stream(stream.id, code))
         if stream.call is not None:
@@ -673,15 +674,11 @@ class H2Connection(asyncio.Protocol):
             raise H2ConnectionError(f.FRAME_SIZE_ERROR, "RST_STREAM frame of the wrong size")
         if sid > self.last_stream_id:
             raise H2ConnectionError(f.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
-        stream = self.streams.pop(sid, None)
+        stream = self._forget(sid)
         if stream is not None:
-            self.dispatcher.open_streams -= 1
             # only cancellations of open streams count: a reset of a stream
             # that is already over costs nothing, and clients send those
             self._calm("rst")
-            if stream.held:
-                self.release(stream, stream.held)
-            self.blocked.pop(sid, None)
             stream.local_closed = stream.remote_closed = True
             stream.call.on_reset()
             if self.goaway_sent and not self.streams:
