@@ -509,6 +509,12 @@ class Call:
             return
         self.finished = True
         self._cancel_timer()
+        self._ended()
+
+    def _ended(self) -> None:
+        """Loop thread, once the call is over (finished or reset): a handler still
+        reading requests or writing answers is woken to see it, and its streaming
+        slot is free for the next stream."""
         if self.requests is not None:
             self.requests.put(_CANCELLED)
         if self.stream_slot:
@@ -762,12 +768,7 @@ class Call:
         else:
             self.headers_sent = True
             self.conn.send_headers(self.stream, RESPONSE_HEADERS + trailers, end_stream=True)
-        if self.requests is not None:
-            self.requests.put(_CANCELLED)
-        if self.stream_slot:
-            self.dispatcher.release_stream_slot(self)
-        self._wake_producer()
-        self.context._terminate()
+        self._ended()
 
     def cancel_from_app(self) -> None:
         def cancel() -> None:
