@@ -3,8 +3,8 @@
 The server's stores, the offline tools (import, copy, tag, label) and
 ``boltimages check`` all call this module, so a record one of them writes is a
 record the others (and containerd) accept. Each rule is containerd's own
-(1.6 sources, unchanged through 2.x), with containerd's message text, because
-clients show it verbatim:
+(unchanged from 1.6 through 2.x), with containerd's message text, because
+clients show it verbatim (where 1.7/2.x reworded one, the label size, theirs):
 
 * identifiers (namespace names; containerd's ``identifiers.Validate``):
   1..76 bytes of alphanumeric runs joined by single ``.``, ``_`` or ``-``;
