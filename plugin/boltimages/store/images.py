@@ -190,11 +190,7 @@ class ImageStore:
         re-encode the bytes without decoding them."""
         ns = namespace_required(namespace)
         key = name.encode()
-        # A snapshot taken at the last commit answers as a read transaction
-        # begun now would, so the transaction is skipped: opening and closing
-        # it was two thirds of the store's part of such a Get (6.4 against
-        # 2.1 us per call in a loop).
-        snapshot = self._snapshots.current(ns, self.db.committed_txid())
+        snapshot = self.snapshot_now(ns)
         if snapshot is not None:
             raw = snapshot.by_name().get(key)
             if raw is None:
@@ -210,6 +206,16 @@ class ImageStore:
         raw = image_records.parse(walk, -1, key)[0]
         raw.check()
         return raw
+
+    def snapshot_now(self, namespace: str) -> Optional[image_records.Snapshot]:
+        """The records a List of ``namespace`` (a checked name) kept, when no
+        commit has happened since; None otherwise.
+
+        A snapshot taken at the last commit answers as a read transaction
+        begun now would, so the transaction is skipped: opening and closing
+        it was two thirds of the store's part of a Get (6.4 against 2.1 us
+        per call in a loop)."""
+        return self._snapshots.current(namespace, self.db.committed_txid())
 
     def list(self, namespace: Optional[str], filters: Sequence[str] = ()) -> list[Image]:
         return [raw.to_image() for raw in self.list_records(namespace, filters)]

@@ -211,6 +211,8 @@ class NativeServer:
         self.groups: Optional[WriteGroups] = None
         self.log_calls = log_calls
         self._methods: dict[str, grpc.RpcMethodHandler] = {}
+        #: pooled methods whose answer is sometimes ready at once (see add_ready_answers)
+        self.ready_answers: dict[str, Callable[[Any, Any], Any]] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
         self._sockets: list[socket.socket] = []
         self._listeners: list[_Listener] = []
@@ -241,6 +243,15 @@ class NativeServer:
     def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None:
         for method, handler in method_handlers.items():
             self._methods[f"/{service_name}/{method}"] = handler
+
+    def add_ready_answers(self, service_name: str, ready: dict[str, Callable[[Any, Any], Any]]) -> None:
+        """For pooled unary methods: ``ready[method](request, context)``
+        runs on the loop thread before the call goes to a worker, and
+        returns the answer when it is already at hand (no store work, no
+        wait), or None to run the method as usual. It must cost about a
+        dict lookup, whatever the store holds: every client waits for it."""
+        for method, fn in ready.items():
+            self.ready_answers[f"/{service_name}/{method}"] = fn
 
     def add_insecure_port(self, address: str) -> int:
         """Bind now (so the caller's umask applies to a unix socket); returns the TCP port, or 1."""
