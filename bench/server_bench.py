@@ -25,6 +25,9 @@ Steps, in order, in namespace "bench":
                      an earlier one read
   create_single      2,000 Creates from one client
   delete             delete those 2,000 images, one client
+After each server's workload, on the same server: the floor under its List
+(images_client -only list-floor): its List, the same answer replayed by a Go
+server that does no work, and the client's own decoding of it.
 Then the RSS of each server holding 100,000 images: one database written
 offline in containerd's layout with our engine, copied to each server, then a
 filtered List and 2,000 Gets to touch it (--no-rss-containerd: ours only).
@@ -196,13 +199,17 @@ def bench_server(name: str, start, client: pathlib.Path, base: pathlib.Path,
         steps = run_client(client, server, args)
         cpu = server.cpu_seconds() - cpu0
         rss = server.rss()
-        print(f"{name}: workload took {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        wall = time.perf_counter() - t0
+        print(f"{name}: workload took {wall:.1f} s", file=sys.stderr)
+        # After the workload (its N images are still there): the floor under
+        # a List, measured through the same client (images_client -only list-floor)
+        floor = {s["name"]: s for s in run_client(client, server, args, ["-only", "list-floor"])}
     finally:
         server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return {"steps": {s["name"]: s for s in steps}, "rss_after_workload_kib": rss, "server_cpu_seconds": cpu,
-            "workload_wall_seconds": time.perf_counter() - t0}
+            "workload_wall_seconds": wall, "floor": floor}
 
 
 # ---------------------------------------------------------------- 100k images for RSS
@@ -279,6 +286,8 @@ def _fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for step in runs[0]["steps"]:
         mine = [r["steps"][step] for r in runs if step in r["steps"]]
         best["steps"][step] = dict(min(mine, key=lambda s: s["seconds"]), rounds=[s["seconds"] for s in mine])
+    best["floor"] = {step: min((r["floor"][step] for r in runs), key=lambda s: s["seconds"])
+                     for step in runs[0]["floor"]}
     best["server_cpu_seconds"] = min(r["server_cpu_seconds"] for r in runs)
     best["server_cpu_rounds"] = [r["server_cpu_seconds"] for r in runs]
     return best
@@ -324,6 +333,15 @@ def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, A
              "options; boltimages with no_sync off). Same Go gRPC client over a unix socket for both; "
              "one server at a time."]
     mem = []
+    for name in ("containerd", "boltimages"):
+        floor = results.get(name, {}).get("floor")
+        if floor:
+            mem.append(f"{name}: the floor under a List of {fill['images']} images, after the workload, "
+                       f"{floor['list_all']['ops']} Lists each: its own List "
+                       f"{benchlib.fmt_seconds(per_call(floor['list_all']))}; the same answer replayed by a Go "
+                       f"server that does no work {benchlib.fmt_seconds(per_call(floor['list_floor']))}; "
+                       f"the client's own decoding of it, no transfer, "
+                       f"{benchlib.fmt_seconds(per_call(floor['list_decode']))}")
     for name in ("containerd", "boltimages"):
         if "server_cpu_seconds" in results.get(name, {}):
             mem.append(f"{name} server CPU time for the whole workload: "
