@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "go_time.h"
+
 /* Field tags (field number << 3 | wire type 2 or 0) of the messages framed. */
 #define TAG_RESPONSE_IMAGE 0x0a    /* GetImageResponse.image = 1 (and List's images = 1) */
 #define TAG_IMAGE_NAME 0x0a        /* Image.name = 1 */
@@ -40,13 +42,6 @@
 #define TAG_TS_SECONDS 0x08        /* Timestamp.seconds = 1 (varint) */
 #define TAG_TS_NANOS 0x10          /* Timestamp.nanos = 2 (varint) */
 
-/* Go's time.MarshalBinary, version 1 (what containerd writes): a version
- * byte, big-endian int64 seconds since year 1, int32 nanoseconds, int16
- * zone offset in minutes. */
-#define GO_TIME_V1 1
-#define GO_TIME_V1_LEN 15
-#define GO_UNIX_TO_INTERNAL 62135596800LL
-#define NANOS_PER_SECOND 1000000000L
 /* Go's binary.MaxVarintLen64: the longest varint of a 64-bit value. */
 #define MAX_VARINT_LEN 10
 
@@ -236,18 +231,9 @@ static int take_time(PyObject *obj, const char *what, stamp *out)
     } else if (!PyBytes_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be bytes or None, not %.100s", what, Py_TYPE(obj)->tp_name);
         return -1;
-    } else {
-        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(obj);
-        if (PyBytes_GET_SIZE(obj) != GO_TIME_V1_LEN || p[0] != GO_TIME_V1)
-            return 1;
-        uint64_t s = 0;
-        for (int i = 1; i <= 8; i++)
-            s = s << 8 | p[i];
-        uint32_t ns = (uint32_t)p[9] << 24 | (uint32_t)p[10] << 16 | (uint32_t)p[11] << 8 | p[12];
-        sec = (int64_t)s;
-        nanos = (int32_t)ns;
-        if (nanos < 0 || nanos >= NANOS_PER_SECOND)
-            return 1;
+    } else if (!go_time_plain((const unsigned char *)PyBytes_AS_STRING(obj), (size_t)PyBytes_GET_SIZE(obj), &sec,
+                              &nanos)) {
+        return 1;
     }
     /* Unix seconds modulo 2**64: the subtraction may pass INT64_MIN for
      * absurd stored values, and protobuf's varint of an int64 is its

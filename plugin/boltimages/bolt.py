@@ -207,6 +207,10 @@ _scratch = _Scratch()
 # pages through the engine's bolt_cursor_next_each (see native/pyext/unpack.c).
 _unpack.bind_engine(int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_cursor_next_each"))),
                     lib.bolt_cursor_size())
+# Bucket.walk_native hands the address of the engine's visiting walk to an
+# extension that cuts records as it goes (native/pyext/records.c).
+_WALK_EACH = int(ffi.cast("uintptr_t", ffi.addressof(lib, "bolt_bucket_walk_each")))
+
 def _kv_pair(kv: Any) -> Optional[tuple[bytes, Optional[bytes]]]:
     if kv.key == ffi.NULL:
         return None
@@ -668,6 +672,19 @@ class Bucket:
             return ffi.buffer(data, _scratch.size[0])[:] if data != ffi.NULL else b""
         finally:
             lib.bolt_free(data)
+
+    def walk_native(self, visit: Callable[[int, int], tuple[int, T]]) -> T:
+        """The walk of :meth:`walk_bytes` for a C extension that visits the
+        entries itself instead of reading a copy (pyext/records.c's
+        cut_bucket, for List): ``visit(walk_each, bucket)`` gets the
+        addresses of ``bolt_bucket_walk_each`` and of this bucket's handle,
+        calls the first on the second, and returns (the engine's status, its
+        result). The status becomes this module's exception; the result is
+        returned. The handle is valid while the transaction is open, which
+        it is for the whole call."""
+        status, result = visit(_WALK_EACH, int(ffi.cast("uintptr_t", self._b)))
+        _check(status)
+        return result
 
     def __iter__(self) -> Iterator[tuple[bytes, Optional[bytes]]]:
         return self.items()

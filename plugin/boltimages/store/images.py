@@ -203,9 +203,7 @@ class ImageStore:
         walk = self.db.walk_path(layout.images_path(ns) + (key,), 1) if name else None
         if walk is None:
             raise NotFound(f"image {go_quote(name)}")
-        raw = image_records.parse(walk, -1, key)[0]
-        raw.check()
-        return raw
+        return image_records.parse_checked(walk, -1, key)[0]
 
     def snapshot_now(self, namespace: str) -> Optional[image_records.Snapshot]:
         """The records a List of ``namespace`` (a checked name) kept, when no
@@ -239,11 +237,8 @@ class ImageStore:
             images = _bucket_path(tx, layout.images_path(ns))
             if images is None:
                 return []
-            data = images.walk_bytes(2)
-            records = image_records.parse(data, 0)
-            for raw in records:
-                raw.check()
-            self._snapshots.keep(ns, tx.id, records, len(data))
+            records, size = image_records.read_checked(images)
+            self._snapshots.keep(ns, tx.id, records, size)
             return records
         records = self.db.view(read)
         if not matcher.filters:
