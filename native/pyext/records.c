@@ -48,6 +48,7 @@
 #include "bytes_cache.h"
 #include "gc_pause.h"
 #include "go_time.h"
+#include "record_slots.h"
 
 /* Where the entries being read belong, inside the current record. */
 enum section { IN_OTHER, IN_LABELS, IN_ANNOTATIONS, IN_TARGET };
@@ -82,6 +83,32 @@ typedef struct cutter {
      * (bytes_cache.h), so a List makes and later frees fewer objects. */
     key_cache keys, values;
 } cutter;
+
+/* The record class bound by bind_record (RawImage), and where its slots
+ * are: the record's fields in enum slot order, then its wire. */
+#define BOUND_SLOTS (SLOT_COUNT + 1)
+static const char *const slot_names[BOUND_SLOTS] = {"name", "created", "updated", "labels", "annotations",
+                                                    "has_target", "digest", "media_type", "size", "wire"};
+static PyTypeObject *bound_type;
+static Py_ssize_t slot_offset[BOUND_SLOTS];
+
+/* A record of the bound class made straight from the cutter's slots
+ * (which it takes over), as RawImage.__init__ would fill it, wire None.
+ * Allocating runs no Python code, so this is safe inside the engine's
+ * walk; and it costs a fraction of calling the class. */
+static PyObject *make_bound(cutter *c)
+{
+    PyObject *record = bound_type->tp_alloc(bound_type, 0);
+    if (!record)
+        return NULL;
+    for (int i = 0; i < SLOT_COUNT; i++) {
+        *slot_at(record, slot_offset[i]) = c->slots[i];
+        c->slots[i] = NULL;
+    }
+    Py_INCREF(Py_None);
+    *slot_at(record, slot_offset[SLOT_COUNT]) = Py_None;
+    return record;
+}
 
 /* Take an object the cutter made out of the cyclic collector's sight.
  *
@@ -155,7 +182,11 @@ static int record_finish(cutter *c)
         }
     }
     PyObject *record;
-    if (c->deferred) {
+    int deferred = c->deferred;
+    if ((PyObject *)bound_type == c->make) {
+        record = make_bound(c);
+        deferred = 0;
+    } else if (deferred) {
         if (!(record = PyTuple_New(SLOT_COUNT)))
             return -1;
         for (int i = 0; i < SLOT_COUNT; i++) {
@@ -170,9 +201,9 @@ static int record_finish(cutter *c)
         return -1;
     if (!plain && c->suspects) {
         /* deferred: the record's index, replaced by the record in make_deferred */
-        PyObject *entry = c->deferred ? PyLong_FromSsize_t(PyList_GET_SIZE(c->out)) : record;
+        PyObject *entry = deferred ? PyLong_FromSsize_t(PyList_GET_SIZE(c->out)) : record;
         int rc = entry ? PyList_Append(c->suspects, entry) : -1;
-        if (c->deferred)
+        if (deferred)
             Py_XDECREF(entry);
         if (rc < 0) {
             Py_DECREF(record);
@@ -187,6 +218,8 @@ static int record_finish(cutter *c)
 static int make_deferred(cutter *c)
 {
     Py_ssize_t n = PyList_GET_SIZE(c->out);
+    if ((PyObject *)bound_type == c->make)
+        return 0; /* made during the walk already */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *slots = PyList_GET_ITEM(c->out, i);
         /* the tuple is the call's arguments as they are: a class called
@@ -523,7 +556,46 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(bind_record_doc,
+"bind_record(cls) -> None\n"
+"\n"
+"Make the records of a parse or cut whose make is exactly cls (RawImage)\n"
+"by filling its slots directly, as its __init__ would, instead of calling\n"
+"it. cls must have exactly the slots name, created, updated, labels,\n"
+"annotations, has_target, digest, media_type, size and wire.");
+
+static PyObject *bind_record(PyObject *self, PyObject *cls)
+{
+    (void)self;
+    PyObject *names[BOUND_SLOTS] = {NULL};
+    Py_ssize_t offsets[BOUND_SLOTS];
+    int rc = 0;
+    for (int i = 0; i < BOUND_SLOTS && rc == 0; i++)
+        rc = (names[i] = PyUnicode_InternFromString(slot_names[i])) ? 0 : -1;
+    if (rc == 0)
+        rc = slots_bind(cls, names, BOUND_SLOTS, offsets);
+    for (int i = 0; i < BOUND_SLOTS; i++)
+        Py_XDECREF(names[i]);
+    if (rc < 0)
+        return NULL;
+    /* a slot the cutter does not know would be left unset in every record */
+    Py_ssize_t count = 0, pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(((PyTypeObject *)cls)->tp_dict, &pos, &key, &value))
+        count += Py_IS_TYPE(value, &PyMemberDescr_Type);
+    if (count != BOUND_SLOTS || ((PyTypeObject *)cls)->tp_dictoffset) {
+        PyErr_Format(PyExc_TypeError, "bind_record: %s has slots or a __dict__ the cutter does not fill",
+                     ((PyTypeObject *)cls)->tp_name);
+        return NULL;
+    }
+    memcpy(slot_offset, offsets, sizeof offsets);
+    Py_INCREF(cls);
+    Py_XSETREF(bound_type, (PyTypeObject *)cls);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"bind_record", bind_record, METH_O, bind_record_doc},
     {"parse", parse, METH_VARARGS, parse_doc},
     {"cut_bucket", cut_bucket, METH_VARARGS, cut_bucket_doc},
     {NULL, NULL, 0, NULL},

@@ -23,9 +23,9 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
-#include <structmember.h>
 
 #include "go_time.h"
+#include "record_slots.h"
 
 /* Field tags (field number << 3 | wire type 2 or 0) of the messages framed. */
 #define TAG_RESPONSE_IMAGE 0x0a    /* GetImageResponse.image = 1 (and List's images = 1) */
@@ -395,7 +395,7 @@ static Py_ssize_t slot_offset[A_COUNT];
 static PyObject *record_attr(PyObject *raw, int i)
 {
     if (Py_TYPE(raw) == record_type) {
-        PyObject *v = *(PyObject **)((char *)raw + slot_offset[i]);
+        PyObject *v = *slot_at(raw, slot_offset[i]);
         if (v) {
             Py_INCREF(v);
             return v;
@@ -409,7 +409,7 @@ static int record_keep_wire(PyObject *raw, PyObject *wire)
 {
     if (Py_TYPE(raw) == record_type) {
         Py_INCREF(wire);
-        Py_XSETREF(*(PyObject **)((char *)raw + slot_offset[A_WIRE]), wire);
+        Py_XSETREF(*slot_at(raw, slot_offset[A_WIRE]), wire);
         return 0;
     }
     return PyObject_SetAttr(raw, attr[A_WIRE], wire);
@@ -425,29 +425,9 @@ PyDoc_STRVAR(bind_record_doc,
 static PyObject *bind_record(PyObject *self, PyObject *cls)
 {
     (void)self;
-    if (!PyType_Check(cls)) {
-        PyErr_SetString(PyExc_TypeError, "bind_record() takes a class");
-        return NULL;
-    }
     Py_ssize_t offsets[A_COUNT];
-    for (int i = 0; i < A_COUNT; i++) {
-        /* a slot is a member descriptor in the class's own dict */
-        PyObject *d = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, attr[i]);
-        if (!d) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "bind_record: %s has no slot %U", ((PyTypeObject *)cls)->tp_name,
-                             attr[i]);
-            return NULL;
-        }
-        PyMemberDef *m = Py_IS_TYPE(d, &PyMemberDescr_Type) ? ((PyMemberDescrObject *)d)->d_member : NULL;
-        if (!m || m->type != T_OBJECT_EX || (m->flags & READONLY) || m->offset < (Py_ssize_t)sizeof(PyObject)
-            || m->offset + (Py_ssize_t)sizeof(PyObject *) > ((PyTypeObject *)cls)->tp_basicsize) {
-            PyErr_Format(PyExc_TypeError, "bind_record: %U of %s is not a writable slot", attr[i],
-                         ((PyTypeObject *)cls)->tp_name);
-            return NULL;
-        }
-        offsets[i] = m->offset;
-    }
+    if (slots_bind(cls, attr, A_COUNT, offsets) < 0)
+        return NULL;
     memcpy(slot_offset, offsets, sizeof offsets);
     Py_INCREF(cls);
     Py_XSETREF(record_type, (PyTypeObject *)cls);

@@ -419,3 +419,38 @@ def test_cut_bucket_refuses_bad_arguments(tmp_path: Any) -> None:
             with pytest.raises(TypeError, match="callable"):
                 tx.bucket(b"images").walk_native(lambda walk_each, handle: _records.cut_bucket(walk_each, handle, 5))
             assert _cut(tx.bucket(b"images")) == ([], [], 0)
+
+
+def test_records_made_from_the_slots_are_the_ones_the_class_makes() -> None:
+    """The cutter fills RawImage's slots itself (records.c bind_record): every
+    slot is set, as __init__ sets it, wire None."""
+    data = walk_copy(_checked_records(random.Random(SEED + 6), 30), 2)
+    made = image_records.parse(data, 0)
+    called = _records.parse(data, 0, None, lambda *fields: RawImage(*fields))
+    assert [_fields(r) for r in made] == [_fields(r) for r in called]
+    assert all(type(r) is RawImage and r.wire is None for r in made)
+
+
+def test_bind_record_wants_exactly_the_records_slots() -> None:
+    with pytest.raises(TypeError, match="class"):
+        _records.bind_record(5)
+
+    class Missing:
+        __slots__ = ("name",)
+
+    with pytest.raises(TypeError, match="no slot"):
+        _records.bind_record(Missing)
+
+    class More:
+        __slots__ = RawImage.__slots__ + ("extra",)
+
+    with pytest.raises(TypeError, match="does not fill"):
+        _records.bind_record(More)
+
+    class WithDict:
+        __slots__ = RawImage.__slots__ + ("__dict__",)
+
+    with pytest.raises(TypeError, match="does not fill"):
+        _records.bind_record(WithDict)
+    # RawImage stays bound
+    assert type(image_records.parse(walk_copy({b"i": {b"target": {}}}, 2), 0)[0]) is RawImage

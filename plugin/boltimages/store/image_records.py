@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from .._records import bind_record
 from .._records import cut_bucket as _cut_bucket
 from .._records import parse as parse_walk
 from ..errors import DataCorruption, go_quote
@@ -144,6 +145,10 @@ class RawImage:
 
 
 # --- writing -------------------------------------------------------------------
+
+
+# the cutter fills RawImage's slots directly (records.c bind_record)
+bind_record(RawImage)
 
 
 def pairs_of(values: Optional[dict[str, str]]) -> Optional[list[tuple[bytes, bytes]]]:
