@@ -221,10 +221,10 @@ class ImageStore:
     def list_records(self, namespace: Optional[str], filters: Sequence[str] = ()) -> list[RawImage]:
         """The matching images as stored, in name order.
 
-        One engine call copies the namespace's whole ``images`` bucket. Every
-        record is checked (a damaged one fails the List, as in containerd,
-        whether or not it matches), but only the fields a filter names are
-        decoded. The checked records are kept until the next commit to the
+        One engine walk of the namespace's whole ``images`` bucket is cut
+        into records as it goes (image_records.read_checked). Every record
+        is checked (a damaged one fails the List, as in containerd, whether
+        or not it matches), but only the fields a filter names are decoded. The checked records are kept until the next commit to the
         file (see :class:`image_records.Snapshots`).
         """
         ns = namespace_required(namespace)
