@@ -14,7 +14,10 @@ without disturbing a running daemon's view of it::
                 print(name)
 
 Every call into C releases the GIL (cffi does so in API mode), so other Python
-threads keep running while the engine searches pages or waits for fsync.
+threads keep running while the engine searches pages or waits for fsync. The
+two that build Python objects as the engine reads (the batch scan behind
+``items()`` and :meth:`Bucket.walk_native`) hold it while they read: about
+7 ms of CPU for the 10,000 records of an image List.
 """
 
 from __future__ import annotations
