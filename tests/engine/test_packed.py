@@ -376,6 +376,8 @@ def test_corrupt_element_in_a_walked_bucket_is_an_error(tmp_path):
         # the store's reader of that bucket fails the same way
         from boltimages.store import image_records
         assert _error_of(lambda: image_records.read_all(images)) == walked
+        # and so does the cut made as the engine walks, with no copy
+        assert _error_of(lambda: image_records.read_checked(images)) == walked
 
 
 def test_scan_refuses_bad_arguments(db):

@@ -92,7 +92,26 @@ def _steps(path: str):
             db.walk_path(walk_path, 64)
             db.walk_path(walk_path + (b"missing",), 1)
 
-    return bolt, [read, check, paths, write]
+    def records(db):
+        # image records cut as the engine walks the pages (pyext/records.c
+        # cut_bucket) must be the ones cut from the walk's copy
+        from boltimages import _records
+        from boltimages.store.image_records import RawImage
+        with db.begin() as tx:
+            buckets = [tx.root]
+            for name, value in itertools.islice(tx.root.items(), 3):
+                child = tx.bucket(name) if value is None else None
+                if child is not None:
+                    buckets.append(child)
+            for bucket in buckets:
+                cut, _, walked = bucket.walk_native(lambda each, b: _records.cut_bucket(each, b, RawImage))
+                copy = bucket.walk_bytes(2)
+                fields = [slot for slot in RawImage.__slots__ if slot != "wire"]
+                if walked != len(copy) or [[getattr(r, f) for f in fields] for r in cut] != \
+                        [[getattr(r, f) for f in fields] for r in _records.parse(copy, 0, None, RawImage)]:
+                    raise AssertionError("cut_bucket and parse of the copy disagree")
+
+    return bolt, [read, check, paths, records, write]
 
 
 def walk(path: str) -> str:

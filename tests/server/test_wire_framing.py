@@ -182,12 +182,15 @@ def test_a_whole_list_frames_like_its_records_one_by_one() -> None:
         expected = [svc.framed_in_python(raw) for raw in records]
         if round_ % 3 == 0:
             for raw, wire in zip(records, expected):
-                raw.wire = wire or None  # some answers already kept, as a snapshot keeps them
+                raw.wire = wire or None  # some answers already kept, as a Get keeps them
+        kept = [raw.wire for raw in records]
         got = _wire.frame_list(records)
+        assert [raw.wire for raw in records] == kept  # the List's answer is one buffer, kept by no record
         if all(expected) and all(raw.created is None or len(raw.created) == 15 for raw in records) \
                 and all(raw.updated is None or len(raw.updated) == 15 for raw in records):
             assert got == b"".join(expected), f"seed {SEED + 2}, round {round_}"
-            assert all(raw.wire == wire for raw, wire in zip(records, expected))
+            # records of another class are read through getattr: the same answer
+            assert _wire.frame_list([_Other(raw) for raw in records]) == got
         elif not all(expected):
             assert got is None  # a record that is not UTF-8: the servicer builds a message
         if all(expected):
@@ -248,3 +251,58 @@ def test_frame_list_survives_a_record_that_changes_the_list() -> None:
     records.extend([Shrinking(), RawImage(b"a", has_target=True), RawImage(b"b", has_target=True)])
     wire = _wire.frame_list(records)
     assert wire is not None and wire.count(b"\x0a\x01n") == 1
+
+
+class _OtherRecord(RawImage):
+    """Not RawImage itself: the framer reads its fields through getattr."""
+    __slots__ = ()
+
+
+def _Other(raw: RawImage) -> RawImage:
+    other = _OtherRecord(raw.name)
+    for slot in RawImage.__slots__:
+        setattr(other, slot, getattr(raw, slot))
+    return other
+
+
+def test_frame_list_refuses_a_record_that_changes_between_its_passes() -> None:
+    """The answer is sized first and written second: a record whose fields
+    change in between (only code run by a field's getattr can do that) must
+    not make it write past its buffer."""
+    victim = RawImage(b"short", has_target=True)
+
+    class Changing:
+        wire = None
+        name = b"n"
+        labels = annotations = media_type = digest = size = updated = None
+        reads = 0
+
+        @property
+        def created(self) -> None:
+            Changing.reads += 1
+            if Changing.reads == 2:  # the second pass: make the next record longer
+                victim.name = b"much longer than it was" * 10
+            return None
+
+    with pytest.raises(RuntimeError, match="changed while the List was framed"):
+        _wire.frame_list([Changing(), victim])
+
+
+def test_bind_record_wants_a_class_of_writable_slots() -> None:
+    with pytest.raises(TypeError, match="class"):
+        _wire.bind_record(5)
+
+    class NoSlots:
+        pass
+
+    with pytest.raises(TypeError, match="no slot"):
+        _wire.bind_record(NoSlots)
+
+    class ReadOnly:
+        wire = name = labels = media_type = digest = size = annotations = created = updated = property(lambda s: 1)
+
+    with pytest.raises(TypeError, match="not a writable slot"):
+        _wire.bind_record(ReadOnly)
+    # the binding made at import is unchanged: RawImage still frames from its slots
+    raw = RawImage(b"n", created=_time(0), updated=_time(0), has_target=True)
+    assert _wire.frame_list([raw]) == svc.framed_in_python(raw)

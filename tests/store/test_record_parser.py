@@ -12,7 +12,9 @@ itself makes of a file, and a copy that does not parse is a ValueError.
 
 from __future__ import annotations
 
+import gc
 import random
+import re
 import struct
 from typing import Any, Optional, Union
 
@@ -278,3 +280,177 @@ def test_the_cutter_finds_every_field_under_the_layouts_names(tmp_path: Any) -> 
             [got] = image_records.read_all(tx.bucket(layout.IMAGES_BUCKET))
     assert _fields(got) == _fields(RawImage(b"img", b"c", b"u", [(b"lk", b"lv")], [(b"ak", b"av")], True,
                                             b"d", b"m", b"\x02"))
+
+
+# --- which records Python must check, and the cut straight from the walk --------
+
+def _time(seconds: int, nanos: int, version: int = 1, length: int = 15) -> bytes:
+    body = bytes([version]) + struct.pack(">qih", seconds, nanos, 0)
+    return (body + b"\x00" * length)[:length]
+
+
+def _checked_records(rng: random.Random, n: int) -> Tree:
+    """Records whose times and targets are what check() looks at: mostly
+    containerd's own, then other Go forms, bad nanoseconds, junk, none."""
+    def stamp() -> Union[bytes, Tree]:
+        roll = rng.random()
+        if roll < 0.6:
+            return _time(rng.randrange(-2**40, 2**40), rng.randrange(10**9))
+        return rng.choice([
+            _time(1, 10**9), _time(1, -1), _time(1, 2**31 - 1), _time(1, 5, version=2, length=16),
+            _time(1, 5, version=0), _time(1, 5, length=14), b"", b"junk", {b"odd": b"bucket"}])
+    images: Tree = {}
+    for i in range(n):
+        record = _random_record(rng)
+        for key in (b"createdat", b"updatedat"):
+            if rng.random() < 0.9:
+                record[key] = stamp()
+        if rng.random() < 0.7:
+            record[b"target"] = {b"digest": b"sha256:" + b"0" * 64, b"size": b"\x02"}
+        images[f"img-{i:04d}".encode()] = record
+    return images
+
+
+def test_the_cutter_names_exactly_the_records_python_must_check() -> None:
+    rng = random.Random(SEED + 4)
+    seen_plain = seen_suspect = 0
+    for round_ in range(30):
+        data = walk_copy(_checked_records(rng, rng.randrange(1, 40)), 2)
+        suspects: list[RawImage] = []
+        records = _records.parse(data, 0, None, RawImage, suspects)
+        assert suspects == [raw for raw in records if not raw.is_plain()], f"round {round_}"
+        seen_plain += len(records) - len(suspects)
+        seen_suspect += len(suspects)
+        for raw in records:
+            if raw.is_plain():
+                raw.check()  # a plain record never fails its check
+        # parse_checked raises what the first failing record raises, else gives the records
+        first_error = None
+        for raw in records:
+            try:
+                raw.check()
+            except Exception as exc:
+                first_error = str(exc)
+                break
+        try:
+            got = image_records.parse_checked(data, 0)
+        except Exception as exc:
+            assert str(exc) == first_error, f"round {round_}"
+        else:
+            assert first_error is None and [_fields(r) for r in got] == [_fields(r) for r in records]
+    assert seen_plain > 100 and seen_suspect > 100
+
+
+def test_a_records_own_bucket_is_checked_like_a_list() -> None:
+    plain = {b"createdat": _time(5, 6), b"target": {b"digest": b"d"}}
+    assert _fields(image_records.parse_checked(walk_copy(plain, 1), -1, b"n")[0]) == \
+        _fields(RawImage(b"n", _time(5, 6), None, None, None, True, b"d"))
+    with pytest.raises(Exception, match='image "n": unable to read target bucket'):
+        image_records.parse_checked(walk_copy({b"createdat": _time(5, 6)}, 1), -1, b"n")
+
+
+def _cut(bucket: bolt.Bucket, make: Any = RawImage) -> tuple[list[Any], list[Any], int]:
+    return bucket.walk_native(lambda walk_each, handle: _records.cut_bucket(walk_each, handle, make))
+
+
+def test_the_cut_from_the_engines_walk_is_the_cut_of_its_copy(tmp_path: Any) -> None:
+    rng = random.Random(SEED + 5)
+    with bolt.open(str(tmp_path / "w.db")) as db:
+        for round_ in range(6):
+            images = {**_random_images(rng, rng.randrange(0, 200)), **_checked_records(rng, 50)}
+            with db.begin(write=True) as tx:
+                if tx.bucket(b"images") is not None:
+                    tx.delete_bucket(b"images")
+                write_tree(tx.create_bucket(b"images"), images)
+                # a bucket this transaction changed is walked through its nodes, not its pages
+                bucket = tx.bucket(b"images")
+                records, suspects, walked = _cut(bucket)
+                data = bucket.walk_bytes(2)
+                assert [_fields(r) for r in records] == [_fields(r) for r in image_records.parse(data, 0)]
+            with db.begin() as tx:
+                bucket = tx.bucket(b"images")
+                data = bucket.walk_bytes(2)
+                records, suspects, walked = _cut(bucket)
+                assert walked == len(data), f"round {round_}"
+                assert [_fields(r) for r in records] == [_fields(r) for r in reference_parse(data, 0)]
+                assert suspects == [raw for raw in records if not raw.is_plain()]
+                assert all(not gc.is_tracked(raw) for raw in records)
+                try:
+                    got, size = image_records.read_checked(bucket)
+                except Exception as exc:
+                    with pytest.raises(type(exc), match=re.escape(str(exc))):
+                        image_records.parse_checked(data, 0)
+                else:
+                    assert size == len(data)
+                    assert [_fields(r) for r in got] == [_fields(r) for r in image_records.parse_checked(data, 0)]
+
+
+def test_the_cut_from_the_walk_runs_no_python_while_the_engine_walks(tmp_path: Any) -> None:
+    """The factory is called after the walk, once per record, in key order:
+    Python code run inside the walk could call the engine on the locked
+    transaction. An error from it comes through as it is."""
+    with bolt.open(str(tmp_path / "f.db")) as db:
+        with db.begin(write=True) as tx:
+            write_tree(tx.create_bucket(b"images"), {b"a": {b"target": {}}, b"b": {}, b"c": b"plain"})
+        with db.begin() as tx:
+            bucket = tx.bucket(b"images")
+            calls: list[bytes] = []
+
+            def make(*fields: Any) -> bytes:
+                bucket.walk_bytes(2)  # the engine is free again
+                calls.append(fields[0])
+                return fields[0]
+
+            records, suspects, walked = _cut(bucket, make)
+            assert records == calls == [b"a", b"b"] and suspects == [b"b"]
+            with pytest.raises(ZeroDivisionError):
+                _cut(bucket, lambda *fields: 1 // 0)
+
+
+def test_cut_bucket_refuses_bad_arguments(tmp_path: Any) -> None:
+    with pytest.raises(TypeError):
+        _records.cut_bucket("1", 1, RawImage)
+    with pytest.raises(ValueError, match="null"):
+        _records.cut_bucket(0, 0, RawImage)
+    with bolt.open(str(tmp_path / "a.db")) as db:
+        with db.begin(write=True) as tx:
+            tx.create_bucket(b"images")
+        with db.begin() as tx:
+            with pytest.raises(TypeError, match="callable"):
+                tx.bucket(b"images").walk_native(lambda walk_each, handle: _records.cut_bucket(walk_each, handle, 5))
+            assert _cut(tx.bucket(b"images")) == ([], [], 0)
+
+
+def test_records_made_from_the_slots_are_the_ones_the_class_makes() -> None:
+    """The cutter fills RawImage's slots itself (records.c bind_record): every
+    slot is set, as __init__ sets it, wire None."""
+    data = walk_copy(_checked_records(random.Random(SEED + 6), 30), 2)
+    made = image_records.parse(data, 0)
+    called = _records.parse(data, 0, None, lambda *fields: RawImage(*fields))
+    assert [_fields(r) for r in made] == [_fields(r) for r in called]
+    assert all(type(r) is RawImage and r.wire is None for r in made)
+
+
+def test_bind_record_wants_exactly_the_records_slots() -> None:
+    with pytest.raises(TypeError, match="class"):
+        _records.bind_record(5)
+
+    class Missing:
+        __slots__ = ("name",)
+
+    with pytest.raises(TypeError, match="no slot"):
+        _records.bind_record(Missing)
+
+    class More:
+        __slots__ = RawImage.__slots__ + ("extra",)
+
+    with pytest.raises(TypeError, match="does not fill"):
+        _records.bind_record(More)
+
+    class WithDict:
+        __slots__ = RawImage.__slots__ + ("__dict__",)
+
+    with pytest.raises(TypeError, match="does not fill"):
+        _records.bind_record(WithDict)
+    # RawImage stays bound
+    assert type(image_records.parse(walk_copy({b"i": {b"target": {}}}, 2), 0)[0]) is RawImage

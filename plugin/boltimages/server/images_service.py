@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import grpc
 from google.protobuf import empty_pb2
 
-from .._wire import frame_list, frame_record
+from .._wire import bind_record, frame_list, frame_record
 from ..api.containerd.events import image_pb2 as events_pb2
 from ..api.containerd.services.images.v1 import images_pb2, images_pb2_grpc
 from ..api.containerd.types import descriptor_pb2
@@ -25,6 +25,9 @@ from ..store.images import Descriptor, Image, ImageStore
 from . import status
 
 log = logging.getLogger(__name__)
+
+# the C framer reads RawImage's fields from their slots (see _wire.bind_record)
+bind_record(RawImage)
 
 NAMESPACE_HEADER = "containerd-namespace"
 LEASE_HEADER = "containerd-lease"

@@ -203,9 +203,7 @@ class ImageStore:
         walk = self.db.walk_path(layout.images_path(ns) + (key,), 1) if name else None
         if walk is None:
             raise NotFound(f"image {go_quote(name)}")
-        raw = image_records.parse(walk, -1, key)[0]
-        raw.check()
-        return raw
+        return image_records.parse_checked(walk, -1, key)[0]
 
     def snapshot_now(self, namespace: str) -> Optional[image_records.Snapshot]:
         """The records a List of ``namespace`` (a checked name) kept, when no
@@ -223,10 +221,10 @@ class ImageStore:
     def list_records(self, namespace: Optional[str], filters: Sequence[str] = ()) -> list[RawImage]:
         """The matching images as stored, in name order.
 
-        One engine call copies the namespace's whole ``images`` bucket. Every
-        record is checked (a damaged one fails the List, as in containerd,
-        whether or not it matches), but only the fields a filter names are
-        decoded. The checked records are kept until the next commit to the
+        One engine walk of the namespace's whole ``images`` bucket is cut
+        into records as it goes (image_records.read_checked). Every record
+        is checked (a damaged one fails the List, as in containerd, whether
+        or not it matches), but only the fields a filter names are decoded. The checked records are kept until the next commit to the
         file (see :class:`image_records.Snapshots`).
         """
         ns = namespace_required(namespace)
@@ -239,11 +237,8 @@ class ImageStore:
             images = _bucket_path(tx, layout.images_path(ns))
             if images is None:
                 return []
-            data = images.walk_bytes(2)
-            records = image_records.parse(data, 0)
-            for raw in records:
-                raw.check()
-            self._snapshots.keep(ns, tx.id, records, len(data))
+            records, size = image_records.read_checked(images)
+            self._snapshots.keep(ns, tx.id, records, size)
             return records
         records = self.db.view(read)
         if not matcher.filters:
