@@ -463,11 +463,11 @@ def walk_size(raw: RawImage) -> int:
 
 _name_of = attrgetter("name")
 
-#: Changes of one namespace in one commit up to which each is placed by a
-#: binary search and a list insert/delete; more are merged by one sort of
+#: Changes to one namespace, applied at once, up to which each is placed by
+#: a binary search and a list insert/delete; more are merged by one sort of
 #: the kept and new records (two sorted runs: linear). At 10,000 records an
-#: insert moves 80 KB (about 5 us), so a commit of thousands of Creates
-#: would cost seconds placed one by one.
+#: insert moves 80 KB (about 5 us), so the 10,000 Creates of a benchmark
+#: step would cost seconds placed one by one.
 _PLACE_ONE_BY_ONE = 16
 
 #: A Get costs about 9 us more through the file than through a snapshot's
@@ -478,14 +478,34 @@ _PLACE_ONE_BY_ONE = 16
 _RECORDS_PER_MISSED_GET = 84
 
 
+#: Serializes the one moment a snapshot's pending changes become its records,
+#: so every reader of the snapshot gets the same list object.
+_APPLY_LOCK = threading.Lock()
+
+#: (older changes or None, {name: record or None}): a snapshot's changes
+#: not yet applied, newest last, shared by the snapshots that follow it
+_Chain = tuple[Optional["_Chain"], dict[bytes, Optional[RawImage]]]  # type: ignore[misc]
+
+
 class Snapshot:
-    """One namespace's checked records as of commit ``txid`` (see Snapshots)."""
+    """One namespace's checked records as of commit ``txid`` (see Snapshots).
 
-    __slots__ = ("txid", "records", "size", "_by_name", "_missed", "answer")
+    A snapshot that followed commits (Snapshots.advance) holds the records
+    it started from and the changes since, and applies them the first time
+    its records are asked for: a write then costs a few microseconds
+    whatever the namespace's size, where copying and patching a list of
+    10,000 records at each commit cost about 30 (and the writes of a whole
+    benchmark step are applied at once, by one merge)."""
 
-    def __init__(self, txid: int, records: list[RawImage], size: int) -> None:
+    __slots__ = ("txid", "_records", "_pending", "size", "_by_name", "_missed", "answer")
+
+    def __init__(self, txid: int, records: Optional[list[RawImage]], size: int,
+                 pending: Optional[tuple[list[RawImage], int, _Chain]] = None) -> None:
         self.txid = txid
-        self.records = records
+        #: None while ``_pending`` (base records, their size, changes) is not applied
+        self._records = records
+        self._pending = pending
+        #: bytes of the records in walk form; an upper bound while changes are pending
         self.size = size
         self._by_name: Optional[dict[bytes, RawImage]] = None
         self._missed = 0
@@ -493,6 +513,31 @@ class Snapshot:
         #: time it lists without a filter (like each record's ``wire``), so a
         #: List of a file that has not changed since costs a lookup
         self.answer: Optional[bytes] = None
+
+    @property
+    def records(self) -> list[RawImage]:
+        """The records in name order (never changed once given out)."""
+        records = self._records
+        if records is None:
+            records = self._apply()
+        return records
+
+    def _apply(self) -> list[RawImage]:
+        base, size, chain = self._pending  # type: ignore[misc]
+        parts = []
+        link: Optional[_Chain] = chain
+        while link is not None:
+            link, named = link
+            parts.append(named)
+        changes: dict[bytes, Optional[RawImage]] = {}
+        for named in reversed(parts):
+            changes.update(named)
+        records, size = _applied(base, size, changes)
+        with _APPLY_LOCK:
+            if self._records is None:
+                # _records before _pending: see Snapshots._followed
+                self._records, self.size, self._pending = records, size, None
+            return self._records
 
     def by_name(self) -> Optional[dict[bytes, RawImage]]:
         """The records by name; None while building that index would still
@@ -507,46 +552,66 @@ class Snapshot:
 
     def moved(self, txid: int) -> "Snapshot":
         """The same records as of a later commit that left them as they are."""
-        later = Snapshot(txid, self.records, self.size)
+        pending = self._pending  # read first: see _followed
+        records = self._records
+        later = Snapshot(txid, records, self.size, None if records is not None else pending)
         later._by_name, later._missed, later.answer = self._by_name, self._missed, self.answer
         return later
 
-    def changed(self, txid: int, named: dict[bytes, Optional[RawImage]]) -> "Snapshot":
-        """A new snapshot with ``named`` applied (a record, or None for a
-        deleted one, by name); this one is left as it is, for readers in
-        other threads that may be going through its records."""
-        records = self.records
-        size = self.size
-        if len(named) <= _PLACE_ONE_BY_ONE:
-            records = list(records)
-            for name, raw in named.items():
-                at = bisect_left(records, name, key=_name_of)
-                present = at < len(records) and records[at].name == name
-                if present:
-                    size -= walk_size(records[at])
-                if raw is None:
-                    if present:
-                        del records[at]
-                    continue
-                size += walk_size(raw)
-                if present:
-                    records[at] = raw
-                else:
-                    records.insert(at, raw)
+    def followed(self, txid: int, named: dict[bytes, Optional[RawImage]]) -> "Snapshot":
+        """A new snapshot: this one's records with ``named`` applied (a
+        record, or None for a deleted one, by name), applied when first read.
+        This one is left as it is, for readers in other threads."""
+        # Read _pending before _records: _apply sets _records first, so a
+        # None _records read second means _pending was still there.
+        pending = self._pending
+        records = self._records
+        if records is not None:
+            base, base_size, chain = records, self.size, None
         else:
-            kept = []
-            for raw in records:
-                if raw.name in named:
-                    size -= walk_size(raw)
-                else:
-                    kept.append(raw)
-            for raw in named.values():
-                if raw is not None:
-                    size += walk_size(raw)
-                    kept.append(raw)
-            kept.sort(key=_name_of)
-            records = kept
-        return Snapshot(txid, records, size)
+            base, base_size, chain = pending  # type: ignore[misc]
+        # an upper bound until applied: a replaced or deleted record still counts
+        size = self.size
+        for raw in named.values():
+            if raw is not None:
+                size += walk_size(raw)
+        later = Snapshot(txid, None, size, (base, base_size, (chain, named)))
+        return later
+
+
+def _applied(records: list[RawImage], size: int, changes: dict[bytes, Optional[RawImage]]
+             ) -> tuple[list[RawImage], int]:
+    """``records`` (of walk size ``size``) with ``changes`` applied, as a new
+    list in name order, and its size."""
+    if len(changes) <= _PLACE_ONE_BY_ONE:
+        records = list(records)
+        for name, raw in changes.items():
+            at = bisect_left(records, name, key=_name_of)
+            present = at < len(records) and records[at].name == name
+            if present:
+                size -= walk_size(records[at])
+            if raw is None:
+                if present:
+                    del records[at]
+                continue
+            size += walk_size(raw)
+            if present:
+                records[at] = raw
+            else:
+                records.insert(at, raw)
+        return records, size
+    kept = []
+    for raw in records:
+        if raw.name in changes:
+            size -= walk_size(raw)
+        else:
+            kept.append(raw)
+    for raw in changes.values():
+        if raw is not None:
+            size += walk_size(raw)
+            kept.append(raw)
+    kept.sort(key=_name_of)
+    return kept, size
 
 
 class Snapshots:
@@ -646,7 +711,7 @@ class Snapshots:
                     base = self._by_ns.get(ns)  # type: ignore[assignment]
                     if base is None or base.txid != txid - 1:
                         continue  # nothing kept of it as it was: read afresh when asked
-                changed = base.changed(txid, named)
+                changed = base.followed(txid, named)
                 if changed.size <= self.budget:
                     by_ns[ns] = changed
                     touched.append(ns)
