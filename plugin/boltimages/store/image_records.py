@@ -443,22 +443,27 @@ def walk_size(raw: RawImage) -> int:
     measure snapshots are budgeted by (exact for a record as written; a
     stored record with keys containerd does not read counts without them)."""
     size = _WALK_HEADER + len(raw.name)
-    if raw.created is not None:
-        size += _WALK_HEADER + len(layout.CREATED_AT_KEY) + len(raw.created)
-    if raw.updated is not None:
-        size += _WALK_HEADER + len(layout.UPDATED_AT_KEY) + len(raw.updated)
-    for key, pairs in ((layout.LABELS_BUCKET, raw.labels), (layout.ANNOTATIONS_BUCKET, raw.annotations)):
+    for value, key_size in ((raw.created, _CREATED_AT), (raw.updated, _UPDATED_AT)):
+        if value is not None:
+            size += key_size + len(value)
+    for pairs, key_size in ((raw.labels, _LABELS), (raw.annotations, _ANNOTATIONS)):
         if pairs is not None:
-            size += _WALK_HEADER + len(key)
+            size += key_size + _WALK_HEADER * len(pairs)
             for k, v in pairs:
-                size += _WALK_HEADER + len(k) + len(v)
+                size += len(k) + len(v)
     if raw.has_target:
-        size += _WALK_HEADER + len(layout.TARGET_BUCKET)
-        for key, value in ((layout.DIGEST_KEY, raw.digest), (layout.MEDIA_TYPE_KEY, raw.media_type),
-                           (layout.SIZE_KEY, raw.size)):
+        size += _TARGET
+        for value, key_size in ((raw.digest, _DIGEST), (raw.media_type, _MEDIA_TYPE), (raw.size, _SIZE)):
             if value is not None:
-                size += _WALK_HEADER + len(key) + len(value)
+                size += key_size + len(value)
     return size
+
+
+# each field's header and key in a walk copy
+_CREATED_AT, _UPDATED_AT, _LABELS, _ANNOTATIONS, _TARGET, _DIGEST, _MEDIA_TYPE, _SIZE = (
+    _WALK_HEADER + len(key) for key in (
+        layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layout.LABELS_BUCKET, layout.ANNOTATIONS_BUCKET,
+        layout.TARGET_BUCKET, layout.DIGEST_KEY, layout.MEDIA_TYPE_KEY, layout.SIZE_KEY))
 
 
 _name_of = attrgetter("name")
@@ -579,6 +584,10 @@ class Snapshot:
         return later
 
 
+#: the records of a namespace without an images bucket
+_EMPTY = Snapshot(0, [], 0)
+
+
 def _applied(records: list[RawImage], size: int, changes: dict[bytes, Optional[RawImage]]
              ) -> tuple[list[RawImage], int]:
     """``records`` (of walk size ``size``) with ``changes`` applied, as a new
@@ -683,18 +692,23 @@ class Snapshots:
         all declared). Registered with MetadataDB.add_commit_listener, so it
         runs once per commit, in order, before any other commit."""
         with self._lock:
-            self._txid = max(self._txid, txid)
-            if payloads is None or not all(type(change) is ImageChange for change in payloads):
+            if txid > self._txid:
+                self._txid = txid
+            changes: dict[str, tuple[bool, dict[bytes, Optional[RawImage]]]] = {}
+            for change in payloads or ():
+                if type(change) is not ImageChange:
+                    payloads = None
+                    break
+                ns, name, record, new_bucket = change
+                entry = changes.get(ns)
+                if entry is None:
+                    # the first change to a namespace tells whether it had an images bucket before
+                    entry = changes[ns] = (new_bucket, {})
+                entry[1][name] = record
+            if payloads is None:
                 # changes unknown: everything kept is out of date
                 self._by_ns = {ns: s for ns, s in self._by_ns.items() if s.txid >= txid}
                 return
-            changes: dict[str, tuple[bool, dict[bytes, Optional[RawImage]]]] = {}
-            for change in payloads:
-                entry = changes.get(change.namespace)
-                if entry is None:
-                    # the first change to a namespace tells whether it had an images bucket before
-                    entry = changes[change.namespace] = (change.new_bucket, {})
-                entry[1][change.name] = change.record
             by_ns: dict[str, Snapshot] = {}
             touched = []
             for ns, snapshot in self._by_ns.items():
@@ -706,7 +720,7 @@ class Snapshots:
                 if ns in by_ns:
                     continue
                 if new_bucket:
-                    base = Snapshot(txid - 1, [], 0)  # no bucket before: no image before
+                    base = _EMPTY  # no bucket before: no image before
                 else:
                     base = self._by_ns.get(ns)  # type: ignore[assignment]
                     if base is None or base.txid != txid - 1:
