@@ -480,3 +480,41 @@ def test_advance_moves_only_snapshots_of_the_commit_before() -> None:
     assert snaps.current("x", 9) is None and snaps.current("y", 9) is None
     snaps.keep("x", 8, [a], image_records.walk_size(a))  # a read older than a commit heard of
     assert snaps.current("x", 8) is None
+
+
+def test_lease_writes_and_the_expiry_sweep_keep_snapshots_current(meta_db: MetadataDB) -> None:
+    """Leases hold image names, never records: their writes declare so, and
+    a List after a pull's lease bookkeeping, or after the minute's sweep,
+    still frames what it kept."""
+    from datetime import datetime, timedelta, timezone
+
+    from boltimages.api.containerd.services.leases.v1 import leases_pb2 as api
+    from boltimages.server.leases_service import LeasesServicer, remove_expired
+
+    class Context:
+        def invocation_metadata(self) -> tuple:
+            return (("containerd-namespace", "ns"),)
+
+        def abort(self, code: Any, message: str) -> None:
+            raise AssertionError(f"{code}: {message}")
+
+    store = ImageStore(meta_db)
+    store.create("ns", image("a"))
+    listed = store.list_records("ns")
+    leases = LeasesServicer(meta_db)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    leases.Create(api.CreateRequest(id="pull", labels={"containerd.io/gc.expire": soon}), Context())
+    leases.AddResource(api.AddResourceRequest(id="pull", resource=api.Resource(id="sha256:" + "0" * 64,
+                                                                               type="content")), Context())
+    store.create("ns", image("b", {"containerd.io/gc.expire": soon}), lease="pull")
+    leases.DeleteResource(api.DeleteResourceRequest(id="pull", resource=api.Resource(
+        id="sha256:" + "0" * 64, type="content")), Context())
+    assert assert_current(store, "ns")
+    assert remove_expired(meta_db, datetime.now(timezone.utc) + timedelta(minutes=1)) == [("ns", "pull")]
+    assert assert_current(store, "ns")
+    leases.Create(api.CreateRequest(id="other"), Context())
+    leases.Delete(api.DeleteRequest(id="other"), Context())
+    snapshot = store.snapshot_now("ns")
+    assert snapshot is not None and [r.name for r in snapshot.records] == [b"a", b"b"]
+    assert listed[0] is snapshot.records[0]  # the record read by the first List, kept all along
+    assert assert_current(store, "ns")

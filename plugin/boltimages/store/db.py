@@ -367,6 +367,13 @@ class MetadataDB:
         else:
             notes.current.append(payload)
 
+    def _declaring(self, fn: Callable[["bolt.Tx"], T], payload: Any) -> Callable[["bolt.Tx"], T]:
+        def declared(tx: "bolt.Tx") -> T:
+            result = fn(tx)
+            self.declare(tx, payload)
+            return result
+        return declared
+
     def add_commit_listener(self, listener: CommitListener) -> None:
         """Call ``listener(txid, payloads)`` after every successful commit
         made through this db, in commit order, with the commit lock held (no
@@ -431,14 +438,17 @@ class MetadataDB:
         """The group active on the calling thread, if any."""
         return getattr(self._local, "group", None)
 
-    def batch(self, fn: Callable[["bolt.Tx"], T]) -> T:
+    def batch(self, fn: Callable[["bolt.Tx"], T], *, declares: Any = None) -> T:
         """Run ``fn`` in a write transaction shared with concurrent callers.
 
         Returns fn's result or raises its exception, exactly like
-        :meth:`update` would.
+        :meth:`update` would. ``declares``: a payload that describes all
+        fn changes, declared for it when it returns (see :meth:`declare`).
         """
         if self.read_only:
             raise FailedPrecondition(f"{self.path} is open read-only")
+        if declares is not None:
+            fn = self._declaring(fn, declares)
         group = getattr(self._local, "group", None)
         if group is not None:
             return group.run(fn)

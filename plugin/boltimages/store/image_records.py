@@ -434,6 +434,13 @@ class ImageChange(NamedTuple):
     new_bucket: bool
 
 
+class NoImageChange(NamedTuple):
+    """Declared by a write that leaves every image record as it is (lease
+    bookkeeping, say): kept snapshots stay true through its commit."""
+
+    what: str
+
+
 #: bytes of each entry's header in a walk copy (BOLT_WALK_HEADER_SIZE in native/bolt.h)
 _WALK_HEADER = 16
 
@@ -697,6 +704,8 @@ class Snapshots:
             changes: dict[str, tuple[bool, dict[bytes, Optional[RawImage]]]] = {}
             for change in payloads or ():
                 if type(change) is not ImageChange:
+                    if type(change) is NoImageChange:
+                        continue
                     payloads = None
                     break
                 ns, name, record, new_bucket = change
