@@ -551,6 +551,13 @@ class Snapshot:
                 self._records, self.size, self._pending = records, size, None
             return self._records
 
+    def keep_answer(self, records: list[RawImage], answer: bytes) -> None:
+        """Keep ``answer``, the List answer framed from ``records``, if those
+        are this snapshot's records (without applying pending changes to
+        find out: then they are not)."""
+        if self._records is records:
+            self.answer = answer
+
     def by_name(self) -> Optional[dict[bytes, RawImage]]:
         """The records by name; None while building that index would still
         cost more than the lookups it has been asked for (then read the
