@@ -494,9 +494,14 @@ _RECORDS_PER_MISSED_GET = 84
 #: so every reader of the snapshot gets the same list object.
 _APPLY_LOCK = threading.Lock()
 
-#: (older changes or None, {name: record or None}): a snapshot's changes
-#: not yet applied, newest last, shared by the snapshots that follow it
-_Chain = tuple[Optional["_Chain"], dict[bytes, Optional[RawImage]]]  # type: ignore[misc]
+#: one commit's changes to a namespace: {name: (record or None for deleted,
+#: its walk size)}; the size is worked out once, when the commit is heard of
+#: (applying 10,000 Creates spent 9.6 of its 15 ms sizing the records again)
+_Named = dict[bytes, tuple[Optional[RawImage], int]]
+
+#: (older changes or None, one commit's changes): a snapshot's changes not
+#: yet applied, newest last, shared by the snapshots that follow it
+_Chain = tuple[Optional["_Chain"], _Named]  # type: ignore[misc]
 
 
 class Snapshot:
@@ -541,7 +546,7 @@ class Snapshot:
         while link is not None:
             link, named = link
             parts.append(named)
-        changes: dict[bytes, Optional[RawImage]] = {}
+        changes: _Named = {}
         for named in reversed(parts):
             changes.update(named)
         records, size = _applied(base, size, changes)
@@ -577,10 +582,10 @@ class Snapshot:
         later._by_name, later._missed, later.answer = self._by_name, self._missed, self.answer
         return later
 
-    def followed(self, txid: int, named: dict[bytes, Optional[RawImage]]) -> "Snapshot":
-        """A new snapshot: this one's records with ``named`` applied (a
-        record, or None for a deleted one, by name), applied when first read.
-        This one is left as it is, for readers in other threads."""
+    def followed(self, txid: int, named: _Named) -> "Snapshot":
+        """A new snapshot: this one's records with one commit's changes
+        (``named``) applied, when first read. This one is left as it is, for
+        readers in other threads."""
         # Read _pending before _records: _apply sets _records first, so a
         # None _records read second means _pending was still there.
         pending = self._pending
@@ -591,24 +596,21 @@ class Snapshot:
             base, base_size, chain = pending  # type: ignore[misc]
         # an upper bound until applied: a replaced or deleted record still counts
         size = self.size
-        for raw in named.values():
-            if raw is not None:
-                size += walk_size(raw)
-        later = Snapshot(txid, None, size, (base, base_size, (chain, named)))
-        return later
+        for _, added in named.values():
+            size += added
+        return Snapshot(txid, None, size, (base, base_size, (chain, named)))
 
 
 #: the records of a namespace without an images bucket
 _EMPTY = Snapshot(0, [], 0)
 
 
-def _applied(records: list[RawImage], size: int, changes: dict[bytes, Optional[RawImage]]
-             ) -> tuple[list[RawImage], int]:
+def _applied(records: list[RawImage], size: int, changes: _Named) -> tuple[list[RawImage], int]:
     """``records`` (of walk size ``size``) with ``changes`` applied, as a new
     list in name order, and its size."""
     if len(changes) <= _PLACE_ONE_BY_ONE:
         records = list(records)
-        for name, raw in changes.items():
+        for name, (raw, added) in changes.items():
             at = bisect_left(records, name, key=_name_of)
             present = at < len(records) and records[at].name == name
             if present:
@@ -617,7 +619,7 @@ def _applied(records: list[RawImage], size: int, changes: dict[bytes, Optional[R
                 if present:
                     del records[at]
                 continue
-            size += walk_size(raw)
+            size += added
             if present:
                 records[at] = raw
             else:
@@ -629,9 +631,9 @@ def _applied(records: list[RawImage], size: int, changes: dict[bytes, Optional[R
             size -= walk_size(raw)
         else:
             kept.append(raw)
-    for raw in changes.values():
+    for raw, added in changes.values():
         if raw is not None:
-            size += walk_size(raw)
+            size += added
             kept.append(raw)
     kept.sort(key=_name_of)
     return kept, size
@@ -708,7 +710,7 @@ class Snapshots:
         with self._lock:
             if txid > self._txid:
                 self._txid = txid
-            changes: dict[str, tuple[bool, dict[bytes, Optional[RawImage]]]] = {}
+            changes: dict[str, tuple[bool, _Named]] = {}
             for change in payloads or ():
                 if type(change) is not ImageChange:
                     if type(change) is NoImageChange:
@@ -720,7 +722,7 @@ class Snapshots:
                 if entry is None:
                     # the first change to a namespace tells whether it had an images bucket before
                     entry = changes[ns] = (new_bucket, {})
-                entry[1][name] = record
+                entry[1][name] = (record, 0 if record is None else walk_size(record))
             if payloads is None:
                 # changes unknown: everything kept is out of date
                 self._by_ns = {ns: s for ns, s in self._by_ns.items() if s.txid >= txid}
