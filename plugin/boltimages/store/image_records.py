@@ -710,7 +710,7 @@ class Snapshots:
         with self._lock:
             if txid > self._txid:
                 self._txid = txid
-            changes: dict[str, tuple[bool, _Named]] = {}
+            changes: dict[str, tuple[bool, dict[bytes, Optional[RawImage]]]] = {}
             for change in payloads or ():
                 if type(change) is not ImageChange:
                     if type(change) is NoImageChange:
@@ -722,36 +722,40 @@ class Snapshots:
                 if entry is None:
                     # the first change to a namespace tells whether it had an images bucket before
                     entry = changes[ns] = (new_bucket, {})
-                entry[1][name] = (record, 0 if record is None else walk_size(record))
+                entry[1][name] = record
+            kept = self._by_ns
             if payloads is None:
                 # changes unknown: everything kept is out of date
-                self._by_ns = {ns: s for ns, s in self._by_ns.items() if s.txid >= txid}
+                if kept:
+                    self._by_ns = {ns: s for ns, s in kept.items() if s.txid >= txid}
                 return
             by_ns: dict[str, Snapshot] = {}
-            touched = []
-            for ns, snapshot in self._by_ns.items():
+            for ns, snapshot in kept.items():
                 if snapshot.txid >= txid:
                     by_ns[ns] = snapshot  # read after this commit: already has its changes
                 elif snapshot.txid == txid - 1 and ns not in changes:
                     by_ns[ns] = snapshot.moved(txid)
+            touched = []
             for ns, (new_bucket, named) in changes.items():
                 if ns in by_ns:
                     continue
                 if new_bucket:
                     base = _EMPTY  # no bucket before: no image before
                 else:
-                    base = self._by_ns.get(ns)  # type: ignore[assignment]
+                    base = kept.get(ns)  # type: ignore[assignment]
                     if base is None or base.txid != txid - 1:
                         continue  # nothing kept of it as it was: read afresh when asked
-                changed = base.followed(txid, named)
+                changed = base.followed(txid, {name: (raw, 0 if raw is None else walk_size(raw))
+                                               for name, raw in named.items()})
                 if changed.size <= self.budget:
                     by_ns[ns] = changed
                     touched.append(ns)
-            total = sum(s.size for s in by_ns.values())
-            # over budget: the namespaces that grew go first, then any others
-            for ns in [*touched, *by_ns]:
-                if total <= self.budget:
-                    break
-                if ns in by_ns:
-                    total -= by_ns.pop(ns).size
-            self._by_ns = by_ns
+            if by_ns or kept:
+                total = sum(s.size for s in by_ns.values())
+                # over budget: the namespaces that grew go first, then any others
+                for ns in [*touched, *by_ns]:
+                    if total <= self.budget:
+                        break
+                    if ns in by_ns:
+                        total -= by_ns.pop(ns).size
+                self._by_ns = by_ns
