@@ -18,7 +18,12 @@ Usage:
   PYTHONPATH=plugin python bench/profile_store.py [-n 2000] [--profile STEP] [--no-sync]
 
 ``--profile STEP`` prints the cProfile top functions for that step;
-``--count-engine`` counts engine (cffi ``lib``) calls per request.
+``--count-engine`` counts engine (cffi ``lib``) calls per request;
+``--listed`` lists the namespace once before each step, so every write
+also moves the kept snapshot of all N images along (store/image_records.py);
+``--list-after-update K`` times K unfiltered Lists of all N images, each
+right after an Update (the Update is not timed): the List that must include
+the write just made.
 """
 
 from __future__ import annotations
@@ -113,6 +118,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--subscribers", type=int, default=0, help="event subscribers to attach")
     parser.add_argument("--concurrent", type=int, default=0, metavar="THREADS",
                         help="also time Create from this many threads at once (group commit), wall time per call")
+    parser.add_argument("--listed", action="store_true",
+                        help="List before each step: writes then advance a kept snapshot of all images")
+    parser.add_argument("--list-after-update", type=int, default=0, metavar="K",
+                        help="also time K Lists of all images, each right after an Update (ms per List)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run everything this many times on fresh files; report the best run per step")
     args = parser.parse_args(argv)
@@ -154,6 +163,8 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
             if args.count_engine:
                 counter = _EngineCounter()
                 bolt.lib = counter  # type: ignore[assignment]
+            if args.listed:
+                servicer.List(images_pb2.ListImagesRequest(), ctx)
             profiler = cProfile.Profile() if step in args.profile else None
             start = time.perf_counter()
             cpu_start = time.thread_time()
@@ -177,6 +188,11 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
                       ", ".join(f"{k}={v:.1f}" for k, v in per.items()))
             if profiler is not None:
                 pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+        if args.list_after_update:
+            per_call["list_after_update"], per_call["list_after_update_cpu"] = _list_after_update(
+                servicer, ctx, args.n, args.list_after_update)
+            print(f"{'list after update':18} {args.list_after_update:4d} "
+                  f"{per_call['list_after_update']:9.1f} {per_call['list_after_update_cpu']:9.1f}  (us per List)")
         if args.concurrent:
             commits = db.batches_committed
             per_call["concurrent"] = _concurrent_creates(servicer, ctx, args.n, args.concurrent)
@@ -187,6 +203,23 @@ def _run(args: argparse.Namespace) -> dict[str, float]:
             sub.close()
         db.close()
     return per_call
+
+
+def _list_after_update(servicer: ImagesServicer, ctx: _Context, n: int, times: int) -> tuple[float, float]:
+    """Wall and CPU time per unfiltered List of the ``n`` seeded images, each
+    right after an Update of one of them (the Updates are not timed)."""
+    mask = field_mask_pb2.FieldMask(paths=["labels"])
+    servicer.List(images_pb2.ListImagesRequest(), ctx)  # the first List reads the bucket whatever happens
+    wall = cpu = 0.0
+    for i in range(times):
+        servicer.Update(images_pb2.UpdateImageRequest(
+            image=_image(f"docker.io/library/seed:{i % n}", {"bench.step": "list", "bench.i": str(i)}),
+            update_mask=mask), ctx)
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        servicer.List(images_pb2.ListImagesRequest(), ctx)
+        cpu += time.thread_time() - cpu_start
+        wall += time.perf_counter() - start
+    return wall / times * 1e6, cpu / times * 1e6
 
 
 def _concurrent_creates(servicer: ImagesServicer, ctx: _Context, n: int, threads: int) -> float:

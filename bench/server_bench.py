@@ -21,8 +21,9 @@ Steps, in order, in namespace "bench":
   get_concurrent     N Gets by name from 16 clients (default 10,000)
   update             2,000 Updates of the labels (field mask "labels")
   list_after_write   List with no filter right after an Update, --list-reps
-                     times (only the List is timed): no List can reuse what
-                     an earlier one read
+                     times (only the List is timed): each List must include
+                     the write just made, so no answer framed before it
+                     can be sent as it is
   create_single      2,000 Creates from one client
   delete             delete those 2,000 images, one client
 After each server's workload, on the same server: the floor under its List

@@ -266,8 +266,8 @@ func main() {
 	}
 
 	// A List right after a write, as a client that lists after each pull or
-	// tag does: one Update (not timed) before each timed List, so no List
-	// can reuse what an earlier one read.
+	// tag does: one Update (not timed) before each timed List, so each List
+	// must include the write just made.
 	listAfterWrite := func() step {
 		var got int
 		lat := make([]time.Duration, *listReps)

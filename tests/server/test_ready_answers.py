@@ -12,6 +12,7 @@ from typing import Any, Iterator, Optional
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from boltimages.api.containerd.services.images.v1 import images_pb2 as pb, images_pb2_grpc
 from boltimages.server.h2 import NativeServer
@@ -78,10 +79,13 @@ def test_a_ready_answer_skips_the_pool_and_none_falls_back(transport: Transport)
 class Images:
     """ImagesServicer on our transport over a real file."""
 
-    def __init__(self, tmp: pathlib.Path) -> None:
+    def __init__(self, tmp: pathlib.Path, grouped: bool = False) -> None:
         self.db = MetadataDB(tmp / "meta.db")
         self.executor = futures.ThreadPoolExecutor(4)
         self.server = NativeServer(self.executor)
+        if grouped:  # as serve runs it: concurrent writes share one transaction
+            from boltimages.server.app import GROUPED_METHODS
+            self.server.enable_write_groups(self.db.open_group, GROUPED_METHODS)
         self.servicer = ImagesServicer(self.db, lambda *event: None)
         add_to_server(self.servicer, self.server)
         path = tmp / "images.sock"
@@ -137,7 +141,8 @@ def test_list_answer_is_kept_until_the_next_commit(images: Images) -> None:
     assert images.ready(filters=("labels.k==a",)) is None
     assert images.ready(ns="other") is None
     assert images.ready(ns=None) is None
-    # each kind of write ends it, and the next List shows the write
+    # each kind of write ends it (the kept records follow the write: the
+    # next List frames them without reading the file), and the next List shows the write
     images.call("Create", pb.CreateImageRequest(image=image("x/d:1")))
     assert images.ready() is None
     assert images.names() == ["x/a:1", "x/b:1", "x/c:1", "x/d:1"]
@@ -162,3 +167,55 @@ def test_filtered_and_unfiltered_lists_agree_whichever_comes_first(images: Image
     again = images.call("List", pb.ListImagesRequest())  # the ready answer
     assert whole == again and len(whole.images) == 20
     assert [i.name for i in filtered.images] == [i.name for i in whole.images if i.labels["g"] == "1"]
+
+
+def fresh_list(db: MetadataDB, ns: str) -> pb.ListImagesResponse:
+    """What a List of ``ns`` answers from the file itself: a new servicer has kept nothing."""
+    class Context:
+        def invocation_metadata(self) -> tuple:
+            return (("containerd-namespace", ns),)
+    answer = ImagesServicer(db, lambda *event: None).List(pb.ListImagesRequest(), Context())
+    return pb.ListImagesResponse.FromString(answer) if type(answer) is bytes else answer
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["pool", "groups"])
+def test_lists_after_writes_show_them_and_untouched_namespaces_keep_their_answer(
+        tmp_path: pathlib.Path, grouped: bool) -> None:
+    images = Images(tmp_path, grouped=grouped)
+    try:
+        for ns in ("default", "other"):
+            for n in range(5):
+                images.call("Create", pb.CreateImageRequest(image=image(f"x/{n}:1", {"k": ns})), ns)
+            images.call("List", pb.ListImagesRequest(), ns)
+        kept_other = images.ready(ns="other")
+        assert kept_other is not None
+        writes = [
+            ("Create", pb.CreateImageRequest(image=image("x/new:1", {"k": "n"}))),
+            ("Update", pb.UpdateImageRequest(image=image("x/1:1", {"k": "labels only"}),
+                                              update_mask=field_mask_pb2.FieldMask(paths=["labels"]))),
+            ("Update", pb.UpdateImageRequest(image=image("x/2:1", {"k": "whole"}))),
+            ("Delete", pb.DeleteImageRequest(name="x/3:1")),
+        ]
+        for method, request in writes:
+            images.call(method, request)
+            assert images.ready() is None  # the touched namespace's answer is framed again
+            listed = images.call("List", pb.ListImagesRequest())
+            assert listed == fresh_list(images.db, "default")
+            assert pb.ListImagesResponse.FromString(images.ready()) == listed  # and kept again
+            # the other namespace kept its records and its answer through the commit
+            assert images.ready(ns="other") == kept_other
+        names = [i.name for i in images.call("List", pb.ListImagesRequest()).images]
+        assert names == ["x/0:1", "x/1:1", "x/2:1", "x/4:1", "x/new:1"]
+        # concurrent writers (one group when grouped), then a List
+        with futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: images.call("Create", pb.CreateImageRequest(image=image(f"y/{n}:1"))),
+                          range(16)))
+        listed = images.call("List", pb.ListImagesRequest())
+        assert listed == fresh_list(images.db, "default") and len(listed.images) == 21
+        assert images.ready(ns="other") == kept_other
+        # a Get answered from the kept records agrees with the file
+        for name in ("x/1:1", "y/7:1"):
+            got = images.call("Get", pb.GetImageRequest(name=name)).image
+            assert got == next(i for i in fresh_list(images.db, "default").images if i.name == name)
+    finally:
+        images.close()

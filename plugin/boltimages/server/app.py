@@ -30,7 +30,6 @@ from ..api.containerd.services.streaming.v1 import streaming_pb2, streaming_pb2_
 from ..api.containerd.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from ..api.containerd.services.version.v1 import version_pb2, version_pb2_grpc
 from ..lockholder import is_locked
-from ..store import leases as lease_store
 from ..store.db import MetadataDB
 from ..store.rootdirs import containerd_root, default_content_root
 from ..store.snapshot_kinds import SnapshotKinds
@@ -45,7 +44,7 @@ from .h2 import NativeServer
 from .h2.limits import Limits
 from .memory import settle_collector
 from .introspection_service import IntrospectionServicer, default_plugins, store_uuid
-from .leases_service import LeasesServicer
+from .leases_service import LeasesServicer, remove_expired as remove_expired_leases
 from .listen import SocketClaim
 from .namespaces_service import NamespacesServicer
 from .snapshots_service import SnapshotsServicer
@@ -280,7 +279,7 @@ class Server:
         if self.db is None or self.config.read_only:
             return
         try:
-            gone = self.db.batch(lambda tx: lease_store.remove_expired(tx, datetime.now(timezone.utc)))
+            gone = remove_expired_leases(self.db, datetime.now(timezone.utc))
         except Exception as exc:  # noqa: BLE001 - retried on the next tick
             log.warning("removing expired leases failed: %s", exc)
             return

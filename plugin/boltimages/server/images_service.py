@@ -308,8 +308,8 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
         if not request.filters and type(answer) is bytes:
             # kept with the records it frames, for ready_list
             snapshot = self.store.snapshot_now(namespace)  # type: ignore[arg-type] - checked by list_records
-            if snapshot is not None and snapshot.records is records:
-                snapshot.answer = answer
+            if snapshot is not None:
+                snapshot.keep_answer(records, answer)
         return answer
 
     def ready_list(self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Sequence
 
 import grpc
@@ -11,7 +12,12 @@ from ..api.containerd.services.leases.v1 import leases_pb2 as api
 from ..api.containerd.services.leases.v1 import leases_pb2_grpc
 from ..store import filters
 from ..store import leases as store
+from ..store.image_records import NoImageChange
 from .status import grpc_errors, namespace
+
+#: what every write here declares (store/db.py commit notes): leases hold
+#: image names, never image records, so the kept image snapshots stay true
+LEASES_ONLY = NoImageChange("leases")
 
 
 def _lease(lease: store.Lease) -> api.Lease:
@@ -49,7 +55,7 @@ class LeasesServicer(leases_pb2_grpc.LeasesServicer):
         ns = namespace(context)
         lease_id = request.id or store.random_id()
         labels = dict(request.labels)
-        lease = self.db.batch(lambda tx: store.create(tx, ns, lease_id, labels))
+        lease = self.db.batch(lambda tx: store.create(tx, ns, lease_id, labels), declares=LEASES_ONLY)
         return api.CreateResponse(lease=_lease(lease))
 
     @grpc_errors
@@ -57,7 +63,7 @@ class LeasesServicer(leases_pb2_grpc.LeasesServicer):
         # "sync" asks containerd to run its garbage collector before returning;
         # we keep no garbage to collect, so the record is gone either way
         ns = namespace(context)
-        self.db.batch(lambda tx: store.delete(tx, ns, request.id))
+        self.db.batch(lambda tx: store.delete(tx, ns, request.id), declares=LEASES_ONLY)
         return empty_pb2.Empty()
 
     @grpc_errors
@@ -70,14 +76,16 @@ class LeasesServicer(leases_pb2_grpc.LeasesServicer):
     @grpc_errors
     def AddResource(self, request: api.AddResourceRequest, context: grpc.ServicerContext) -> empty_pb2.Empty:
         ns = namespace(context)
-        self.db.batch(lambda tx: store.add_resource(tx, ns, request.id, _resource(request.resource)))
+        self.db.batch(lambda tx: store.add_resource(tx, ns, request.id, _resource(request.resource)),
+                      declares=LEASES_ONLY)
         return empty_pb2.Empty()
 
     @grpc_errors
     def DeleteResource(self, request: api.DeleteResourceRequest,
                        context: grpc.ServicerContext) -> empty_pb2.Empty:
         ns = namespace(context)
-        self.db.batch(lambda tx: store.delete_resource(tx, ns, request.id, _resource(request.resource)))
+        self.db.batch(lambda tx: store.delete_resource(tx, ns, request.id, _resource(request.resource)),
+                      declares=LEASES_ONLY)
         return empty_pb2.Empty()
 
     @grpc_errors
@@ -86,3 +94,10 @@ class LeasesServicer(leases_pb2_grpc.LeasesServicer):
         ns = namespace(context)
         found = self.db.view(lambda tx: store.list_resources(tx, ns, request.id))
         return api.ListResourcesResponse(resources=[api.Resource(id=r.id, type=r.type) for r in found])
+
+
+def remove_expired(db: Any, now: datetime) -> list[tuple[str, str]]:
+    """Delete the leases expired at ``now`` (the server's periodic sweep), as
+    (namespace, lease id) pairs. Declared like every lease write: a sweep
+    every minute must not send every List back to the file."""
+    return db.batch(lambda tx: store.remove_expired(tx, now), declares=LEASES_ONLY)  # type: ignore[no-any-return]

@@ -30,6 +30,15 @@ instead: a :class:`WriteGroup` runs whole calls one after another on one
 thread, in one write transaction, and another thread commits it; nobody is
 answered before that commit. No caller waits in a thread of its own, which
 is what makes many concurrent writers cheap in Python.
+
+Commit notes: a function run in a write transaction may say, with
+:meth:`MetadataDB.declare`, exactly what it changed (a payload the db does
+not look into). After a successful commit, listeners registered with
+:meth:`MetadataDB.add_commit_listener` get the new transaction id and every
+payload, or None when some function that completed in the transaction did
+not declare (its changes are unknown). A transaction rolled back, abandoned
+or failing to commit reports nothing. This is what lets the image store
+keep its snapshots of whole buckets across its own commits.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from .. import bolt
@@ -49,6 +59,41 @@ T = TypeVar("T")
 
 #: db version written into files we create (see module docstring)
 NEW_FILE_DB_VERSION = 3
+
+
+class _Notes:
+    """What the functions run in the one open write transaction declared.
+
+    Only one write transaction exists at a time: every write transaction is
+    begun with the commit lock held (update, both paths of batch, open_group)
+    and ends before it is released, so the db keeps one of these, replaced
+    at each begin. ``unknown``: some function completed without declaring."""
+
+    __slots__ = ("tx", "payloads", "unknown", "current")
+
+    def __init__(self, tx: "bolt.Tx") -> None:
+        self.tx = tx
+        self.payloads: list[Any] = []
+        self.unknown = False
+        #: the running function's declarations, kept only if it completes
+        self.current: Optional[list[Any]] = None
+
+    def run(self, fn: Callable[["bolt.Tx"], T]) -> T:
+        """``fn`` in the transaction, its declarations kept if it returns.
+        (A function that raises either changed nothing, in a group, or makes
+        the transaction roll back: either way it has nothing to report.)"""
+        self.current = None
+        result = fn(self.tx)
+        mine, self.current = self.current, None
+        if mine is None:
+            self.unknown = True
+        else:
+            self.payloads.extend(mine)
+        return result
+
+
+#: a commit listener: (new transaction id, payloads or None for unknown changes)
+CommitListener = Callable[[int, Optional[list[Any]]], None]
 
 
 class _Call:
@@ -103,9 +148,10 @@ class WriteGroup:
     calls again, the failing one on its own.
     """
 
-    def __init__(self, owner: "MetadataDB", tx: "bolt.Tx") -> None:
+    def __init__(self, owner: "MetadataDB", tx: "bolt.Tx", notes: _Notes) -> None:
         self._owner = owner
         self.tx = tx
+        self._notes = notes
         self._opened_at = tx.changes
         self.calls = 0
         self._after: list[Callable[[], None]] = []
@@ -121,7 +167,7 @@ class WriteGroup:
     def run(self, fn: Callable[["bolt.Tx"], T]) -> T:
         before = self.tx.changes
         try:
-            result = fn(self.tx)
+            result = self._notes.run(fn)
         except BaseException:
             if self.tx.changes != before:
                 raise GroupPoisoned() from None
@@ -150,6 +196,7 @@ class WriteGroup:
     def abandon(self) -> None:
         """Roll the shared transaction back (nothing of it is kept)."""
         try:
+            self._owner._drop_notes(self.tx)
             self.tx.rollback()
         finally:
             self._end()
@@ -202,6 +249,11 @@ class MetadataDB:
         self._commit_lock = threading.Lock()
         self._local = threading.local()  # .group: the WriteGroup active on this thread
         self.batches_committed = 0  # observability for tests and metrics
+        #: the open write transaction's notes (see _Notes; one writer at a time)
+        self._notes: Optional[_Notes] = None
+        #: commit listeners, weakly held when they are bound methods
+        self._listeners: list[Callable[[], Optional[CommitListener]]] = []
+        self._listeners_lock = threading.Lock()
         try:
             if not read_only:
                 self._init_version()
@@ -258,19 +310,37 @@ class MetadataDB:
     def view(self, fn: Callable[["bolt.Tx"], T]) -> T:
         return self._db.view(fn)
 
-    def _write(self, fn: Callable[["bolt.Tx"], T]) -> T:
-        """``fn`` in a write transaction, committed (like bolt's DB.update), with a failed
-        commit logged: callers answer their clients, but the operator must see it too."""
+    def _begin_write(self) -> "bolt.Tx":
+        """A write transaction, with fresh notes; the caller holds the commit lock."""
         tx = self._db.begin(write=True)
+        self._notes = _Notes(tx)
+        return tx
+
+    def _drop_notes(self, tx: "bolt.Tx") -> None:
+        notes = self._notes
+        if notes is not None and notes.tx is tx:
+            self._notes = None
+
+    def _write(self, fn: Callable[["bolt.Tx"], T], *, noted: bool = True) -> T:
+        """``fn`` in a write transaction, committed (like bolt's DB.update), with a failed
+        commit logged: callers answer their clients, but the operator must see it too.
+        ``noted``: fn is one function whose declarations count (False: fn runs
+        functions through the notes itself, as a batch does)."""
+        tx = self._begin_write()
         try:
-            result = fn(tx)
+            result = self._notes.run(fn) if noted else fn(tx)  # type: ignore[union-attr]
         except BaseException:
+            self._drop_notes(tx)
             tx.rollback()
             raise
         self._commit(tx)
         return result
 
     def _commit(self, tx: "bolt.Tx") -> None:
+        notes = self._notes
+        self._drop_notes(tx)
+        # the id this commit gives the file: the one before it plus one
+        txid = tx.id if self._listeners else 0
         try:
             tx.commit()
         except BaseException as exc:
@@ -279,6 +349,59 @@ class MetadataDB:
             log.error("commit failed; nothing of this transaction was written",
                       extra={"db": self.path, "error": without_path(str(exc), self.path)})
             raise
+        if txid and notes is not None and notes.tx is tx:
+            self._report(txid, None if notes.unknown else notes.payloads)
+
+    # -- commit notes -----------------------------------------------------------
+    def declare(self, tx: "bolt.Tx", payload: Any) -> None:
+        """From inside a function running in write transaction ``tx``: what
+        the function changed in it is exactly what ``payload`` says (call it
+        last, once the writes are done; several calls add up). A function
+        that completes without declaring makes the whole commit's changes
+        unknown to the listeners. Outside a transaction of ours: ignored."""
+        notes = self._notes
+        if notes is None or notes.tx is not tx:
+            return
+        if notes.current is None:
+            notes.current = [payload]
+        else:
+            notes.current.append(payload)
+
+    def _declaring(self, fn: Callable[["bolt.Tx"], T], payload: Any) -> Callable[["bolt.Tx"], T]:
+        def declared(tx: "bolt.Tx") -> T:
+            result = fn(tx)
+            self.declare(tx, payload)
+            return result
+        return declared
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call ``listener(txid, payloads)`` after every successful commit
+        made through this db, in commit order, with the commit lock held (no
+        other commit can happen meanwhile): ``payloads`` are the declarations
+        in the order made, or None when the changes are not all declared.
+        A bound method is held weakly (a store that is gone stops listening)."""
+        ref: Callable[[], Optional[CommitListener]]
+        if hasattr(listener, "__self__"):
+            ref = weakref.WeakMethod(listener)  # type: ignore[arg-type]
+        else:
+            ref = lambda: listener  # noqa: E731
+        with self._listeners_lock:
+            self._listeners = [*self._listeners, ref]
+
+    def _report(self, txid: int, payloads: Optional[list[Any]]) -> None:
+        dead = False
+        for ref in self._listeners:
+            listener = ref()
+            if listener is None:
+                dead = True
+                continue
+            try:
+                listener(txid, payloads)
+            except Exception as exc:  # noqa: BLE001 - the commit is made; a listener's cache just goes stale
+                log.error("a commit listener failed: %s", exc, extra={"db": self.path})
+        if dead:
+            with self._listeners_lock:
+                self._listeners = [ref for ref in self._listeners if ref() is not None]
 
     def walk_path(self, path: Sequence[bytes], max_depth: int) -> Optional[bytes]:
         """The walk copy of the bucket at ``path`` as of the last commit, in
@@ -305,24 +428,27 @@ class MetadataDB:
         if self.read_only or self._queue or not self._commit_lock.acquire(blocking=False):
             return None
         try:
-            tx = self._db.begin(write=True)
+            tx = self._begin_write()
         except BaseException:
             self._release_commit()
             raise
-        return WriteGroup(self, tx)
+        return WriteGroup(self, tx, self._notes)  # type: ignore[arg-type]
 
     def active_group(self) -> Optional[WriteGroup]:
         """The group active on the calling thread, if any."""
         return getattr(self._local, "group", None)
 
-    def batch(self, fn: Callable[["bolt.Tx"], T]) -> T:
+    def batch(self, fn: Callable[["bolt.Tx"], T], *, declares: Any = None) -> T:
         """Run ``fn`` in a write transaction shared with concurrent callers.
 
         Returns fn's result or raises its exception, exactly like
-        :meth:`update` would.
+        :meth:`update` would. ``declares``: a payload that describes all
+        fn changes, declared for it when it returns (see :meth:`declare`).
         """
         if self.read_only:
             raise FailedPrecondition(f"{self.path} is open read-only")
+        if declares is not None:
+            fn = self._declaring(fn, declares)
         group = getattr(self._local, "group", None)
         if group is not None:
             return group.run(fn)
@@ -379,14 +505,15 @@ class MetadataDB:
             results: list[Any] = []
 
             def run_all(tx: "bolt.Tx") -> None:
+                notes: _Notes = self._notes  # type: ignore[assignment] - set by _begin_write
                 for index, call in enumerate(pending):
                     try:
-                        results.append(call.fn(tx))
+                        results.append(notes.run(call.fn))
                     except BaseException:
                         raise _Rollback(index) from None
 
             try:
-                self._write(run_all)
+                self._write(run_all, noted=False)
             except _Rollback as failed:
                 # retry the others without it; the failing call reruns alone
                 # in its own thread so it sees its error (or its success if

@@ -31,7 +31,7 @@ from ..errors import AlreadyExists, InvalidArgument, NotFound, go_quote
 from . import codec, image_records, layout, validation
 from .filters import parse_all
 from .validation import namespace_required
-from .image_records import RawImage
+from .image_records import ImageChange, RawImage
 
 if TYPE_CHECKING:  # the engine is only needed once a store touches a file
     from .. import bolt
@@ -139,14 +139,18 @@ def _bucket_path(tx: "bolt.Tx", path: Iterable[bytes]) -> Optional["bolt.Bucket"
     return bucket  # type: ignore[no-any-return]
 
 
-def _create_path(tx: "bolt.Tx", path: Iterable[bytes]) -> "bolt.Bucket":
+def _create_path(tx: "bolt.Tx", path: Iterable[bytes]) -> tuple["bolt.Bucket", bool]:
+    """The bucket at ``path``, created with any missing on the way, and
+    whether it was created now (it did not exist)."""
     # A lookup is cheaper than create-if-not-exists and the buckets on the
     # way almost always exist; create only from the first one missing.
     bucket: Any = tx
+    created = False
     for name in path:
         child = bucket.bucket(name)
+        created = child is None
         bucket = child if child is not None else bucket.create_bucket_if_not_exists(name)
-    return bucket  # type: ignore[no-any-return]
+    return bucket, created
 
 
 def _copy(image: Image) -> Image:
@@ -181,6 +185,9 @@ class ImageStore:
         self.db = db
         self._write = db.batch if grouped_writes else db.update
         self._snapshots = image_records.Snapshots()
+        # every write function here declares what it changed (an ImageChange),
+        # so the snapshots follow our own commits instead of going stale
+        db.add_commit_listener(self._snapshots.advance)
 
     def get(self, namespace: Optional[str], name: str) -> Image:
         return self.get_record(namespace, name).to_image()
@@ -191,8 +198,9 @@ class ImageStore:
         ns = namespace_required(namespace)
         key = name.encode()
         snapshot = self.snapshot_now(ns)
-        if snapshot is not None:
-            raw = snapshot.by_name().get(key)
+        by_name = None if snapshot is None else snapshot.by_name()
+        if by_name is not None:
+            raw = by_name.get(key)
             if raw is None:
                 raise NotFound(f"image {go_quote(name)}")
             return raw
@@ -262,7 +270,7 @@ class ImageStore:
         def write(tx: "bolt.Tx") -> tuple[Image, RawImage]:
             created = _copy(image)
             validate_image(created)
-            images = _create_path(tx, layout.images_path(ns))
+            images, new_bucket = _create_path(tx, layout.images_path(ns))
             _add_image_lease(tx, ns, lease, created.name, created.labels)
             key = created.name.encode()
             try:
@@ -274,7 +282,9 @@ class ImageStore:
                     raise AlreadyExists(f"image {go_quote(created.name)}") from None
                 raise
             created.created_at = created.updated_at = _now(epoch)
-            return created, _write_image(record, created, None, fresh=True)
+            written = _write_image(record, created, None, fresh=True)
+            self.db.declare(tx, ImageChange(ns, key, written, new_bucket))
+            return created, written
         return self._write(write)
 
     def update(self, namespace: Optional[str], image: Image, fieldpaths: Sequence[str] = (), *,
@@ -291,7 +301,7 @@ class ImageStore:
         labels_only = _label_paths(fieldpaths)
 
         def write(tx: "bolt.Tx") -> RawImage:
-            images = _create_path(tx, layout.images_path(ns))
+            images, _ = _create_path(tx, layout.images_path(ns))
             key = image.name.encode()
             record = images.bucket(key)
             if record is None:
@@ -299,7 +309,9 @@ class ImageStore:
             stored = image_records.read_one(key, record)
             if labels_only and _plain_record(stored):
                 stored.check()  # the damage to_image() reports on the general path
-                return _update_labels(tx, ns, lease, record, stored, image, fieldpaths, epoch)
+                written = _update_labels(tx, ns, lease, record, stored, image, fieldpaths, epoch)
+                self.db.declare(tx, ImageChange(ns, key, written, False))
+                return written
             updated = stored.to_image()
             created_at = updated.created_at
             given = _copy(image)
@@ -331,7 +343,9 @@ class ImageStore:
             _add_image_lease(tx, ns, lease, updated.name, updated.labels)
             updated.created_at = created_at
             updated.updated_at = _now(epoch)
-            return _write_image(record, updated, stored, fresh=False)
+            written = _write_image(record, updated, stored, fresh=False)
+            self.db.declare(tx, ImageChange(ns, key, written, False))
+            return written
         return self._write(write)
 
     def delete(self, namespace: Optional[str], name: str, *, target_digest: Optional[str] = None,
@@ -361,6 +375,7 @@ class ImageStore:
                 if isinstance(exc, (engine.BucketNotFound, engine.IncompatibleValue)):
                     raise NotFound(f"image {go_quote(name)}") from None
                 raise
+            self.db.declare(tx, ImageChange(ns, key, None, False))
         self._write(write)
 
 
