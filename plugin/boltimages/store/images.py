@@ -232,8 +232,9 @@ class ImageStore:
         One engine walk of the namespace's whole ``images`` bucket is cut
         into records as it goes (image_records.read_checked). Every record
         is checked (a damaged one fails the List, as in containerd, whether
-        or not it matches), but only the fields a filter names are decoded. The checked records are kept until the next commit to the
-        file (see :class:`image_records.Snapshots`).
+        or not it matches), but only the fields a filter names are decoded.
+        The checked records are kept, and follow our own commits (see
+        :class:`image_records.Snapshots`).
         """
         ns = namespace_required(namespace)
         matcher = parse_all(list(filters))
