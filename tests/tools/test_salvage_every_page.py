@@ -103,7 +103,7 @@ def _eleven_images(base: pathlib.Path, version: str) -> bytes:
     from tests.compat.daemons import containerd_daemon
     from tests.compat.oci_archive import build_image, write_archive
     from tests.compat.releases import BY_VERSION
-    from tests.tools.conftest import META_REL, _ctr, populate
+    from tests.tools.conftest import META_REL, _ctr, both_commits_read_whole, populate, stop_between_commits
     release = BY_VERSION[version].require()
     daemon = containerd_daemon(release.containerd, base, None, release)
     daemon.start()
@@ -113,7 +113,8 @@ def _eleven_images(base: pathlib.Path, version: str) -> bytes:
             archive = write_archive(base / f"{seed}.tar", [build_image(ref, seed)])
             _ctr(release.ctr, daemon.address, ns, "images", "import", "--no-unpack", str(archive))
     finally:
-        daemon.stop()
+        stop_between_commits(daemon, release.ctr)
+    assert both_commits_read_whole(base / "root" / META_REL), "containerd stopped inside a commit"
     return (base / "root" / META_REL).read_bytes()
 
 
