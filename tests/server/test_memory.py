@@ -1,4 +1,4 @@
-"""The server caps glibc's malloc arenas (server/memory.py)."""
+"""The server tunes glibc's malloc (server/memory.py): arenas capped, large buffers reused."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def test_arena_limit_is_accepted_and_keeps_threads_on_shared_arenas():
     # mappings stays at the cap (glibc reserves each thread arena that way).
     script = r"""
 import threading
-from boltimages.server.memory import limit_malloc_arenas
-assert limit_malloc_arenas(2) is True
+from boltimages.server.memory import tune_malloc
+assert tune_malloc(2) is True
 def work():
     blobs = [bytearray(200_000) for _ in range(50)]
     del blobs
@@ -37,6 +37,44 @@ print(arenas)
     out = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) <= 1, "worker threads got arenas of their own despite the cap"
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the thresholds are glibc settings")
+@pytest.mark.parametrize("tuned", [False, True])
+def test_large_buffers_are_reused_not_mapped_again(tuned: bool):
+    # A worker that makes and drops List-sized buffers (3 MiB, joined as the
+    # transport does) over and over: with glibc's defaults every round maps
+    # fresh pages and faults each of them in; tuned, only the first does.
+    script = r"""
+import resource, sys, threading
+if sys.argv[1] == "tuned":
+    from boltimages.server.memory import tune_malloc
+    assert tune_malloc(2) is True
+counts = []
+def work():
+    b = bytes(3 << 20)
+    del b
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(20):
+        b = bytes(3 << 20)
+        joined = b"".join([b[:1 << 20], b[1 << 20:]])
+        del b, joined
+    counts.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+t = threading.Thread(target=work)
+t.start()
+t.join()
+print(counts[0])
+"""
+    out = subprocess.run([sys.executable, "-c", script, "tuned" if tuned else "default"], env=child_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    faults = int(out.stdout.strip())
+    pages = 20 * (6 << 20) // 4096  # what faulting every page of every round would cost
+    if tuned:
+        assert faults < pages // 10, f"{faults} minor faults: large buffers were mapped afresh"
+    else:
+        # the case the tuning is for: if glibc stops doing this, the tuning can go
+        assert faults > pages // 2, f"only {faults} minor faults with glibc's defaults"
 
 
 def test_settle_collector_freezes_start_up_objects_and_still_collects_cycles():

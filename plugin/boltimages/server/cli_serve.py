@@ -46,8 +46,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     logs.setup(cfg.log_level, cfg.log_format)
     # before any worker thread exists, so none gets an arena of its own
-    from .memory import limit_malloc_arenas
-    limit_malloc_arenas()
+    from .memory import tune_malloc
+    tune_malloc()
     # imported late: the server pulls in grpc and the engine, which --help does not need
     from .app import ServeError, run
     from .listen import SocketInUse

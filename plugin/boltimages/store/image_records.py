@@ -556,7 +556,7 @@ class Snapshot:
     10,000 records at each commit cost about 30 (and the writes of a whole
     benchmark step are applied at once, by one merge)."""
 
-    __slots__ = ("txid", "_records", "_pending", "size", "_by_name", "_missed", "answer")
+    __slots__ = ("txid", "_records", "_pending", "size", "_by_name", "_missed", "answer", "_changed")
 
     def __init__(self, txid: int, records: Optional[list[RawImage]], size: int,
                  pending: Optional[tuple[list[RawImage], int, _Chain]] = None) -> None:
@@ -572,6 +572,8 @@ class Snapshot:
         #: time it lists without a filter (like each record's ``wire``), so a
         #: List of a file that has not changed since costs a lookup
         self.answer: Optional[bytes] = None
+        #: how many changes ``_pending`` holds
+        self._changed = 0
 
     @property
     def records(self) -> list[RawImage]:
@@ -598,6 +600,20 @@ class Snapshot:
                 self._records, self.size, self._pending = records, size, None
             return self._records
 
+    def better_read_again(self) -> bool:
+        """Whether reading the bucket again beats applying the pending changes.
+
+        Records a write made lie wherever the heap put them between the
+        request's own objects; records the cutter makes in one walk lie
+        together. After 10,000 Creates into a new namespace, a filtered
+        List scanned the applied records in 9.6 ms against 3.5 for read ones,
+        and framing them all took 5.8 against 2.2 ms, while reading the
+        bucket (7 ms) costs about what applying the changes does (7.3 ms).
+        So once the changes are more than an eighth of the records, the
+        next List reads the bucket; a few writes between Lists are applied."""
+        pending = self._pending
+        return pending is not None and self._changed * _READ_AGAIN_FRACTION > len(pending[0])
+
     def keep_answer(self, records: list[RawImage], answer: bytes) -> None:
         """Keep ``answer``, the List answer framed from ``records``, if those
         are this snapshot's records (without applying pending changes to
@@ -622,6 +638,7 @@ class Snapshot:
         records = self._records
         later = Snapshot(txid, records, self.size, None if records is not None else pending)
         later._by_name, later._missed, later.answer = self._by_name, self._missed, self.answer
+        later._changed = self._changed
         return later
 
     def followed(self, txid: int, named: _Named) -> "Snapshot":
@@ -633,15 +650,21 @@ class Snapshot:
         pending = self._pending
         records = self._records
         if records is not None:
-            base, base_size, chain = records, self.size, None
+            base, base_size, chain, changed = records, self.size, None, 0
         else:
             base, base_size, chain = pending  # type: ignore[misc]
+            changed = self._changed
         # an upper bound until applied: a replaced or deleted record still counts
         size = self.size
         for _, added in named.values():
             size += added
-        return Snapshot(txid, None, size, (base, base_size, (chain, named)))
+        later = Snapshot(txid, None, size, (base, base_size, (chain, named)))
+        later._changed = changed + len(named)
+        return later
 
+
+#: pending changes beyond 1/this of the records they apply to: read the bucket again
+_READ_AGAIN_FRACTION = 8
 
 #: the records of a namespace without an images bucket
 _EMPTY = Snapshot(0, [], 0)

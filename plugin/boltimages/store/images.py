@@ -241,7 +241,7 @@ class ImageStore:
 
         def read(tx: "bolt.Tx") -> list[RawImage]:
             snapshot = self._snapshots.current(ns, tx.id)
-            if snapshot is not None:
+            if snapshot is not None and not snapshot.better_read_again():
                 return snapshot.records
             images = _bucket_path(tx, layout.images_path(ns))
             if images is None:
