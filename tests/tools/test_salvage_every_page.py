@@ -113,7 +113,7 @@ def _eleven_images(base: pathlib.Path, version: str) -> bytes:
             archive = write_archive(base / f"{seed}.tar", [build_image(ref, seed)])
             _ctr(release.ctr, daemon.address, ns, "images", "import", "--no-unpack", str(archive))
     finally:
-        stop_between_commits(daemon, release.ctr)
+        stop_between_commits(daemon, release.ctr, base / "root" / META_REL)
     assert both_commits_read_whole(base / "root" / META_REL), "containerd stopped inside a commit"
     return (base / "root" / META_REL).read_bytes()
 
