@@ -82,7 +82,11 @@ def test_sigkill_during_commits(oracle, tmp_path):
         reported = max(reported, durable)
         assert proc.returncode == -signal.SIGKILL, (
             f"{label}: writer died on its own (rc {proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-        if not path.exists():
+        if not path.exists() or path.stat().st_size == 0:
+            # killed before the file was created, or after creating it but before
+            # its first pages were written (one write): nothing was committed, and
+            # the next writer's read-write open initializes the empty file, as
+            # bbolt's does (bbolt cannot open an empty file read-only at all)
             assert reported == 0, label
             continue
         assert oracle.check(path) == [], f"{label}: bbolt Check fails after kill"
