@@ -118,9 +118,25 @@ class Daemon:
         return f"--- last {len(tail)} lines of {self.name} log {self.log_path} ---\n" + "\n".join(tail)
 
 
+#: containerd's garbage collector scheduled only when a client asks for a
+#: synchronous collection: no collection at start, none after deletions or
+#: writes (each threshold out of reach, the first run 1,000 hours away)
+_GC_ON_REQUEST_ONLY = (
+    '[plugins."io.containerd.gc.v1.scheduler"]\n'
+    '  startup_delay = "1000h"\n'
+    "  deletion_threshold = 1000000000\n"
+    "  mutation_threshold = 1000000000\n"
+)
+
+
 def containerd_config(base: pathlib.Path, root: Optional[pathlib.Path] = None,
-                      release: Release = DEFAULT) -> pathlib.Path:
-    """Write the release's config.toml (version 2 or 3) that keeps everything under `base`."""
+                      release: Release = DEFAULT, gc_on_request_only: bool = False) -> pathlib.Path:
+    """Write the release's config.toml (version 2 or 3) that keeps everything under `base`.
+
+    ``gc_on_request_only``: see _GC_ON_REQUEST_ONLY. For files whose every
+    commit a test must know: a collection commits on its own schedule, and
+    SIGTERM can end containerd inside that commit, leaving its pages written
+    and its meta not."""
     root = root or base / "root"
     state = base / "state"
     address = base / "containerd.sock"
@@ -140,20 +156,20 @@ def containerd_config(base: pathlib.Path, root: Optional[pathlib.Path] = None,
         '  level = "debug"\n'
         "[metrics]\n"
         '  address = ""\n'
-    )
+    ) + (_GC_ON_REQUEST_ONLY if gc_on_request_only else "")
     path = base / "config.toml"
     path.write_text(text)
     return path
 
 
 def containerd_daemon(containerd: str, base: pathlib.Path, root: Optional[pathlib.Path] = None,
-                      release: Release = DEFAULT) -> Daemon:
+                      release: Release = DEFAULT, gc_on_request_only: bool = False) -> Daemon:
     """An (unstarted) private containerd under `base`; its socket is base/containerd.sock.
 
     `containerd` is the binary; `release` chooses its config and puts its bin dir first
-    on PATH so it starts its own shim."""
+    on PATH so it starts its own shim (`gc_on_request_only`: see containerd_config)."""
     base.mkdir(parents=True, exist_ok=True)
-    config = containerd_config(base, root, release)
+    config = containerd_config(base, root, release, gc_on_request_only)
     daemon = Daemon(f"containerd {release.version}", [containerd, "--config", str(config)],
                     str(base / "containerd.sock"), base / "containerd.log", env=release.env())
     daemon.db_path = containerd_meta_db(root or base / "root")

@@ -15,11 +15,11 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pytest
 
-from tests.helpers import child_env, require_root, require_tool, wait_until
+from tests.helpers import child_env, require_root, require_tool
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 META_REL = pathlib.Path("io.containerd.metadata.v1.bolt") / "meta.db"
@@ -129,49 +129,17 @@ def session_root(tmp_path_factory) -> Iterator[Root]:
     ctr = require_tool("ctr")
     from tests.compat.daemons import containerd_daemon
     base = tmp_path_factory.mktemp("tools-containerd")
-    daemon = containerd_daemon(containerd, base)
+    # the salvage tests compare with both commits of the file: no collection
+    # may commit on its own and be cut short by the stop (see containerd_config)
+    daemon = containerd_daemon(containerd, base, gc_on_request_only=True)
     daemon.start()
     try:
         populate(ctr, daemon.address, base)
     finally:
-        stop_between_commits(daemon, ctr, base / "root" / META_REL)
+        daemon.stop()
     root = Root(base / "root")
     assert both_commits_read_whole(root.db), "containerd stopped inside a commit"
     yield root
-
-
-def stop_between_commits(daemon: Any, ctr: str, db: pathlib.Path) -> None:
-    """Stop ``daemon`` so that the last two commits of its file ``db`` both
-    read whole, and the last one is a write of ours (the salvage tests damage
-    the newest commit and recover from the one before).
-
-    containerd's garbage collector commits on its own schedule after
-    deletions (every import deletes its lease), and SIGTERM can end the
-    process inside such a commit: its pages written (reusing the previous
-    commit's, as bbolt may), its meta not, so the older commit no longer
-    reads whole (seen in about one run in five). Started again, containerd
-    commits exactly once by itself: the collection it runs at start (its
-    schema check commits nothing when there is nothing to migrate). Once the
-    file's transaction id shows that commit, one more write (a label set to
-    the value it has) commits last, and with nothing deleted since, no other
-    collection is scheduled before the stop."""
-    daemon.stop()
-    before = newest_txid(db)
-    daemon.start()
-    try:
-        assert wait_until(lambda: newest_txid(db) > before, timeout=30), \
-            f"containerd did not collect at start\n{daemon.log_tail()}"
-        _ctr(ctr, daemon.address, "other", "namespaces", "label", "other", "owner=ops")
-    finally:
-        daemon.stop()
-
-
-def newest_txid(db: pathlib.Path) -> int:
-    """The transaction id of the newest valid meta page of ``db`` (read as
-    bytes: the file may be open in containerd)."""
-    from boltimages.tools import rawpages
-    metas = rawpages.RawFile(db.read_bytes()).valid_metas()
-    return metas[0].txid if metas else 0
 
 
 def both_commits_read_whole(db: pathlib.Path) -> bool:

@@ -103,9 +103,10 @@ def _eleven_images(base: pathlib.Path, version: str) -> bytes:
     from tests.compat.daemons import containerd_daemon
     from tests.compat.oci_archive import build_image, write_archive
     from tests.compat.releases import BY_VERSION
-    from tests.tools.conftest import META_REL, _ctr, both_commits_read_whole, populate, stop_between_commits
+    from tests.tools.conftest import META_REL, _ctr, both_commits_read_whole, populate
     release = BY_VERSION[version].require()
-    daemon = containerd_daemon(release.containerd, base, None, release)
+    # no collection may commit on its own and be cut short by the stop (see containerd_config)
+    daemon = containerd_daemon(release.containerd, base, None, release, gc_on_request_only=True)
     daemon.start()
     try:
         populate(release.ctr, daemon.address, base)
@@ -113,7 +114,7 @@ def _eleven_images(base: pathlib.Path, version: str) -> bytes:
             archive = write_archive(base / f"{seed}.tar", [build_image(ref, seed)])
             _ctr(release.ctr, daemon.address, ns, "images", "import", "--no-unpack", str(archive))
     finally:
-        stop_between_commits(daemon, release.ctr, base / "root" / META_REL)
+        daemon.stop()
     assert both_commits_read_whole(base / "root" / META_REL), "containerd stopped inside a commit"
     return (base / "root" / META_REL).read_bytes()
 
