@@ -424,10 +424,28 @@ def _export(ctr: Ctr, out: pathlib.Path, flags: tuple) -> tuple:
     return result.rc, result.stderr, _tar_members(out) if result.rc == 0 else None
 
 
+#: tries of a real containerd's export before its archive counts as broken
+_REAL_EXPORT_TRIES = 3
+
+
+def _export_real(ctr: Ctr, out: pathlib.Path, flags: tuple) -> tuple:
+    """_export from a real containerd, the reference the test compares with.
+    ctr 2.1.9's export through Transfer once exited 0 with a truncated archive
+    in CI (tarfile: unexpected end of data); ours is not involved, so the
+    reference export is tried again, a bounded number of times."""
+    for attempt in range(_REAL_EXPORT_TRIES):
+        try:
+            return _export(ctr, out, flags)
+        except tarfile.ReadError:
+            if attempt == _REAL_EXPORT_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_ctr_export_local_from_served_file(served_file, release: Release) -> None:
     real, ours, tmp = served_file
     flags = EXPORT_LOCAL_FLAGS[release.minor]
-    theirs = _export(real, tmp / "real-local.tar", flags)
+    theirs = _export_real(real, tmp / "real-local.tar", flags)
     assert theirs[0] == 0 and "index.json" in theirs[2], theirs[:2]
     mine = _export(ours, tmp / "ours-local.tar", flags)
     assert mine == theirs
@@ -437,7 +455,7 @@ def test_ctr_export_default_from_served_file(served_file, release: Release) -> N
     """As typed: 1.6/1.7 read content (works through us); 2.x goes through Transfer, which
     streams an archive: a real containerd is needed, and we must say so."""
     real, ours, tmp = served_file
-    theirs = _export(real, tmp / "real-default.tar", ())
+    theirs = _export_real(real, tmp / "real-default.tar", ())
     assert theirs[0] == 0 and "index.json" in theirs[2], theirs[:2]
     if not EXPORT_USES_TRANSFER[release.minor]:
         assert _export(ours, tmp / "ours-default.tar", ()) == theirs
