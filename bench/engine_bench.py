@@ -286,8 +286,8 @@ def python_worker(data_dir: pathlib.Path, db_dir: pathlib.Path, only: set[str], 
             with db.begin() as tx:
                 allb = tx.bucket(b"v1").bucket(b"default").bucket(b"images")
                 if batch:
-                    # The store's record reader (store/image_records.py): one
-                    # walk copy of the bucket, cut into records in C; the
+                    # The store's record reader (store/image_records.py): the
+                    # bucket cut into records in C as the engine walks it; the
                     # loop still touches every field.
                     for record in image_records.read_all(allb):
                         n_images += 1
