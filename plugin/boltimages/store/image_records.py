@@ -353,8 +353,7 @@ def read_checked(images: "bolt.Bucket") -> tuple[list[RawImage], int]:
     copied again into bytes and freed on every cold List, 6 to 14 ms of it
     (page faults of fresh memory, mostly). bench/cold_list.py measures the
     stages."""
-    records, suspects, walked = images.walk_native(
-        lambda walk_each, bucket: _cut_bucket(walk_each, bucket, RawImage))
+    records, suspects, walked = _cut(images)
     for raw in suspects:
         raw.check()
     return records, walked
@@ -364,7 +363,14 @@ def read_all(images: "bolt.Bucket") -> list[RawImage]:
     """Every record of a namespace's ``images`` bucket, in key order, not
     checked (the offline tools report damaged records themselves); cut as
     the engine walks, like :func:`read_checked`."""
-    return images.walk_native(lambda walk_each, bucket: _cut_bucket(walk_each, bucket, RawImage))[0]
+    return _cut(images)[0]
+
+
+def _cut(images: "bolt.Bucket") -> tuple[list[RawImage], list[RawImage], int]:
+    """The records of ``images`` cut as the engine walks it, the ones that
+    are not plain, and the walk copy's size in bytes."""
+    return images.walk_native(  # type: ignore[no-any-return]
+        lambda walk_each, bucket: _cut_bucket(walk_each, bucket, RawImage))
 
 
 def read_one(name: bytes, record: "bolt.Bucket") -> RawImage:

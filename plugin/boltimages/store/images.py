@@ -214,8 +214,9 @@ class ImageStore:
         return image_records.parse_checked(walk, -1, key)[0]
 
     def snapshot_now(self, namespace: str) -> Optional[image_records.Snapshot]:
-        """The records a List of ``namespace`` (a checked name) kept, when no
-        commit has happened since; None otherwise.
+        """The records kept for ``namespace`` (a checked name) as of the last
+        commit: a List's, followed through our own commits since (see
+        image_records.Snapshots); None when none are kept.
 
         A snapshot taken at the last commit answers as a read transaction
         begun now would, so the transaction is skipped: opening and closing
