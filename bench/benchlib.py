@@ -89,7 +89,16 @@ def machine_facts(data_dir: pathlib.Path) -> dict[str, Any]:
         "cc": _first_line(["cc", "--version"]) if shutil.which("cc") else "missing",
         "git_commit": _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
         "loadavg": load_average(),
+        # caps the send buffer the server asks for (server/h2/limits.py send_buffer)
+        "wmem_max": _sysctl("net/core/wmem_max"),
     }
+
+
+def _sysctl(name: str) -> str:
+    try:
+        return pathlib.Path("/proc/sys", name).read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def load_average() -> str:
@@ -102,7 +111,7 @@ def load_average() -> str:
 
 def facts_markdown(facts: dict[str, Any]) -> str:
     return (f"Machine: {facts['cores']} cores ({facts['cpu']}), {facts['memory']} RAM, "
-            f"kernel {facts['kernel']}; disk {facts['disk']}; Python {facts['python']}; "
+            f"kernel {facts['kernel']} (net.core.wmem_max {facts.get('wmem_max', '?')}); disk {facts['disk']}; Python {facts['python']}; "
             f"{facts['go']}; commit {facts['git_commit']}; run {facts['date_utc']}; "
             f"load average at the end {facts.get('loadavg', '?')}.")
 

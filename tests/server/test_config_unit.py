@@ -42,17 +42,19 @@ def test_non_loopback_refused(address):
 def test_file_then_flags(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('version = 2\n[grpc]\naddress = "/x/a.sock"\ntcp_address = "127.0.0.1:5000"\n'
-                   'max_send_message_size = 1048576\nuid = 12\n[metadata]\npath = "/x/m.db"\n'
+                   'max_send_message_size = 1048576\nuid = 12\nsocket_send_buffer = 0\n[metadata]\npath = "/x/m.db"\n'
                    '[debug]\nlevel = "DEBUG"\nformat = "json"\n[plugins]\nanything = 1\n')
     c = config.build(str(cfg), {"db_path": "/y/m.db", "address": None})
     assert (c.address, c.tcp_address, c.db_path, c.max_send_message_size, c.max_recv_message_size) == \
         ("/x/a.sock", "127.0.0.1:5000", "/y/m.db", 1 << 20, 16 << 20)
-    assert (c.socket_uid, c.log_level, c.log_format) == (12, "debug", "json")
+    assert (c.socket_uid, c.log_level, c.log_format, c.socket_send_buffer) == (12, "debug", "json", 0)
 
 
 @pytest.mark.parametrize("text, message", [
     ('[grpc]\nmax_recv_message_size = -1\n', "positive"),
     ('[grpc]\nmax_recv_message_size = true\n', "integer"),
+    ('[grpc]\nsocket_send_buffer = -1\n', "0 or more"),
+    ('[grpc]\nsocket_send_buffer = 4294967296\n', "at most 1 GiB"),
     ('grpc = 3\n', "must be a table"),
     ('[debug]\nlevel = "loud"\n', "debug.level"),
     ('[debug]\nformat = "xml"\n', "debug.format"),

@@ -4,6 +4,7 @@ malformed-request rules, one rule at a time on a real socket."""
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import threading
 from concurrent import futures
@@ -254,3 +255,26 @@ def test_server_wide_stream_budget_spares_light_clients(make: Any) -> None:
     assert response(light, 1)[1][b"grpc-status"] == b"0"
     for raw in (heavy, second, light):
         raw.close()
+
+
+def _server_send_buffers(server: Server) -> list[int]:
+    return [conn.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            for conn in list(server.server.connections) if conn.transport is not None]
+
+
+def _sysctl(name: str) -> int:
+    with open(f"/proc/sys/net/core/{name}") as fh:
+        return int(fh.read())
+
+
+@pytest.mark.parametrize("asked", [1 << 20, 0])
+def test_unix_connections_ask_for_the_send_buffer(make: Any, asked: int) -> None:
+    server = make(Limits(send_buffer=asked))
+    raw = Raw(server.path)
+    next_of(raw, f.SETTINGS)  # written from connection_made: the socket is set up
+    # Linux doubles what it grants and caps the request at wmem_max; 0 keeps its default
+    want = 2 * min(asked, _sysctl("wmem_max")) if asked else _sysctl("wmem_default")
+    assert _server_send_buffers(server) == [max(want, _sysctl("wmem_default"))]
+    raw.send(call(1, "Counted"))
+    assert response(raw, 1)[1][b"grpc-status"] == b"0"
+    raw.close()

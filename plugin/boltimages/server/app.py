@@ -191,7 +191,8 @@ class Server:
                                             connection_buffer=cfg.max_connection_buffer,
                                             max_streaming_calls=cfg.max_streaming_calls,
                                             max_header_block=cfg.max_header_list_size,
-                                            max_header_list=cfg.max_header_list_size))
+                                            max_header_list=cfg.max_header_list_size,
+                                            send_buffer=cfg.socket_send_buffer))
         if not cfg.read_only:
             server.enable_write_groups(db.open_group, GROUPED_METHODS)
         publish = self.publish

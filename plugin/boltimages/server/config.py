@@ -15,6 +15,7 @@ thing, so an operator can reuse what they know::
       max_connection_buffer = 33554432       # unconsumed request bytes per connection
       max_streaming_calls = 0                # streams holding a worker; 0 = workers - 8
       max_header_list_size = 65536           # request header list, bytes
+      socket_send_buffer = 2097152           # SO_SNDBUF per unix connection; 0 = kernel default
     [metadata]
       path = "/var/lib/boltimages/meta.db"
       content_root = ""                       # containerd content dir, for Content/Read
@@ -89,6 +90,7 @@ class ServerConfig:
     max_connection_buffer: int = 32 << 20
     max_streaming_calls: int = 0  # 0: workers - 8
     max_header_list_size: int = 64 << 10
+    socket_send_buffer: int = 2 << 20
 
     def validate(self) -> None:
         if not self.address:
@@ -100,8 +102,12 @@ class ServerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"grpc.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.max_streaming_calls, int) or self.max_streaming_calls < 0:
-            raise ConfigError(f"grpc.max_streaming_calls must be 0 or more, got {self.max_streaming_calls!r}")
+        for name in ("max_streaming_calls", "socket_send_buffer"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"grpc.{name} must be 0 or more, got {value!r}")
+        if self.socket_send_buffer > 1 << 30:
+            raise ConfigError(f"grpc.socket_send_buffer must be at most 1 GiB, got {self.socket_send_buffer}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"debug.level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:
@@ -172,7 +178,8 @@ def load_file(path: str, config: ServerConfig) -> ServerConfig:
                             ("max_concurrent_streams", "max_concurrent_streams", int),
                             ("max_connection_buffer", "max_connection_buffer", int),
                             ("max_streaming_calls", "max_streaming_calls", int),
-                            ("max_header_list_size", "max_header_list_size", int)):
+                            ("max_header_list_size", "max_header_list_size", int),
+                            ("socket_send_buffer", "socket_send_buffer", int)):
         if key in grpc:
             setattr(config, attr, _typed(grpc, key, kind, f"{path} [grpc]"))
     metadata = _section(data, "metadata", path)

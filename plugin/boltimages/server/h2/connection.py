@@ -41,6 +41,17 @@ _REQUEST_FRAMES = frozenset((f.DATA, f.HEADERS))
 _EMPTY_FLOOD = {f.DATA: f.FLAG_END_STREAM, f.CONTINUATION: f.FLAG_END_HEADERS}
 
 
+def ask_send_buffer(sock: socket.socket, size: int) -> None:
+    """Ask the kernel for a send buffer of ``size`` (limits.send_buffer says
+    why); never shrink one already larger. The kernel caps the request at
+    net.core.wmem_max, silently, which is the operator's to raise."""
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < 2 * size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError as exc:  # not a socket that has one: keep the default
+        log.debug("cannot set the send buffer of %s: %s", sock, exc)
+
+
 class Stream:
     """HTTP/2 state of one stream: windows, half-closed flags, DATA waiting for window."""
 
@@ -123,6 +134,8 @@ class H2Connection(asyncio.Protocol):
             self.peer = f"ipv4:{host}:{port}" if sock.family == socket.AF_INET else f"ipv6:[{host}]:{port}"
         else:
             self.peer = "unix:" + (transport.get_extra_info("sockname") or "")
+            if sock is not None and self.limits.send_buffer:
+                ask_send_buffer(sock, self.limits.send_buffer)
         limits = self.limits
         self.transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)  # type: ignore[union-attr]
         self.wbuf.append(f.settings({
