@@ -16,6 +16,9 @@ Steps, in order, in namespace "bench":
   version            2,000 Version calls (no store work: the gRPC floor)
   create_concurrent  create N images (default 10,000) from 16 clients
   list_all           List with no filter (N images), --list-reps times
+  list_all_replayed  the same List --list-reps times from a Go server in the
+                     client that replays the answer and does no work: the
+                     floor under list_all, with the client as it is there
   list_filter        List with labels."bench.group"==3 (N/10 match)
   get                2,000 Gets by name
   get_concurrent     N Gets by name from 16 clients (default 10,000)
@@ -343,6 +346,15 @@ def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, A
                        f"server that does no work {benchlib.fmt_seconds(per_call(floor['list_floor']))}; "
                        f"the client's own decoding of it, no transfer, "
                        f"{benchlib.fmt_seconds(per_call(floor['list_decode']))}")
+    ref_list = per_call(ref.get("list_all"))
+    for name in ("containerd", "boltimages"):
+        replay = per_call(results.get(name, {}).get("steps", {}).get("list_all_replayed"))
+        if replay:
+            mem.append(f"the floor under the List step, on the {name} run: right after that step, the same "
+                       f"client listing {args.list_reps} times from a Go server that replays {name}'s answer "
+                       f"and does no work, {benchlib.fmt_seconds(replay)} per List"
+                       + (f", so {benchlib.fmt_ratio(ref_list, replay)} is the most any server could show "
+                          f"on that List row" if ref_list else ""))
     for name in ("containerd", "boltimages"):
         if "server_cpu_seconds" in results.get(name, {}):
             mem.append(f"{name} server CPU time for the whole workload: "
