@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import pytest
 
-from boltimages.server.images_service import list_response
+from boltimages.api.containerd.services.images.v1 import images_pb2
+from boltimages.server.images_service import ImagesServicer, list_answer, list_response
 from boltimages.store import image_records, layout
 from boltimages.store.db import GroupPoisoned, MetadataDB
 from boltimages.store.image_records import ImageChange, RawImage
@@ -240,6 +241,35 @@ def test_writes_advance_the_kept_snapshot_without_reading(meta_db: MetadataDB, m
     assert store.snapshot_now("ns") is None and store.snapshot_now("quiet") is None
 
 
+def test_a_list_after_writes_splices_the_kept_answer(meta_db: MetadataDB, monkeypatch) -> None:
+    servicer = ImagesServicer(meta_db, lambda *event: None)
+    for n in ("c", "a", "e"):
+        servicer.store.create("ns", image(n, {"n": n}))
+    first = servicer.List(images_pb2.ListImagesRequest(), _Context("ns"))
+    assert first == list_response(fresh(meta_db, "ns")[0])
+    from boltimages.server import images_service
+
+    def no_framing(records: list) -> None:
+        raise AssertionError("the whole List was framed again")
+    monkeypatch.setattr(images_service, "frame_list", no_framing)
+    # a write, a Get that applies it, more writes: the answer is spliced, never framed whole
+    servicer.store.update("ns", image("a", {"n": "changed"}), ["labels"])
+    servicer.store.get_record("ns", "a")
+    servicer.store.create("ns", image("b"))
+    servicer.store.delete("ns", "e")
+    answers = [servicer.List(images_pb2.ListImagesRequest(), _Context("ns")) for _ in range(2)]
+    monkeypatch.undo()
+    # (the second List found the answer the first spliced)
+    assert answers == [list_response(fresh(meta_db, "ns")[0])] * 2
+    snapshot = servicer.store.snapshot_now("ns")
+    assert snapshot is not None and snapshot.answer == answers[0] and snapshot._base_answer is None
+    assert list(snapshot.answer_sizes) == [len(list_response([r])) for r in snapshot.records]
+    # more changes than are worth splicing: framed again
+    for i in range(20):
+        servicer.store.create("ns", image(f"many/{i:02d}"))
+    assert servicer.List(images_pb2.ListImagesRequest(), _Context("ns")) == list_response(fresh(meta_db, "ns")[0])
+
+
 def test_snapshot_budget_holds_as_records_are_added() -> None:
     snaps = image_records.Snapshots(budget=1000)
     def raw(name: str) -> RawImage:
@@ -283,19 +313,33 @@ def random_image(rng: random.Random, name: Optional[str] = None) -> Image:
     return image(name or rng.choice(NAMES), pairs(), rng.choice([D1, D2]), rng.choice([1, 10, 2**40]), pairs())
 
 
+class _Context:
+    """The one thing ImagesServicer.List asks of its gRPC context: the namespace header."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+
+    def invocation_metadata(self) -> tuple:
+        return (("containerd-namespace", self.ns),)
+
+
 class Session:
     def __init__(self, db: MetadataDB, rng: random.Random) -> None:
         self.db = db
         self.rng = rng
         self.store = ImageStore(db)
         self.other = ImageStore(db)  # a second writer (as the Transfer service's store)
+        self.servicer = ImagesServicer(db, lambda *event: None)
+        self.servicer.store = self.store  # the server's List: answers kept, then spliced after writes
         self.kept = 0  # checks that found a snapshot: the test must not pass on none
         self.bulks = 0
+        self.last_ns = NAMESPACES[0]  # written last
 
     def write(self, store: Optional[ImageStore] = None) -> None:
         """One random write; its returned record must be the one stored."""
         store = store or self.rng.choice([self.store, self.store, self.other])
         rng, ns = self.rng, self.rng.choice(NAMESPACES)
+        self.last_ns = ns
         kind = rng.choice(["create", "create", "update", "update", "delete"])
         try:
             if kind == "create":
@@ -334,7 +378,10 @@ class Session:
             self.write()
         elif what < 0.6:
             ns = rng.choice(NAMESPACES)
-            rng.choice([self.store, self.other]).list_records(ns, rng.choice([(), ("labels.a==1",)]))
+            if rng.random() < 0.5:
+                self.served_list(ns)
+            else:
+                rng.choice([self.store, self.other]).list_records(ns, rng.choice([(), ("labels.a==1",)]))
         elif what < 0.7:
             self.group()
         elif what < 0.75:
@@ -350,7 +397,15 @@ class Session:
                 raise RuntimeError("roll back")
             with pytest.raises(RuntimeError):
                 self.db.update(failing)
+        if what < 0.75 and rng.random() < 0.6:
+            # the server's List right after writes (or a List): spliced when its answer was kept
+            self.served_list(self.last_ns if rng.random() < 0.7 else rng.choice(NAMESPACES))
         self.check()
+
+    def served_list(self, ns: str) -> None:
+        """The server's unfiltered List: an answer kept, spliced or framed, always the file's."""
+        answer = self.servicer.List(images_pb2.ListImagesRequest(), _Context(ns))
+        assert answer == list_response(fresh(self.db, ns)[0])
 
     def group(self) -> None:
         group = self.db.open_group()
@@ -454,7 +509,14 @@ class Session:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_sessions_keep_snapshots_true(tmp_path: pathlib.Path, seed: int) -> None:
+def test_random_sessions_keep_snapshots_true(tmp_path: pathlib.Path, seed: int, monkeypatch) -> None:
+    splices = []
+    real_spliced = image_records.spliced
+
+    def counted(*args: Any) -> Any:
+        splices.append(len(args[2]))
+        return real_spliced(*args)
+    monkeypatch.setattr(image_records, "spliced", counted)
     db = MetadataDB(tmp_path / "meta.db", no_sync=True)
     try:
         session = Session(db, random.Random(seed))
@@ -462,8 +524,56 @@ def test_random_sessions_keep_snapshots_true(tmp_path: pathlib.Path, seed: int) 
             session.step()
         # the snapshots were there to be checked most of the time, not just after Lists
         assert session.kept > 150 and session.bulks > 0
+        # and Lists were answered by splicing, with one edit and with several
+        assert len(splices) > 5 and max(splices) > 1, splices
     finally:
         db.close()
+
+
+def test_a_spliced_answer_is_the_answer_framed_afresh() -> None:
+    rng = random.Random(7)
+    for round_ in range(300):
+        names = sorted(rng.sample(range(1000), rng.randrange(0, 30)))
+        records = [RawImage(b"img/%03d" % i, has_target=True, digest=D1.encode(), media_type=MT.encode(),
+                            size=b"\x02", labels=[(b"k", b"v" * rng.randrange(200))]) for i in names]
+        answer, sizes = list_answer(records)
+        after = list(records)
+        edits = []
+        for at in sorted(rng.sample(range(len(records) + 1), rng.randrange(0, min(5, len(records) + 1)))):
+            removed = at < len(records) and rng.random() < 0.6
+            new = None if rng.random() < 0.3 else RawImage(
+                b"new/%d" % round_, has_target=True, labels=[(b"x", b"y" * rng.randrange(300))])
+            if not removed and new is None:
+                continue
+            edits.append((at, removed, None if new is None else list_response([new])))
+        # the same edits on the records, from the last so the indexes hold
+        for at, removed, framed in reversed(edits):
+            put = [] if framed is None else [RawImage(b"new/%d" % round_, has_target=True)]
+            after[at:at + removed] = put
+        got, got_sizes = image_records.spliced(answer, sizes, edits)
+        want_parts = []
+        old_parts, offset = [], 0
+        for size in sizes:
+            old_parts.append(answer[offset:offset + size])
+            offset += size
+        for at, removed, framed in reversed(edits):
+            old_parts[at:at + removed] = [] if framed is None else [framed]
+        want_parts = old_parts
+        assert got == b"".join(want_parts), f"round {round_}"
+        assert list(got_sizes) == [len(p) for p in want_parts]
+        assert len(got_sizes) == len(after)
+
+
+def test_splice_refuses_edits_out_of_order_or_range() -> None:
+    records = [RawImage(b"a", has_target=True), RawImage(b"b", has_target=True)]
+    answer, sizes = list_answer(records)
+    frame = list_response([RawImage(b"c", has_target=True)])
+    for edits in ([(2, True, None)], [(3, False, frame)], [(1, False, frame), (0, False, frame)], [(-1, False, frame)]):
+        with pytest.raises(ValueError, match="out of order or range"):
+            image_records.spliced(answer, sizes, edits)
+    # at the end, adding: fine
+    got, got_sizes = image_records.spliced(answer, sizes, [(2, False, frame)])
+    assert got == answer + frame and list(got_sizes) == list(sizes) + [len(frame)]
 
 
 def test_advance_moves_only_snapshots_of_the_commit_before() -> None:

@@ -9,6 +9,7 @@ kind, and the events it publishes after a successful write.
 from __future__ import annotations
 
 import logging
+from array import array
 from typing import Any, Callable, Optional
 
 import grpc
@@ -214,15 +215,22 @@ def _framed(raw: RawImage) -> Optional[bytes]:
 
 def list_response(records: list[RawImage]) -> Any:
     """A ListImagesResponse as wire bytes (a message when a record is not UTF-8)."""
+    return list_answer(records)[0]
+
+
+def list_answer(records: list[RawImage]) -> tuple[Any, Optional[array]]:
+    """list_response, and the length of each record's part of it when it is
+    bytes (what Snapshot.spliced_answer splices a later answer with)."""
     # all of it in one C call, when every record can be framed there
-    wire = frame_list(records)
-    if wire is not None:
-        return wire
+    framed_list = frame_list(records)
+    if framed_list is not None:
+        wire, sizes = framed_list
+        return wire, array("Q", sizes)
     framed = [_framed(raw) for raw in records]
     if None not in framed:
-        return b"".join(framed)  # type: ignore[arg-type]
+        return b"".join(framed), array("Q", map(len, framed))  # type: ignore[arg-type]
     # build it field by field, as containerd's clients always saw it
-    return images_pb2.ListImagesResponse(images=[image_to_proto(raw.to_image()) for raw in records])
+    return images_pb2.ListImagesResponse(images=[image_to_proto(raw.to_image()) for raw in records]), None
 
 
 def get_response(raw: RawImage) -> Any:
@@ -300,16 +308,22 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
     def List(self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext
              ) -> Any:
         namespace = metadata_value(context, NAMESPACE_HEADER)
+        if not request.filters and namespace:
+            # right after a write: the earlier answer with the written records put in place
+            snapshot = self.store.snapshot_now(namespace)
+            spliced = None if snapshot is None else snapshot.spliced_answer(_framed)
+            if spliced is not None:
+                return spliced
         try:
             records = self.store.list_records(namespace, list(request.filters))
         except Exception as exc:
             abort_with(context, exc)
-        answer = list_response(records)
-        if not request.filters and type(answer) is bytes:
+        answer, sizes = list_answer(records)
+        if not request.filters and sizes is not None:
             # kept with the records it frames, for ready_list
             snapshot = self.store.snapshot_now(namespace)  # type: ignore[arg-type] - checked by list_records
             if snapshot is not None:
-                snapshot.keep_answer(records, answer)
+                snapshot.keep_answer(records, answer, sizes)
         return answer
 
     def ready_list(self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext

@@ -17,6 +17,7 @@ same errors for the same damage (bad time, missing target bucket).
 from __future__ import annotations
 
 import threading
+from array import array
 from bisect import bisect_left
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Sequence
@@ -564,7 +565,8 @@ class Snapshot:
     10,000 records at each commit cost about 30 (and the writes of a whole
     benchmark step are applied at once, by one merge)."""
 
-    __slots__ = ("txid", "_records", "_pending", "size", "_by_name", "_missed", "answer", "_changed")
+    __slots__ = ("txid", "_records", "_pending", "size", "_by_name", "_missed", "answer", "answer_sizes",
+                 "_base_answer", "_applied_from", "_changed")
 
     def __init__(self, txid: int, records: Optional[list[RawImage]], size: int,
                  pending: Optional[tuple[list[RawImage], int, _Chain]] = None) -> None:
@@ -578,8 +580,17 @@ class Snapshot:
         self._missed = 0
         #: the whole bucket as a List answer, framed by the server the first
         #: time it lists without a filter (like each record's ``wire``), so a
-        #: List of a file that has not changed since costs a lookup
+        #: List of a file that has not changed since costs a lookup; and the
+        #: length of each record's part of it (set first: whoever sees the
+        #: answer sees its sizes)
         self.answer: Optional[bytes] = None
+        self.answer_sizes: Optional[array] = None
+        #: while changes are pending: (answer, sizes) framed from the records
+        #: they apply to, when there was one, for spliced_answer
+        self._base_answer: Optional[tuple[bytes, array]] = None
+        #: once those changes are applied: (the records they applied to, their
+        #: size, the changes), while few enough to splice
+        self._applied_from: Optional[tuple[list[RawImage], int, _Named]] = None
         #: how many changes ``_pending`` holds
         self._changed = 0
 
@@ -592,18 +603,14 @@ class Snapshot:
         return records
 
     def _apply(self) -> list[RawImage]:
-        base, size, chain = self._pending  # type: ignore[misc]
-        parts = []
-        link: Optional[_Chain] = chain
-        while link is not None:
-            link, named = link
-            parts.append(named)
-        changes: _Named = {}
-        for named in reversed(parts):
-            changes.update(named)
-        records, size = _applied(base, size, changes)
+        base, base_size, chain = self._pending  # type: ignore[misc]
+        changes = _merged(chain)
+        records, size = _applied(base, base_size, changes)
         with _APPLY_LOCK:
             if self._records is None:
+                if self._base_answer is not None and len(changes) <= _PLACE_ONE_BY_ONE:
+                    # a Get applied them: a List, or the next write's snapshot, may still splice
+                    self._applied_from = (base, base_size, changes)
                 # _records before _pending: see Snapshots._followed
                 self._records, self.size, self._pending = records, size, None
             return self._records
@@ -622,12 +629,61 @@ class Snapshot:
         pending = self._pending
         return pending is not None and self._changed * _READ_AGAIN_FRACTION > len(pending[0])
 
-    def keep_answer(self, records: list[RawImage], answer: bytes) -> None:
-        """Keep ``answer``, the List answer framed from ``records``, if those
-        are this snapshot's records (without applying pending changes to
-        find out: then they are not)."""
+    def keep_answer(self, records: list[RawImage], answer: bytes, sizes: array) -> None:
+        """Keep ``answer``, the List answer framed from ``records`` (``sizes``:
+        each record's part of it, in order), if those are this snapshot's
+        records (without applying pending changes to find out: then they
+        are not)."""
         if self._records is records:
+            self.answer_sizes = sizes
             self.answer = answer
+            # what an answer was spliced from is not needed once there is one
+            self._base_answer = self._applied_from = None
+
+    def spliced_answer(self, frame: Callable[[RawImage], Optional[bytes]]) -> Optional[bytes]:
+        """The List answer, kept or made from the answer framed before the
+        pending changes, with each changed record framed by ``frame`` (None:
+        it cannot be, then neither can this) and put in place; None when
+        there is neither, or the changes are too many for splicing to pay.
+
+        Why: a List right after a write used to frame every record again,
+        4.5 ms of CPU for 10,000 images in the server (the records, read
+        between two Lists, are out of the cache by then), where copying the
+        earlier answer around the one changed record takes about 0.3."""
+        answer = self.answer
+        if answer is not None:
+            return answer
+        based = self._base_answer
+        if based is None:
+            return None
+        pending = self._pending  # read before _applied_from, which _apply sets first
+        if pending is not None:
+            base, _, chain = pending
+            changes = _merged(chain)
+        elif self._applied_from is not None:
+            base, _, changes = self._applied_from
+        else:
+            return None
+        if len(changes) > _PLACE_ONE_BY_ONE:
+            return None
+        edits = []
+        for name in sorted(changes):
+            raw = changes[name][0]
+            at = bisect_left(base, name, key=_name_of)
+            present = at < len(base) and base[at].name == name
+            framed = None
+            if raw is not None:
+                framed = frame(raw)
+                if framed is None:
+                    return None
+            elif not present:
+                continue
+            edits.append((at, present, framed))
+        answer, sizes = spliced(based[0], based[1], edits)
+        # apply the changes too, so the next write's snapshot starts from
+        # these records and this answer
+        self.keep_answer(self.records, answer, sizes)
+        return answer
 
     def by_name(self) -> Optional[dict[bytes, RawImage]]:
         """The records by name; None while building that index would still
@@ -645,7 +701,9 @@ class Snapshot:
         pending = self._pending  # read first: see _followed
         records = self._records
         later = Snapshot(txid, records, self.size, None if records is not None else pending)
-        later._by_name, later._missed, later.answer = self._by_name, self._missed, self.answer
+        later._by_name, later._missed = self._by_name, self._missed
+        later.answer_sizes, later.answer, later._base_answer = self.answer_sizes, self.answer, self._base_answer
+        later._applied_from = self._applied_from
         later._changed = self._changed
         return later
 
@@ -656,18 +714,30 @@ class Snapshot:
         # Read _pending before _records: _apply sets _records first, so a
         # None _records read second means _pending was still there.
         pending = self._pending
+        since = self._applied_from  # read before _records: _apply sets it first
         records = self._records
+        based: Optional[tuple[bytes, array]] = None
         if records is not None:
             base, base_size, chain, changed = records, self.size, None, 0
+            answer = self.answer  # read before its sizes: see keep_answer
+            if answer is not None:
+                based = (answer, self.answer_sizes)  # type: ignore[assignment]
+            elif since is not None and len(since[2]) + len(named) <= _PLACE_ONE_BY_ONE:
+                # applied (by a Get) but not listed since: follow on from the
+                # records the last answer framed, so the next List can splice
+                base, base_size, changes = since
+                chain, changed, based = (None, changes), len(changes), self._base_answer
         else:
             base, base_size, chain = pending  # type: ignore[misc]
             changed = self._changed
+            based = self._base_answer
         # an upper bound until applied: a replaced or deleted record still counts
         size = self.size
         for _, added in named.values():
             size += added
         later = Snapshot(txid, None, size, (base, base_size, (chain, named)))
         later._changed = changed + len(named)
+        later._base_answer = based  # type: ignore[assignment]
         return later
 
 
@@ -676,6 +746,50 @@ _READ_AGAIN_FRACTION = 8
 
 #: the records of a namespace without an images bucket
 _EMPTY = Snapshot(0, [], 0)
+
+
+def _merged(chain: Optional[_Chain]) -> _Named:
+    """A chain's changes as one, the newest of each name winning."""
+    parts = []
+    link = chain
+    while link is not None:
+        link, named = link
+        parts.append(named)
+    changes: _Named = {}
+    for named in reversed(parts):
+        changes.update(named)
+    return changes
+
+
+def spliced(answer: bytes, sizes: array, edits: Sequence[tuple[int, bool, Optional[bytes]]]
+            ) -> tuple[bytes, array]:
+    """A List answer of records framed in ``answer`` (each record's part:
+    ``sizes``) with ``edits`` made: (index in the old records, whether the
+    record there goes, the framed record put there or None), in index order;
+    and the new answer's sizes."""
+    view = memoryview(answer)
+    pieces: list[Any] = []
+    new_sizes = array("Q")
+    at = offset = 0  # the old record next to copy, and where it starts
+    for index, removed, framed in edits:
+        if not at <= index <= len(sizes) - removed:
+            raise ValueError(f"splice edit at {index} out of order or range ({len(sizes)} records)")
+        span = sum(sizes[at:index])  # 0.15 ms for 9,000 sizes
+        pieces.append(view[offset:offset + span])
+        new_sizes.extend(sizes[at:index])
+        offset += span
+        at = index
+        if removed:
+            offset += sizes[at]
+            at += 1
+        if framed is not None:
+            pieces.append(framed)
+            new_sizes.append(len(framed))
+        if offset > len(answer):
+            raise ValueError("splice: the sizes run past the answer")
+    pieces.append(view[offset:])
+    new_sizes.extend(sizes[at:])
+    return b"".join(pieces), new_sizes
 
 
 def _applied(records: list[RawImage], size: int, changes: _Named) -> tuple[list[RawImage], int]:
@@ -730,10 +844,16 @@ class Snapshots:
     List right after a write frames the records it kept instead of reading,
     parsing and checking the whole bucket again.
 
+    A List right after such writes needs no framing either when an answer
+    was kept before them: Snapshot.spliced_answer copies that answer around
+    the written records, framed alone.
+
     Memory is bounded by the packed size of what is kept; a namespace
     larger than the budget is simply read afresh each time. The framed
     answers come on top: each is smaller than the packed records it frames
-    (2.7 against 4.6 MB for 10,000 images), so at most twice that again.
+    (2.7 against 4.6 MB for 10,000 images), so at most twice that again
+    (a snapshot holds its own answer, or the one it would be spliced from,
+    never both once kept).
     """
 
     def __init__(self, budget: int = 32 << 20) -> None:
