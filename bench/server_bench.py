@@ -17,8 +17,10 @@ Steps, in order, in namespace "bench":
   create_concurrent  create N images (default 10,000) from 16 clients
   list_all           List with no filter (N images), --list-reps times
   list_all_replayed  the same List --list-reps times from a Go server in the
-                     client that replays the answer and does no work: the
-                     floor under list_all, with the client as it is there
+                     client that replays the answer and does no work, on a
+                     connection that first carries N/16 Creates as the
+                     List's did: the floor under list_all, with the client
+                     as it is there
   list_filter        List with labels."bench.group"==3 (N/10 match)
   get                2,000 Gets by name
   get_concurrent     N Gets by name from 16 clients (default 10,000)
@@ -352,7 +354,9 @@ def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, A
         if replay:
             mem.append(f"the floor under the List step, on the {name} run: right after that step, the same "
                        f"client listing {args.list_reps} times from a Go server that replays {name}'s answer "
-                       f"and does no work, {benchlib.fmt_seconds(replay)} per List"
+                       f"and does no work, on a connection that first carried "
+                       f"{args.images // args.concurrency:,} Creates as the step's did, "
+                       f"{benchlib.fmt_seconds(replay)} per List"
                        + (f", so {benchlib.fmt_ratio(ref_list, replay)} is the most any server could show "
                           f"on that List row" if ref_list else ""))
     for name in ("containerd", "boltimages"):
