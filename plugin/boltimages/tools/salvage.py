@@ -60,23 +60,27 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         other = metas[1 - i] if len(metas) > 1 else None
         tries.append(_salvage_from(raw, meta, other, progress))
     chosen = tries[0]
+    # the previous commit, when the newest lost its root: its records are set aside, not used
+    previous: Optional[_Attempt] = None
     if len(tries) > 1 and chosen.root_lost and tries[1].result_count() > chosen.result_count():
-        # the newest tree is gone from its root and nothing could stand in for it:
-        # the previous commit's tree is the best left
-        older = tries[1]
+        # The previous commit's tree cannot stand in for the newest one. The pages the newest
+        # commit freed (its predecessor's root, v1 and namespace pages at least: every commit
+        # rewrites them) were free again once it committed, and a later commit cut short (its
+        # pages written, its meta not: containerd stopped while committing) may have rewritten
+        # them; pages carry no transaction id, so such a rewrite cannot be seen, and reading the
+        # previous tree through it brings back records no commit holds, under any name. The
+        # pages the newest commit still uses are safe, but every path to them runs through the
+        # previous root. So the previous commit's records go to lost-and-found, whole.
+        previous = tries[1]
         report["notes"].append(f"meta {chosen.meta.slot} (txid {chosen.meta.txid}) has an unreadable root page; "
-                               f"meta {older.meta.slot} (txid {older.meta.txid}) is used instead: changes of the "
-                               "last transaction are not in the tree (pages it may have written are kept in "
-                               f"{LOST_AND_FOUND.decode()})")
-        _keep_newer_pages(raw, older, min(chosen.meta.pgid, raw.page_count()),
-                          f"the newest commit (txid {chosen.meta.txid}, its root page lost)")
-        chosen = older
+                               f"the tree of meta {previous.meta.slot} (txid {previous.meta.txid}) does not stand in "
+                               "for it: pages the newest commit freed may have been rewritten since, by a commit "
+                               f"cut short, so its records are kept in {LOST_AND_FOUND.decode()}, not in the tree")
     elif len(tries) > 1 and not tries[1].walk.losses and chosen.walk.losses:
         report["notes"].append(f"the previous commit (meta {tries[1].meta.slot}, txid {tries[1].meta.txid}) "
                                "is intact; records are taken from the newest commit")
-    kept_newer = chosen is not tries[0]
     if (any(not m.valid for m in raw.metas) and metas[0].problem not in (pagescan.REBUILT, pagescan.PARTIAL)
-            and not alternatives and not kept_newer):
+            and not alternatives):
         # a damaged meta may have named a newer commit that is no longer whole (pages damaged too)
         _keep_newer_pages(raw, chosen, raw.page_count(), "a newer commit whose meta page is damaged")
     meta, walk = chosen.meta, chosen.walk
@@ -118,6 +122,16 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
                 "name": name, "page": alternative.root, "kind": "records of another complete commit",
                 "entries": extra.count(), "belongs_under": [], "damaged_inside": [],
                 "why": "a meta page is damaged and this commit's order against the one used is unknown"})
+    if previous is not None:
+        extra = pagescan.difference(previous.walk.root, walk.root)
+        if extra.values or extra.buckets:
+            name = f"previous-commit-root-{previous.meta.root}"
+            found[name] = extra
+            report["lost_and_found"].append({
+                "name": name, "page": previous.meta.root, "kind": "records of the previous commit",
+                "entries": extra.count(), "belongs_under": [], "damaged_inside": [],
+                "why": "the newest commit's root page is lost, and pages it freed may have been rewritten by a "
+                       "later commit cut short"})
     _restore_db_version(walk.root, chosen.other_walk, report)
     for text, record, why in set_aside_incomplete_records(walk.root):
         # kept under their original path so the name they had is not lost with them
