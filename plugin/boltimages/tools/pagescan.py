@@ -36,6 +36,9 @@ ProgressHook = Optional[Callable[[int, int], None]]
 REBUILT = "rebuilt from its pages"
 #: Meta.problem of a meta standing in for a commit no longer whole on the pages
 PARTIAL = "stands in for a commit not whole on the pages"
+#: Meta.problem of a commit found whole on the pages that was built on another one found there:
+#: it came two commits after the survivor at least, so it never committed (see rebuild_metas)
+NEVER_COMMITTED = "built on another commit after the surviving one, so it never committed"
 #: how many whole trees a file without metas and freelist may offer (old roots survive in free pages)
 MAX_UNPROVEN_ROOTS = 8
 #: how many freelist pages a meta rebuild tries at most (stale freelist pages of old commits)
@@ -90,6 +93,15 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
     after it; only a higher N (bbolt never lowers the high water mark) proves
     a commit newer, a lower one proves it older (those are left out). Files
     kept without a freelist (containerd 1.7+) cannot be checked this way.
+
+    A commit cut short (its pages written, its meta not) is as whole on the
+    pages as a committed one. Next to a survivor of txid t only t + 1 can have
+    committed: t + 2 would have written its meta over the survivor's slot. So
+    of two commits found newer than the survivor, one built on the other (its
+    tree reaching pages the other wrote, which the survivor's tree does not
+    hold) and with a higher N came later and never committed: its meta says
+    NEVER_COMMITTED. Pages written past a commit's N therefore do not prove it
+    older when a survivor is known: they may be such a commit's.
     Returns (metas, a sentence for the report when there are none).
     """
     n = raw.page_count()
@@ -121,6 +133,8 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
         return [], "no freelist page of another commit is on disk"
     freelists = freelists[-MAX_FREELIST_CANDIDATES:]
     found: list[Meta] = []
+    # id of a found meta -> the tree pages its walk reached
+    reached: dict[int, set[int]] = {}
     for fl in freelists:
         got = _freelist_ids(raw, fl, n)
         if got is None:
@@ -143,17 +157,39 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
             top = max(used) + 1
             if used != set(range(top)):
                 continue
-            if top <= last_written:
+            if top <= last_written and survivor is None:
                 continue  # a page past its high water mark was written later: an older commit
             if survivor is not None and (top < survivor.pgid or root == survivor.root):
                 continue
             candidate.pgid = top
             found.append(candidate)
+            reached[id(candidate)] = walk.visited
     found.sort(key=lambda m: -m.pgid)
+    if survivor is not None and len(found) > 1:
+        _mark_never_committed(raw, survivor, found, reached)
     if not found and survivor is None:
         whole = _unproven_roots(raw, tree_pages)
         return whole if whole[0] else _unproven_roots(raw, tree_pages, whole=False)
     return found, "" if found else "no freelist page and root page on disk cover the file exactly"
+
+
+def _mark_never_committed(raw: RawFile, survivor: Meta, found: list[Meta], reached: dict[int, set[int]]) -> None:
+    """Mark the commits found on the pages that came after another one found there (NEVER_COMMITTED).
+
+    Two of them newer than the survivor sharing a tree page the survivor's
+    tree does not hold are one built on the other (both start from the
+    survivor's tree, and a page written after it holds the node of the commit
+    that wrote it); bbolt never lowers the high water mark, so the one with
+    the higher N is the later. With equal N the order is unknown and neither
+    is marked.
+    """
+    kept = rawpages.TolerantReader(raw, survivor).read().visited
+    for later in found:
+        for earlier in found:
+            if (survivor.pgid < earlier.pgid < later.pgid
+                    and (reached[id(later)] & reached[id(earlier)]) - kept):
+                later.problem = NEVER_COMMITTED
+                break
 
 
 def _unproven_roots(raw: RawFile, tree_pages: list[int], whole: bool = True) -> tuple[list[Meta], str]:

@@ -118,10 +118,14 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         if extra.values or extra.buckets:
             name = f"other-commit-root-{alternative.root}"
             found[name] = extra
+            never = alternative.problem == pagescan.NEVER_COMMITTED
             report["lost_and_found"].append({
-                "name": name, "page": alternative.root, "kind": "records of another complete commit",
+                "name": name, "page": alternative.root,
+                "kind": "records of a commit that never completed" if never else "records of another complete commit",
                 "entries": extra.count(), "belongs_under": [], "damaged_inside": [],
-                "why": "a meta page is damaged and this commit's order against the one used is unknown"})
+                "why": ("it was written after another commit newer than the surviving meta, and its meta never "
+                        "reached the disk") if never else
+                       "a meta page is damaged and this commit's order against the one used is unknown"})
     if previous is not None:
         extra = pagescan.difference(previous.walk.root, walk.root)
         if extra.values or extra.buckets:
@@ -184,6 +188,15 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
         return metas, []
     survivor = metas[0] if metas else None
     found, why = pagescan.rebuild_metas(raw, survivor)
+    # commits built on another one found newer than the survivor never committed: their records
+    # are kept in lost-and-found only
+    never = [m for m in found if m.problem == pagescan.NEVER_COMMITTED]
+    found = [m for m in found if m.problem != pagescan.NEVER_COMMITTED]
+    if never:
+        report["notes"].append(f"complete commits on the pages (root pages {', '.join(str(m.root) for m in never)}) "
+                               "came after another one newer than the surviving meta, so they never committed "
+                               "(their metas would have replaced it); what they hold differently is kept in "
+                               "lost-and-found")
     newer = [m for m in found if survivor is None or m.pgid > survivor.pgid]
     if newer and (len(newer) == 1 or newer[0].pgid > newer[1].pgid):
         if newer[0].problem == pagescan.PARTIAL:
@@ -199,12 +212,12 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
             report["notes"].append(f"a complete commit (root page {newer[0].root}, freelist page "
                                    f"{newer[0].freelist}) was found on the pages; {reason}, so it is the newest "
                                    "and is used")
-        return [newer[0]] + metas, []
+        return [newer[0]] + metas, never
     if not found:
         if not metas:
             raise ToolError(f"nothing to salvage: neither meta page is valid and {why}")
         report["notes"].append(f"no other complete commit could be found on the pages: {why}")
-        return metas, []
+        return metas, never
     # pages carry no transaction id: two complete commits with the same high water mark
     # cannot be ordered. The surviving (or first) one is used; what the other holds
     # differently is kept in lost-and-found, not merged by guess.
@@ -219,7 +232,7 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
                   if metas[0].freelist == rawpages.NO_FREELIST else "")
         report["notes"].append(f"other complete commits (root pages {roots}) are on the pages and cannot be told "
                                f"older or newer{chosen}; records they hold differently are kept in lost-and-found")
-    return metas, alternatives
+    return metas, alternatives + never
 
 
 def _keep_newer_pages(raw: rawpages.RawFile, older: "_Attempt", limit: int, why: str) -> None:
