@@ -219,3 +219,47 @@ def test_lost_leaf_does_not_leak_its_sub_buckets_into_the_parent(oracle, tmp_pat
     assert result["report"]["lost_and_found"] and not result["report"]["recovered_orphans"]
     assert [line for line in dump_tree(result["tree"]) if not line.split()[1].startswith(SHELF)] == expected
     assert {d["kind"] for d in result["report"]["lost_and_found"]} == {"unrecognized content"}
+
+
+def test_leaves_of_a_lost_sub_bucket_root_are_not_taken_for_its_parents(oracle, tmp_path):
+    """Two pages lost: an images bucket's root leaf and, below it, the branch root of one image's
+    labels bucket. The labels' leaves then tile a key space of their own, as the children of a lost
+    branch would; they must not be poured into the images bucket (which holds only image records)."""
+    from tests.tools.test_salvage_cut_short import NS, _hex, _image, _put
+    path = tmp_path / "labels.db"
+    ops = [{"op": "create_bucket", "path": _hex(NS[:1])}, _put(NS[:1], b"version", b"\x03"),
+           {"op": "create_bucket", "path": _hex(NS)}, {"op": "create_bucket", "path": _hex(NS + (b"images",))},
+           {"op": "commit"}]
+    for i in range(4):
+        name = b"example.com/labelled%d:v1" % i
+        ops += _image(name, 5000 + i, i)
+        labels = NS + (b"images", name, b"labels")
+        ops.append({"op": "create_bucket", "path": _hex(labels)})
+        # big enough for a labels bucket of several leaves under a branch
+        ops += [_put(labels, b"label%02d" % j, b"x" * 300) for j in range(30)]
+        ops.append({"op": "commit"})
+    # a last commit elsewhere: both commits share the images bucket's pages, so the previous tree
+    # cannot say where the labels' leaves belong either
+    ops += [{"op": "create_bucket", "path": _hex(NS + (b"leases",))}, {"op": "commit"}]
+    oracle.apply(path, ops, page_size=4096)
+    data = bytearray(path.read_bytes())
+    raw = rawpages.RawFile(bytes(data))
+    walk = read_intact(bytes(data))
+    images = NS + (b"images",)
+    assert walk.root_flags[images] == rawpages.FLAG_LEAF
+    [images_root] = [p for p, where in walk.page_path.items() if where == images]
+    labelled = sorted(p for p, flags in walk.root_flags.items() if p[-1:] == (b"labels",)
+                      and flags == rawpages.FLAG_BRANCH)
+    assert labelled, "no labels bucket grew a branch root"
+    labels_root = next(p for p, where in walk.page_path.items() if where == labelled[0]
+                       and page_header(bytes(data), p, raw.page_size)[1] == rawpages.FLAG_BRANCH)
+    truth = set()
+    for meta in raw.valid_metas():
+        truth |= {line for line in dump_tree(read_intact(bytes(data), meta.slot).root)}
+    ps = raw.page_size
+    for victim in (images_root, labels_root):
+        data[victim * ps:(victim + 1) * ps] = bytes(ps)
+    result = salvage.recover(bytes(data))
+    recovered = [line for line in dump_tree(result["tree"]) if not line.split()[1].startswith(SHELF)]
+    assert unsequenced(recovered) <= unsequenced(truth)
+    assert score(bytes(path.read_bytes()), {images_root, labels_root}, result["tree"]).missing == []

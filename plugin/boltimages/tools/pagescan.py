@@ -340,6 +340,8 @@ BLOB_KEYS = {layout.SIZE_KEY, layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layo
 LEASE_KEYS = {layout.CREATED_AT_KEY, layout.LABELS_BUCKET, layout.LEASE_CONTENT_BUCKET,
               layout.LEASE_SNAPSHOTS_BUCKET, layout.LEASE_INGESTS_BUCKET, layout.LEASE_IMAGES_BUCKET}
 COLLECTIONS = {IMAGE: IMAGES, BLOB: BLOBS, LEASE: LEASES, NAMESPACE: SCHEMA}
+#: containerd buckets whose entries are all sub-buckets (never a plain value)
+BUCKETS_ONLY = (NAMESPACE, IMAGES, CONTENT, BLOBS, LEASES)
 
 
 def classify(bucket: Bucket) -> Optional[Shape]:
@@ -566,16 +568,27 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
     return bases, hints
 
 
-def _tiling(fragments: list[Fragment], holes: list[Loss]) -> dict[int, BucketPath]:
+def _tiling(fragments: list[Fragment], holes: list[Loss], older: Optional[Walk]) -> dict[int, BucketPath]:
     """Unrecognized fragments that are the children of the one lost bucket root page.
 
     A lost root page that was a branch leaves two or more subtrees whose key
-    ranges follow one another without overlap; sub-buckets of a lost leaf come
-    from separate key spaces. Only used when one such hole exists.
+    ranges follow one another without overlap. Sub-buckets of a lost leaf
+    come from separate key spaces, but the leaves of one such sub-bucket whose
+    own root page is lost too tile its key space just the same: when the
+    previous commit's root of that bucket was a leaf, the lost page is not
+    taken for a branch; nor when the bucket is one of containerd's that hold
+    only sub-buckets and a fragment holds plain values. Only used when one
+    such hole exists.
     """
     roots = [h for h in holes if h.pgid is not None and not h.siblings and h.lo is None and h.hi is None
              and not _cut_off(h)]
-    spans = sorted((f.key_range(), f.pgid) for f in fragments if f.shape is None and f.key_range()[0] is not None)
+    if len(roots) == 1 and older is not None and older.root_flags.get(roots[0].path) == rawpages.FLAG_LEAF:
+        return {}
+    unknown = [f for f in fragments if f.shape is None and f.key_range()[0] is not None]
+    if (len(roots) == 1 and any(_matches(kind.pattern, roots[0].path) for kind in BUCKETS_ONLY)
+            and any(f.content.values for f in unknown)):
+        return {}
+    spans = sorted((f.key_range(), f.pgid) for f in unknown)
     if len(roots) != 1 or len(spans) < 2:
         return {}
     if any(spans[i][0][1] >= spans[i + 1][0][0] for i in range(len(spans) - 1)):  # type: ignore[operator]
@@ -609,7 +622,7 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
     # other subtrees can still be parts of a bucket (_interleaves)
     fragments = sorted(fragments, key=lambda f: (len(evidence[f.pgid][0]) != 1,
                                                  len(f.shape.pattern) if f.shape else 99, f.pgid))
-    tiles = {} if stale else _tiling(fragments, holes)
+    tiles = {} if stale else _tiling(fragments, holes, older)
     for fragment in fragments:
         kind = fragment.shape.kind if fragment.shape else "unrecognized content"
         bases, witness = evidence[fragment.pgid]
