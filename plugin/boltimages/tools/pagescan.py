@@ -450,6 +450,11 @@ def read_fragments(raw: RawFile, meta: Meta, unreached: set[int], visited: set[i
     return fragments
 
 
+def holds_only_buckets(path: BucketPath) -> bool:
+    """Whether path is a containerd bucket whose entries are all sub-buckets (BUCKETS_ONLY)."""
+    return any(_matches(kind.pattern, path) for kind in BUCKETS_ONLY)
+
+
 def _matches(pattern: Pattern, path: BucketPath) -> bool:
     return len(pattern) == len(path) and all(p is None or p == q for p, q in zip(pattern, path))
 
@@ -531,9 +536,12 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
     if shape is None:
         # content of any file: only the pages below a lost branch page of a bucket, whose
         # key range the parent branch recorded, are known to belong to that bucket
+        # (never plain values into a containerd bucket that holds only sub-buckets: the leaves of a
+        # sub-bucket whose own root page is lost too fit a lost branch's key range all the same)
         for hole in holes:
             if (was_branch(hole) and not _cut_off(hole) and _in_range(first, hole) and _in_range(last, hole)
-                    and not _interleaves(find(root, hole.path), first, last)):
+                    and not _interleaves(find(root, hole.path), first, last)
+                    and not (fragment.content.values and holds_only_buckets(hole.path))):
                 bases.add(hole.path)
         return bases, hints
     pattern = shape.pattern
@@ -585,8 +593,7 @@ def _tiling(fragments: list[Fragment], holes: list[Loss], older: Optional[Walk])
     if len(roots) == 1 and older is not None and older.root_flags.get(roots[0].path) == rawpages.FLAG_LEAF:
         return {}
     unknown = [f for f in fragments if f.shape is None and f.key_range()[0] is not None]
-    if (len(roots) == 1 and any(_matches(kind.pattern, roots[0].path) for kind in BUCKETS_ONLY)
-            and any(f.content.values for f in unknown)):
+    if len(roots) == 1 and holds_only_buckets(roots[0].path) and any(f.content.values for f in unknown):
         return {}
     spans = sorted((f.key_range(), f.pgid) for f in unknown)
     if len(roots) != 1 or len(spans) < 2:
