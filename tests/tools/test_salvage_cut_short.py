@@ -214,3 +214,29 @@ def test_lost_previous_meta_with_a_freelist_does_not_bring_back_the_cut_short_co
     truth = _records(before, 0) | _records(before, 1)
     result = _zero_meta(before, after, newest=False)
     assert sorted(_in_tree(result["tree"]) - truth)[:3] == []
+
+
+def test_previous_tree_rewritten_by_a_later_commit_places_nothing_against_containerds_layout(
+        crashed_with_freelist):
+    """The cut-short commit's nodes land on pages of the previous tree that the newest commit
+    freed: emulated here by copying the newest commit's v1 or namespace page onto each such page in
+    turn. With the newest root page lost, the page scan must not take the paths the previous tree
+    now shows for its subtrees where they contradict what they are (a v1 bucket under
+    content/blob, a namespace at the root)."""
+    before, _after = crashed_with_freelist
+    raw = rawpages.RawFile(before)
+    newest, older = raw.valid_metas()
+    ps = raw.page_size
+    walk = rawpages.TolerantReader(raw, newest).read()
+    freed = rawpages.TolerantReader(raw, older).read().visited - walk.visited
+    sources = [p for p, where in walk.page_path.items() if where in (NS[:1], NS)]
+    truth = _records(before, 0) | _records(before, 1)
+    assert freed and sources
+    for target in sorted(freed):
+        for source in sources:
+            damaged = bytearray(before)
+            damaged[target * ps:(target + 1) * ps] = before[source * ps:(source + 1) * ps]
+            damaged[target * ps:target * ps + 8] = target.to_bytes(8, "little")  # the page's own id
+            damaged[newest.root * ps:(newest.root + 1) * ps] = bytes(ps)
+            result = salvage.recover(bytes(damaged))
+            assert sorted(_in_tree(result["tree"]) - truth)[:3] == [], (target, source)

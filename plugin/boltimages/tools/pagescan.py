@@ -623,7 +623,11 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
         # a place the previous commit knows is taken only where a damaged page left a hole: bbolt
         # leaks the pages of a bucket deleted in the commit that wrote it (see the facts on bbolt
         # 1.3.6), and those must not bring the deleted bucket back
-        evidence[fragment.pgid] = ({base for base in bases if any(_explains(hole, base) for hole in holes)},
+        # nor where containerd's layout has no place for what the fragment is: the previous tree is
+        # read through pages the newest commit freed, which a later commit cut short may have
+        # rewritten with nodes of other buckets (its paths are then wrong, its pages intact)
+        evidence[fragment.pgid] = ({base for base in bases if any(_explains(hole, base) for hole in holes)
+                                    and (fragment.shape is None or _matches(fragment.shape.pattern, base))},
                                    witness)
     # what the previous commit places goes first: the key ranges it fills tell which of the
     # other subtrees can still be parts of a bucket (_interleaves)
