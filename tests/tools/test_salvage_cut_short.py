@@ -219,7 +219,7 @@ def test_lost_previous_meta_with_a_freelist_does_not_bring_back_the_cut_short_co
 def test_previous_tree_rewritten_by_a_later_commit_places_nothing_against_containerds_layout(
         crashed_with_freelist):
     """The cut-short commit's nodes land on pages of the previous tree that the newest commit
-    freed: emulated here by copying the newest commit's v1 or namespace page onto each such page in
+    freed: emulated here by copying each page of the newest commit's tree onto each such page in
     turn. With the newest root page lost, the page scan must not take the paths the previous tree
     now shows for its subtrees where they contradict what they are (a v1 bucket under
     content/blob, a namespace at the root)."""
@@ -229,7 +229,7 @@ def test_previous_tree_rewritten_by_a_later_commit_places_nothing_against_contai
     ps = raw.page_size
     walk = rawpages.TolerantReader(raw, newest).read()
     freed = rawpages.TolerantReader(raw, older).read().visited - walk.visited
-    sources = [p for p, where in walk.page_path.items() if where in (NS[:1], NS)]
+    sources = sorted(p for p in walk.visited if p != newest.root)
     truth = _records(before, 0) | _records(before, 1)
     assert freed and sources
     for target in sorted(freed):
@@ -240,3 +240,23 @@ def test_previous_tree_rewritten_by_a_later_commit_places_nothing_against_contai
             damaged[newest.root * ps:(newest.root + 1) * ps] = bytes(ps)
             result = salvage.recover(bytes(damaged))
             assert sorted(_in_tree(result["tree"]) - truth)[:3] == [], (target, source)
+
+
+def test_no_plain_value_is_adopted_at_the_root_whatever_the_previous_tree_says(crashed_with_freelist):
+    """The newest root page is lost and the previous tree, read through a page a later commit
+    rewrote, names the newest v1 leaf a page of the root bucket: its plain values (v1/version) must
+    not be adopted there. bbolt's root bucket holds buckets only."""
+    before, _after = crashed_with_freelist
+    raw0 = rawpages.RawFile(before)
+    newest, older = raw0.valid_metas()
+    ps = raw0.page_size
+    v1_page = rawpages.TolerantReader(raw0, newest).read().page_of[(NS[:1], b"version")]
+    damaged = bytearray(before)
+    damaged[newest.root * ps:(newest.root + 1) * ps] = bytes(ps)
+    raw = rawpages.RawFile(bytes(damaged))
+    walk = rawpages.TolerantReader(raw, newest).read()
+    previous = rawpages.TolerantReader(raw, older).read()
+    previous.page_path[v1_page] = ()
+    report: dict = {"recovered_orphans": [], "ambiguous_orphans": [], "notes": []}
+    salvage._adopt_orphans(raw, newest, walk, previous, report)
+    assert walk.root.values == {}

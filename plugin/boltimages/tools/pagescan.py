@@ -340,8 +340,9 @@ BLOB_KEYS = {layout.SIZE_KEY, layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layo
 LEASE_KEYS = {layout.CREATED_AT_KEY, layout.LABELS_BUCKET, layout.LEASE_CONTENT_BUCKET,
               layout.LEASE_SNAPSHOTS_BUCKET, layout.LEASE_INGESTS_BUCKET, layout.LEASE_IMAGES_BUCKET}
 COLLECTIONS = {IMAGE: IMAGES, BLOB: BLOBS, LEASE: LEASES, NAMESPACE: SCHEMA}
-#: containerd buckets whose entries are all sub-buckets (never a plain value)
-BUCKETS_ONLY = (NAMESPACE, IMAGES, CONTENT, BLOBS, LEASES)
+#: buckets whose entries are all sub-buckets (never a plain value): bbolt's root bucket, and these
+#: of containerd's
+BUCKETS_ONLY = (ROOT, NAMESPACE, IMAGES, CONTENT, BLOBS, LEASES)
 
 
 def classify(bucket: Bucket) -> Optional[Shape]:
@@ -451,7 +452,7 @@ def read_fragments(raw: RawFile, meta: Meta, unreached: set[int], visited: set[i
 
 
 def holds_only_buckets(path: BucketPath) -> bool:
-    """Whether path is a containerd bucket whose entries are all sub-buckets (BUCKETS_ONLY)."""
+    """Whether path is a bucket whose entries are all sub-buckets (BUCKETS_ONLY)."""
     return any(_matches(kind.pattern, path) for kind in BUCKETS_ONLY)
 
 
