@@ -247,14 +247,17 @@ def _labelled_file(oracle, path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("parent,second", [(("images",), "labels root"), (("content", "blob"), "image record")],
-                         ids=["images-and-labels-root", "blob-and-image-record"])
+@pytest.mark.parametrize("parent,second", [(("default", "images"), "labels root"),
+                                           (("default", "content", "blob"), "image record"),
+                                           ((), "labels root")],
+                         ids=["images-and-labels-root", "blob-and-image-record", "v1-and-labels-root"])
 def test_leaves_of_a_lost_sub_bucket_root_are_not_taken_for_its_parents(oracle, tmp_path, parent, second):
     """Two pages lost: the root page of a bucket of containerd's that holds only sub-buckets (the
-    images bucket's root leaf, the blob bucket's root branch), and the branch root of one image's
-    labels bucket or the image's own leaf (which names that bucket). The labels' pages then tile a
-    key space of their own and fit the lost page's key range, as its own children would; they must
-    not be poured into it."""
+    images bucket's root leaf, the blob bucket's root branch) or only a few plain values (v1: its
+    version), and the branch root of one image's labels bucket or the image's own leaf (which names
+    that bucket). The labels' pages then tile a key space of their own and fit the lost page's key
+    range, as its own children would; they must not be poured into it. (For v1 the previous
+    commit's v1 page is lost too, or its being a leaf would already say no branch was lost.)"""
     from tests.tools.test_salvage_cut_short import NS
     data = bytearray(_labelled_file(oracle, tmp_path / "labels.db"))
     original = bytes(data)
@@ -268,13 +271,16 @@ def test_leaves_of_a_lost_sub_bucket_root_are_not_taken_for_its_parents(oracle, 
                     and (flags == rawpages.FLAG_LEAF or walk.parent.get(p) not in
                          {q for q, w in walk.page_path.items() if w == bucket}))
 
-    bucket = NS + tuple(p.encode() for p in parent)
-    assert walk.root_flags[bucket] == (rawpages.FLAG_LEAF if parent == ("images",) else rawpages.FLAG_BRANCH)
+    bucket = NS[:1] + tuple(p.encode() for p in parent)
+    assert walk.root_flags[bucket] == (rawpages.FLAG_BRANCH if b"blob" in bucket else rawpages.FLAG_LEAF)
     labelled = sorted(p for p, flags in walk.root_flags.items() if p[-1:] == (b"labels",)
                       and flags == rawpages.FLAG_BRANCH)
     assert labelled, "no labels bucket grew a branch root"
     image_leaf = walk.page_of[(labelled[0][:-1], b"labels")]
     victims = {root_page(bucket), root_page(labelled[0]) if second == "labels root" else image_leaf}
+    if not parent:
+        previous = read_intact(original, raw.valid_metas()[1].slot)
+        victims |= {p for p, where in previous.page_path.items() if where == bucket} - set(walk.visited)
     truth = set()
     for meta in raw.valid_metas():
         truth |= set(dump_tree(read_intact(original, meta.slot).root))

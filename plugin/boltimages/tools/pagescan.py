@@ -20,7 +20,7 @@ are all checked by rawpages before use.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..store import codec, layout
 from . import rawpages
@@ -343,6 +343,8 @@ COLLECTIONS = {IMAGE: IMAGES, BLOB: BLOBS, LEASE: LEASES, NAMESPACE: SCHEMA}
 #: buckets whose entries are all sub-buckets (never a plain value): bbolt's root bucket, and these
 #: of containerd's
 BUCKETS_ONLY = (ROOT, NAMESPACE, IMAGES, CONTENT, BLOBS, LEASES)
+#: containerd buckets that hold plain values, and the keys they hold them under
+PLAIN_KEYS = {SCHEMA: {layout.DB_VERSION_KEY}, IMAGE: IMAGE_KEYS, BLOB: BLOB_KEYS, LEASE: LEASE_KEYS}
 
 
 def classify(bucket: Bucket) -> Optional[Shape]:
@@ -451,9 +453,23 @@ def read_fragments(raw: RawFile, meta: Meta, unreached: set[int], visited: set[i
     return fragments
 
 
-def holds_only_buckets(path: BucketPath) -> bool:
-    """Whether path is a bucket whose entries are all sub-buckets (BUCKETS_ONLY)."""
-    return any(_matches(kind.pattern, path) for kind in BUCKETS_ONLY)
+def admits_values(path: BucketPath, keys: Iterable[bytes]) -> bool:
+    """Whether the bucket at path can hold plain values under these keys.
+
+    bbolt's root and containerd's namespace, images, content, blob and leases
+    buckets hold sub-buckets only (BUCKETS_ONLY); v1 and containerd's records
+    hold plain values under a few known keys (PLAIN_KEYS). Elsewhere anything
+    goes.
+    """
+    keys = set(keys)
+    if not keys:
+        return True
+    if any(_matches(kind.pattern, path) for kind in BUCKETS_ONLY):
+        return False
+    for kind, allowed in PLAIN_KEYS.items():
+        if _matches(kind.pattern, path):
+            return keys <= allowed
+    return True
 
 
 def _matches(pattern: Pattern, path: BucketPath) -> bool:
@@ -537,12 +553,12 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
     if shape is None:
         # content of any file: only the pages below a lost branch page of a bucket, whose
         # key range the parent branch recorded, are known to belong to that bucket
-        # (never plain values into a containerd bucket that holds only sub-buckets: the leaves of a
-        # sub-bucket whose own root page is lost too fit a lost branch's key range all the same)
+        # (never plain values a bucket of that place cannot hold: the leaves of a sub-bucket whose
+        # own root page is lost too fit a lost branch's key range all the same)
         for hole in holes:
             if (was_branch(hole) and not _cut_off(hole) and _in_range(first, hole) and _in_range(last, hole)
                     and not _interleaves(find(root, hole.path), first, last)
-                    and not (fragment.content.values and holds_only_buckets(hole.path))):
+                    and admits_values(hole.path, fragment.content.values)):
                 bases.add(hole.path)
         return bases, hints
     pattern = shape.pattern
@@ -585,16 +601,15 @@ def _tiling(fragments: list[Fragment], holes: list[Loss], older: Optional[Walk])
     come from separate key spaces, but the leaves of one such sub-bucket whose
     own root page is lost too tile its key space just the same: when the
     previous commit's root of that bucket was a leaf, the lost page is not
-    taken for a branch; nor when the bucket is one of containerd's that hold
-    only sub-buckets and a fragment holds plain values. Only used when one
-    such hole exists.
+    taken for a branch; nor when a fragment holds plain values the bucket
+    cannot hold (admits_values). Only used when one such hole exists.
     """
     roots = [h for h in holes if h.pgid is not None and not h.siblings and h.lo is None and h.hi is None
              and not _cut_off(h)]
     if len(roots) == 1 and older is not None and older.root_flags.get(roots[0].path) == rawpages.FLAG_LEAF:
         return {}
     unknown = [f for f in fragments if f.shape is None and f.key_range()[0] is not None]
-    if len(roots) == 1 and holds_only_buckets(roots[0].path) and any(f.content.values for f in unknown):
+    if len(roots) == 1 and not all(admits_values(roots[0].path, f.content.values) for f in unknown):
         return {}
     spans = sorted((f.key_range(), f.pgid) for f in unknown)
     if len(roots) != 1 or len(spans) < 2:

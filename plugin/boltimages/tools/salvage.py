@@ -413,13 +413,13 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
         first, last = elements[0][1], elements[-1][1]
         known = older.page_path.get(pgid) if older is not None else None
         pool = [loss for loss in candidates if loss.path == known] if known is not None else candidates
-        # a leaf of plain values is no part of a containerd bucket that holds only sub-buckets
-        # (namespace, images, blob, ...): with a sub-bucket's own root lost too, its leaves fit
-        # the key range of such a bucket's lost page all the same
-        plain = any(not flags & rawpages.LEAF_FLAG_BUCKET for flags, _key, _value in elements)
+        # a leaf of plain values a bucket cannot hold (the root, containerd's namespace, images,
+        # blob... buckets, or other keys than a record's) is no part of it: with a sub-bucket's own
+        # root lost too, its leaves fit the key range of such a bucket's lost page all the same
+        plain = [key for flags, key, _value in elements if not flags & rawpages.LEAF_FLAG_BUCKET]
         fits = [loss for loss in pool
                 if (loss.lo is None or first >= loss.lo) and (loss.hi is None or last < loss.hi)
-                and not (plain and pagescan.holds_only_buckets(loss.path))]
+                and pagescan.admits_values(loss.path, plain)]
         infos.append((pgid, elements, known, fits))
     # a lost bucket root of unknown kind is left to the page scan, which knows
     # containerd's shapes (pagescan.place): orphans tiling its key space may be
