@@ -219,3 +219,75 @@ def test_lost_leaf_does_not_leak_its_sub_buckets_into_the_parent(oracle, tmp_pat
     assert result["report"]["lost_and_found"] and not result["report"]["recovered_orphans"]
     assert [line for line in dump_tree(result["tree"]) if not line.split()[1].startswith(SHELF)] == expected
     assert {d["kind"] for d in result["report"]["lost_and_found"]} == {"unrecognized content"}
+
+
+
+def _labelled_file(oracle, path) -> bytes:
+    """Images whose labels buckets span several leaves under a branch, and a blob bucket of
+    several leaves. The last commit adds a blob: both commits share the images' pages, and the
+    previous commit's blob bucket has a root branch of its own."""
+    from tests.tools.test_salvage_cut_short import NS, _blob, _hex, _image, _put
+    ops = [{"op": "create_bucket", "path": _hex(NS[:1])}, _put(NS[:1], b"version", b"\x03"),
+           {"op": "create_bucket", "path": _hex(NS)}, {"op": "create_bucket", "path": _hex(NS + (b"images",))},
+           {"op": "create_bucket", "path": _hex(NS + (b"content",))},
+           {"op": "create_bucket", "path": _hex(NS + (b"content", b"blob"))}, {"op": "commit"}]
+    for i in range(60):
+        ops += _blob(b"sha256:%064d" % i, i)
+    ops.append({"op": "commit"})
+    for i in range(4):
+        name = b"example.com/labelled%d:v1" % i
+        ops += _image(name, 5000 + i, i)
+        labels = NS + (b"images", name, b"labels")
+        ops.append({"op": "create_bucket", "path": _hex(labels)})
+        # big enough for a labels bucket of several leaves under a branch
+        ops += [_put(labels, b"label%02d" % j, b"x" * 300) for j in range(30)]
+        ops.append({"op": "commit"})
+    ops += _blob(b"sha256:%064d" % 99, 99) + [{"op": "commit"}]
+    oracle.apply(path, ops, page_size=4096)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("parent,second", [(("default", "images"), "labels root"),
+                                           (("default", "content", "blob"), "image record"),
+                                           ((), "labels root")],
+                         ids=["images-and-labels-root", "blob-and-image-record", "v1-and-labels-root"])
+def test_leaves_of_a_lost_sub_bucket_root_are_not_taken_for_its_parents(oracle, tmp_path, parent, second):
+    """Two pages lost: the root page of a bucket of containerd's that holds only sub-buckets (the
+    images bucket's root leaf, the blob bucket's root branch) or only a few plain values (v1: its
+    version), and the branch root of one image's labels bucket or the image's own leaf (which names
+    that bucket). The labels' pages then tile a key space of their own and fit the lost page's key
+    range, as its own children would; they must not be poured into it. (For v1 the previous
+    commit's v1 page is lost too, or its being a leaf would already say no branch was lost.)"""
+    from tests.tools.test_salvage_cut_short import NS
+    data = bytearray(_labelled_file(oracle, tmp_path / "labels.db"))
+    original = bytes(data)
+    raw = rawpages.RawFile(original)
+    walk = read_intact(original)
+
+    def root_page(bucket: tuple[bytes, ...]) -> int:
+        flags = walk.root_flags[bucket]
+        return next(p for p, where in walk.page_path.items()
+                    if where == bucket and page_header(original, p, raw.page_size)[1] == flags
+                    and (flags == rawpages.FLAG_LEAF or walk.parent.get(p) not in
+                         {q for q, w in walk.page_path.items() if w == bucket}))
+
+    bucket = NS[:1] + tuple(p.encode() for p in parent)
+    assert walk.root_flags[bucket] == (rawpages.FLAG_BRANCH if b"blob" in bucket else rawpages.FLAG_LEAF)
+    labelled = sorted(p for p, flags in walk.root_flags.items() if p[-1:] == (b"labels",)
+                      and flags == rawpages.FLAG_BRANCH)
+    assert labelled, "no labels bucket grew a branch root"
+    image_leaf = walk.page_of[(labelled[0][:-1], b"labels")]
+    victims = {root_page(bucket), root_page(labelled[0]) if second == "labels root" else image_leaf}
+    if not parent:
+        previous = read_intact(original, raw.valid_metas()[1].slot)
+        victims |= {p for p, where in previous.page_path.items() if where == bucket} - set(walk.visited)
+    truth = set()
+    for meta in raw.valid_metas():
+        truth |= set(dump_tree(read_intact(original, meta.slot).root))
+    ps = raw.page_size
+    for victim in victims:
+        data[victim * ps:(victim + 1) * ps] = bytes(ps)
+    result = salvage.recover(bytes(data))
+    recovered = [line for line in dump_tree(result["tree"]) if not line.split()[1].startswith(SHELF)]
+    assert unsequenced(recovered) <= unsequenced(truth)
+    assert score(original, victims, result["tree"]).missing == []

@@ -20,7 +20,7 @@ are all checked by rawpages before use.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..store import codec, layout
 from . import rawpages
@@ -36,6 +36,9 @@ ProgressHook = Optional[Callable[[int, int], None]]
 REBUILT = "rebuilt from its pages"
 #: Meta.problem of a meta standing in for a commit no longer whole on the pages
 PARTIAL = "stands in for a commit not whole on the pages"
+#: Meta.problem of a commit found whole on the pages that was built on another one found there:
+#: it came two commits after the survivor at least, so it never committed (see rebuild_metas)
+NEVER_COMMITTED = "built on another commit after the surviving one, so it never committed"
 #: how many whole trees a file without metas and freelist may offer (old roots survive in free pages)
 MAX_UNPROVEN_ROOTS = 8
 #: how many freelist pages a meta rebuild tries at most (stale freelist pages of old commits)
@@ -90,6 +93,15 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
     after it; only a higher N (bbolt never lowers the high water mark) proves
     a commit newer, a lower one proves it older (those are left out). Files
     kept without a freelist (containerd 1.7+) cannot be checked this way.
+
+    A commit cut short (its pages written, its meta not) is as whole on the
+    pages as a committed one. Next to a survivor of txid t only t + 1 can have
+    committed: t + 2 would have written its meta over the survivor's slot. So
+    of two commits found newer than the survivor, one built on the other (its
+    tree reaching pages the other wrote, which the survivor's tree does not
+    hold) and with a higher N came later and never committed: its meta says
+    NEVER_COMMITTED. Pages written past a commit's N therefore do not prove it
+    older when a survivor is known: they may be such a commit's.
     Returns (metas, a sentence for the report when there are none).
     """
     n = raw.page_count()
@@ -121,6 +133,8 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
         return [], "no freelist page of another commit is on disk"
     freelists = freelists[-MAX_FREELIST_CANDIDATES:]
     found: list[Meta] = []
+    # id of a found meta -> the tree pages its walk reached
+    reached: dict[int, set[int]] = {}
     for fl in freelists:
         got = _freelist_ids(raw, fl, n)
         if got is None:
@@ -143,17 +157,39 @@ def rebuild_metas(raw: RawFile, survivor: Optional[Meta]) -> tuple[list[Meta], s
             top = max(used) + 1
             if used != set(range(top)):
                 continue
-            if top <= last_written:
+            if top <= last_written and survivor is None:
                 continue  # a page past its high water mark was written later: an older commit
             if survivor is not None and (top < survivor.pgid or root == survivor.root):
                 continue
             candidate.pgid = top
             found.append(candidate)
+            reached[id(candidate)] = walk.visited
     found.sort(key=lambda m: -m.pgid)
+    if survivor is not None and len(found) > 1:
+        _mark_never_committed(raw, survivor, found, reached)
     if not found and survivor is None:
         whole = _unproven_roots(raw, tree_pages)
         return whole if whole[0] else _unproven_roots(raw, tree_pages, whole=False)
     return found, "" if found else "no freelist page and root page on disk cover the file exactly"
+
+
+def _mark_never_committed(raw: RawFile, survivor: Meta, found: list[Meta], reached: dict[int, set[int]]) -> None:
+    """Mark the commits found on the pages that came after another one found there (NEVER_COMMITTED).
+
+    Two of them newer than the survivor sharing a tree page the survivor's
+    tree does not hold are one built on the other (both start from the
+    survivor's tree, and a page written after it holds the node of the commit
+    that wrote it); bbolt never lowers the high water mark, so the one with
+    the higher N is the later. With equal N the order is unknown and neither
+    is marked.
+    """
+    kept = rawpages.TolerantReader(raw, survivor).read().visited
+    for later in found:
+        for earlier in found:
+            if (survivor.pgid < earlier.pgid < later.pgid
+                    and (reached[id(later)] & reached[id(earlier)]) - kept):
+                later.problem = NEVER_COMMITTED
+                break
 
 
 def _unproven_roots(raw: RawFile, tree_pages: list[int], whole: bool = True) -> tuple[list[Meta], str]:
@@ -304,6 +340,11 @@ BLOB_KEYS = {layout.SIZE_KEY, layout.CREATED_AT_KEY, layout.UPDATED_AT_KEY, layo
 LEASE_KEYS = {layout.CREATED_AT_KEY, layout.LABELS_BUCKET, layout.LEASE_CONTENT_BUCKET,
               layout.LEASE_SNAPSHOTS_BUCKET, layout.LEASE_INGESTS_BUCKET, layout.LEASE_IMAGES_BUCKET}
 COLLECTIONS = {IMAGE: IMAGES, BLOB: BLOBS, LEASE: LEASES, NAMESPACE: SCHEMA}
+#: buckets whose entries are all sub-buckets (never a plain value): bbolt's root bucket, and these
+#: of containerd's
+BUCKETS_ONLY = (ROOT, NAMESPACE, IMAGES, CONTENT, BLOBS, LEASES)
+#: containerd buckets that hold plain values, and the keys they hold them under
+PLAIN_KEYS = {SCHEMA: {layout.DB_VERSION_KEY}, IMAGE: IMAGE_KEYS, BLOB: BLOB_KEYS, LEASE: LEASE_KEYS}
 
 
 def classify(bucket: Bucket) -> Optional[Shape]:
@@ -412,6 +453,25 @@ def read_fragments(raw: RawFile, meta: Meta, unreached: set[int], visited: set[i
     return fragments
 
 
+def admits_values(path: BucketPath, keys: Iterable[bytes]) -> bool:
+    """Whether the bucket at path can hold plain values under these keys.
+
+    bbolt's root and containerd's namespace, images, content, blob and leases
+    buckets hold sub-buckets only (BUCKETS_ONLY); v1 and containerd's records
+    hold plain values under a few known keys (PLAIN_KEYS). Elsewhere anything
+    goes.
+    """
+    keys = set(keys)
+    if not keys:
+        return True
+    if any(_matches(kind.pattern, path) for kind in BUCKETS_ONLY):
+        return False
+    for kind, allowed in PLAIN_KEYS.items():
+        if _matches(kind.pattern, path):
+            return keys <= allowed
+    return True
+
+
 def _matches(pattern: Pattern, path: BucketPath) -> bool:
     return len(pattern) == len(path) and all(p is None or p == q for p, q in zip(pattern, path))
 
@@ -493,9 +553,12 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
     if shape is None:
         # content of any file: only the pages below a lost branch page of a bucket, whose
         # key range the parent branch recorded, are known to belong to that bucket
+        # (never plain values a bucket of that place cannot hold: the leaves of a sub-bucket whose
+        # own root page is lost too fit a lost branch's key range all the same)
         for hole in holes:
             if (was_branch(hole) and not _cut_off(hole) and _in_range(first, hole) and _in_range(last, hole)
-                    and not _interleaves(find(root, hole.path), first, last)):
+                    and not _interleaves(find(root, hole.path), first, last)
+                    and admits_values(hole.path, fragment.content.values)):
                 bases.add(hole.path)
         return bases, hints
     pattern = shape.pattern
@@ -530,16 +593,25 @@ def _by_shape(fragment: Fragment, root: Bucket, holes: list[Loss],
     return bases, hints
 
 
-def _tiling(fragments: list[Fragment], holes: list[Loss]) -> dict[int, BucketPath]:
+def _tiling(fragments: list[Fragment], holes: list[Loss], older: Optional[Walk]) -> dict[int, BucketPath]:
     """Unrecognized fragments that are the children of the one lost bucket root page.
 
     A lost root page that was a branch leaves two or more subtrees whose key
-    ranges follow one another without overlap; sub-buckets of a lost leaf come
-    from separate key spaces. Only used when one such hole exists.
+    ranges follow one another without overlap. Sub-buckets of a lost leaf
+    come from separate key spaces, but the leaves of one such sub-bucket whose
+    own root page is lost too tile its key space just the same: when the
+    previous commit's root of that bucket was a leaf, the lost page is not
+    taken for a branch; nor when a fragment holds plain values the bucket
+    cannot hold (admits_values). Only used when one such hole exists.
     """
     roots = [h for h in holes if h.pgid is not None and not h.siblings and h.lo is None and h.hi is None
              and not _cut_off(h)]
-    spans = sorted((f.key_range(), f.pgid) for f in fragments if f.shape is None and f.key_range()[0] is not None)
+    if len(roots) == 1 and older is not None and older.root_flags.get(roots[0].path) == rawpages.FLAG_LEAF:
+        return {}
+    unknown = [f for f in fragments if f.shape is None and f.key_range()[0] is not None]
+    if len(roots) == 1 and not all(admits_values(roots[0].path, f.content.values) for f in unknown):
+        return {}
+    spans = sorted((f.key_range(), f.pgid) for f in unknown)
     if len(roots) != 1 or len(spans) < 2:
         return {}
     if any(spans[i][0][1] >= spans[i + 1][0][0] for i in range(len(spans) - 1)):  # type: ignore[operator]
@@ -567,13 +639,17 @@ def place(root: Bucket, fragments: list[Fragment], holes: list[Loss], older: Opt
         # a place the previous commit knows is taken only where a damaged page left a hole: bbolt
         # leaks the pages of a bucket deleted in the commit that wrote it (see the facts on bbolt
         # 1.3.6), and those must not bring the deleted bucket back
-        evidence[fragment.pgid] = ({base for base in bases if any(_explains(hole, base) for hole in holes)},
+        # nor where containerd's layout has no place for what the fragment is: the previous tree is
+        # read through pages the newest commit freed, which a later commit cut short may have
+        # rewritten with nodes of other buckets (its paths are then wrong, its pages intact)
+        evidence[fragment.pgid] = ({base for base in bases if any(_explains(hole, base) for hole in holes)
+                                    and (fragment.shape is None or _matches(fragment.shape.pattern, base))},
                                    witness)
     # what the previous commit places goes first: the key ranges it fills tell which of the
     # other subtrees can still be parts of a bucket (_interleaves)
     fragments = sorted(fragments, key=lambda f: (len(evidence[f.pgid][0]) != 1,
                                                  len(f.shape.pattern) if f.shape else 99, f.pgid))
-    tiles = {} if stale else _tiling(fragments, holes)
+    tiles = {} if stale else _tiling(fragments, holes, older)
     for fragment in fragments:
         kind = fragment.shape.kind if fragment.shape else "unrecognized content"
         bases, witness = evidence[fragment.pgid]

@@ -60,23 +60,27 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         other = metas[1 - i] if len(metas) > 1 else None
         tries.append(_salvage_from(raw, meta, other, progress))
     chosen = tries[0]
+    # the previous commit, when the newest lost its root: its records are set aside, not used
+    previous: Optional[_Attempt] = None
     if len(tries) > 1 and chosen.root_lost and tries[1].result_count() > chosen.result_count():
-        # the newest tree is gone from its root and nothing could stand in for it:
-        # the previous commit's tree is the best left
-        older = tries[1]
+        # The previous commit's tree cannot stand in for the newest one. The pages the newest
+        # commit freed (its predecessor's root, v1 and namespace pages at least: every commit
+        # rewrites them) were free again once it committed, and a later commit cut short (its
+        # pages written, its meta not: containerd stopped while committing) may have rewritten
+        # them; pages carry no transaction id, so such a rewrite cannot be seen, and reading the
+        # previous tree through it brings back records no commit holds, under any name. The
+        # pages the newest commit still uses are safe, but every path to them runs through the
+        # previous root. So the previous commit's records go to lost-and-found, whole.
+        previous = tries[1]
         report["notes"].append(f"meta {chosen.meta.slot} (txid {chosen.meta.txid}) has an unreadable root page; "
-                               f"meta {older.meta.slot} (txid {older.meta.txid}) is used instead: changes of the "
-                               "last transaction are not in the tree (pages it may have written are kept in "
-                               f"{LOST_AND_FOUND.decode()})")
-        _keep_newer_pages(raw, older, min(chosen.meta.pgid, raw.page_count()),
-                          f"the newest commit (txid {chosen.meta.txid}, its root page lost)")
-        chosen = older
+                               f"the tree of meta {previous.meta.slot} (txid {previous.meta.txid}) does not stand in "
+                               "for it: pages the newest commit freed may have been rewritten since, by a commit "
+                               f"cut short, so its records are kept in {LOST_AND_FOUND.decode()}, not in the tree")
     elif len(tries) > 1 and not tries[1].walk.losses and chosen.walk.losses:
         report["notes"].append(f"the previous commit (meta {tries[1].meta.slot}, txid {tries[1].meta.txid}) "
                                "is intact; records are taken from the newest commit")
-    kept_newer = chosen is not tries[0]
     if (any(not m.valid for m in raw.metas) and metas[0].problem not in (pagescan.REBUILT, pagescan.PARTIAL)
-            and not alternatives and not kept_newer):
+            and not alternatives):
         # a damaged meta may have named a newer commit that is no longer whole (pages damaged too)
         _keep_newer_pages(raw, chosen, raw.page_count(), "a newer commit whose meta page is damaged")
     meta, walk = chosen.meta, chosen.walk
@@ -114,10 +118,24 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         if extra.values or extra.buckets:
             name = f"other-commit-root-{alternative.root}"
             found[name] = extra
+            never = alternative.problem == pagescan.NEVER_COMMITTED
             report["lost_and_found"].append({
-                "name": name, "page": alternative.root, "kind": "records of another complete commit",
+                "name": name, "page": alternative.root,
+                "kind": "records of a commit that never completed" if never else "records of another complete commit",
                 "entries": extra.count(), "belongs_under": [], "damaged_inside": [],
-                "why": "a meta page is damaged and this commit's order against the one used is unknown"})
+                "why": ("it was written after another commit newer than the surviving meta, and its meta never "
+                        "reached the disk") if never else
+                       "a meta page is damaged and this commit's order against the one used is unknown"})
+    if previous is not None:
+        extra = pagescan.difference(previous.walk.root, walk.root)
+        if extra.values or extra.buckets:
+            name = f"previous-commit-root-{previous.meta.root}"
+            found[name] = extra
+            report["lost_and_found"].append({
+                "name": name, "page": previous.meta.root, "kind": "records of the previous commit",
+                "entries": extra.count(), "belongs_under": [], "damaged_inside": [],
+                "why": "the newest commit's root page is lost, and pages it freed may have been rewritten by a "
+                       "later commit cut short"})
     _restore_db_version(walk.root, chosen.other_walk, report)
     for text, record, why in set_aside_incomplete_records(walk.root):
         # kept under their original path so the name they had is not lost with them
@@ -170,6 +188,15 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
         return metas, []
     survivor = metas[0] if metas else None
     found, why = pagescan.rebuild_metas(raw, survivor)
+    # commits built on another one found newer than the survivor never committed: their records
+    # are kept in lost-and-found only
+    never = [m for m in found if m.problem == pagescan.NEVER_COMMITTED]
+    found = [m for m in found if m.problem != pagescan.NEVER_COMMITTED]
+    if never:
+        report["notes"].append(f"complete commits on the pages (root pages {', '.join(str(m.root) for m in never)}) "
+                               "came after another one newer than the surviving meta, so they never committed "
+                               "(their metas would have replaced it); what they hold differently is kept in "
+                               "lost-and-found")
     newer = [m for m in found if survivor is None or m.pgid > survivor.pgid]
     if newer and (len(newer) == 1 or newer[0].pgid > newer[1].pgid):
         if newer[0].problem == pagescan.PARTIAL:
@@ -185,12 +212,12 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
             report["notes"].append(f"a complete commit (root page {newer[0].root}, freelist page "
                                    f"{newer[0].freelist}) was found on the pages; {reason}, so it is the newest "
                                    "and is used")
-        return [newer[0]] + metas, []
+        return [newer[0]] + metas, never
     if not found:
         if not metas:
             raise ToolError(f"nothing to salvage: neither meta page is valid and {why}")
         report["notes"].append(f"no other complete commit could be found on the pages: {why}")
-        return metas, []
+        return metas, never
     # pages carry no transaction id: two complete commits with the same high water mark
     # cannot be ordered. The surviving (or first) one is used; what the other holds
     # differently is kept in lost-and-found, not merged by guess.
@@ -205,7 +232,7 @@ def _choose_metas(raw: rawpages.RawFile, metas: list[rawpages.Meta],
                   if metas[0].freelist == rawpages.NO_FREELIST else "")
         report["notes"].append(f"other complete commits (root pages {roots}) are on the pages and cannot be told "
                                f"older or newer{chosen}; records they hold differently are kept in lost-and-found")
-    return metas, alternatives
+    return metas, alternatives + never
 
 
 def _keep_newer_pages(raw: rawpages.RawFile, older: "_Attempt", limit: int, why: str) -> None:
@@ -386,8 +413,13 @@ def _adopt_orphans(raw: rawpages.RawFile, meta: rawpages.Meta, walk: rawpages.Wa
         first, last = elements[0][1], elements[-1][1]
         known = older.page_path.get(pgid) if older is not None else None
         pool = [loss for loss in candidates if loss.path == known] if known is not None else candidates
+        # a leaf of plain values a bucket cannot hold (the root, containerd's namespace, images,
+        # blob... buckets, or other keys than a record's) is no part of it: with a sub-bucket's own
+        # root lost too, its leaves fit the key range of such a bucket's lost page all the same
+        plain = [key for flags, key, _value in elements if not flags & rawpages.LEAF_FLAG_BUCKET]
         fits = [loss for loss in pool
-                if (loss.lo is None or first >= loss.lo) and (loss.hi is None or last < loss.hi)]
+                if (loss.lo is None or first >= loss.lo) and (loss.hi is None or last < loss.hi)
+                and pagescan.admits_values(loss.path, plain)]
         infos.append((pgid, elements, known, fits))
     # a lost bucket root of unknown kind is left to the page scan, which knows
     # containerd's shapes (pagescan.place): orphans tiling its key space may be
