@@ -34,6 +34,17 @@ from .scratch import ScratchFile
 LOST_AND_FOUND = b"lost+found"
 
 
+#: With one meta page lost, the commit salvage rebuilds cannot be proven the
+#: last one containerd completed: pages carry no transaction id, and a commit
+#: cut short (its pages written, its meta not) can look whole, or may have
+#: rewritten pages of the surviving commit's tree (tests/tools/
+#: test_salvage_cut_short.py shows both). The report says so.
+UNPROVEN_LAST_COMMIT = ("a meta page is lost, so the commit used cannot be proven the last one containerd "
+                        "completed: records written in the last commit before the damage may be missing, or "
+                        "may be ones a commit cut short wrote and containerd never committed; compare them "
+                        "with a backup if you have one")
+
+
 def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, Any]:
     """Read data tolerantly; returns the tree and a structured report.
 
@@ -55,6 +66,8 @@ def recover(data: bytes, progress: pagescan.ProgressHook = None) -> dict[str, An
         if not m.valid:
             report["notes"].append(f"meta page {m.slot} is invalid ({m.problem})")
     metas, alternatives = _choose_metas(raw, metas, report)
+    if len(raw.valid_metas()) == 1:
+        report["notes"].append(UNPROVEN_LAST_COMMIT)
     tries = []
     for i, meta in enumerate(metas[:2]):
         other = metas[1 - i] if len(metas) > 1 else None
