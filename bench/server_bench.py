@@ -32,8 +32,9 @@ Steps, in order, in namespace "bench":
   create_single      2,000 Creates from one client
   delete             delete those 2,000 images, one client
 After each server's workload, on the same server: the floor under its List
-(images_client -only list-floor): its List, the same answer replayed by a Go
-server that does no work, and the client's own decoding of it.
+(images_client -only list-floor): its List and the same answer replayed by a Go
+server that does no work, in turn (the client gets warmer with every List, so
+the second of two series gains), and the client's own decoding of it.
 Then the RSS of each server holding 100,000 images: one database written
 offline in containerd's layout with our engine, copied to each server, then a
 filtered List and 2,000 Gets to touch it (--no-rss-containerd: ours only).
@@ -343,7 +344,7 @@ def render(results: dict[str, Any], args: argparse.Namespace, facts: dict[str, A
         floor = results.get(name, {}).get("floor")
         if floor:
             mem.append(f"{name}: the floor under a List of {fill['images']} images, after the workload, "
-                       f"{floor['list_all']['ops']} Lists each: its own List "
+                       f"{floor['list_all']['ops']} Lists each, in turn: its own List "
                        f"{benchlib.fmt_seconds(per_call(floor['list_all']))}; the same answer replayed by a Go "
                        f"server that does no work {benchlib.fmt_seconds(per_call(floor['list_floor']))}; "
                        f"the client's own decoding of it, no transfer, "
