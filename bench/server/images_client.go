@@ -343,8 +343,9 @@ func main() {
 	// connection carried its share of the concurrent Creates: grpc-go's
 	// receive window then grows more slowly during the first List, 13 to 27
 	// ms against 10 to 12 on a new connection, from any server).
-	record := func(name string) []byte {
-		var recorded []byte
+	// replayer records the server's List answer and serves it again; the
+	// client is on a new connection to it, and done closes both.
+	replayer := func(name string) (recorded []byte, floor imagesapi.ImagesClient, done func()) {
 		empty := []byte{}
 		rec := dialConn(*socket)
 		err := rec.Invoke(ctx, listMethod, &empty, &recorded, grpc.ForceCodec(rawCodec{}))
@@ -352,14 +353,13 @@ func main() {
 		if err != nil {
 			fail("%s: recording the List: %v", name, err)
 		}
-		return recorded
-	}
-	replayed := func(name string, creates int) (step, []byte) {
-		recorded := record(name)
 		floorSocket, stop := serveRecorded(recorded)
-		defer stop()
 		floorConn, floor := dial(floorSocket)
-		defer floorConn.Close()
+		return recorded, floor, func() { floorConn.Close(); stop() }
+	}
+	replayed := func(name string, creates int) step {
+		recorded, floor, done := replayer(name)
+		defer done()
 		for i := 0; i < creates; i++ {
 			if _, err := floor.Create(ctx, &imagesapi.CreateImageRequest{Image: newImage(i)}); err != nil {
 				fail("%s: Create on the replaying server: %v", name, err)
@@ -373,7 +373,7 @@ func main() {
 			return err
 		})
 		s.Check = fmt.Sprintf("bytes=%d", len(recorded))
-		return s, recorded
+		return s
 	}
 
 	if *only == "list-floor" {
@@ -381,11 +381,8 @@ func main() {
 		// connection: every List leaves the client warmer (its heap grown for
 		// the decoding), and ten of one then ten of the other favoured
 		// whichever came second by 2 to 3 ms.
-		recorded := record("list_floor")
-		floorSocket, stop := serveRecorded(recorded)
-		defer stop()
-		floorConn, floor := dial(floorSocket)
-		defer floorConn.Close()
+		recorded, floor, done := replayer("list_floor")
+		defer done()
 		lat := map[string][]time.Duration{}
 		secs := map[string]float64{}
 		cpu := 0.0
@@ -492,8 +489,7 @@ func main() {
 	steps = append(steps, list("list_all", nil, *nImages))
 	// the same List from a server that does no work, at this point of the
 	// workload (the client's own heap, and so its decoding, is as it was)
-	floor, _ := replayed("list_all_replayed", *nImages / *concurrency)
-	steps = append(steps, floor)
+	steps = append(steps, replayed("list_all_replayed", *nImages / *concurrency))
 	inGroup3 := 0
 	for i := 0; i < *nImages; i++ {
 		if i%10 == 3 {

@@ -774,9 +774,10 @@ def spliced(answer: bytes, sizes: array, edits: Sequence[tuple[int, bool, Option
     for index, removed, framed in edits:
         if not at <= index <= len(sizes) - removed:
             raise ValueError(f"splice edit at {index} out of order or range ({len(sizes)} records)")
-        span = sum(sizes[at:index])  # 0.15 ms for 9,000 sizes
+        kept = sizes[at:index]
+        span = sum(kept)  # 0.15 ms for 9,000 sizes
         pieces.append(view[offset:offset + span])
-        new_sizes.extend(sizes[at:index])
+        new_sizes.extend(kept)
         offset += span
         at = index
         if removed:
